@@ -1,0 +1,16 @@
+// Package schema lists every package's migrations in the order they are applied. It must stay
+// free of go-ethereum: the settlement worker's tables come from settlement/schema, which only
+// embeds SQL.
+package schema
+
+import (
+	"github.com/tollgate-dev/tollgate/internal/migrate"
+	"github.com/tollgate-dev/tollgate/ledger"
+)
+
+// All returns the sources `tollgate migrate` applies.
+func All() []migrate.Source {
+	return []migrate.Source{
+		ledger.Migrations,
+	}
+}

@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS ledger_placeholder (id INT PRIMARY KEY)
