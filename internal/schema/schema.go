@@ -6,11 +6,15 @@ package schema
 import (
 	"github.com/tollgate-dev/tollgate/internal/migrate"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
 )
 
 // All returns the sources `tollgate migrate` applies.
 func All() []migrate.Source {
 	return []migrate.Source{
 		ledger.Migrations,
+		paywall.Migrations,
+		pricing.Migrations,
 	}
 }

@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS paywall_authorizations_wallet ON paywall_authorizations (wallet)
