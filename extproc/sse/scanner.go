@@ -1,0 +1,378 @@
+// Package sse scans a Server-Sent Events byte stream incrementally, the way an LLM upstream
+// sends chat completion chunks: events split across arbitrary chunk boundaries, "\n" or "\r\n"
+// line ends, comment lines such as ": OPENROUTER PROCESSING", "data: [DONE]" and mid-stream
+// error events.
+//
+// The scanner sits on the hot path of every streamed response chunk, so it only scans bytes:
+// it finds event boundaries and the few keys metering needs ("usage", "error", "content", "id")
+// without decoding JSON, and it allocates nothing per chunk once its carry buffer has grown to
+// the largest event that straddled a chunk boundary. JSON is decoded only for the rare events
+// that need it (ParseUsage, ParseError).
+//
+// A lone "\r" is not treated as a line break: the SSE specification allows it, but no LLM
+// upstream sends it, and supporting it would cost a second byte search per line. Such a stream
+// is scanned as one long line until MaxEventBytes, after which the scanner gives up (Broken).
+package sse
+
+import (
+	"bytes"
+)
+
+// DefaultMaxEventBytes bounds how much of one event the scanner buffers across chunks.
+const DefaultMaxEventBytes = 1 << 20
+
+// Kind says what an event is.
+type Kind uint8
+
+// Event kinds.
+const (
+	// KindEmpty is an event with no data lines: only comments, blank lines or other fields.
+	KindEmpty Kind = iota
+	// KindData is an event with a data payload other than [DONE].
+	KindData
+	// KindDone is "data: [DONE]", the end of an OpenAI stream.
+	KindDone
+	// KindInvalid is bytes the scanner could not split into events: an event over
+	// MaxEventBytes, or everything after one (see Broken). They should be passed on unchanged.
+	KindInvalid
+)
+
+// Event is one complete event. Its slices are valid until the next call to Next or Reset.
+type Event struct {
+	Kind Kind
+	// Raw is the whole event, up to and including the blank line that ends it. For an event
+	// begun in an earlier chunk it is a copy held by the scanner; otherwise it is part of the
+	// chunk passed to Reset.
+	Raw []byte
+	// Start and End are the part of the current chunk that belongs to this event: for an
+	// event begun in an earlier chunk, Start is 0 and Raw is longer than End-Start.
+	Start, End int
+	// Carried reports whether the event began in an earlier chunk.
+	Carried bool
+	// Data is the payload: the value of the single data line, or the values of several data
+	// lines joined by "\n" (in scanner memory).
+	Data []byte
+	// HasUsage reports whether Data has a "usage" key with an object value (not null).
+	HasUsage bool
+	// HasError reports whether Data has an "error" key with an object or string value.
+	HasError bool
+	// ContentBytes is the length in bytes of every "content", "reasoning" and
+	// "reasoning_content" string value in Data, escapes counted as written.
+	ContentBytes int
+}
+
+// Scanner splits SSE bytes into events across chunks. The zero value is ready to use with
+// DefaultMaxEventBytes; a Scanner is not safe for concurrent use.
+type Scanner struct {
+	// MaxEventBytes bounds one event; 0 means DefaultMaxEventBytes.
+	MaxEventBytes int
+
+	chunk []byte
+	pos   int // next unscanned offset in chunk
+	// evStart and lineStart are offsets of the current event and line. Negative offsets
+	// address carry: offset -k is carry[len(carry)-k].
+	evStart, lineStart int
+	carry              []byte // bytes of the current event that arrived in earlier chunks
+	resetCarry         bool   // carry held the previous event's Raw; clear it before use
+	scratch            []byte // joined multi-line data
+	broken             bool
+	brokenPending      bool // the chunk's remaining bytes still have to be handed out
+	ev                 Event
+}
+
+// Broken reports whether the scanner met an event larger than MaxEventBytes; from then on it
+// hands out every byte as KindInvalid and finds no more events.
+func (s *Scanner) Broken() bool { return s.broken }
+
+// Pending reports how many bytes of an unfinished event the scanner holds.
+func (s *Scanner) Pending() int {
+	if s.resetCarry {
+		return 0
+	}
+	return len(s.carry)
+}
+
+// Reset starts scanning the next chunk of the stream. The chunk must not change until the
+// chunk's events have been read.
+func (s *Scanner) Reset(chunk []byte) {
+	s.chunk = chunk
+	s.pos = 0
+	if s.resetCarry {
+		s.carry = s.carry[:0]
+		s.resetCarry = false
+	}
+	if len(s.carry) == 0 {
+		s.evStart, s.lineStart = 0, 0
+	}
+	s.brokenPending = s.broken && len(chunk) > 0
+}
+
+// Next advances to the next complete event in the current chunk and reports whether there is
+// one. When it returns false, the chunk's remaining bytes (an unfinished event) are kept for the
+// next chunk.
+func (s *Scanner) Next() bool {
+	if s.resetCarry {
+		s.carry = s.carry[:0]
+		s.resetCarry = false
+		s.evStart, s.lineStart = s.pos, s.pos
+	}
+	if s.broken {
+		if !s.brokenPending {
+			return false
+		}
+		s.brokenPending = false
+		s.ev = Event{Kind: KindInvalid, Raw: s.chunk[s.pos:], Start: s.pos, End: len(s.chunk)}
+		s.pos = len(s.chunk)
+		return true
+	}
+	b := s.chunk
+	for s.pos < len(b) {
+		i := bytes.IndexByte(b[s.pos:], '\n')
+		if i < 0 {
+			break
+		}
+		j := s.pos + i
+		s.pos = j + 1
+		n := j - s.lineStart
+		if n != 0 && (n != 1 || s.byteAt(s.lineStart) != '\r') {
+			s.lineStart = s.pos
+			continue
+		}
+		// A blank line: the event ends here.
+		s.emit(j + 1)
+		s.evStart, s.lineStart = s.pos, s.pos
+		return true
+	}
+	// Give up on an event larger than MaxEventBytes: hand its bytes out as one invalid piece.
+	return s.keepTail()
+}
+
+// Event returns the event found by the last successful Next.
+func (s *Scanner) Event() *Event { return &s.ev }
+
+func (s *Scanner) byteAt(off int) byte {
+	if off < 0 {
+		return s.carry[len(s.carry)+off]
+	}
+	return s.chunk[off]
+}
+
+// emit fills s.ev with the event that ends at chunk offset end.
+func (s *Scanner) emit(end int) {
+	s.ev = Event{End: end}
+	if s.evStart < 0 {
+		s.carry = append(s.carry, s.chunk[:end]...)
+		s.ev.Raw = s.carry
+		s.ev.Carried = true
+		s.resetCarry = true
+	} else {
+		s.ev.Raw = s.chunk[s.evStart:end]
+		s.ev.Start = s.evStart
+	}
+	s.classify(&s.ev)
+}
+
+// keepTail moves the unfinished event at the end of the chunk into carry. It reports whether
+// that made the scanner give up (the event outgrew MaxEventBytes); s.ev is then the invalid
+// piece holding the buffered bytes.
+func (s *Scanner) keepTail() bool {
+	n := len(s.chunk)
+	start, carried := s.evStart, s.evStart < 0
+	if !carried {
+		if start == n {
+			s.evStart, s.lineStart = 0, 0
+			s.pos = n
+			return false
+		}
+		s.carry = append(s.carry[:0], s.chunk[start:]...)
+	} else {
+		start = 0
+		s.carry = append(s.carry, s.chunk...)
+	}
+	s.lineStart -= n
+	s.evStart = -len(s.carry)
+	s.pos = n
+	if len(s.carry) <= s.maxEvent() {
+		return false
+	}
+	s.broken = true
+	s.brokenPending = false
+	s.ev = Event{Kind: KindInvalid, Raw: s.carry, Start: start, End: n, Carried: carried}
+	s.resetCarry = true
+	return true
+}
+
+// Flush ends the stream: it returns the bytes of an unfinished event (a truncated stream),
+// which the caller should pass on, and forgets them.
+func (s *Scanner) Flush() []byte {
+	if s.resetCarry || s.broken {
+		return nil
+	}
+	tail := s.carry
+	s.resetCarry = true
+	return tail
+}
+
+func (s *Scanner) maxEvent() int {
+	if s.MaxEventBytes > 0 {
+		return s.MaxEventBytes
+	}
+	return DefaultMaxEventBytes
+}
+
+var (
+	dataPrefix  = []byte("data:")
+	donePayload = []byte("[DONE]")
+)
+
+// classify finds the event's data payload and the keys metering needs, by byte scans only.
+func (s *Scanner) classify(ev *Event) {
+	raw := ev.Raw
+	var first []byte
+	lines := 0
+	for off := 0; off < len(raw); {
+		i := bytes.IndexByte(raw[off:], '\n')
+		end := len(raw)
+		next := len(raw)
+		if i >= 0 {
+			end = off + i
+			next = end + 1
+		}
+		line := raw[off:end]
+		off = next
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		if !bytes.HasPrefix(line, dataPrefix) {
+			continue // comment, blank, or a field we do not use (event:, id:, retry:)
+		}
+		v := line[len(dataPrefix):]
+		if len(v) > 0 && v[0] == ' ' {
+			v = v[1:]
+		}
+		lines++
+		switch lines {
+		case 1:
+			first = v
+		case 2:
+			s.scratch = append(append(append(s.scratch[:0], first...), '\n'), v...)
+		default:
+			s.scratch = append(append(s.scratch, '\n'), v...)
+		}
+	}
+	switch lines {
+	case 0:
+		ev.Kind = KindEmpty
+		return
+	case 1:
+		ev.Data = first
+	default:
+		ev.Data = s.scratch
+	}
+	if bytes.Equal(bytes.TrimSpace(ev.Data), donePayload) {
+		ev.Kind = KindDone
+		return
+	}
+	ev.Kind = KindData
+	scanKeys(ev)
+}
+
+// scanKeys finds the keys metering needs in one pass over the payload's JSON strings: each
+// string is located with a byte search for its quotes, and a string followed by ':' is a key.
+// Nothing is decoded.
+func scanKeys(ev *Event) {
+	d := ev.Data
+	for i := 0; i < len(d); {
+		q := bytes.IndexByte(d[i:], '"')
+		if q < 0 {
+			return
+		}
+		from := i + q + 1
+		end := closingQuote(d, from)
+		if end >= len(d) {
+			return
+		}
+		i = end + 1
+		k := skipSpace(d, i)
+		if k >= len(d) || d[k] != ':' {
+			continue
+		}
+		name := d[from:end]
+		switch len(name) {
+		case 5: // usage, error
+			v := skipSpace(d, k+1)
+			if v >= len(d) {
+				return
+			}
+			switch string(name) {
+			case "usage":
+				ev.HasUsage = ev.HasUsage || d[v] == '{'
+			case "error":
+				ev.HasError = ev.HasError || d[v] == '{' || d[v] == '"'
+			}
+		case 7, 9, 17: // content, reasoning, reasoning_content
+			if s := string(name); s != "content" && s != "reasoning" && s != "reasoning_content" {
+				continue
+			}
+			v := skipSpace(d, k+1)
+			if v >= len(d) || d[v] != '"' {
+				continue
+			}
+			e := closingQuote(d, v+1)
+			ev.ContentBytes += min(e, len(d)) - (v + 1)
+			i = e + 1
+		}
+	}
+}
+
+// closingQuote returns the offset of the quote that ends the JSON string whose body starts at
+// from, or len(d) if it is unterminated.
+func closingQuote(d []byte, from int) int {
+	for k := from; k < len(d); {
+		q := bytes.IndexByte(d[k:], '"')
+		if q < 0 {
+			return len(d)
+		}
+		k += q
+		// The quote is escaped if an odd number of backslashes precede it.
+		n := 0
+		for j := k - 1; j >= from && d[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
+			return k
+		}
+		k++
+	}
+	return len(d)
+}
+
+// StringValue returns the raw (still escaped) string value of the first occurrence of key (a
+// quoted key such as `"id"`) in d, or nil. It is used for the provider's response id, once per
+// stream.
+func StringValue(d []byte, key string) []byte {
+	for off := 0; off < len(d); {
+		i := bytes.Index(d[off:], []byte(key))
+		if i < 0 {
+			return nil
+		}
+		k := skipSpace(d, off+i+len(key))
+		off += i + len(key)
+		if k >= len(d) || d[k] != ':' {
+			continue
+		}
+		k = skipSpace(d, k+1)
+		if k >= len(d) || d[k] != '"' {
+			return nil
+		}
+		return d[k+1 : closingQuote(d, k+1)]
+	}
+	return nil
+}
+
+func skipSpace(d []byte, k int) int {
+	for k < len(d) && (d[k] == ' ' || d[k] == '\t' || d[k] == '\n' || d[k] == '\r') {
+		k++
+	}
+	return k
+}

@@ -1,0 +1,114 @@
+package sse
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Usage is the token usage an OpenAI-compatible upstream reports, in a stream's usage chunk or
+// a completion's body.
+type Usage struct {
+	PromptTokens     int64
+	CompletionTokens int64
+	CachedTokens     int64 // part of PromptTokens read from the provider's cache
+	CacheWriteTokens int64 // part of PromptTokens written to the provider's cache
+	ReasoningTokens  int64 // part of CompletionTokens spent on reasoning
+}
+
+// maxTokenCount is far above any real request, and keeps sums of counts from overflowing.
+const maxTokenCount = 1 << 40
+
+// ErrBadUsage: the usage object is missing fields, negative, or inconsistent.
+var ErrBadUsage = errors.New("sse: malformed usage")
+
+type wireUsage struct {
+	PromptTokens        *int64 `json:"prompt_tokens"`
+	CompletionTokens    *int64 `json:"completion_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens     int64 `json:"cached_tokens"`
+		CacheWriteTokens int64 `json:"cache_write_tokens"`
+	} `json:"prompt_tokens_details"`
+	CompletionTokensDetails *struct {
+		ReasoningTokens int64 `json:"reasoning_tokens"`
+	} `json:"completion_tokens_details"`
+}
+
+// Completion is what metering reads from one chunk or one whole completion body.
+type Completion struct {
+	ID      string
+	Usage   *Usage // nil when absent or null
+	Choices int    // number of entries in "choices"
+	Error   string // the message of an "error" member, if any
+}
+
+type wireCompletion struct {
+	ID      string            `json:"id"`
+	Usage   *wireUsage        `json:"usage"`
+	Choices []json.RawMessage `json:"choices"`
+	Error   json.RawMessage   `json:"error"`
+}
+
+// ParseCompletion decodes the fields metering needs from a chat.completion or
+// chat.completion.chunk JSON object. It allocates, so callers use it only for the events that
+// the byte scan flagged (HasUsage, HasError) and for non-streamed bodies.
+//
+// It can return: ErrBadUsage (wrapped), or a JSON syntax error.
+func ParseCompletion(data []byte) (Completion, error) {
+	var w wireCompletion
+	if err := json.Unmarshal(data, &w); err != nil {
+		return Completion{}, fmt.Errorf("sse: completion JSON: %w", err)
+	}
+	c := Completion{ID: w.ID, Choices: len(w.Choices)}
+	if len(w.Error) > 0 && string(w.Error) != "null" {
+		c.Error = errorMessage(w.Error)
+	}
+	if w.Usage != nil {
+		u, err := w.Usage.usage()
+		if err != nil {
+			return c, err
+		}
+		c.Usage = &u
+	}
+	return c, nil
+}
+
+func (w *wireUsage) usage() (Usage, error) {
+	if w.PromptTokens == nil || w.CompletionTokens == nil {
+		return Usage{}, fmt.Errorf("%w: prompt_tokens and completion_tokens are required", ErrBadUsage)
+	}
+	u := Usage{PromptTokens: *w.PromptTokens, CompletionTokens: *w.CompletionTokens}
+	if d := w.PromptTokensDetails; d != nil {
+		u.CachedTokens, u.CacheWriteTokens = d.CachedTokens, d.CacheWriteTokens
+	}
+	if d := w.CompletionTokensDetails; d != nil {
+		u.ReasoningTokens = d.ReasoningTokens
+	}
+	switch {
+	case u.PromptTokens > maxTokenCount, u.CompletionTokens > maxTokenCount, u.CachedTokens > maxTokenCount,
+		u.CacheWriteTokens > maxTokenCount, u.ReasoningTokens > maxTokenCount:
+		return Usage{}, fmt.Errorf("%w: token count over %d", ErrBadUsage, int64(maxTokenCount))
+	case u.PromptTokens < 0, u.CompletionTokens < 0, u.CachedTokens < 0, u.CacheWriteTokens < 0, u.ReasoningTokens < 0:
+		return Usage{}, fmt.Errorf("%w: negative token count", ErrBadUsage)
+	case u.CachedTokens+u.CacheWriteTokens > u.PromptTokens:
+		return Usage{}, fmt.Errorf("%w: cached tokens exceed prompt tokens", ErrBadUsage)
+	case u.ReasoningTokens > u.CompletionTokens:
+		return Usage{}, fmt.Errorf("%w: reasoning tokens exceed completion tokens", ErrBadUsage)
+	}
+	return u, nil
+}
+
+// errorMessage reads {"message": "..."} or a plain string.
+func errorMessage(raw json.RawMessage) string {
+	var obj struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(raw, &obj) == nil && obj.Message != "" {
+		return obj.Message
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil && s != "" {
+		return s
+	}
+	return "upstream error"
+}
