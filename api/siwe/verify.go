@@ -1,0 +1,153 @@
+package siwe
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/ethereum/go-ethereum/accounts"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// Errors of Check and Verify; callers decide with errors.Is.
+var (
+	// ErrDomain: the message names another domain than the one the user is on.
+	ErrDomain = errors.New("siwe: message is for another domain")
+	// ErrURI: the message names another URI than the page that asked for it.
+	ErrURI = errors.New("siwe: message is for another URI")
+	// ErrChain: the chain id is not one this deployment accepts.
+	ErrChain = errors.New("siwe: chain id not accepted")
+	// ErrRequestID: the request id is not the one this sign-in was started with.
+	ErrRequestID = errors.New("siwe: request id does not match")
+	// ErrExpired: the message's expiration time has passed, or it was issued too long ago.
+	ErrExpired = errors.New("siwe: message expired")
+	// ErrNotYetValid: the message's not-before time (or issued-at time) is in the future.
+	ErrNotYetValid = errors.New("siwe: message not yet valid")
+	// ErrBadSignature: the signature is not the address's, neither by EIP-191 recovery nor by
+	// the contract wallet's EIP-1271 answer.
+	ErrBadSignature = errors.New("siwe: signature does not match the address")
+	// ErrContractCall: the EIP-1271 eth_call failed (node unreachable); retrying may succeed.
+	ErrContractCall = errors.New("siwe: could not ask the contract wallet")
+	// ErrReverted is what a ContractCaller wraps when the node answered that the call reverted.
+	ErrReverted = errors.New("siwe: contract call reverted")
+)
+
+// Expect is what the relying party requires of a message.
+type Expect struct {
+	Domain    string   // must equal the message's domain (host[:port] of the page)
+	URI       string   // must equal the message's URI
+	ChainIDs  []uint64 // the message's chain id must be one of these
+	RequestID string   // when not "", must equal the message's request id
+	Now       time.Time
+	// MaxAge bounds how old Issued At may be (0: no bound). Clock skew of up to a minute
+	// into the future is tolerated for Issued At and Not Before.
+	MaxAge time.Duration
+}
+
+// skew is how far in the future a wallet's clock may put Issued At.
+const skew = time.Minute
+
+// Check compares a parsed message with what the relying party expects.
+// It can return: ErrDomain, ErrURI, ErrChain, ErrRequestID, ErrExpired, ErrNotYetValid.
+func (m Message) Check(e Expect) error {
+	if m.Domain != e.Domain {
+		return fmt.Errorf("%w: got %q, want %q", ErrDomain, m.Domain, e.Domain)
+	}
+	if m.URI != e.URI {
+		return fmt.Errorf("%w: got %q, want %q", ErrURI, m.URI, e.URI)
+	}
+	if !slices.Contains(e.ChainIDs, m.ChainID) {
+		return fmt.Errorf("%w: %d (accepted: %v)", ErrChain, m.ChainID, e.ChainIDs)
+	}
+	if e.RequestID != "" && m.RequestID != e.RequestID {
+		return fmt.Errorf("%w", ErrRequestID)
+	}
+	if !m.ExpirationTime.IsZero() && !e.Now.Before(m.ExpirationTime) {
+		return fmt.Errorf("%w: expiration time %s passed", ErrExpired, m.ExpirationTime.Format(time.RFC3339))
+	}
+	if e.MaxAge > 0 && e.Now.Sub(m.IssuedAt) > e.MaxAge {
+		return fmt.Errorf("%w: issued at %s, more than %s ago", ErrExpired, m.IssuedAt.Format(time.RFC3339), e.MaxAge)
+	}
+	if m.IssuedAt.After(e.Now.Add(skew)) {
+		return fmt.Errorf("%w: issued at %s is in the future", ErrNotYetValid, m.IssuedAt.Format(time.RFC3339))
+	}
+	if !m.NotBefore.IsZero() && m.NotBefore.After(e.Now.Add(skew)) {
+		return fmt.Errorf("%w: not before %s", ErrNotYetValid, m.NotBefore.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ContractCaller makes the one read-only call EIP-1271 needs, on the chain the message names.
+// A call that reverts returns an error wrapping ErrReverted (it means "not valid"); any other
+// error means the node could not be asked. Chains is the implementation over go-ethereum
+// clients.
+type ContractCaller interface {
+	CallContract(ctx context.Context, chainID uint64, to common.Address, data []byte) ([]byte, error)
+}
+
+// Verifier checks signatures over messages.
+type Verifier struct {
+	// Contracts answers EIP-1271 calls; nil means contract wallets are not supported.
+	Contracts ContractCaller
+}
+
+// eip1271Magic is isValidSignature's selector, which the contract returns for a valid signature.
+var eip1271Magic = []byte{0x16, 0x26, 0xba, 0x7e}
+
+// Verify reports (by a nil error) whether sig is the signature of address over text, the raw
+// message as the wallet signed it. An EOA's 65-byte [R || S || V] signature (V 0/1 or 27/28) is
+// recovered locally; anything else, or a recovery that gives another address, is asked of the
+// address as an EIP-1271 contract on chainID.
+// It can return: ErrBadSignature, ErrContractCall.
+func (v Verifier) Verify(ctx context.Context, text string, address common.Address, chainID uint64, sig []byte) error {
+	hash := accounts.TextHash([]byte(text))
+	if len(sig) == crypto.SignatureLength {
+		s := bytes.Clone(sig)
+		if s[64] >= 27 {
+			s[64] -= 27
+		}
+		if s[64] <= 1 {
+			if pub, err := crypto.SigToPub(hash, s); err == nil && crypto.PubkeyToAddress(*pub) == address {
+				return nil
+			}
+		}
+	}
+	if v.Contracts == nil {
+		return ErrBadSignature
+	}
+	out, err := v.Contracts.CallContract(ctx, chainID, address, isValidSignatureCall(hash, sig))
+	if errors.Is(err, ErrReverted) {
+		return ErrBadSignature
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrContractCall, err)
+	}
+	// An EOA has no code: the call succeeds with empty output, which is "not valid" too.
+	if len(out) >= 4 && bytes.Equal(out[:4], eip1271Magic) {
+		return nil
+	}
+	return ErrBadSignature
+}
+
+// isValidSignatureCall ABI-encodes isValidSignature(bytes32 hash, bytes signature).
+func isValidSignatureCall(hash []byte, sig []byte) []byte {
+	padded := (len(sig) + 31) / 32 * 32
+	out := make([]byte, 0, 4+32*3+padded)
+	out = append(out, eip1271Magic...)
+	out = append(out, common.LeftPadBytes(hash, 32)...)
+	out = append(out, word(64)...)
+	out = append(out, word(uint64(len(sig)))...)
+	out = append(out, sig...)
+	return append(out, make([]byte, padded-len(sig))...)
+}
+
+func word(n uint64) []byte {
+	var w [32]byte
+	binary.BigEndian.PutUint64(w[24:], n)
+	return w[:]
+}
