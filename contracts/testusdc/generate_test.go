@@ -1,0 +1,57 @@
+package testusdc_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/ethereum/go-ethereum/accounts/abi/abigen"
+)
+
+// TestBindingMatchesABI regenerates the binding from the committed ABI and bytecode with the
+// abigen library of the go-ethereum version in go.mod, so a hand-edited testusdc.go, or an ABI
+// changed without regenerating, fails `go test` and not only `make check-generate`.
+func TestBindingMatchesABI(t *testing.T) {
+	abiJSON := readFile(t, "../build/TestUSDC.abi")
+	bin := readFile(t, "../build/TestUSDC.bin")
+	code, err := abigen.BindV2([]string{"TestUSDC"}, []string{string(abiJSON)}, []string{string(bin)}, "testusdc", map[string]string{}, map[string]string{})
+	if err != nil {
+		t.Fatalf("abigen: %v", err)
+	}
+	if got := readFile(t, "testusdc.go"); !bytes.Equal(got, []byte(code)) {
+		t.Fatal("testusdc.go differs from what abigen makes of build/TestUSDC.abi and .bin: run 'make generate' and commit")
+	}
+}
+
+// TestBuildMatchesSource recompiles TestUSDC.sol with the pinned solc-js and compares the result
+// with the committed ABI and bytecode.
+func TestBuildMatchesSource(t *testing.T) {
+	if _, err := os.Stat("../../tools/node/node_modules/solc/package.json"); err != nil {
+		t.Fatal("solc-js is not installed in tools/node: run 'make tools'")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not on PATH: install Node.js (20 or later) and run 'make tools'")
+	}
+	out := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), node, "../compile.js", out)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("compile.js: %v\n%s", err, msg)
+	}
+	for _, name := range []string{"TestUSDC.abi", "TestUSDC.bin"} {
+		if !bytes.Equal(readFile(t, filepath.Join(out, name)), readFile(t, filepath.Join("../build", name))) {
+			t.Errorf("build/%s is stale: run 'make generate' and commit", name)
+		}
+	}
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
