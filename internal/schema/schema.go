@@ -8,6 +8,7 @@ import (
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
+	settlement "github.com/tollgate-dev/tollgate/settlement/schema"
 )
 
 // All returns the sources `tollgate migrate` applies.
@@ -16,5 +17,6 @@ func All() []migrate.Source {
 		ledger.Migrations,
 		paywall.Migrations,
 		pricing.Migrations,
+		settlement.Migrations,
 	}
 }

@@ -1,0 +1,170 @@
+package chaintest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/ethereum/go-ethereum/rpc"
+)
+
+// Anvil is a running anvil node (foundry's local EVM node, from the npm package
+// @foundry-rs/anvil-linux-amd64 installed by `make tools`).
+type Anvil struct {
+	URL     string
+	ChainID *big.Int
+	Client  *ethclient.Client
+	RPC     *rpc.Client
+}
+
+// AnvilOptions tune StartAnvil.
+type AnvilOptions struct {
+	// BlockTime is the interval mining period in seconds (default 1). Transactions wait in the
+	// pool until the next block, as on a real chain.
+	BlockTime int
+	// BaseFeeWei is the initial base fee (default 30 gwei, a quiet day on Polygon PoS).
+	BaseFeeWei *big.Int
+}
+
+// AnvilPath finds the anvil binary: TOLLGATE_TEST_ANVIL, else tools/node/node_modules/.bin/anvil
+// in the repository that contains the working directory.
+func AnvilPath() (string, error) {
+	if p := os.Getenv("TOLLGATE_TEST_ANVIL"); p != "" {
+		return p, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("chaintest: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+	p := filepath.Join(dir, "tools", "node", "node_modules", ".bin", "anvil")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("chaintest: anvil is not installed at %s: run 'make tools' (it installs @foundry-rs/anvil-linux-amd64 from tools/node), or set TOLLGATE_TEST_ANVIL to an anvil binary", p)
+	}
+	return p, nil
+}
+
+// StartAnvil starts anvil on a free local port with `--slots-in-an-epoch 1`, so that its
+// `finalized` block trails the head by about two blocks, and stops it when the test ends. It
+// fails the test (never skips) when anvil is missing.
+func StartAnvil(t testing.TB, opts AnvilOptions) *Anvil {
+	t.Helper()
+	path, err := AnvilPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.BlockTime <= 0 {
+		opts.BlockTime = 1
+	}
+	if opts.BaseFeeWei == nil {
+		opts.BaseFeeWei = big.NewInt(30_000_000_000)
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("chaintest: find a free port: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, path,
+		"--host", "127.0.0.1",
+		"--port", strconv.Itoa(port),
+		"--block-time", strconv.Itoa(opts.BlockTime),
+		"--slots-in-an-epoch", "1",
+		"--base-fee", opts.BaseFeeWei.String(),
+		"--accounts", "0",
+	)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("chaintest: start %s: %v", path, err)
+	}
+	var logMu sync.Mutex
+	var logTail []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			logMu.Lock()
+			logTail = append(logTail, sc.Text())
+			if len(logTail) > 50 {
+				logTail = logTail[1:]
+			}
+			logMu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		<-done
+		if t.Failed() {
+			logMu.Lock()
+			t.Logf("anvil's last output:\n%s", strings.Join(logTail, "\n"))
+			logMu.Unlock()
+		}
+	})
+
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rc, err := rpc.DialContext(ctx, url)
+		if err == nil {
+			client := ethclient.NewClient(rc)
+			id, err := client.ChainID(ctx)
+			if err == nil {
+				t.Cleanup(rc.Close)
+				return &Anvil{URL: url, ChainID: id, Client: client, RPC: rc}
+			}
+			rc.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("chaintest: anvil did not answer on %s within 30s: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// SetBalance gives an account native currency (for gas) with anvil_setBalance.
+func (a *Anvil) SetBalance(ctx context.Context, account common.Address, wei *big.Int) error {
+	return a.RPC.CallContext(ctx, nil, "anvil_setBalance", account, hexutil.EncodeBig(wei))
+}
+
+// Mine mines n blocks at once with anvil_mine.
+func (a *Anvil) Mine(ctx context.Context, n int) error {
+	return a.RPC.CallContext(ctx, nil, "anvil_mine", hexutil.EncodeUint64(uint64(n)))
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,24 @@
+package settlement
+
+import "errors"
+
+// Errors returned to callers; methods document which. Decide with errors.Is.
+var (
+	// ErrTopUpNotFound: no top-up has that id.
+	ErrTopUpNotFound = errors.New("settlement: top-up not found")
+	// ErrTopUpExpired: the top-up's authorization window closed; create a new one.
+	ErrTopUpExpired = errors.New("settlement: top-up expired; start a new one")
+	// ErrBadSignature: the signature is malformed or was not made by the top-up's wallet.
+	ErrBadSignature = errors.New("settlement: bad signature")
+	// ErrBadAuthorization: a signed authorization payload is malformed.
+	ErrBadAuthorization = errors.New("settlement: malformed authorization")
+	// ErrAuthorizationMismatch: a well-formed signed authorization is not the one the top-up
+	// asked for (another payee, amount, window, nonce or token).
+	ErrAuthorizationMismatch = errors.New("settlement: authorization does not match the top-up")
+	// ErrInvalidTopUp: the top-up request is malformed (wallet, amount, chain).
+	ErrInvalidTopUp = errors.New("settlement: invalid top-up request")
+	// ErrUnknownChain: no configured chain has that id.
+	ErrUnknownChain = errors.New("settlement: unknown chain")
+	// ErrLeaseLost: another worker holds this hot wallet's lease; this one must not send.
+	ErrLeaseLost = errors.New("settlement: hot wallet lease is held by another worker")
+)

@@ -1,0 +1,26 @@
+// Package schema holds the settlement worker's tables as embedded SQL. It imports nothing from
+// go-ethereum, so `tollgate migrate` (and internal/schema) can apply it without linking the
+// chain client.
+package schema
+
+import (
+	"embed"
+	"io/fs"
+
+	"github.com/tollgate-dev/tollgate/internal/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations are the settlement tables: top-up intents, deposits, the watcher's cursors, hot
+// wallet leases, signed transactions and their attempts, and payouts in progress.
+var Migrations = migrate.Source{Name: "settlement", FS: mustSub(migrationFiles, "migrations")}
+
+func mustSub(f fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err) // the directory is embedded at build time; this cannot fail
+	}
+	return sub
+}
