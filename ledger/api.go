@@ -2,35 +2,64 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// errNotBuilt marks operations whose implementation has not landed yet.
-var errNotBuilt = errors.New("ledger: not built yet")
-
 // Options tune a Ledger. The zero value is usable.
 type Options struct {
-	// Shards is the number of balance rows per shared account (default 16).
+	// Shards is the number of balance rows a shared account gets when it is created
+	// (default 32). More shards than concurrent captures of one paywall means a capture never
+	// waits on another one's row.
 	Shards int
-	// MaxRetries bounds the retries of one transaction on serialization failures (default 10).
+	// MaxRetries bounds the retries of one transaction on serialization failures, deadlocks,
+	// timeouts and lost connections (default 10).
 	MaxRetries int
 	Logger     *slog.Logger
+	// ShardPick is how a credit to a shared account chooses its row (default PickSkipLocked).
+	ShardPick ShardPick
+	// ResolveTimeout bounds the lookup that settles an ambiguous commit (default 10s). The
+	// lookup runs even when the caller's context is already cancelled.
+	ResolveTimeout time.Duration
+	// Faults, when set, is called at the given points of every transaction, and an error it
+	// returns is injected there (see FaultPoint). It exists for tests of the retry and
+	// ambiguous-commit paths; leave it nil in production. With it set, COMMIT is sent on its own
+	// instead of in the same round trip as the last statement.
+	Faults func(ctx context.Context, op string, p FaultPoint) error
 }
+
+// ShardPick is how a credit to a shared account (earnings, fees, provider costs, treasury)
+// chooses which of the account's balance rows to change.
+type ShardPick int
+
+const (
+	// PickSkipLocked takes the first shard, from a start spread by the transfer's id, that no
+	// other transaction holds (SELECT … FOR UPDATE SKIP LOCKED); only when every shard is held
+	// does it wait.
+	PickSkipLocked ShardPick = iota
+	// PickHashed takes the shard the start points at and waits for it if it is held. It is
+	// here to measure what SKIP LOCKED buys (BenchmarkSharedPaywall).
+	PickHashed
+)
 
 // Ledger is the book of record. It is safe for concurrent use.
 type Ledger struct {
-	pool *pgxpool.Pool
-	opts Options
+	pool  *pgxpool.Pool
+	opts  Options
+	known sync.Map // Account → struct{}: accounts that exist (they are never deleted)
 }
 
 // New returns a Ledger on a migrated database.
 func New(pool *pgxpool.Pool, opts Options) *Ledger {
 	if opts.Shards <= 0 {
-		opts.Shards = 16
+		opts.Shards = 32
+	}
+	if opts.ResolveTimeout <= 0 {
+		opts.ResolveTimeout = 10 * time.Second
 	}
 	if opts.MaxRetries <= 0 {
 		opts.MaxRetries = 10
@@ -41,103 +70,125 @@ func New(pool *pgxpool.Pool, opts Options) *Ledger {
 	return &Ledger{pool: pool, opts: opts}
 }
 
-// EnsureAccount creates an account if it does not exist. Creating it twice is harmless.
-func (l *Ledger) EnsureAccount(ctx context.Context, a Account) error { return errNotBuilt }
+// EnsureAccount creates an account (with its balance rows) if it does not exist. Creating it
+// twice is harmless. Deposits, holds and captures create the accounts they need; a wallet
+// exists once it has received a deposit.
+// It can return: ErrInvalid, ErrUnavailable.
+func (l *Ledger) EnsureAccount(ctx context.Context, a Account) error { return l.ensure(ctx, a) }
 
 // Deposit credits a wallet from the chain's treasury, creating the wallet if needed.
-// It can return: ErrInvalid, ErrIdempotencyConflict, ErrAmbiguous.
+// r.Key is the deposit's on-chain identity, so an event is credited once however often it is
+// reported. The request hash covers chain, wallet and amount (not metadata).
+// It can return: ErrInvalid, ErrIdempotencyConflict, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Deposit(ctx context.Context, r DepositRequest) (Transfer, error) {
-	return Transfer{}, errNotBuilt
+	return l.deposit(ctx, r)
 }
 
-// Hold reserves money on a wallet with one conditional write.
+// Hold reserves money on a wallet with one conditional write
+// (UPDATE … WHERE posted − held >= amount). The hold expires r.TTL after it is made, by the
+// database's clock. Hold keys are their own namespace: a hold and its capture may share a key.
+// The request hash covers wallet, paywall and amount.
 // It can return: ErrInvalid, ErrUnknownAccount, ErrInsufficientFunds, ErrIdempotencyConflict,
-// ErrAmbiguous.
-func (l *Ledger) Hold(ctx context.Context, r HoldRequest) (Hold, error) { return Hold{}, errNotBuilt }
+// ErrUnavailable, ErrAmbiguous.
+func (l *Ledger) Hold(ctx context.Context, r HoldRequest) (Hold, error) { return l.hold(ctx, r) }
 
-// Capture posts a hold's actual charge, split as r.Split says, and releases the rest.
+// Capture posts a hold's actual charge, split as r.Split says, and releases the rest. A charge
+// above the hold takes the excess from the wallet's available balance as far as it goes; what
+// it cannot take is the shortfall, taken out of the developer's share, then the fee, then the
+// provider's. The request hash covers the hold id and the split (not Estimated or metadata).
 // It can return: ErrInvalid, ErrHoldNotFound, ErrHoldFinished, ErrHoldExpired,
-// ErrIdempotencyConflict, ErrAmbiguous.
+// ErrIdempotencyConflict, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Capture(ctx context.Context, r CaptureRequest) (CaptureResult, error) {
-	return CaptureResult{}, errNotBuilt
+	return l.capture(ctx, r)
 }
 
-// Void releases a whole hold. Voiding a voided hold returns it again.
-// It can return: ErrHoldNotFound, ErrHoldFinished (it was captured), ErrAmbiguous.
-func (l *Ledger) Void(ctx context.Context, holdID string) (Hold, error) { return Hold{}, errNotBuilt }
+// Void releases a whole hold (also one past its expiry that the sweeper has not reached yet).
+// Voiding a voided hold returns it again.
+// It can return: ErrHoldNotFound, ErrHoldFinished (it was captured), ErrHoldExpired (the
+// sweeper released it already: nothing left to do), ErrUnavailable, ErrAmbiguous.
+func (l *Ledger) Void(ctx context.Context, holdID string) (Hold, error) { return l.void(ctx, holdID) }
 
 // Charge debits a wallet directly (a manual one-off charge) into fee and earnings.
+// The request hash covers wallet, paywall and split.
 // It can return: ErrInvalid, ErrUnknownAccount, ErrInsufficientFunds, ErrIdempotencyConflict,
-// ErrAmbiguous.
+// ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Charge(ctx context.Context, r ChargeRequest) (Transfer, error) {
-	return Transfer{}, errNotBuilt
+	return l.charge(ctx, r)
 }
 
-// RequestPayout moves earnings to in-flight.
+// RequestPayout moves earnings to in-flight. The request hash covers paywall, chain, address
+// and amount.
 // It can return: ErrInvalid, ErrUnknownAccount, ErrInsufficientFunds, ErrIdempotencyConflict,
-// ErrAmbiguous.
+// ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) RequestPayout(ctx context.Context, r PayoutRequest) (Payout, error) {
-	return Payout{}, errNotBuilt
+	return l.requestPayout(ctx, r)
 }
 
 // SettlePayout marks a payout paid on-chain: in flight → treasury. Settling it again with the
-// same tx hash returns it again.
-// It can return: ErrPayoutNotFound, ErrPayoutFinished, ErrAmbiguous.
+// same tx hash returns it again; with another tx hash it is ErrPayoutFinished.
+// It can return: ErrInvalid (empty tx hash), ErrPayoutNotFound, ErrPayoutFinished,
+// ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) SettlePayout(ctx context.Context, payoutID, txHash string) (Payout, error) {
-	return Payout{}, errNotBuilt
+	return l.finishPayout(ctx, payoutID, PayoutSettled, txHash)
 }
 
 // FailPayout gives a payout's money back to earnings. Failing it again returns it again.
-// It can return: ErrPayoutNotFound, ErrPayoutFinished, ErrAmbiguous.
+// It can return: ErrPayoutNotFound, ErrPayoutFinished, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) FailPayout(ctx context.Context, payoutID, reason string) (Payout, error) {
-	return Payout{}, errNotBuilt
+	return l.finishPayout(ctx, payoutID, PayoutFailed, reason)
 }
 
-// Reverse records the opposite of an earlier transfer; the original stays.
+// Reverse records the opposite of an earlier deposit, capture or charge; the original stays.
+// Money that has moved on since (a deposit already spent, earnings already paid out) makes it
+// ErrInsufficientFunds. The request hash covers the transfer id (not the reason).
 // It can return: ErrInvalid, ErrTransferNotFound, ErrAlreadyReversed, ErrNotReversible,
-// ErrInsufficientFunds, ErrIdempotencyConflict, ErrAmbiguous.
+// ErrInsufficientFunds, ErrIdempotencyConflict, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Reverse(ctx context.Context, r ReverseRequest) (Transfer, error) {
-	return Transfer{}, errNotBuilt
+	return l.reverse(ctx, r)
 }
 
 // Balance reads a wallet's posted, held and available money.
 // It can return: ErrUnknownAccount.
 func (l *Ledger) Balance(ctx context.Context, wallet string) (WalletBalance, error) {
-	return WalletBalance{}, errNotBuilt
+	return l.balance(ctx, wallet)
 }
 
 // Earnings reads a paywall's earnings.
 // It can return: ErrUnknownAccount.
 func (l *Ledger) Earnings(ctx context.Context, paywallID string) (EarningsBalance, error) {
-	return EarningsBalance{}, errNotBuilt
+	return l.earnings(ctx, paywallID)
 }
 
-// History reads a page of an account's entries, newest first. cursor is "" or a previous Next.
-// It can return: ErrUnknownAccount, ErrInvalid (bad cursor).
+// History reads a page of an account's entries, newest first, one item per transfer (limit
+// defaults to 50, at most 500). cursor is "" or a previous Next.
+// It can return: ErrUnknownAccount, ErrInvalid (bad account or cursor).
 func (l *Ledger) History(ctx context.Context, a Account, cursor string, limit int) (HistoryPage, error) {
-	return HistoryPage{}, errNotBuilt
+	return l.history(ctx, a, cursor, limit)
 }
 
-// GetHold reads a hold. It can return: ErrHoldNotFound.
+// GetHold reads a hold. An open hold whose expiry has passed (by the database's clock) is
+// reported as HoldExpired. It can return: ErrHoldNotFound.
 func (l *Ledger) GetHold(ctx context.Context, holdID string) (Hold, error) {
-	return Hold{}, errNotBuilt
+	return l.getHold(ctx, holdID)
 }
 
 // GetPayout reads a payout. It can return: ErrPayoutNotFound.
 func (l *Ledger) GetPayout(ctx context.Context, payoutID string) (Payout, error) {
-	return Payout{}, errNotBuilt
+	return l.getPayout(ctx, payoutID)
 }
 
 // Payouts lists a paywall's payouts, newest first ("" lists every paywall's, oldest first, for
-// the settlement worker), optionally only those in one status.
+// the settlement worker), optionally only those in one status. limit defaults to 100, at most
+// 1000. It can return: ErrInvalid (unknown status).
 func (l *Ledger) Payouts(ctx context.Context, paywallID string, status PayoutStatus, limit int) ([]Payout, error) {
-	return nil, errNotBuilt
+	return l.payouts(ctx, paywallID, status, limit)
 }
 
-// SweepExpiredHolds releases up to limit holds whose expiry passed by the database's clock, and
-// reports how many it released. Safe to run in every replica at once.
+// SweepExpiredHolds releases up to limit (default 1000) holds whose expiry passed by the
+// database's clock, and reports how many it released. Safe to run in every replica at once:
+// each takes holds no other has locked (SKIP LOCKED) and locks wallets in one order.
 func (l *Ledger) SweepExpiredHolds(ctx context.Context, limit int) (int, error) {
-	return 0, errNotBuilt
+	return l.sweep(ctx, limit)
 }
 
 func normalizeAddress(a string) string { return strings.ToLower(strings.TrimSpace(a)) }

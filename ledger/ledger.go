@@ -6,9 +6,14 @@
 // the same request returns the first result; the same key with a different request is
 // ErrIdempotencyConflict. Nothing is updated away: corrections are new, opposite transfers.
 //
-// The package owns these tables (migrations/): accounts, balances (one row per user wallet,
-// several shard rows per shared account so that captures of different users never queue on
-// one row), transfers, entries, holds and payouts.
+// The package owns these tables (migrations/): ledger_accounts, ledger_balances (one row per
+// user wallet, several shard rows per shared account so that captures of different users never
+// queue on one row), ledger_transfers, ledger_entries, ledger_holds and ledger_payouts.
+//
+// A request whose first attempt failed with a business error (insufficient funds, an expired
+// hold …) left nothing behind: its transaction rolled back. Replaying its key is a new attempt
+// and may succeed if the world changed (after a top-up, say). Only a key that was applied is
+// bound to its request.
 package ledger
 
 import (
@@ -45,6 +50,10 @@ var (
 	// ErrAmbiguous: a commit's outcome could not be learned even through the idempotency key
 	// (the database stayed unreachable). The caller must retry with the same key.
 	ErrAmbiguous = errors.New("ledger: outcome unknown; retry with the same idempotency key")
+	// ErrUnavailable: the transaction kept failing for transient reasons (serialization
+	// failures, lost connections, timeouts) until the retries ran out. Nothing was applied;
+	// retrying later with the same key is safe.
+	ErrUnavailable = errors.New("ledger: database unavailable or too contended; nothing was applied")
 )
 
 // AccountKind names what an account is for.

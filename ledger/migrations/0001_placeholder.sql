@@ -1,1 +1,0 @@
-CREATE TABLE IF NOT EXISTS ledger_placeholder (id INT PRIMARY KEY)

@@ -1,0 +1,234 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func (l *Ledger) requestPayout(ctx context.Context, r PayoutRequest) (Payout, error) {
+	to := normalizeAddress(r.To)
+	if err := errors.Join(validKey(r.Key), validRef("paywall", r.Paywall), validRef("chain id", r.ChainID),
+		validAddress("payout address", to), validAmount("payout amount", r.AmountMicro)); err != nil {
+		return Payout{}, err
+	}
+	if err := l.ensure(ctx, PayoutsInFlight(r.ChainID)); err != nil {
+		return Payout{}, err
+	}
+	hash := requestHash("payout_request", r.Paywall, r.ChainID, to, itoa(r.AmountMicro))
+	var payoutID string
+	err := l.runTx(ctx, "request payout", func(ctx context.Context, t *txn) error {
+		payoutID = ""
+		if err := keyFree(ctx, t, r.Key); err != nil {
+			return err
+		}
+		// Lock every shard of the earnings (in shard order), then take the money largest first.
+		type shardRow struct {
+			shard  int
+			posted int64
+		}
+		var shards []shardRow
+		err := t.query(ctx, `SELECT shard, posted FROM ledger_balances WHERE kind = 'earnings' AND ref = $1 ORDER BY shard FOR UPDATE`,
+			[]any{r.Paywall}, func(rows pgx.Rows) error {
+				var s shardRow
+				if err := rows.Scan(&s.shard, &s.posted); err != nil {
+					return err
+				}
+				shards = append(shards, s)
+				return nil
+			})
+		if err != nil {
+			return err
+		}
+		if len(shards) == 0 {
+			return unknown(Earnings(r.Paywall))
+		}
+		slices.SortStableFunc(shards, func(a, b shardRow) int { return int(min(max(b.posted-a.posted, -1), 1)) })
+		var legs []leg
+		need := r.AmountMicro
+		for _, s := range shards {
+			if need == 0 || s.posted <= 0 {
+				break
+			}
+			take := min(need, s.posted)
+			legs = append(legs, leg{acct: Earnings(r.Paywall), shard: s.shard, posted: -take})
+			need -= take
+		}
+		if need > 0 {
+			return wrapf(ErrInsufficientFunds, "earnings of %s lack %d micro-USDC", r.Paywall, need)
+		}
+		legs = append(legs, leg{acct: PayoutsInFlight(r.ChainID), posted: r.AmountMicro})
+		p := &posting{
+			kind: KindPayoutRequest, key: r.Key, hash: hash, legs: legs,
+			gate: `INSERT INTO ledger_payouts (paywall, chain_id, to_address, amount, status)
+				VALUES ($1, $2, $3, $4, 'requested') RETURNING id`,
+			gateArgs:  []any{r.Paywall, r.ChainID, to, r.AmountMicro},
+			payoutSQL: "g.id", extra: ", g.id",
+		}
+		var id string
+		out, err := p.run(ctx, t, &id)
+		if err != nil {
+			return err
+		}
+		if !out.ok {
+			return fmt.Errorf("%w: payout row not written", errBroken)
+		}
+		payoutID = id
+		return nil
+	}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
+		if !bytes.Equal(st.hash, hash) || st.payoutID == nil {
+			return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
+		}
+		payoutID = *st.payoutID
+		return nil
+	}))
+	err = mapConstraint(err)
+	if errors.Is(err, errKeyExists) {
+		st, found, lerr := l.replayTransfer(ctx, r.Key, hash)
+		switch {
+		case lerr != nil:
+			return Payout{}, lerr
+		case !found:
+			return Payout{}, err
+		case st.payoutID == nil:
+			return Payout{}, wrapf(ErrIdempotencyConflict, "key %q", r.Key)
+		}
+		payoutID, err = *st.payoutID, nil
+	}
+	if err != nil {
+		return Payout{}, err
+	}
+	return l.getPayout(ctx, payoutID)
+}
+
+// finishPayout settles or fails a requested payout: the payout row changes state and its money
+// leaves the in-flight account, to the treasury (settled) or back to the earnings (failed).
+func (l *Ledger) finishPayout(ctx context.Context, payoutID string, to PayoutStatus, detail string) (Payout, error) {
+	if !validUUID(payoutID) {
+		return Payout{}, wrapf(ErrPayoutNotFound, "payout %q", payoutID)
+	}
+	if err := validRef("tx hash or reason", detail); to == PayoutSettled && err != nil {
+		return Payout{}, err
+	}
+	p, err := l.getPayout(ctx, payoutID)
+	if err != nil {
+		return Payout{}, err
+	}
+	if done, err := payoutDone(p, to, detail); done {
+		return p, err
+	}
+	var (
+		kind   TransferKind
+		credit leg
+		gate   string
+		hash   []byte
+	)
+	if to == PayoutSettled {
+		kind, hash = KindPayoutSettle, requestHash("payout_settle", detail)
+		credit = leg{acct: Treasury(p.ChainID), pick: true, posted: p.AmountMicro}
+		gate = `UPDATE ledger_payouts SET status = 'settled', tx_hash = $2, updated_at = now()
+			WHERE id = $1 AND status = 'requested' RETURNING id`
+		if err := l.ensure(ctx, Treasury(p.ChainID)); err != nil {
+			return Payout{}, err
+		}
+	} else {
+		kind, hash = KindPayoutFail, requestHash("payout_fail")
+		credit = leg{acct: Earnings(p.Paywall), pick: true, posted: p.AmountMicro}
+		gate = `UPDATE ledger_payouts SET status = 'failed', reason = $2, updated_at = now()
+			WHERE id = $1 AND status = 'requested' RETURNING id`
+	}
+	key := reservedKeyPrefix + string(kind) + ":" + p.ID
+	post := &posting{
+		kind: kind, key: key, hash: hash, gate: gate, gateArgs: []any{p.ID, detail}, payoutSQL: "g.id",
+		legs:     []leg{{acct: PayoutsInFlight(p.ChainID), posted: -p.AmountMicro}, credit},
+		start:    l.shardStart(p.ID),
+		blocking: l.opts.ShardPick == PickHashed,
+	}
+	for try := 0; ; try++ {
+		err = l.runTx(ctx, string(kind), func(ctx context.Context, t *txn) error {
+			_, err := post.run(ctx, t)
+			return err
+		}, l.resolveTransfer(key, func(context.Context, storedTransfer) error { return nil }))
+		err = mapConstraint(err)
+		if err != nil && !errors.Is(err, errKeyExists) && !errors.Is(err, errIncomplete) {
+			return Payout{}, err
+		}
+		// Whatever happened, the payout row now says where it stands.
+		p, lerr := l.getPayout(ctx, payoutID)
+		if lerr != nil {
+			return Payout{}, lerr
+		}
+		if done, derr := payoutDone(p, to, detail); done {
+			return p, derr
+		}
+		if !errors.Is(err, errIncomplete) || post.blocking || try > 0 {
+			return Payout{}, fmt.Errorf("%w: payout %s is still %s", ErrUnavailable, payoutID, p.Status)
+		}
+		post.blocking = true
+	}
+}
+
+// payoutDone reports whether p is already finished, and what finishing it to state `to` with
+// detail answers: the payout itself for a repeat, ErrPayoutFinished for a contradiction.
+func payoutDone(p Payout, to PayoutStatus, detail string) (bool, error) {
+	switch {
+	case p.Status == PayoutRequested:
+		return false, nil
+	case p.Status == to && (to == PayoutFailed || p.TxHash == detail):
+		return true, nil
+	default:
+		return true, wrapf(ErrPayoutFinished, "payout %s is %s", p.ID, p.Status)
+	}
+}
+
+const payoutColumns = `id, paywall, chain_id, to_address, amount, status, COALESCE(tx_hash, ''), COALESCE(reason, ''), created_at, updated_at`
+
+func scanPayout(row pgx.Row) (Payout, error) {
+	var p Payout
+	var status string
+	err := row.Scan(&p.ID, &p.Paywall, &p.ChainID, &p.To, &p.AmountMicro, &status, &p.TxHash, &p.Reason, &p.CreatedAt, &p.UpdatedAt)
+	p.Status = PayoutStatus(status)
+	return p, err
+}
+
+func (l *Ledger) getPayout(ctx context.Context, id string) (Payout, error) {
+	if !validUUID(id) {
+		return Payout{}, wrapf(ErrPayoutNotFound, "payout %q", id)
+	}
+	p, err := scanPayout(l.pool.QueryRow(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Payout{}, wrapf(ErrPayoutNotFound, "payout %s", id)
+	}
+	return p, err
+}
+
+func (l *Ledger) payouts(ctx context.Context, paywallID string, status PayoutStatus, limit int) ([]Payout, error) {
+	switch status {
+	case "", PayoutRequested, PayoutSettled, PayoutFailed:
+	default:
+		return nil, invalid("unknown payout status %q", status)
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if paywallID == "" {
+		rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
+			WHERE ($1 = '' OR status = $1) ORDER BY created_at, id LIMIT $2`, string(status), limit)
+	} else {
+		rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
+			WHERE paywall = $3 AND ($1 = '' OR status = $1) ORDER BY created_at DESC, id DESC LIMIT $2`, string(status), limit, paywallID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Payout, error) { return scanPayout(r) })
+}
