@@ -33,12 +33,12 @@ const bpsDenom = 10_000
 // Reasoning to Output. So a model priced with Input and Output alone charges every prompt token
 // at Input and every completion token at Output. An explicit zero means free.
 type Price struct {
-	Input       Decimal // per 1M uncached prompt tokens
-	Output      Decimal // per 1M completion tokens that are not reasoning tokens
+	Input       Decimal // per 1M uncached prompt tokens; unset: 0
+	Output      Decimal // per 1M completion tokens that are not reasoning tokens; unset: 0
 	CachedInput Decimal // per 1M prompt tokens read from the provider's cache; unset: Input
 	CacheWrite  Decimal // per 1M prompt tokens written to the provider's cache; unset: Input
 	Reasoning   Decimal // per 1M reasoning tokens; unset: Output
-	Request     Decimal // per request, whatever its tokens
+	Request     Decimal // per request, whatever its tokens; unset: 0
 }
 
 // Usage is what a request consumed, in the shape OpenAI and OpenRouter report it:
@@ -69,15 +69,18 @@ func (p Price) Validate() error {
 	return nil
 }
 
-// Equal reports whether two prices have the same rates, set alike.
+// Equal reports whether two prices have the same rates. Input, Output and Request compare
+// by value (unset is 0); the fallback rates must also be set alike, since an unset one
+// follows its base rate.
 func (p Price) Equal(q Price) bool {
 	a, b := p.fields(), q.fields()
 	for i := range a {
-		if !a[i].d.Equal(b[i].d) {
+		if a[i].d.Cmp(b[i].d) != 0 {
 			return false
 		}
 	}
-	return true
+	return p.CachedInput.IsSet() == q.CachedInput.IsSet() && p.CacheWrite.IsSet() == q.CacheWrite.IsSet() &&
+		p.Reasoning.IsSet() == q.Reasoning.IsSet()
 }
 
 type namedRate struct {

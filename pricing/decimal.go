@@ -83,10 +83,8 @@ func ParseDecimal(s string) (Decimal, error) {
 		return Decimal{}, fmt.Errorf("%w: %q needs digits on both sides of the point", ErrBadDecimal, s)
 	}
 	digits := intPart + fracPart
-	for i := 0; i < len(digits); i++ {
-		if digits[i] < '0' || digits[i] > '9' {
-			return Decimal{}, fmt.Errorf("%w: %q is not a decimal number", ErrBadDecimal, s)
-		}
+	if !allDigits(digits) {
+		return Decimal{}, fmt.Errorf("%w: %q is not a decimal number", ErrBadDecimal, s)
 	}
 	exp := -int64(len(fracPart))
 	if hasExp {
@@ -100,13 +98,13 @@ func ParseDecimal(s string) (Decimal, error) {
 	if digits == "" {
 		return Decimal{set: true}, nil
 	}
-	if len(digits) > maxDecimalDigits {
-		return Decimal{}, fmt.Errorf("%w: %q has more than %d significant digits", ErrBadDecimal, s, maxDecimalDigits)
-	}
-	// Trailing zeros move into the exponent before the range check, so "1000e37" is as
+	// Trailing zeros move into the exponent before the checks, so "1000e37" is as
 	// acceptable as "1e40".
 	trimmed := strings.TrimRight(digits, "0")
 	exp += int64(len(digits) - len(trimmed))
+	if len(trimmed) > maxDecimalDigits {
+		return Decimal{}, fmt.Errorf("%w: %q has more than %d significant digits", ErrBadDecimal, s, maxDecimalDigits)
+	}
 	if exp > maxDecimalExp || exp < -maxDecimalExp {
 		return Decimal{}, fmt.Errorf("%w: %q is out of range (exponent beyond ±%d)", ErrBadDecimal, s, maxDecimalExp)
 	}

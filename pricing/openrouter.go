@@ -13,7 +13,7 @@ var ErrBadModels = errors.New("pricing: bad models file")
 
 // maxModelsFile bounds how much of a models file is read; OpenRouter's whole listing is a few
 // MB.
-const maxModelsFile = 64 << 20
+const maxModelsFile = 16 << 20
 
 // maxModelID bounds a model id; a longer one is not a model but a mistake.
 const maxModelID = 256

@@ -1,8 +1,8 @@
 -- A paywall's own price for a model; it wins over pricing_models as a whole row.
--- paywall_id names paywall.paywalls(id); no foreign key, so pricing's tables do not depend on
+-- paywall_id names paywall.paywalls(id) (a UUID, as text); no foreign key, so pricing's tables do not depend on
 -- the order in which packages migrate.
 CREATE TABLE IF NOT EXISTS pricing_overrides (
-	paywall_id UUID NOT NULL,
+	paywall_id TEXT NOT NULL,
 	model TEXT NOT NULL,
 	input NUMERIC NOT NULL CHECK (input >= 0),
 	output NUMERIC NOT NULL CHECK (output >= 0),
