@@ -1,4 +1,237 @@
 #!/usr/bin/env bash
+# make run: the whole of Tollgate on this machine, without Docker. A throwaway PostgreSQL
+# cluster and Redis on free ports, `tollgate migrate`, `tollgate serve`, `tollgate settle` with
+# anvil (once settlement is built), the demo upstream (the fake OpenAI server) and the Envoy
+# emulator as the front proxy, all reading envoy/envoy.yaml. Ctrl-C stops everything and
+# removes the temporary directory (keep it with TOLLGATE_RUN_DIR=path).
+#
+# Pieces that are not built yet are reported as such and not started; nothing is faked.
 set -euo pipefail
-echo "make run: not built yet (issue 4)" >&2
-exit 1
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+say() { printf '\033[1m== %s\033[0m\n' "$*"; }
+warn() { printf '\033[33m!! %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31mmake run: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# --- prerequisites -------------------------------------------------------------------------
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+missing=()
+command -v go >/dev/null || missing+=("Go 1.26 (https://go.dev/dl/; 'go' must be on PATH)")
+[[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl ]] || missing+=("PostgreSQL 15 server binaries in $PG_BIN (Debian: apt-get install postgresql-15; or set PG_BIN)")
+command -v psql >/dev/null || missing+=("psql (Debian: apt-get install postgresql-client-15)")
+command -v redis-server >/dev/null || missing+=("redis-server (Debian: apt-get install redis-server)")
+command -v curl >/dev/null || missing+=("curl (Debian: apt-get install curl)")
+if ((${#missing[@]})); then
+  printf 'make run: missing prerequisites:\n' >&2
+  printf '  - %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+
+# --- workspace, ports, cleanup --------------------------------------------------------------
+KEEP_DIR=${TOLLGATE_RUN_DIR:+1}
+RUN=${TOLLGATE_RUN_DIR:-$(mktemp -d /tmp/tollgate-run.XXXXXX)}
+mkdir -p "$RUN/bin" "$RUN/log"
+PIDS=()
+PG_STARTED=""
+AS_PG=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  say "stopping"
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${PIDS[i]}" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [[ -n $PG_STARTED ]]; then
+    "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$RUN/pg" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  if [[ -z $KEEP_DIR ]]; then rm -rf "$RUN"; else echo "kept $RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 30000))
+    if port_free "$p" && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
+      USED_PORTS="${USED_PORTS:-} $p"
+      echo "$p"
+      return
+    fi
+  done
+  die "no free port found"
+}
+wait_port() { # name port [pid]
+  for _ in $(seq 300); do
+    port_free "$2" || return 0
+    if [[ -n ${3:-} ]] && ! kill -0 "$3" 2>/dev/null; then
+      die "$1 exited; see $RUN/log/$1.log:$(printf '\n'; tail -n 20 "$RUN/log/$1.log")"
+    fi
+    sleep 0.1
+  done
+  die "$1 did not listen on port $2; see $RUN/log/$1.log"
+}
+start() { # name command...: background, logs in $RUN/log/name.log
+  local name=$1
+  shift
+  "$@" >"$RUN/log/$name.log" 2>&1 &
+  PIDS+=($!)
+  LAST_PID=$!
+}
+
+PG_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+GRPC_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+DEMO_PORT=$(free_port)
+FRONT_PORT=${TOLLGATE_FRONT_PORT:-$(free_port)}
+ANVIL_PORT=$(free_port)
+
+# --- build ----------------------------------------------------------------------------------
+say "building (go build)"
+go build -o "$RUN/bin/tollgate" ./cmd/tollgate
+go build -o "$RUN/bin/envoyemu" ./e2e/cmd/envoyemu
+go build -o "$RUN/bin/fakeupstream" ./e2e/cmd/fakeupstream
+TG="$RUN/bin/tollgate"
+
+# built reports whether a tollgate subcommand exists yet (placeholders say "not built yet").
+built() {
+  local out
+  out=$("$TG" "$1" -h 2>&1 || true)
+  [[ $out != *"not built yet"* ]]
+}
+
+# --- PostgreSQL (throwaway cluster) ---------------------------------------------------------
+say "PostgreSQL 15 on 127.0.0.1:$PG_PORT (throwaway cluster in $RUN/pg)"
+if [[ $(id -u) == 0 ]]; then
+  # initdb refuses to run as root: the cluster belongs to the postgres user.
+  id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' user for initdb (apt-get install postgresql-15 creates it)"
+  chmod 755 "$RUN"
+  mkdir -p "$RUN/pg" && chown postgres "$RUN/pg" "$RUN/log"
+  AS_PG=(runuser -u postgres --)
+fi
+"${AS_PG[@]}" "$PG_BIN/initdb" -D "$RUN/pg" -U postgres --auth=trust --no-sync -E UTF8 >"$RUN/log/initdb.log" 2>&1 ||
+  die "initdb failed; see $RUN/log/initdb.log"
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$RUN/pg" -w -l "$RUN/log/postgres.log" \
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $RUN/pg -c fsync=off" start >/dev/null ||
+  die "PostgreSQL did not start; see $RUN/log/postgres.log"
+PG_STARTED=1
+psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c 'CREATE DATABASE tollgate' >/dev/null
+
+# --- Redis ----------------------------------------------------------------------------------
+say "Redis on 127.0.0.1:$REDIS_PORT"
+start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN"
+wait_port redis "$REDIS_PORT" "$LAST_PID"
+
+# --- configuration --------------------------------------------------------------------------
+LINK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cat >"$RUN/tollgate.yaml" <<EOF
+database:
+  url: postgres://postgres@127.0.0.1:$PG_PORT/tollgate?sslmode=disable
+redis:
+  addr: 127.0.0.1:$REDIS_PORT
+  prefix: "tollgate:"
+serve:
+  grpc_addr: 127.0.0.1:$GRPC_PORT
+  http_addr: 127.0.0.1:$HTTP_PORT
+  admin_addr: 127.0.0.1:$ADMIN_PORT
+  public_url: http://127.0.0.1:$FRONT_PORT
+  link_secret: $LINK_SECRET
+EOF
+export TOLLGATE_CONFIG="$RUN/tollgate.yaml"
+
+say "tollgate migrate"
+"$TG" migrate >"$RUN/log/migrate.log" 2>&1 || die "migrate failed: $(cat "$RUN/log/migrate.log")"
+tail -n 1 "$RUN/log/migrate.log"
+
+# --- chain and settlement -------------------------------------------------------------------
+status_settle="not built yet (issue 6): not started"
+status_anvil="not started (only needed by tollgate settle)"
+if built settle; then
+  ANVIL=$ROOT/tools/node/node_modules/.bin/anvil
+  [[ -x $ANVIL ]] || die "anvil is missing: run 'make tools' (npm ci in tools/node)"
+  say "anvil on 127.0.0.1:$ANVIL_PORT"
+  start anvil "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --silent
+  wait_port anvil "$ANVIL_PORT" "$LAST_PID"
+  status_anvil="http://127.0.0.1:$ANVIL_PORT (chain 31337)"
+  say "tollgate settle"
+  start settle "$TG" settle
+  status_settle="running (pid $LAST_PID, log $RUN/log/settle.log)"
+fi
+
+# --- demo upstream, serve, front proxy ------------------------------------------------------
+DEMO_KEY=demo-upstream-key
+say "demo upstream (fake OpenAI) on 127.0.0.1:$DEMO_PORT"
+start demo "$RUN/bin/fakeupstream" -listen "127.0.0.1:$DEMO_PORT" -name demo -key "$DEMO_KEY"
+wait_port demo "$DEMO_PORT" "$LAST_PID"
+
+status_serve="not built yet (issue 3): not started; /v1/ requests fail closed (500)"
+if built serve; then
+  say "tollgate serve (ext_proc 127.0.0.1:$GRPC_PORT, API 127.0.0.1:$HTTP_PORT)"
+  start serve "$TG" serve
+  SERVE_PID=$LAST_PID
+  wait_port serve "$GRPC_PORT" "$SERVE_PID"
+  status_serve="running (pid $SERVE_PID, log $RUN/log/serve.log)"
+fi
+
+say "Envoy emulator on 127.0.0.1:$FRONT_PORT (envoy/envoy.yaml)"
+start envoyemu "$RUN/bin/envoyemu" -config envoy/envoy.yaml -listen "127.0.0.1:$FRONT_PORT" \
+  -endpoint "tollgate_extproc=127.0.0.1:$GRPC_PORT" -endpoint "tollgate_http=127.0.0.1:$HTTP_PORT" \
+  -endpoint "demo=127.0.0.1:$DEMO_PORT"
+wait_port envoyemu "$FRONT_PORT" "$LAST_PID"
+
+# --- demo paywall ---------------------------------------------------------------------------
+API_KEY=""
+status_paywall="not created: 'tollgate paywall' is not built yet (issue 5)"
+if built paywall; then
+  if "$TG" prices import "$ROOT/e2e/demo/models.json" >"$RUN/log/prices.log" 2>&1; then :; else
+    warn "tollgate prices import failed: $(cat "$RUN/log/prices.log")"
+  fi
+  if out=$("$TG" paywall create -name demo -mode byok -upstream demo -upstream-key "$DEMO_KEY" 2>&1); then
+    API_KEY=$(grep -o 'tg_[A-Za-z0-9_-]*' <<<"$out" | head -n 1)
+    status_paywall="demo (BYOK, upstream 'demo'): API key $API_KEY"
+  else
+    status_paywall="tollgate paywall create failed: $out"
+  fi
+fi
+
+cat <<EOF
+
+$(say "Tollgate is running")
+  front (Envoy emulator)  http://127.0.0.1:$FRONT_PORT     <- send requests here
+  tollgate serve          $status_serve
+  tollgate settle         $status_settle
+  anvil                   $status_anvil
+  PostgreSQL              postgres://postgres@127.0.0.1:$PG_PORT/tollgate
+  Redis                   127.0.0.1:$REDIS_PORT
+  demo upstream           http://127.0.0.1:$DEMO_PORT (fake OpenAI; needs Bearer $DEMO_KEY)
+  demo paywall            $status_paywall
+  config, logs            $RUN/tollgate.yaml, $RUN/log/
+
+First request (docs/e2e.md walks through the rest: authorize, top up, charge):
+  curl -s http://127.0.0.1:$FRONT_PORT/v1/chat/completions \\
+    -H 'Authorization: Bearer ${API_KEY:-tg_YOUR_KEY}' -H 'X-Paywall-User: alice' \\
+    -H 'Content-Type: application/json' \\
+    -d '{"model":"fake/model","messages":[{"role":"user","content":"hello"}]}'
+
+Ctrl-C stops everything.
+EOF
+
+# Stay up until Ctrl-C, or until one of the processes dies.
+while true; do
+  for pid in "${PIDS[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      warn "a process (pid $pid) exited; logs in $RUN/log/ - stopping"
+      KEEP_DIR=1
+      exit 1
+    fi
+  done
+  sleep 1
+done
