@@ -277,6 +277,14 @@ func (s *Scanner) classify(ev *Event) {
 	scanKeys(ev)
 }
 
+// Inspect reports the keys metering needs in a JSON payload that did not come through the
+// scanner (a buffered, non-streamed completion): HasUsage, HasError and ContentBytes.
+func Inspect(data []byte) Event {
+	ev := Event{Kind: KindData, Data: data}
+	scanKeys(&ev)
+	return ev
+}
+
 // scanKeys finds the keys metering needs in one pass over the payload's JSON strings: each
 // string is located with a byte search for its quotes, and a string followed by ':' is a key.
 // Nothing is decoded.

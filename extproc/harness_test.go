@@ -1,0 +1,205 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tollgate-dev/tollgate/paywall"
+)
+
+// startServer serves s on a real loopback listener and returns a client of it.
+func startServer(t testing.TB, s *Server) extprocv3.ExternalProcessorClient {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	s.Register(g)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return extprocv3.NewExternalProcessorClient(conn)
+}
+
+// exchange is one HTTP request as Envoy would run it through the filter: request headers,
+// the buffered request body, response headers, response body chunks.
+type exchange struct {
+	path    string
+	key     string
+	user    string // X-Paywall-User
+	headers map[string]string
+	body    string
+	noBody  bool
+	status  string
+	ctype   string
+	chunks  []string
+	// cancelAfter > 0 cancels the stream (the client went away) after that many chunks.
+	cancelAfter int
+}
+
+// result is what the server answered, and what the client would have seen.
+type result struct {
+	immediate   *extprocv3.ImmediateResponse
+	reqHeaders  *extprocv3.HeadersResponse
+	reqBody     *extprocv3.BodyResponse
+	respHeaders *extprocv3.ProcessingResponse
+	chunks      []*extprocv3.BodyResponse
+	clientBody  string // the response body after the server's mutations
+}
+
+func headerMap(kv map[string]string) *corev3.HeaderMap {
+	var hs []*corev3.HeaderValue
+	for k, v := range kv {
+		hs = append(hs, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	return &corev3.HeaderMap{Headers: hs}
+}
+
+// run drives one stream lock-step, as Envoy does, and waits for the server to finish it
+// (and so to settle).
+func run(t testing.TB, c extprocv3.ExternalProcessorClient, ex exchange) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res result
+	send := func(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		t.Helper()
+		if err := st.Send(r); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			res.immediate = ir
+		}
+		return resp
+	}
+	path := ex.path
+	if path == "" {
+		path = chatPath
+	}
+	h := map[string]string{":method": "POST", ":path": path, "content-type": "application/json", "x-request-id": "envoy-1"}
+	if ex.key != "" {
+		h["authorization"] = "Bearer " + ex.key
+	}
+	if ex.user != "" {
+		h["x-paywall-user"] = ex.user
+	}
+	for k, v := range ex.headers {
+		h[k] = v
+	}
+	resp := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(h), EndOfStream: ex.noBody}}})
+	res.reqHeaders = resp.GetRequestHeaders()
+	if res.immediate != nil || ex.noBody {
+		finish(t, st)
+		return res
+	}
+	resp = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+		RequestBody: &extprocv3.HttpBody{Body: []byte(ex.body), EndOfStream: true}}})
+	res.reqBody = resp.GetRequestBody()
+	if res.immediate != nil {
+		finish(t, st)
+		return res
+	}
+	status := ex.status
+	if status == "" {
+		status = "200"
+	}
+	ctype := ex.ctype
+	if ctype == "" {
+		ctype = "text/event-stream"
+	}
+	res.respHeaders = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{":status": status, "content-type": ctype})}}})
+	for i, c := range ex.chunks {
+		if ex.cancelAfter > 0 && i == ex.cancelAfter {
+			cancel()
+			waitDone(t, st)
+			return res
+		}
+		resp := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+			ResponseBody: &extprocv3.HttpBody{Body: []byte(c), EndOfStream: i == len(ex.chunks)-1}}})
+		b := resp.GetResponseBody()
+		res.chunks = append(res.chunks, b)
+		switch m := b.GetResponse().GetBodyMutation().GetMutation().(type) {
+		case nil:
+			res.clientBody += c
+		case *extprocv3.BodyMutation_Body:
+			res.clientBody += string(m.Body)
+		case *extprocv3.BodyMutation_ClearBody:
+		}
+	}
+	finish(t, st)
+	return res
+}
+
+// finish half-closes the stream and waits for the server to return, as Envoy does when the
+// HTTP stream completes.
+func finish(t testing.TB, st extprocv3.ExternalProcessor_ProcessClient) {
+	t.Helper()
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, st)
+}
+
+func waitDone(t testing.TB, st extprocv3.ExternalProcessor_ProcessClient) {
+	t.Helper()
+	for {
+		_, err := st.Recv()
+		if err == nil {
+			t.Fatal("server answered a message that was never sent")
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || st.Context().Err() != nil {
+			return
+		}
+		return
+	}
+}
+
+// header returns the value a mutation sets for key, and whether it sets it.
+func header(m *extprocv3.HeaderMutation, key string) (string, bool) {
+	for _, h := range m.GetSetHeaders() {
+		if h.GetHeader().GetKey() == key {
+			return string(h.GetHeader().GetRawValue()), true
+		}
+	}
+	return "", false
+}
+
+func removes(m *extprocv3.HeaderMutation, key string) bool {
+	for _, k := range m.GetRemoveHeaders() {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// testPaywall is a built-in paywall with a 20 % markup.
+func testPaywall() paywall.Paywall {
+	return paywall.Paywall{ID: "pw1", Name: "Acme Chat", Mode: paywall.ModeBuiltin, Upstream: "openrouter",
+		MarkupBps: 2000, DefaultMaxTokens: 100, MinCompletionTokens: 10}
+}

@@ -1,0 +1,107 @@
+package extproc
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcome is how a request ended, the label of tollgate_extproc_requests_total.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomePassThrough     Outcome = "pass_through"    // not a billable path
+	OutcomeUnauthenticated Outcome = "unauthenticated" // 401: no or unknown API key
+	OutcomeBadRequest      Outcome = "bad_request"     // 400
+	OutcomeAuthorize       Outcome = "authorize"       // paywall message: authorize
+	OutcomeTopUp           Outcome = "topup"           // paywall message: top up
+	OutcomeRateLimited     Outcome = "rate_limited"    // 429
+	OutcomeUnavailable     Outcome = "unavailable"     // 503: a store did not answer
+	OutcomeUpstreamError   Outcome = "upstream_error"  // non-2xx from the upstream: hold voided
+	OutcomeCharged         Outcome = "charged"         // captured from the upstream's usage
+	OutcomeEstimated       Outcome = "estimated"       // captured from an estimate
+	OutcomeFree            Outcome = "free"            // the price was zero: nothing held
+	OutcomeSettleFailed    Outcome = "settle_failed"   // the capture or void failed; the hold will expire
+)
+
+// Phases, the label of tollgate_extproc_phase_seconds.
+const (
+	phaseRequestHeaders = iota
+	phaseRequestBody
+	phaseResponseHeaders
+	phaseResponseBody
+	phaseSettle
+	numPhases
+)
+
+var phaseNames = [numPhases]string{"request_headers", "request_body", "response_headers", "response_body", "settle"}
+
+// Metrics are the server's Prometheus metrics. Register them on a private registry.
+type Metrics struct {
+	requests      *prometheus.CounterVec
+	holds         *prometheus.CounterVec
+	heldMicro     prometheus.Counter
+	captures      *prometheus.CounterVec
+	capturedMicro prometheus.Counter
+	shortfall     prometheus.Counter
+	estimated     *prometheus.CounterVec
+	voids         prometheus.Counter
+	limitErrors   prometheus.Counter
+	openStreams   prometheus.Gauge
+	phases        [numPhases]prometheus.Observer
+}
+
+// NewMetrics creates the metrics and registers them on reg (nil: not registered, for tests
+// and benchmarks).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_extproc_requests_total", Help: "Chat completion requests by how they ended.",
+		}, []string{"outcome"}),
+		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_extproc_holds_total", Help: "Hold attempts by result (reserved, insufficient, error).",
+		}, []string{"result"}),
+		heldMicro: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_extproc_held_micro_usdc_total", Help: "Micro-USDC reserved by holds.",
+		}),
+		captures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_extproc_captures_total", Help: "Captures by source of the usage (reported, estimated).",
+		}, []string{"usage"}),
+		capturedMicro: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_extproc_captured_micro_usdc_total", Help: "Micro-USDC charged by captures.",
+		}),
+		shortfall: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_extproc_shortfall_micro_usdc_total", Help: "Micro-USDC of overruns the wallet could not cover.",
+		}),
+		estimated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_extproc_estimated_settlements_total", Help: "Settlements from an estimate, by reason.",
+		}, []string{"reason"}),
+		voids: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_extproc_voids_total", Help: "Holds voided (upstream errors, requests never sent).",
+		}),
+		limitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_extproc_limit_errors_total", Help: "Requests admitted without caps because Redis failed.",
+		}),
+		openStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_extproc_open_streams", Help: "ext_proc streams being processed.",
+		}),
+	}
+	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tollgate_extproc_phase_seconds",
+		Help:    "Time spent answering one ext_proc message, by phase (settle: the capture or void).",
+		Buckets: []float64{5e-6, 20e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+	}, []string{"phase"})
+	for i, n := range phaseNames {
+		m.phases[i] = phase.WithLabelValues(n)
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
+			m.estimated, m.voids, m.limitErrors, m.openStreams, phase)
+	}
+	return m
+}
+
+func (m *Metrics) observe(phase int, start time.Time) {
+	m.phases[phase].Observe(time.Since(start).Seconds())
+}

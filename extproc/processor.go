@@ -1,0 +1,721 @@
+package extproc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
+	"github.com/tollgate-dev/tollgate/extproc/limits"
+	"github.com/tollgate-dev/tollgate/extproc/sse"
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
+)
+
+// chatPath is the one billable path; /v1/{user}/chat/completions is its user-prefixed form.
+const chatPath = "/v1/chat/completions"
+
+// processor handles one ext_proc stream: one HTTP request and its response. Its fields are the
+// state that spans phases; only the stream's goroutine touches them.
+type processor struct {
+	s   *Server
+	ctx context.Context // the stream's context
+
+	// id is Tollgate's id for the request: idempotency keys derive from it.
+	id string
+	// envoyID is Envoy's x-request-id, for logs and ledger metadata.
+	envoyID string
+
+	// passThrough: not a billable request; every message is answered CONTINUE.
+	passThrough bool
+	// finished: an ImmediateResponse was sent, or the outcome is final and only pass-through
+	// answers remain.
+	finished bool
+
+	// From the request headers.
+	apiKey     string
+	headerUser string
+	pathUser   string
+	query      string // of :path, kept when the user prefix is stripped
+	pw         paywall.Paywall
+
+	// From the request body.
+	req       chatRequest
+	userID    string
+	price     pricing.Price
+	wallet    string
+	promptEst int64 // prompt estimate, without margin: what an estimated charge uses
+	budget    int64 // completion tokens held for (max_tokens sent upstream)
+
+	// The money: an open hold, and the concurrency slot taken for the request.
+	hold     ledger.Hold
+	holdOpen bool
+	release  func(context.Context)
+
+	// From the response.
+	status    int
+	streaming bool
+	dropUsage bool // only Tollgate asked for the usage chunk: hide it from the client
+	scan      sse.Scanner
+	out       []byte // the rewritten chunk when events are dropped or carried over
+	jsonBody  []byte // a buffered body that arrived in several messages
+	usage     *pricing.Usage
+	outBytes  int64 // content bytes streamed, for the estimate
+	outEvents int64 // content events streamed, for the estimate
+	provID    string
+	upErr     string
+	ended     bool // the response's last body chunk was answered: settle now
+	// sent: the answer carrying the rewritten request went out, so the upstream may be working.
+	sent bool
+
+	outcome Outcome
+}
+
+func newProcessor(s *Server, ctx context.Context) *processor {
+	p := &processor{s: s, ctx: ctx}
+	p.scan.MaxEventBytes = s.cfg.MaxEventBytes
+	return p
+}
+
+// handle answers one message.
+func (p *processor) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	start := time.Now()
+	switch r := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		defer p.s.metrics.observe(phaseRequestHeaders, start)
+		return p.RequestHeaders(r.RequestHeaders), nil
+	case *extprocv3.ProcessingRequest_RequestBody:
+		defer p.s.metrics.observe(phaseRequestBody, start)
+		return p.RequestBody(r.RequestBody), nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		defer p.s.metrics.observe(phaseResponseHeaders, start)
+		return p.ResponseHeaders(r.ResponseHeaders), nil
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		defer p.s.metrics.observe(phaseResponseBody, start)
+		return p.ResponseBody(r.ResponseBody), nil
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+			RequestTrailers: &extprocv3.TrailersResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+			ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
+	default:
+		return nil, fmt.Errorf("unexpected message %T", req.Request)
+	}
+}
+
+// RequestHeaders finds the billable path and the paywall.
+func (p *processor) RequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	var method, path, auth string
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch hv.Key {
+		case ":method":
+			method = headerValue(hv)
+		case ":path":
+			path = headerValue(hv)
+		case "authorization":
+			auth = headerValue(hv)
+		case "x-paywall-user":
+			p.headerUser = headerValue(hv)
+		case "x-request-id":
+			p.envoyID = headerValue(hv)
+		}
+	}
+	p.id = newRequestID()
+	path, p.query, _ = strings.Cut(path, "?")
+	user, billable := billablePath(path)
+	if !billable || method != http.MethodPost {
+		p.passThrough = true
+		p.end(OutcomePassThrough)
+		return continueRequestHeaders()
+	}
+	p.pathUser = user
+
+	key, ok := strings.CutPrefix(auth, "Bearer ")
+	key = strings.TrimSpace(key)
+	if !ok || !strings.HasPrefix(key, "tg_") {
+		return p.fail(OutcomeUnauthenticated, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error",
+			Code: "missing_api_key", Message: "Send your Tollgate API key as 'Authorization: Bearer tg_…'."})
+	}
+	p.apiKey = key
+	ctx, cancel := p.phaseContext()
+	defer cancel()
+	pw, err := p.s.deps.Paywalls.ByKey(ctx, key)
+	switch {
+	case errors.Is(err, paywall.ErrUnknownKey):
+		return p.fail(OutcomeUnauthenticated, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error",
+			Code: "invalid_api_key", Message: "The API key is unknown or was revoked. Use the key shown when the paywall was created, or rotate it."})
+	case err != nil:
+		return p.unavailable("look up the API key", err)
+	}
+	p.pw = pw
+	if h.GetEndOfStream() {
+		return p.fail(OutcomeBadRequest, badRequest("missing_body", "", "The request has no body. Send a chat completion request as JSON."))
+	}
+	return continueRequestHeaders()
+}
+
+// billablePath reports whether path is a chat completion, and the user of a
+// /v1/{user}/chat/completions prefix.
+func billablePath(path string) (user string, ok bool) {
+	if path == chatPath {
+		return "", true
+	}
+	rest, ok := strings.CutPrefix(path, "/v1/")
+	if !ok {
+		return "", false
+	}
+	user, tail, ok := strings.Cut(rest, "/")
+	if !ok || user == "" || "/"+tail != chatPath[len("/v1"):] {
+		return "", false
+	}
+	return user, true
+}
+
+// RequestBody checks the request, the user's authorization and money, reserves the hold and
+// rewrites the request for the upstream.
+func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if p.passThrough || p.finished {
+		return continueRequestBody()
+	}
+	if !b.GetEndOfStream() {
+		// Only a BUFFERED request body can be checked and rewritten whole.
+		return p.fail(OutcomeUnavailable, &apiError{Status: http.StatusInternalServerError, Type: "server_error",
+			Code: "misconfigured", Message: "Tollgate needs the whole request body: configure the ext_proc filter's request_body_mode as BUFFERED."})
+	}
+	req, bad := parseChatRequest(b.GetBody(), requestLimits{MaxBodyBytes: p.s.cfg.MaxBodyBytes, MaxTokens: p.s.cfg.MaxTokensLimit})
+	if bad != nil {
+		return p.fail(OutcomeBadRequest, bad)
+	}
+	p.req = req
+	p.userID = firstNonEmpty(p.headerUser, p.pathUser, req.User)
+	if p.userID == "" {
+		return p.fail(OutcomeBadRequest, badRequest("missing_user", "user",
+			"The request does not say which end user it is for. Set the 'X-Paywall-User' header, the body's 'user', or call /v1/{user}/chat/completions."))
+	}
+	if err := paywall.ValidUserID(p.userID); err != nil {
+		return p.fail(OutcomeBadRequest, badRequest("invalid_user", "user", userMessage(err)))
+	}
+
+	ctx, cancel := p.phaseContext()
+	defer cancel()
+	price, err := p.s.deps.Prices.Lookup(ctx, p.pw.ID, req.Model)
+	switch {
+	case errors.Is(err, pricing.ErrUnpricedModel):
+		return p.fail(OutcomeBadRequest, badRequest("model_not_priced", "model",
+			fmt.Sprintf("The model %q has no price on this paywall, so it cannot be used. Pick a priced model or ask the app's developer to price it.", req.Model)))
+	case err != nil:
+		return p.unavailable("look up the price", err)
+	}
+	p.price = price
+
+	auth, err := p.s.deps.Paywalls.Authorization(ctx, p.pw.ID, p.userID)
+	switch {
+	case errors.Is(err, paywall.ErrNotAuthorized):
+		return p.paywallMessage(ActionAuthorize, 0)
+	case errors.Is(err, paywall.ErrBadUserID):
+		return p.fail(OutcomeBadRequest, badRequest("invalid_user", "user", userMessage(err)))
+	case err != nil:
+		return p.unavailable("look up the authorization", err)
+	}
+	p.wallet = auth.Wallet
+
+	if resp := p.acquireSlot(ctx); resp != nil {
+		return resp
+	}
+	resp := p.reserve(ctx)
+	if !p.holdOpen && p.release != nil && p.outcome != OutcomeFree {
+		// Not forwarded: give the concurrency slot back now.
+		p.releaseSlot()
+	}
+	return resp
+}
+
+// acquireSlot applies the paywall's per-user caps; it answers 429 over a cap.
+func (p *processor) acquireSlot(ctx context.Context) *extprocv3.ProcessingResponse {
+	lim := p.s.deps.Limiter
+	if lim == nil || (p.pw.MaxConcurrent <= 0 && p.pw.RatePerMinute <= 0) {
+		return nil
+	}
+	rel, err := lim.Acquire(ctx, p.pw.ID+":"+p.userID, p.pw.MaxConcurrent, p.pw.RatePerMinute, p.id)
+	switch {
+	case errors.Is(err, limits.ErrTooManyConcurrent):
+		return p.fail(OutcomeRateLimited, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "too_many_concurrent_requests",
+			Message: fmt.Sprintf("This user already has %d requests in progress, the most this app allows. Wait for one to finish and retry.", p.pw.MaxConcurrent)})
+	case errors.Is(err, limits.ErrRateLimited):
+		return p.fail(OutcomeRateLimited, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limit_exceeded",
+			Message: fmt.Sprintf("This user sent %d requests in the last minute, the most this app allows. Retry in a minute.", p.pw.RatePerMinute)})
+	case err != nil:
+		// Caps protect capacity, not money (the ledger does): admit the request.
+		p.s.metrics.limitErrors.Inc()
+		p.s.log.Warn("caps unavailable; admitting the request", "request_id", p.id, "err", err)
+		return nil
+	}
+	p.release = rel
+	return nil
+}
+
+// maxHoldAttempts bounds the retries of a hold that lost a race for the same wallet.
+const maxHoldAttempts = 3
+
+// reserve sizes the completion budget to what the wallet can afford, reserves the hold and
+// forwards the rewritten request; or answers with the top-up message.
+func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
+	markup := p.pw.MarkupBps
+	prompt := withMargin(p.req.PromptTokens, p.s.cfg.PromptMarginPct)
+	p.promptEst = p.req.PromptTokens
+	want := p.req.MaxTokens
+	if want == 0 {
+		want = p.pw.DefaultMaxTokens
+	}
+	if want <= 0 {
+		want = p.s.cfg.DefaultMaxTokens
+	}
+	minTokens := p.pw.MinCompletionTokens
+	if minTokens <= 0 {
+		minTokens = p.s.cfg.MinCompletionTokens
+	}
+	minTokens = min(minTokens, want)
+
+	var available int64
+	for attempt := range maxHoldAttempts {
+		bal, err := p.s.deps.Ledger.Balance(ctx, p.wallet)
+		switch {
+		case errors.Is(err, ledger.ErrUnknownAccount):
+			bal = ledger.WalletBalance{}
+		case err != nil:
+			return p.unavailable("read the balance", err)
+		}
+		available = bal.AvailableMicro
+		budget := want
+		if afford := pricing.AffordableTokens(p.price, markup, available, prompt); afford < budget {
+			if afford < minTokens {
+				p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+				return p.paywallMessage(ActionTopUp, available)
+			}
+			budget = afford
+		}
+		amount, err := p.holdAmount(prompt, budget, markup)
+		if err != nil {
+			return p.fail(OutcomeBadRequest, badRequest("request_too_expensive", "max_tokens",
+				"The request's worst-case cost is too large to reserve. Lower 'max_tokens'."))
+		}
+		p.budget = budget
+		if amount == 0 {
+			// A free model: nothing to hold or charge.
+			p.outcome = OutcomeFree
+			return p.forward()
+		}
+		hold, err := p.s.deps.Ledger.Hold(ctx, ledger.HoldRequest{
+			Key:         fmt.Sprintf("tg:hold:%s:%d", p.id, attempt),
+			Wallet:      p.wallet,
+			AmountMicro: amount,
+			Paywall:     p.pw.ID,
+			TTL:         p.s.cfg.HoldTTL,
+			Metadata:    map[string]string{"request_id": p.id, "envoy_request_id": p.envoyID, "model": p.req.Model, "user": p.userID},
+		})
+		switch {
+		case err == nil:
+			p.hold, p.holdOpen = hold, true
+			p.s.metrics.holds.WithLabelValues("reserved").Inc()
+			p.s.metrics.heldMicro.Add(float64(amount))
+			return p.forward()
+		case errors.Is(err, ledger.ErrInsufficientFunds):
+			// Another request of the same wallet took the money first: size again.
+			p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+			continue
+		case errors.Is(err, ledger.ErrUnknownAccount):
+			p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+			return p.paywallMessage(ActionTopUp, 0)
+		default:
+			p.s.metrics.holds.WithLabelValues("error").Inc()
+			return p.unavailable("reserve the hold", err)
+		}
+	}
+	return p.paywallMessage(ActionTopUp, available)
+}
+
+// holdAmount is the worst case of a request: the prompt estimate plus budget completion
+// tokens, each priced at the dearer of output and reasoning.
+func (p *processor) holdAmount(prompt, budget, markup int64) (int64, error) {
+	u := pricing.Usage{PromptTokens: prompt, CompletionTokens: budget}
+	if p.price.Reasoning.IsSet() && p.price.Reasoning.Cmp(p.price.Output) > 0 {
+		u.ReasoningTokens = budget
+	}
+	return p.price.CostMicro(u, markup)
+}
+
+// forward answers the request body with the rewritten request: body, content-length,
+// upstream credentials, routing header, and a recomputed route.
+func (p *processor) forward() *extprocv3.ProcessingResponse {
+	builtin := p.pw.Mode != paywall.ModeBYOK
+	body, err := p.req.rewriteBody(rewrite{
+		User:        p.userID,
+		MaxTokens:   p.budget,
+		ForceUsage:  p.req.Stream,
+		OpenRouter:  builtin,
+		MaxTokenKey: p.req.MaxTokensKeys,
+	})
+	if err != nil {
+		p.voidNow("rewrite failed")
+		return p.unavailable("rewrite the request", err)
+	}
+	p.dropUsage = p.req.Stream && !p.req.IncludeUsage
+
+	upstream, key := p.pw.Upstream, p.pw.UpstreamKey
+	if builtin {
+		key = p.s.cfg.ProviderKey
+		if upstream == "" {
+			upstream = p.s.cfg.BuiltinUpstream
+		}
+	}
+	set := []*corev3.HeaderValueOption{
+		setHeader("content-length", contentLength(len(body))),
+		setHeader(p.s.cfg.RoutingHeader, []byte(upstream)),
+	}
+	remove := []string{"x-paywall-user"}
+	if key != "" {
+		set = append(set, setHeader("authorization", []byte("Bearer "+key)))
+	} else {
+		remove = append(remove, "authorization")
+	}
+	if p.pathUser != "" {
+		path := chatPath
+		if p.query != "" {
+			path += "?" + p.query
+		}
+		set = append(set, setHeader(":path", []byte(path)))
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{
+		Response: &extprocv3.CommonResponse{
+			HeaderMutation:  &extprocv3.HeaderMutation{SetHeaders: set, RemoveHeaders: remove},
+			BodyMutation:    &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}},
+			ClearRouteCache: true,
+		},
+	}}}
+}
+
+// ResponseHeaders voids the hold of a failed request and switches SSE replies to STREAMED.
+func (p *processor) ResponseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if p.passThrough || p.finished || (!p.holdOpen && p.outcome != OutcomeFree) {
+		return continueResponseHeaders()
+	}
+	var contentType string
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch hv.Key {
+		case ":status":
+			p.status, _ = strconv.Atoi(headerValue(hv))
+		case "content-type":
+			contentType = headerValue(hv)
+		}
+	}
+	if p.status < 200 || p.status > 299 {
+		// The upstream refused or failed: nothing is charged.
+		p.voidNow(fmt.Sprintf("upstream status %d", p.status))
+		p.end(OutcomeUpstreamError)
+		p.finished = true
+		return continueResponseHeaders()
+	}
+	if h.GetEndOfStream() {
+		p.ended = true
+		return continueResponseHeaders()
+	}
+	if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(contentType)), "text/event-stream") {
+		return continueResponseHeaders()
+	}
+	p.streaming = true
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}},
+		}},
+		ModeOverride: &filterv3.ProcessingMode{
+			RequestHeaderMode:   filterv3.ProcessingMode_SEND,
+			RequestBodyMode:     filterv3.ProcessingMode_BUFFERED,
+			ResponseHeaderMode:  filterv3.ProcessingMode_SEND,
+			ResponseBodyMode:    filterv3.ProcessingMode_STREAMED,
+			RequestTrailerMode:  filterv3.ProcessingMode_SKIP,
+			ResponseTrailerMode: filterv3.ProcessingMode_SKIP,
+		},
+	}
+}
+
+// ResponseBody meters the response: SSE chunk by chunk, or a JSON body whole.
+func (p *processor) ResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if p.passThrough || p.finished || p.ended || (!p.holdOpen && p.outcome != OutcomeFree) {
+		return continueResponseBody()
+	}
+	eos := b.GetEndOfStream()
+	if !p.streaming {
+		p.jsonBody = append(p.jsonBody, b.GetBody()...)
+		if len(p.jsonBody) > p.s.cfg.MaxBodyBytes*4 {
+			p.jsonBody = p.jsonBody[:0:0] // too large to read; settle from the estimate
+		}
+		if eos {
+			p.readCompletion(p.jsonBody)
+			p.ended = true
+		}
+		return continueResponseBody()
+	}
+	out, mutated := p.scanChunk(b.GetBody(), eos)
+	if eos {
+		p.ended = true
+	}
+	if !mutated {
+		return continueResponseBody()
+	}
+	var m *extprocv3.BodyMutation
+	if len(out) == 0 {
+		m = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}
+	} else {
+		m = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{
+		Response: &extprocv3.CommonResponse{BodyMutation: m},
+	}}}
+}
+
+// scanChunk meters one SSE chunk. When the usage chunk must be hidden, the chunk is rewritten
+// to whole events only (an event cut by the chunk boundary is held back and sent with the
+// next chunk), minus that event; otherwise the chunk passes unchanged.
+func (p *processor) scanChunk(chunk []byte, eos bool) (out []byte, mutated bool) {
+	p.scan.Reset(chunk)
+	if !p.dropUsage {
+		for p.scan.Next() {
+			p.observe(p.scan.Event())
+		}
+		if eos {
+			p.scan.Flush()
+		}
+		return nil, false
+	}
+	p.out = p.out[:0]
+	plain := true
+	for p.scan.Next() {
+		ev := p.scan.Event()
+		if !p.observe(ev) {
+			plain = false
+			continue
+		}
+		if ev.Carried {
+			plain = false
+		}
+		p.out = append(p.out, ev.Raw...)
+	}
+	if eos {
+		p.out = append(p.out, p.scan.Flush()...)
+	}
+	if plain && len(p.out) == len(chunk) {
+		return nil, false
+	}
+	return p.out, true
+}
+
+// observe meters one event and reports whether the client should see it.
+func (p *processor) observe(ev *sse.Event) bool {
+	if ev.Kind != sse.KindData {
+		return true
+	}
+	if ev.ContentBytes > 0 {
+		p.outBytes += int64(ev.ContentBytes)
+		p.outEvents++
+	}
+	if p.provID == "" {
+		if id := sse.StringValue(ev.Data, `"id"`); len(id) > 0 {
+			p.provID = string(id[:min(len(id), 200)])
+		}
+	}
+	if !ev.HasUsage && !ev.HasError {
+		return true
+	}
+	c, err := sse.ParseCompletion(ev.Data)
+	if c.Error != "" {
+		p.upErr = c.Error
+	}
+	if err != nil {
+		p.s.log.Warn("unreadable usage from the upstream; the charge will be estimated", "request_id", p.id, "err", err)
+		return true
+	}
+	if c.Usage == nil {
+		return true
+	}
+	p.setUsage(*c.Usage)
+	return !(p.dropUsage && c.Choices == 0)
+}
+
+func (p *processor) setUsage(u sse.Usage) {
+	p.usage = &pricing.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
+		CachedTokens: u.CachedTokens, CacheWriteTokens: u.CacheWriteTokens, ReasoningTokens: u.ReasoningTokens}
+}
+
+// readCompletion meters a buffered (non-streamed) completion.
+func (p *processor) readCompletion(body []byte) {
+	ev := sse.Inspect(body)
+	p.outBytes = int64(ev.ContentBytes)
+	if p.outBytes > 0 {
+		p.outEvents = 1
+	}
+	c, err := sse.ParseCompletion(body)
+	if c.ID != "" {
+		p.provID = c.ID[:min(len(c.ID), 200)]
+	}
+	p.upErr = c.Error
+	if err != nil {
+		p.s.log.Warn("unreadable completion from the upstream; the charge will be estimated", "request_id", p.id, "err", err)
+		return
+	}
+	if c.Usage != nil {
+		p.setUsage(*c.Usage)
+	}
+}
+
+// afterSend runs once an answer is on its way: the last chunk's answer triggers settlement,
+// so the client is not kept waiting on the ledger.
+func (p *processor) afterSend() {
+	if p.holdOpen {
+		p.sent = true
+	}
+	if p.ended && !p.finished {
+		p.finished = true
+		p.settle("")
+	}
+}
+
+// abort ends a stream that stopped before its response did (client gone, EOF, error).
+func (p *processor) abort(reason string) {
+	if p.finished {
+		return
+	}
+	p.finished = true
+	p.settle(reason)
+}
+
+// close gives back what the stream still holds, on every path.
+func (p *processor) close() {
+	p.releaseSlot()
+}
+
+func (p *processor) releaseSlot() {
+	if p.release == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
+	defer cancel()
+	p.release(ctx)
+	p.release = nil
+}
+
+// fail ends the request with an OpenAI-shaped error.
+func (p *processor) fail(o Outcome, e *apiError) *extprocv3.ProcessingResponse {
+	p.end(o)
+	p.finished = true
+	return immediate(e.Status, "application/json", e.body(), nil)
+}
+
+func (p *processor) unavailable(what string, err error) *extprocv3.ProcessingResponse {
+	p.s.log.Error("store unavailable", "request_id", p.id, "step", what, "err", err)
+	return p.fail(OutcomeUnavailable, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "billing_unavailable",
+		Message: "Billing is temporarily unavailable, so the request was not sent. Retry in a few seconds."})
+}
+
+// paywallMessage answers with the authorize or top-up message as an ordinary completion.
+func (p *processor) paywallMessage(a Action, availableMicro int64) *extprocv3.ProcessingResponse {
+	link := p.s.deps.Links.URL(p.pw.ID, p.userID, purposeOf(a))
+	d := messageData{Link: link, Paywall: p.pw.Name, BalanceUSDC: usdc(availableMicro)}
+	var text string
+	if a == ActionAuthorize {
+		text = p.s.tpl.render(p.pw.Templates.Authorize, DefaultAuthorizeTemplate, d)
+		p.end(OutcomeAuthorize)
+	} else {
+		text = p.s.tpl.render(p.pw.Templates.TopUp, DefaultTopUpTemplate, d)
+		p.end(OutcomeTopUp)
+	}
+	p.finished = true
+	ct, body := paywallMessage("tg-"+p.id, p.req.Model, text, p.req.Stream, p.s.deps.Clock.Now())
+	return immediate(http.StatusOK, ct, body, []*corev3.HeaderValueOption{setHeader(ActionHeader, []byte(a))})
+}
+
+// end records the request's outcome once.
+func (p *processor) end(o Outcome) {
+	if p.outcome != "" && p.outcome != OutcomeFree {
+		return
+	}
+	p.outcome = o
+	p.s.metrics.requests.WithLabelValues(string(o)).Inc()
+}
+
+func (p *processor) phaseContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(p.ctx, p.s.cfg.PhaseTimeout)
+}
+
+func immediate(code int, contentType string, body []byte, extra []*corev3.HeaderValueOption) *extprocv3.ProcessingResponse {
+	set := append([]*corev3.HeaderValueOption{setHeader("content-type", []byte(contentType))}, extra...)
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
+		Body:    body,
+		Details: "tollgate",
+	}}}
+}
+
+func continueRequestHeaders() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
+}
+
+func continueRequestBody() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+}
+
+func continueResponseHeaders() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
+}
+
+func continueResponseBody() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+}
+
+func setHeader(key string, value []byte) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: key, RawValue: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// headerValue reads a header; Envoy sends raw_value, older versions value.
+func headerValue(h *corev3.HeaderValue) string {
+	if len(h.RawValue) > 0 {
+		return string(h.RawValue)
+	}
+	return h.Value
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// userMessage turns a paywall.ErrBadUserID into its user-facing text.
+func userMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), paywall.ErrBadUserID.Error()+": ")
+	return "Bad user id: " + msg + "."
+}

@@ -1,0 +1,172 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
+)
+
+// maxSettleAttempts bounds the retries of one capture or void (same idempotency key).
+const maxSettleAttempts = 3
+
+// settle captures the hold once the response is over. reason is "" when the response ended
+// normally, else why the stream stopped early (client_gone, stream_closed, …). The charge
+// comes from the upstream's usage when it reported one, else from an estimate: the prompt
+// estimate plus the output counted so far, marked estimated. It runs detached from the
+// stream's context: the client leaving must not cancel its own charge.
+func (p *processor) settle(reason string) {
+	if !p.holdOpen {
+		if p.outcome == OutcomeFree {
+			p.end(OutcomeFree)
+		}
+		return
+	}
+	if !p.sent {
+		// The rewritten request never left: nothing to charge.
+		p.voidNow(reason)
+		return
+	}
+	start := time.Now()
+	defer p.s.metrics.observe(phaseSettle, start)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
+	defer cancel()
+
+	usage, estimated := p.chargedUsage()
+	why := reason
+	if estimated && why == "" {
+		why = "no_usage"
+		if p.upErr != "" {
+			why = "upstream_error_event"
+		}
+	}
+	charge, err := p.price.CostMicro(usage, p.pw.MarkupBps)
+	var provider int64
+	if err == nil && p.pw.Mode != paywall.ModeBYOK {
+		provider, err = p.price.ProviderCostMicro(usage)
+	}
+	if err != nil {
+		// Only absurd reported counts get here: charge the hold, the most the user agreed to.
+		p.s.log.Error("cost of the usage could not be computed; charging the hold", "request_id", p.id, "err", err)
+		charge, provider, estimated = p.hold.AmountMicro, 0, true
+		why = "cost_error"
+	}
+	split, err := pricing.Split(charge, provider, p.s.cfg.FeeBps, p.s.cfg.Provider)
+	if err != nil {
+		p.s.log.Error("split failed; the hold will expire", "request_id", p.id, "err", err)
+		p.end(OutcomeSettleFailed)
+		return
+	}
+	meta := map[string]string{
+		"request_id":        p.id,
+		"model":             p.req.Model,
+		"user":              p.userID,
+		"prompt_tokens":     strconv.FormatInt(usage.PromptTokens, 10),
+		"completion_tokens": strconv.FormatInt(usage.CompletionTokens, 10),
+	}
+	if p.envoyID != "" {
+		meta["envoy_request_id"] = p.envoyID
+	}
+	if p.provID != "" {
+		// For the built-in provider this is the generation id a reconciler can look up.
+		meta["provider_id"] = p.provID
+	}
+	if usage.CachedTokens > 0 {
+		meta["cached_tokens"] = strconv.FormatInt(usage.CachedTokens, 10)
+	}
+	if usage.ReasoningTokens > 0 {
+		meta["reasoning_tokens"] = strconv.FormatInt(usage.ReasoningTokens, 10)
+	}
+	if estimated {
+		meta["estimate_reason"] = why
+	}
+	req := ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta}
+	var res ledger.CaptureResult
+	err = retry(ctx, func() error {
+		var err error
+		res, err = p.s.deps.Ledger.Capture(ctx, req)
+		return err
+	}, ledger.ErrHoldExpired, ledger.ErrHoldFinished, ledger.ErrHoldNotFound, ledger.ErrInvalid, ledger.ErrIdempotencyConflict)
+	if err != nil {
+		p.s.log.Error("capture failed", "request_id", p.id, "hold_id", p.hold.ID, "charge_micro", charge, "err", err)
+		p.end(OutcomeSettleFailed)
+		return
+	}
+	p.holdOpen = false
+	m := p.s.metrics
+	m.capturedMicro.Add(float64(res.ChargedMicro))
+	m.shortfall.Add(float64(res.ShortfallMicro))
+	if estimated {
+		m.captures.WithLabelValues("estimated").Inc()
+		m.estimated.WithLabelValues(why).Inc()
+		p.end(OutcomeEstimated)
+	} else {
+		m.captures.WithLabelValues("reported").Inc()
+		p.end(OutcomeCharged)
+	}
+	p.s.log.Debug("captured", "request_id", p.id, "hold_id", p.hold.ID, "charged_micro", res.ChargedMicro,
+		"released_micro", res.ReleasedMicro, "estimated", estimated, "reason", why)
+}
+
+// chargedUsage is the usage to charge and whether it is an estimate.
+func (p *processor) chargedUsage() (pricing.Usage, bool) {
+	if p.usage != nil {
+		return *p.usage, false
+	}
+	out := max(p.outEvents, (p.outBytes+3)/4)
+	out = min(out, p.budget)
+	return pricing.Usage{PromptTokens: p.promptEst, CompletionTokens: out}, true
+}
+
+// voidNow releases the whole hold: the upstream failed, or the request never left.
+func (p *processor) voidNow(why string) {
+	if !p.holdOpen {
+		return
+	}
+	start := time.Now()
+	defer p.s.metrics.observe(phaseSettle, start)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
+	defer cancel()
+	err := retry(ctx, func() error {
+		_, err := p.s.deps.Ledger.Void(ctx, p.hold.ID)
+		return err
+	}, ledger.ErrHoldFinished, ledger.ErrHoldNotFound)
+	if err != nil && !errors.Is(err, ledger.ErrHoldFinished) {
+		p.s.log.Error("void failed; the hold will expire", "request_id", p.id, "hold_id", p.hold.ID, "why", why, "err", err)
+		p.end(OutcomeSettleFailed)
+		return
+	}
+	p.holdOpen = false
+	p.s.metrics.voids.Inc()
+}
+
+// retry runs op up to maxSettleAttempts times with a short backoff, stopping at success, at
+// one of the final errors, or when ctx ends.
+func retry(ctx context.Context, op func() error, final ...error) error {
+	var err error
+	for attempt := range maxSettleAttempts {
+		if err = op(); err == nil {
+			return nil
+		}
+		for _, f := range final {
+			if errors.Is(err, f) {
+				return err
+			}
+		}
+		if attempt == maxSettleAttempts-1 {
+			break
+		}
+		t := time.NewTimer(time.Duration(50<<(2*attempt)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return err
+}
