@@ -1,0 +1,299 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/tollgate-dev/tollgate/e2e/fakeupstream"
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
+)
+
+func newWallet() string {
+	var b [20]byte
+	_, _ = rand.Read(b[:])
+	return "0x" + hex.EncodeToString(b[:])
+}
+
+// client is the official SDK pointed at the emulator, as an app would configure it: the
+// paywall key as the API key, the end user in X-Paywall-User.
+func (s *stack) client(key, user string, opts ...option.RequestOption) openai.Client {
+	return openai.NewClient(append([]option.RequestOption{
+		option.WithBaseURL(s.url + "/v1/"), option.WithAPIKey(key),
+		option.WithHeader("X-Paywall-User", user), option.WithMaxRetries(0),
+	}, opts...)...)
+}
+
+func chatParams() openai.ChatCompletionNewParams {
+	return openai.ChatCompletionNewParams{Model: model, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello there, how are you")}}
+}
+
+// ask sends a non-streamed completion and returns it with the HTTP response.
+func ask(t *testing.T, c openai.Client, opts ...option.RequestOption) (*openai.ChatCompletion, *http.Response) {
+	t.Helper()
+	var raw *http.Response
+	res, err := c.Chat.Completions.New(t.Context(), chatParams(), append(opts, option.WithResponseInto(&raw))...)
+	if err != nil {
+		t.Fatalf("chat completion: %v", err)
+	}
+	return res, raw
+}
+
+// askStream sends a streamed completion and returns the text, the usage the client saw and
+// the stream's error.
+func askStream(ctx context.Context, c openai.Client, opts ...option.RequestOption) (string, openai.CompletionUsage, error) {
+	st := c.Chat.Completions.NewStreaming(ctx, chatParams(), opts...)
+	defer st.Close()
+	var text strings.Builder
+	var usage openai.CompletionUsage
+	for st.Next() {
+		ch := st.Current()
+		for _, choice := range ch.Choices {
+			text.WriteString(choice.Delta.Content)
+		}
+		if ch.Usage.TotalTokens > 0 {
+			usage = ch.Usage
+		}
+	}
+	return text.String(), usage, st.Err()
+}
+
+// settled waits until the wallet has no money held (every hold captured or voided) and
+// returns its balance.
+func (s *stack) settled(t *testing.T, wallet string) ledger.WalletBalance {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := s.ledger.Balance(t.Context(), wallet)
+		if err != nil && !errors.Is(err, ledger.ErrUnknownAccount) {
+			t.Fatal(err)
+		}
+		if b.HeldMicro == 0 {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wallet %s still holds %d µUSDC", wallet, b.HeldMicro)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *stack) deposit(t *testing.T, wallet string, micro int64) {
+	t.Helper()
+	if _, err := s.ledger.Deposit(t.Context(), ledger.DepositRequest{Key: "e2e:" + newWallet(), ChainID: "31337", Wallet: wallet, AmountMicro: micro}); err != nil {
+		t.Fatalf("deposit: %v", err)
+	}
+}
+
+// cost is what the last request to up should cost at the paywall's markup.
+func (s *stack) cost(t *testing.T, pw paywall.Paywall, r int) int64 {
+	t.Helper()
+	price, err := s.prices.Lookup(t.Context(), pw.ID, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := s.demo.Requests()[r].Usage
+	c, err := price.CostMicro(pricing.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}, pw.MarkupBps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestPaywallLifecycle walks one user through everything: the authorize message (JSON and
+// streamed), authorizing, the top-up message, a deposit, a charged completion (exactly usage ×
+// prices), a charged stream, and a stream cut mid-way charged from an estimate.
+func TestPaywallLifecycle(t *testing.T) {
+	s := newStack(t)
+	pw, key := s.createPaywall(t, byokPaywall())
+	wallet := newWallet()
+	c := s.client(key, "alice")
+
+	t.Run("unknown user gets the authorize message", func(t *testing.T) {
+		res, raw := ask(t, c)
+		if raw.Header.Get("x-tollgate-action") != "authorize" || !strings.Contains(res.Choices[0].Message.Content, "/connect?t=") {
+			t.Fatalf("got %q (action %q)", res.Choices[0].Message.Content, raw.Header.Get("x-tollgate-action"))
+		}
+		text, _, err := askStream(t.Context(), c)
+		if err != nil || !strings.Contains(text, "/connect?t=") {
+			t.Fatalf("streamed: %q, %v", text, err)
+		}
+		if n := len(s.demo.Requests()); n != 0 {
+			t.Fatalf("the upstream was called %d times for an unauthorized user", n)
+		}
+	})
+
+	if _, err := s.paywalls.Authorize(t.Context(), pw.ID, "alice", wallet); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("authorized without funds gets the top-up message", func(t *testing.T) {
+		deadline := time.Now().Add(3 * time.Second) // caches learn of the authorization within a second
+		for {
+			res, raw := ask(t, c)
+			if raw.Header.Get("x-tollgate-action") == "topup" && strings.Contains(res.Choices[0].Message.Content, "/topup?t=") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("got %q (action %q)", res.Choices[0].Message.Content, raw.Header.Get("x-tollgate-action"))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
+	const depositMicro = 2_000_000
+	s.deposit(t, wallet, depositMicro)
+	spent := int64(0)
+
+	t.Run("a completion is charged exactly usage × prices", func(t *testing.T) {
+		res, raw := ask(t, c)
+		if raw.Header.Get("x-tollgate-action") != "" || !strings.HasPrefix(res.Choices[0].Message.Content, "w1 ") {
+			t.Fatalf("not served: %q", res.Choices[0].Message.Content)
+		}
+		reqs := s.demo.Requests()
+		want := s.cost(t, pw, len(reqs)-1)
+		if res.Usage.PromptTokens != reqs[len(reqs)-1].Usage.PromptTokens {
+			t.Errorf("client usage %+v, upstream %+v", res.Usage, reqs[len(reqs)-1].Usage)
+		}
+		spent += want
+		if b := s.settled(t, wallet); b.PostedMicro != depositMicro-spent {
+			t.Fatalf("balance %d, want %d (charge %d)", b.PostedMicro, depositMicro-spent, want)
+		}
+	})
+
+	t.Run("a stream is charged exactly, and the usage chunk we asked for is hidden", func(t *testing.T) {
+		text, usage, err := askStream(t.Context(), c)
+		if err != nil || !strings.HasPrefix(text, "w1 ") {
+			t.Fatalf("stream: %q, %v", text, err)
+		}
+		reqs := s.demo.Requests()
+		last := reqs[len(reqs)-1]
+		if !last.IncludeUsage || usage.TotalTokens != 0 {
+			t.Errorf("upstream asked for usage: %v; client saw usage %+v", last.IncludeUsage, usage)
+		}
+		spent += s.cost(t, pw, len(reqs)-1)
+		if b := s.settled(t, wallet); b.PostedMicro != depositMicro-spent {
+			t.Fatalf("balance %d, want %d", b.PostedMicro, depositMicro-spent)
+		}
+	})
+
+	t.Run("a stream cut mid-way is charged an estimate", func(t *testing.T) {
+		_, _, err := askStream(t.Context(), c, option.WithHeader("x-fake-disconnect-after", "3"), option.WithHeader("x-fake-completion-tokens", "50"))
+		if err == nil {
+			t.Log("the SDK reported no error for a cut stream (it ends at EOF); the charge is what matters")
+		}
+		b := s.settled(t, wallet)
+		charged := depositMicro - spent - b.PostedMicro
+		full := s.cost(t, pw, len(s.demo.Requests())-1) // what all 50 tokens would have cost
+		if charged <= 0 || charged > full {
+			t.Fatalf("cut stream charged %d µUSDC; want an estimate in (0, %d]", charged, full)
+		}
+		spent += charged
+	})
+}
+
+// TestRoutesReachTheirOwnUpstreams: a built-in paywall reaches OpenRouter (TLS, /api/v1,
+// the operator's key) and a BYOK paywall its own upstream with its own key; the tollgate key
+// reaches neither.
+func TestRoutesReachTheirOwnUpstreams(t *testing.T) {
+	s := newStack(t)
+	builtin, bkey := s.createPaywall(t, paywall.Paywall{Mode: paywall.ModeBuiltin, MarkupBps: 2000})
+	byok, ykey := s.createPaywall(t, byokPaywall())
+	wallet := newWallet()
+	for _, pw := range []paywall.Paywall{builtin, byok} {
+		if _, err := s.paywalls.Authorize(t.Context(), pw.ID, "bob", wallet); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.deposit(t, wallet, 5_000_000)
+
+	for _, tc := range []struct {
+		name, key string
+		up        func() []fakeupstreamRequest
+		wantAuth  string
+		wantPath  string
+	}{
+		{"built-in", bkey, func() []fakeupstreamRequest { return s.openrouter.Requests() }, "Bearer " + operatorKey, "/api/v1/chat/completions"},
+		{"byok", ykey, func() []fakeupstreamRequest { return s.demo.Requests() }, "Bearer " + byokKey, "/v1/chat/completions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, _ := ask(t, s.client(tc.key, "bob"))
+			if !strings.HasPrefix(res.Choices[0].Message.Content, "w1 ") {
+				t.Fatalf("not served: %q", res.Choices[0].Message.Content)
+			}
+			reqs := tc.up()
+			if len(reqs) != 1 {
+				t.Fatalf("%d requests reached this upstream", len(reqs))
+			}
+			r := reqs[0]
+			if r.Authorization != tc.wantAuth || r.Path != tc.wantPath || r.Status != 200 {
+				t.Fatalf("upstream saw auth %q path %q status %d", r.Authorization, r.Path, r.Status)
+			}
+			for k, vs := range r.Header {
+				for _, v := range vs {
+					if strings.Contains(v, "tg_") {
+						t.Errorf("the tollgate key reached the upstream in %s", k)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestConcurrentStreamsCannotOverspend: one wallet that can pay for a few completions, many
+// concurrent streams through the whole path: the wallet never goes negative, what is charged
+// never exceeds the deposit, and every hold ends.
+func TestConcurrentStreamsCannotOverspend(t *testing.T) {
+	s := newStack(t)
+	pw, key := s.createPaywall(t, byokPaywall())
+	wallet := newWallet()
+	if _, err := s.paywalls.Authorize(t.Context(), pw.ID, "carol", wallet); err != nil {
+		t.Fatal(err)
+	}
+	price, err := s.prices.Lookup(t.Context(), pw.ID, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := price.CostMicro(pricing.Usage{PromptTokens: 10, CompletionTokens: 16}, pw.MarkupBps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deposit := 4 * one
+	s.deposit(t, wallet, deposit)
+	c := s.client(key, "carol")
+	const n = 24
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			if _, _, err := askStream(t.Context(), c, option.WithHeader("x-fake-delay-ms", "2")); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("stream: %v", err)
+	}
+	b := s.settled(t, wallet)
+	if b.PostedMicro < 0 || deposit-b.PostedMicro > deposit {
+		t.Fatalf("balance %d after a deposit of %d", b.PostedMicro, deposit)
+	}
+	if served := len(s.demo.Requests()); served == 0 || served == n {
+		t.Errorf("%d of %d streams reached the upstream; want some but not all", served, n)
+	}
+}
+
+type fakeupstreamRequest = fakeupstream.Request
