@@ -20,6 +20,7 @@ type fakeLedger struct {
 	holds    map[string]*ledger.Hold
 	byKey    map[string]string // hold key → hold id
 	captures map[string]ledger.CaptureRequest
+	charged  map[string]int64 // hold id → micro-USDC debited by its capture
 	voids    int
 	failHold error // returned by Hold when set
 	n        int
@@ -29,7 +30,7 @@ type fakeWallet struct{ posted, held int64 }
 
 func newFakeLedger() *fakeLedger {
 	return &fakeLedger{wallets: map[string]*fakeWallet{}, holds: map[string]*ledger.Hold{},
-		byKey: map[string]string{}, captures: map[string]ledger.CaptureRequest{}}
+		byKey: map[string]string{}, captures: map[string]ledger.CaptureRequest{}, charged: map[string]int64{}}
 }
 
 func (l *fakeLedger) deposit(wallet string, micro int64) {
@@ -88,6 +89,7 @@ func (l *fakeLedger) Capture(ctx context.Context, r ledger.CaptureRequest) (ledg
 	w.posted -= charged
 	h.Status = ledger.HoldCaptured
 	l.captures[r.HoldID] = r
+	l.charged[r.HoldID] = charged
 	return ledger.CaptureResult{ChargedMicro: charged, ReleasedMicro: max(h.AmountMicro-charged, 0), ShortfallMicro: want - charged}, nil
 }
 
