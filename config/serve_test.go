@@ -1,0 +1,49 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestServeDefaultsValid: the defaults alone are a valid serve section.
+func TestServeDefaultsValid(t *testing.T) {
+	if p := defaultServe().problems(); len(p) != 0 {
+		t.Fatalf("defaults have problems: %v", p)
+	}
+}
+
+// TestServeBad reports every problem of the serve section at once, each with its exact text.
+func TestServeBad(t *testing.T) {
+	_, err := Load("testdata/bad_serve_many.yaml", nil)
+	if err == nil {
+		t.Fatal("Load succeeded")
+	}
+	for _, want := range []string{
+		"8 problem(s)",
+		"serve.provider.name: required",
+		"serve.fee_bps: must be 0…10000 basis points, got 12000",
+		`serve.routing_header: must be a lower-case header name (not :pseudo, host or x-envoy-*), got "X-Upstream"`,
+		"serve.hold_ttl: must be 1m…24h, got 10s",
+		"serve.default_max_tokens: must be 1…max_tokens_limit (1000000), got 0",
+		"serve.prompt_margin_pct: must be 0…1000, got -1",
+		"serve.grpc_max_recv_bytes: must be at least max_body_bytes + 64KiB (16842752), got 4194304",
+		"serve.message_budget: must be positive and at most 1m, got 0s",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error\n%v\ndoes not contain %q", err, want)
+		}
+	}
+}
+
+func TestServeEnvOverridesAndRedaction(t *testing.T) {
+	cfg, err := Load("", []string{"TOLLGATE_SERVE_PROVIDER_API_KEY=sk-or-secret", "TOLLGATE_SERVE_FEE_BPS=250", "TOLLGATE_SERVE_HOLD_TTL=5m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Serve.Provider.APIKey != "sk-or-secret" || cfg.Serve.FeeBps != 250 || cfg.Serve.HoldTTL.String() != "5m0s" {
+		t.Errorf("overrides not applied: %+v", cfg.Serve)
+	}
+	if got := cfg.Redacted().Serve.Provider.APIKey; got != "[redacted]" {
+		t.Errorf("provider key not redacted: %q", got)
+	}
+}
