@@ -38,5 +38,8 @@ func hashKey(key string) ([sha256.Size]byte, bool) {
 			return [sha256.Size]byte{}, false
 		}
 	}
-	return sha256.Sum256([]byte(key)), true
+	// Hash from a stack copy: converting a 46-byte string to []byte would allocate.
+	var buf [64]byte
+	n := copy(buf[:], key)
+	return sha256.Sum256(buf[:n]), true
 }

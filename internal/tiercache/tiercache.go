@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -66,7 +67,18 @@ type Cache[K comparable, V any] struct {
 	mu  sync.RWMutex
 	m   map[K]entry[V]
 	gen uint64 // bumped by every invalidation; see the package comment
+
+	// redisDownUntil (unix ns) is set when a Redis read fails: until then misses go straight
+	// to the loader.
+	redisDownUntil atomic.Int64
 }
+
+// A Redis read on a miss gets redisReadTimeout; after a failure, reads skip Redis for
+// redisPause. Invalidations always try (see retry).
+const (
+	redisReadTimeout = 200 * time.Millisecond
+	redisPause       = time.Second
+)
 
 // New returns a cache. rdb may be nil (in-process only, no shared copy, no messages); bus may
 // be nil (invalidations reach this process only). prefix is put before every Redis key.
@@ -112,12 +124,16 @@ func (c *Cache[K, V]) Get(ctx context.Context, k K) (V, bool, error) {
 func (c *Cache[K, V]) miss(ctx context.Context, k K, gen uint64) (V, bool, error) {
 	var zero V
 	var rkey, rgen string
-	shared := c.cfg.Shared
+	shared := c.cfg.Shared && time.Now().UnixNano() >= c.redisDownUntil.Load()
 	if shared {
 		rkey = c.cfg.Key(k)
-		vals, err := c.rdb.MGet(ctx, c.valueKey(rkey), c.genKey(rkey)).Result()
+		rctx, cancel := context.WithTimeout(ctx, redisReadTimeout)
+		vals, err := c.rdb.MGet(rctx, c.valueKey(rkey), c.genKey(rkey)).Result()
+		cancel()
 		if err != nil {
-			c.cfg.Logger.Warn("cache: redis read failed; reading the database", "cache", c.cfg.Name, "err", err)
+			// Skip Redis for a while rather than make every miss wait for it.
+			c.redisDownUntil.Store(time.Now().Add(redisPause).UnixNano())
+			c.cfg.Logger.Warn("cache: redis read failed; reading the database", "cache", c.cfg.Name, "pause", redisPause, "err", err)
 			shared = false
 		} else {
 			rgen, _ = vals[1].(string)
