@@ -4,6 +4,7 @@
 package schema
 
 import (
+	api "github.com/tollgate-dev/tollgate/api/schema"
 	"github.com/tollgate-dev/tollgate/internal/migrate"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
@@ -18,5 +19,6 @@ func All() []migrate.Source {
 		paywall.Migrations,
 		pricing.Migrations,
 		settlement.Migrations,
+		api.Migrations,
 	}
 }

@@ -1,0 +1,182 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
+)
+
+// earningsJSON is a paywall's earnings, in USDC.
+type earningsJSON struct {
+	Paywall        string `json:"paywall"`
+	Currency       string `json:"currency"`
+	Available      string `json:"available"`
+	AvailableMicro int64  `json:"available_micro"`
+	InFlight       string `json:"in_flight"`
+	InFlightMicro  int64  `json:"in_flight_micro"`
+	PaidOut        string `json:"paid_out"`
+	PaidOutMicro   int64  `json:"paid_out_micro"`
+	PayoutAddress  string `json:"payout_address"`
+}
+
+func (s *Server) getEarnings(w http.ResponseWriter, r *http.Request, pw paywall.Paywall) {
+	e, err := s.deps.Ledger.Earnings(r.Context(), pw.ID)
+	if err != nil && !errors.Is(err, ledger.ErrUnknownAccount) {
+		s.unavailable(w, r, "read the earnings", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, earningsJSON{
+		Paywall: pw.ID, Currency: currency,
+		Available: pricing.FormatUSDC(e.AvailableMicro), AvailableMicro: e.AvailableMicro,
+		InFlight: pricing.FormatUSDC(e.InFlightMicro), InFlightMicro: e.InFlightMicro,
+		PaidOut: pricing.FormatUSDC(e.PaidOutMicro), PaidOutMicro: e.PaidOutMicro,
+		PayoutAddress: pw.PayoutAddress,
+	})
+}
+
+// payoutJSON is a withdrawal.
+type payoutJSON struct {
+	ID          string    `json:"id"`
+	Status      string    `json:"status"` // requested, settled, failed
+	Amount      string    `json:"amount"`
+	AmountMicro int64     `json:"amount_micro"`
+	Currency    string    `json:"currency"`
+	ChainID     string    `json:"chain_id"`
+	To          string    `json:"to"`
+	TxHash      string    `json:"tx_hash,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+func toPayoutJSON(p ledger.Payout) payoutJSON {
+	return payoutJSON{
+		ID: p.ID, Status: string(p.Status), Amount: pricing.FormatUSDC(p.AmountMicro), AmountMicro: p.AmountMicro,
+		Currency: currency, ChainID: p.ChainID, To: p.To, TxHash: p.TxHash, Reason: p.Reason,
+		CreatedAt: p.CreatedAt.UTC(), UpdatedAt: p.UpdatedAt.UTC(),
+	}
+}
+
+// payoutRequest is the body of POST /api/v1/payouts.
+type payoutRequest struct {
+	Amount string `json:"amount"`
+}
+
+// postPayout asks for a withdrawal of earnings to the paywall's payout address, once per
+// Idempotency-Key, within the per-payout bounds and the paywall's 24-hour cap. The settlement
+// worker pays it on chain; GET /api/v1/payouts/{id} follows it.
+func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall) {
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
+	var req payoutRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	amount, ok := parseAmount(w, req.Amount, s.opts.MaxPayoutMicro)
+	if !ok {
+		return
+	}
+	if amount < s.opts.MinPayoutMicro {
+		badRequest(w, "amount_too_small", "amount",
+			fmt.Sprintf("A withdrawal must be at least %s USDC.", pricing.FormatUSDC(s.opts.MinPayoutMicro)))
+		return
+	}
+	if pw.PayoutAddress == "" {
+		conflict(w, "no_payout_address", "This paywall has no payout address; set one with `tollgate paywall create -payout-address` before withdrawing.")
+		return
+	}
+	normalized := struct {
+		AmountMicro int64
+		To          string
+	}{amount, pw.PayoutAddress}
+	s.idempotent(w, r, pw, "payout", key, normalized, func(w http.ResponseWriter) {
+		s.payout(w, r, pw, key, amount)
+	})
+}
+
+// payoutWindow is the period of the per-paywall withdrawal cap.
+const payoutWindow = 24 * time.Hour
+
+// maxPayoutsScanned bounds the payouts read to check the 24-hour cap.
+const maxPayoutsScanned = 1000
+
+func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall, key string, amount int64) {
+	recent, err := s.deps.Ledger.Payouts(r.Context(), pw.ID, "", maxPayoutsScanned)
+	if err != nil {
+		s.unavailable(w, r, "read the payouts", err)
+		return
+	}
+	since := s.opts.Now().Add(-payoutWindow)
+	var used int64
+	for _, p := range recent {
+		if p.Status != ledger.PayoutFailed && p.CreatedAt.After(since) {
+			used += p.AmountMicro
+		}
+	}
+	if used+amount > s.opts.DailyPayoutMicro {
+		writeError(w, http.StatusTooManyRequests, "invalid_request_error", "payout_limit", "amount",
+			fmt.Sprintf("Withdrawals are capped at %s USDC per 24 hours; %s USDC were requested in the last 24 hours.",
+				pricing.FormatUSDC(s.opts.DailyPayoutMicro), pricing.FormatUSDC(used)))
+		return
+	}
+	p, err := s.deps.Ledger.RequestPayout(r.Context(), ledger.PayoutRequest{
+		Key: "api:payout:" + pw.ID + ":" + key, Paywall: pw.ID, ChainID: s.opts.PayoutChainID,
+		To: pw.PayoutAddress, AmountMicro: amount,
+	})
+	switch {
+	case errors.Is(err, ledger.ErrInsufficientFunds), errors.Is(err, ledger.ErrUnknownAccount):
+		e, _ := s.deps.Ledger.Earnings(r.Context(), pw.ID)
+		conflict(w, "insufficient_earnings",
+			fmt.Sprintf("Your available earnings (%s USDC) cannot cover a withdrawal of %s USDC.",
+				pricing.FormatUSDC(e.AvailableMicro), pricing.FormatUSDC(amount)))
+	case errors.Is(err, ledger.ErrIdempotencyConflict):
+		conflict(w, "idempotency_key_reused",
+			"This Idempotency-Key was already used with a different request. Use a new key for a new withdrawal.")
+	case errors.Is(err, ledger.ErrAmbiguous):
+		writeError(w, http.StatusServiceUnavailable, "server_error", "outcome_unknown", "",
+			"The withdrawal's outcome is not known yet; retry with the same Idempotency-Key to learn it.")
+	case err != nil:
+		s.unavailable(w, r, "record the withdrawal", err)
+	default:
+		s.opts.Logger.InfoContext(r.Context(), "payout requested", "paywall", pw.ID, "payout", p.ID, "amount_micro", amount)
+		writeJSON(w, http.StatusCreated, toPayoutJSON(p))
+	}
+}
+
+type payoutsJSON struct {
+	Payouts []payoutJSON `json:"payouts"`
+}
+
+func (s *Server) listPayouts(w http.ResponseWriter, r *http.Request, pw paywall.Paywall) {
+	ps, err := s.deps.Ledger.Payouts(r.Context(), pw.ID, "", 100)
+	if err != nil {
+		s.unavailable(w, r, "read the payouts", err)
+		return
+	}
+	out := payoutsJSON{Payouts: []payoutJSON{}}
+	for _, p := range ps {
+		out.Payouts = append(out.Payouts, toPayoutJSON(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getPayout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall) {
+	p, err := s.deps.Ledger.GetPayout(r.Context(), r.PathValue("id"))
+	// Another paywall's payout is as unknown as a missing one.
+	if errors.Is(err, ledger.ErrPayoutNotFound) || (err == nil && p.Paywall != pw.ID) {
+		notFoundError(w, "No payout of this paywall has that id.")
+		return
+	}
+	if err != nil {
+		s.unavailable(w, r, "read the payout", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toPayoutJSON(p))
+}
