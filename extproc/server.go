@@ -184,7 +184,11 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			p.abort("stream_closed")
 			return nil
 		case status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) || ctx.Err() != nil:
-			p.abort("client_gone")
+			if s.draining.Load() {
+				p.abort("shutdown")
+			} else {
+				p.abort("client_gone")
+			}
 			return nil
 		default:
 			p.abort("stream_error")
@@ -209,6 +213,9 @@ func (s *Server) Shutdown() {
 	s.draining.Store(true)
 	s.health.Shutdown()
 }
+
+// Draining reports whether Shutdown was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
 
 // Wait blocks until every stream has returned (settling what it held) or ctx ends.
 func (s *Server) Wait(ctx context.Context) error {

@@ -3,9 +3,224 @@ package mainlib
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/tollgate-dev/tollgate/extproc"
+	"github.com/tollgate-dev/tollgate/extproc/limits"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
 )
 
-// runServe is replaced by the issue that builds this command.
+// readyLine is printed to stderr once every listener is up; tests and scripts wait for it.
+const readyLine = "tollgate serve: ready"
+
+// runServe runs the ext_proc gRPC server (for Envoy), the HTTP API and hosted pages, and the
+// admin listener (metrics, health), plus the hold sweeper, until ctx ends; then it stops
+// taking streams, lets the open ones finish for serve.shutdown_grace, cancels and settles the
+// rest, and returns.
 func runServe(ctx context.Context, env *environment, args []string) error {
-	return errors.New("serve: not built yet")
+	fs, path := flagSet(env, "serve")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env, *path)
+	if err != nil {
+		return err
+	}
+	sc := cfg.Serve
+	if len(sc.LinkSecret) < 32 {
+		return errors.New("serve: serve.link_secret is required (at least 32 bytes, the same on every replica): set it in the file or TOLLGATE_SERVE_LINK_SECRET")
+	}
+	logger := newLogger(env.stderr, cfg.Log.Level)
+	logger.Info("serve: starting", "config", cfg.Redacted())
+	if sc.Provider.APIKey == "" {
+		logger.Warn("serve: serve.provider.api_key is empty: built-in paywalls will reach the provider without a credential")
+	}
+
+	svc, err := openServices(ctx, cfg, logger)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer svc.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := extproc.NewMetrics(reg)
+	swept := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_holds_swept_total", Help: "Expired holds released by this replica's sweeper.",
+	})
+	reg.MustRegister(swept)
+
+	upstream := sc.Provider.Upstream
+	if upstream == "" {
+		upstream = sc.Provider.Name
+	}
+	paywalls := paywall.NewStore(svc.pool, svc.redis, cfg.Redis.Prefix, paywall.Options{
+		PlatformFeeBps: sc.FeeBps, BuiltinUpstream: upstream, Logger: logger.With("part", "paywall"),
+	})
+	defer paywalls.Close()
+	catalog := pricing.NewCatalog(svc.pool, svc.redis, cfg.Redis.Prefix, pricing.CatalogOptions{Logger: logger.With("part", "pricing")})
+	defer catalog.Close()
+
+	server, err := extproc.NewServer(extproc.Config{
+		FeeBps:              sc.FeeBps,
+		Provider:            sc.Provider.Name,
+		ProviderKey:         sc.Provider.APIKey,
+		BuiltinUpstream:     upstream,
+		RoutingHeader:       sc.RoutingHeader,
+		HoldTTL:             sc.HoldTTL,
+		DefaultMaxTokens:    sc.DefaultMaxTokens,
+		MinCompletionTokens: sc.MinCompletionTokens,
+		MaxTokensLimit:      sc.MaxTokensLimit,
+		PromptMarginPct:     sc.PromptMarginPct,
+		MaxBodyBytes:        sc.MaxBodyBytes,
+		PhaseTimeout:        sc.MessageBudget,
+		SettleTimeout:       sc.SettleTimeout,
+		MaxEventBytes:       sc.MaxEventBytes,
+	}, extproc.Deps{
+		Ledger:   svc.ledger,
+		Paywalls: paywalls,
+		Prices:   catalog,
+		Links:    paywall.Links{BaseURL: sc.PublicURL, Secret: []byte(sc.LinkSecret), TTL: sc.LinkTTL, Now: time.Now},
+		Limiter:  limits.New(svc.redis, cfg.Redis.Prefix+"limits:", sc.HoldTTL),
+		Logger:   logger.With("part", "extproc"),
+		Metrics:  metrics,
+	})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	api, err := apiHandler(svc)
+	if err != nil {
+		return fmt.Errorf("serve: API: %w", err)
+	}
+
+	var lc net.ListenConfig
+	grpcLis, err := lc.Listen(ctx, "tcp", sc.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("serve: serve.grpc_addr: %w", err)
+	}
+	httpLis, err := lc.Listen(ctx, "tcp", sc.HTTPAddr)
+	if err != nil {
+		_ = grpcLis.Close()
+		return fmt.Errorf("serve: serve.http_addr: %w", err)
+	}
+	adminLis, err := lc.Listen(ctx, "tcp", sc.AdminAddr)
+	if err != nil {
+		_ = grpcLis.Close()
+		_ = httpLis.Close()
+		return fmt.Errorf("serve: serve.admin_addr: %w", err)
+	}
+
+	grpcServer := grpc.NewServer(
+		// A BUFFERED request or response body arrives as one message.
+		grpc.MaxRecvMsgSize(sc.GRPCMaxRecvBytes),
+		// Envoy multiplexes every HTTP request's stream over a few connections.
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	server.Register(grpcServer)
+	httpServer := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	adminServer := &http.Server{Handler: adminMux(reg, server), ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 4)
+	var wg sync.WaitGroup
+	wg.Go(func() { errc <- serveErr("grpc", grpcServer.Serve(grpcLis)) })
+	wg.Go(func() { errc <- serveErr("http", httpServer.Serve(httpLis)) })
+	wg.Go(func() { errc <- serveErr("admin", adminServer.Serve(adminLis)) })
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { sweepHolds(sweepCtx, svc, sc.SweepInterval, sc.SweepBatch, swept, logger) })
+
+	logger.Info("serve: ready", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "admin", adminLis.Addr().String())
+	fmt.Fprintf(env.stderr, "%s grpc=%s http=%s admin=%s\n", readyLine, grpcLis.Addr(), httpLis.Addr(), adminLis.Addr())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	logger.Info("serve: shutting down", "grace", sc.ShutdownGrace)
+	server.Shutdown()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sc.ShutdownGrace)
+	defer cancel()
+	graceful := make(chan struct{})
+	go func() {
+		grpcServer.GracefulStop()
+		close(graceful)
+	}()
+	_ = httpServer.Shutdown(stopCtx)
+	select {
+	case <-graceful:
+	case <-stopCtx.Done():
+		// Cancel the streams still open; each settles from an estimate before it returns.
+		logger.Warn("serve: shutdown grace over; cancelling open streams")
+		grpcServer.Stop()
+	}
+	settleCtx, cancelSettle := context.WithTimeout(context.WithoutCancel(ctx), 2*sc.SettleTimeout)
+	defer cancelSettle()
+	if err := server.Wait(settleCtx); err != nil {
+		logger.Error("serve: streams did not settle in time; their holds will expire", "err", err)
+	}
+	stopSweep()
+	_ = adminServer.Shutdown(settleCtx)
+	wg.Wait()
+	logger.Info("serve: stopped")
+	return runErr
+}
+
+// serveErr turns a server's normal end into nil.
+func serveErr(name string, err error) error {
+	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return fmt.Errorf("serve: %s: %w", name, err)
+}
+
+// adminMux serves the private admin port: Prometheus metrics and health.
+func adminMux(reg *prometheus.Registry, server *extproc.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if server.Draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// sweepHolds releases expired holds every interval until ctx ends. Every replica may sweep:
+// the ledger makes concurrent sweeps safe.
+func sweepHolds(ctx context.Context, svc *services, every time.Duration, batch int, swept prometheus.Counter, logger *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := svc.ledger.SweepExpiredHolds(ctx, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				logger.Warn("serve: hold sweep failed", "err", err)
+			}
+			continue
+		}
+		swept.Add(float64(n))
+		if n > 0 {
+			logger.Info("serve: released expired holds", "count", n)
+		}
+	}
 }
