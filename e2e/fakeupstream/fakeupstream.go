@@ -122,9 +122,9 @@ type chatRequest struct {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	rec := Request{Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header.Clone(), Authorization: r.Header.Get("Authorization"), Body: body}
-	status := s.serve(w, r, body, &rec)
-	rec.Status = status
-	s.record(rec)
+	// Deferred so that a cut stream (which aborts the handler) is recorded too.
+	defer func() { s.record(rec) }()
+	rec.Status = s.serve(w, r, body, &rec)
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec *Request) int {
@@ -187,6 +187,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 		})
 		return http.StatusOK
 	}
+	rec.Status = http.StatusOK // the headers go out before any cut
 	return s.stream(w, r, id, req, words, finish, usage, rec.IncludeUsage)
 }
 
