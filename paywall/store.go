@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/internal/tiercache"
+	"github.com/tollgate-dev/tollgate/pricing"
 )
 
 // Options tune a Store. The zero value is usable.
@@ -473,4 +474,32 @@ func normalizeID(id string) (string, bool) {
 		return strings.ToLower(id), true
 	}
 	return id, true
+}
+
+// CheckMarkups reports every built-in paywall whose markup cannot cover a platform fee of
+// feeBps — for `tollgate serve` to call at start, because raising serve.fee_bps above a stored
+// markup would make the developer's share of that paywall's charges negative (Split would
+// then lower the fee instead). It returns nil when all is well.
+// It can return: ErrInvalid (naming each paywall), pricing.ErrBadFee.
+func (s *Store) CheckMarkups(ctx context.Context, feeBps int64) error {
+	if err := pricing.CheckFee(feeBps); err != nil {
+		return err
+	}
+	all, err := s.List(ctx)
+	if err != nil {
+		return err
+	}
+	var probs []error
+	for _, p := range all {
+		if p.Mode != ModeBuiltin {
+			continue
+		}
+		if err := pricing.CheckBuiltinMarkup(p.MarkupBps, feeBps); err != nil {
+			probs = append(probs, fmt.Errorf("paywall %s (%s): %w", p.ID, p.Name, err))
+		}
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(probs...))
+	}
+	return nil
 }

@@ -331,3 +331,23 @@ func TestStoreWithoutRedis(t *testing.T) {
 		t.Errorf("a Redis-backed replica does not see it: %v", err)
 	}
 }
+
+func TestCheckMarkups(t *testing.T) {
+	s, _ := newTestStore(t, Options{})
+	ctx := t.Context()
+	if err := s.CheckMarkups(ctx, 100); err != nil {
+		t.Errorf("no paywalls: %v", err)
+	}
+	p, _ := mustCreate(t, s, builtinPaywall()) // 2000 bps covers up to a 16.66 % fee
+	mustCreate(t, s, byokPaywall())            // BYOK: no provider share to cover
+	if err := s.CheckMarkups(ctx, 1600); err != nil {
+		t.Errorf("covered fee: %v", err)
+	}
+	err := s.CheckMarkups(ctx, 1700)
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, pricing.ErrMarkupBelowFee) || !strings.Contains(err.Error(), p.ID) {
+		t.Errorf("uncovered fee: %v", err)
+	}
+	if err := s.CheckMarkups(ctx, 10001); !errors.Is(err, pricing.ErrBadFee) {
+		t.Errorf("bad fee: %v", err)
+	}
+}

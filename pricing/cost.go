@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"math/bits"
 )
 
 // Errors of the cost math. Methods document which they can return.
@@ -163,10 +164,82 @@ func (p Price) cost(u Usage, markupBps int64) (int64, error) {
 		{1, p.Request.Shift(6)}, // USDC per request = 10^6 micro-USDC per request
 	}
 	e0 := minExp(terms[:])
-	num := scaledSum(terms[:], e0)
-	// micro = ceil(num × 10^e0 × (10000 + markup) / 10000), with e0 ≤ 0.
+	if micro, ok := costFast(terms[:], e0, markupBps); ok {
+		return micro, nil
+	}
+	return costBig(terms[:], e0, markupBps)
+}
+
+// costBig is the cost rule in arbitrary precision:
+// micro = ⌈N × 10^e0 × (10000 + markup) / 10000⌉ with Σ tokens × rate = N × 10^e0, e0 ≤ 0.
+func costBig(terms []term, e0 int32, markupBps int64) (int64, error) {
+	num := scaledSum(terms, e0)
 	num.Mul(num, big.NewInt(bpsDenom+markupBps))
 	return ceilDiv(num, pow10(4-int64(e0)))
+}
+
+// pow10u are the powers of ten that fit in a uint64.
+var pow10u = func() (p [20]uint64) {
+	p[0] = 1
+	for i := 1; i < len(p); i++ {
+		p[i] = p[i-1] * 10
+	}
+	return p
+}()
+
+// costFast computes costBig's result in 128-bit integer arithmetic, without allocating. It
+// reports false whenever a step would not fit (huge counts or rates, or more than 15 decimal
+// places), and the caller then takes the exact big.Int path; it never rounds differently.
+func costFast(terms []term, e0 int32, markupBps int64) (int64, bool) {
+	if 4-int64(e0) >= int64(len(pow10u)) {
+		return 0, false
+	}
+	var hi, lo uint64 // Σ tokens × rate, as N over 10^e0
+	for _, t := range terms {
+		c := t.rate.coef
+		if t.tokens == 0 || c == nil {
+			continue
+		}
+		if !c.IsUint64() {
+			return 0, false
+		}
+		shift := t.rate.exp - e0
+		if int(shift) >= len(pow10u) {
+			return 0, false
+		}
+		sh, scaled := bits.Mul64(c.Uint64(), pow10u[shift])
+		if sh != 0 {
+			return 0, false
+		}
+		ph, pl := bits.Mul64(uint64(t.tokens), scaled)
+		var carry uint64
+		lo, carry = bits.Add64(lo, pl, 0)
+		hi, carry = bits.Add64(hi, ph, carry)
+		if carry != 0 {
+			return 0, false
+		}
+	}
+	// × (10000 + markup): a 192-bit product whose top word must be 0.
+	k := uint64(bpsDenom + markupBps)
+	h1, l1 := bits.Mul64(hi, k)
+	h2, l2 := bits.Mul64(lo, k)
+	mid, carry := bits.Add64(l1, h2, 0)
+	if h1 != 0 || carry != 0 {
+		return 0, false
+	}
+	// ÷ 10^(4−e0), rounding up.
+	d := pow10u[4-e0]
+	if mid >= d {
+		return 0, false // the quotient needs more than 64 bits
+	}
+	q, r := bits.Div64(mid, l2, d)
+	if r != 0 {
+		q++
+	}
+	if q > math.MaxInt64 || q == 0 && r != 0 {
+		return 0, false
+	}
+	return int64(q), true
 }
 
 // minExp returns the smallest exponent among the terms that count, and at most 0, so that

@@ -244,3 +244,62 @@ func TestAffordableTokensIsTheLargestBudget(t *testing.T) {
 		}
 	}
 }
+
+// costPaths returns both paths' answers for a price and usage.
+func costPaths(t testing.TB, p Price, u Usage, m int64) (fast int64, fastOK bool, slow int64, slowErr error) {
+	t.Helper()
+	uncached, cached, written, plainOut, reasoning, err := u.counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, cr, wr, out, rr := p.rates()
+	terms := []term{{uncached, in}, {cached, cr}, {written, wr}, {plainOut, out}, {reasoning, rr}, {1, p.Request.Shift(6)}}
+	e0 := minExp(terms)
+	fast, fastOK = costFast(terms, e0, m)
+	slow, slowErr = costBig(terms, e0, m)
+	return
+}
+
+// TestCostFastPathMatchesBig: the allocation-free path gives the big.Int path's answer
+// whenever it answers, including near the edges of 64 bits.
+func TestCostFastPathMatchesBig(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	answered := 0
+	for i := range 20000 {
+		p, u, m := randomPrice(r), randomUsage(r), r.Int64N(MaxMarkupBps+1)
+		if i%3 == 0 { // huge counts and rates
+			u.PromptTokens = r.Int64()
+			u.CompletionTokens = r.Int64() >> uint(r.IntN(63))
+			p.Input = NewDecimal(r.Int64(), -int32(r.IntN(20)))
+		}
+		fast, ok, slow, err := costPaths(t, p, u, m)
+		if !ok {
+			continue
+		}
+		answered++
+		if err != nil || fast != slow {
+			t.Fatalf("price %v usage %+v markup %d: fast %d, big %d (%v)", p, u, m, fast, slow, err)
+		}
+	}
+	if answered < 10000 {
+		t.Errorf("the fast path answered only %d of 20000", answered)
+	}
+}
+
+// FuzzCostPaths: the two paths agree on any counts, rates and markup.
+func FuzzCostPaths(f *testing.F) {
+	f.Add(int64(1000), int64(500), int64(150), int32(-3), int64(600), int32(-3), int64(1000))
+	f.Add(int64(math.MaxInt64), int64(0), int64(15), int32(-2), int64(0), int32(0), int64(0))
+	f.Add(int64(1), int64(1), int64(1), int32(-15), int64(1), int32(-16), int64(MaxMarkupBps))
+	f.Fuzz(func(t *testing.T, prompt, completion, inCoef int64, inExp int32, outCoef int64, outExp int32, m int64) {
+		if prompt < 0 || completion < 0 || inCoef < 0 || outCoef < 0 || m < 0 || m > MaxMarkupBps ||
+			inExp < -40 || inExp > 40 || outExp < -40 || outExp > 40 {
+			return
+		}
+		p := Price{Input: NewDecimal(inCoef, inExp), Output: NewDecimal(outCoef, outExp)}
+		fast, ok, slow, err := costPaths(t, p, Usage{PromptTokens: prompt, CompletionTokens: completion}, m)
+		if ok && (err != nil || fast != slow) {
+			t.Fatalf("fast %d, big %d (%v)", fast, slow, err)
+		}
+	})
+}

@@ -104,3 +104,23 @@ func FuzzParseDecimal(f *testing.F) {
 		}
 	})
 }
+
+func TestPriceEqual(t *testing.T) {
+	base := Price{Input: dec(t, "1"), Output: dec(t, "2")}
+	tests := []struct {
+		name string
+		a, b Price
+		want bool
+	}{
+		{"same", base, base, true},
+		{"spelling does not matter", base, Price{Input: dec(t, "1.000"), Output: dec(t, "2e0")}, true},
+		{"unset request is a zero request", base, Price{Input: base.Input, Output: base.Output, Request: dec(t, "0")}, true},
+		{"unset cache rate differs from a set one", base, Price{Input: base.Input, Output: base.Output, CachedInput: dec(t, "1")}, false},
+		{"different output", base, Price{Input: base.Input, Output: dec(t, "3")}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.a.Equal(tt.b); got != tt.want {
+			t.Errorf("%s: Equal = %v", tt.name, got)
+		}
+	}
+}
