@@ -3,7 +3,7 @@ package extproc
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -50,6 +50,8 @@ type exchange struct {
 	chunks  []string
 	// cancelAfter > 0 cancels the stream (the client went away) after that many chunks.
 	cancelAfter int
+	// pause is slept before each response chunk (a slow upstream).
+	pause time.Duration
 }
 
 // result is what the server answered, and what the client would have seen.
@@ -74,26 +76,34 @@ func headerMap(kv map[string]string) *corev3.HeaderMap {
 // (and so to settle).
 func run(t testing.TB, c extprocv3.ExternalProcessorClient, ex exchange) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := c.Process(ctx)
+	res, err := runE(c, ex)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res
+}
+
+// runE is run for goroutines other than the test's: it returns its failure.
+func runE(c extprocv3.ExternalProcessorClient, ex exchange) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	var res result
-	send := func(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
-		t.Helper()
+	st, err := c.Process(ctx)
+	if err != nil {
+		return res, err
+	}
+	send := func(r *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 		if err := st.Send(r); err != nil {
-			t.Fatalf("send: %v", err)
+			return nil, fmt.Errorf("send: %w", err)
 		}
 		resp, err := st.Recv()
 		if err != nil {
-			t.Fatalf("recv: %v", err)
+			return nil, fmt.Errorf("recv: %w", err)
 		}
 		if ir := resp.GetImmediateResponse(); ir != nil {
 			res.immediate = ir
 		}
-		return resp
+		return resp, nil
 	}
 	path := ex.path
 	if path == "" {
@@ -109,19 +119,23 @@ func run(t testing.TB, c extprocv3.ExternalProcessorClient, ex exchange) result 
 	for k, v := range ex.headers {
 		h[k] = v
 	}
-	resp := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+	resp, err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
 		RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(h), EndOfStream: ex.noBody}}})
+	if err != nil {
+		return res, err
+	}
 	res.reqHeaders = resp.GetRequestHeaders()
 	if res.immediate != nil || ex.noBody {
-		finish(t, st)
-		return res
+		return res, finish(st)
 	}
-	resp = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+	resp, err = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
 		RequestBody: &extprocv3.HttpBody{Body: []byte(ex.body), EndOfStream: true}}})
+	if err != nil {
+		return res, err
+	}
 	res.reqBody = resp.GetRequestBody()
 	if res.immediate != nil {
-		finish(t, st)
-		return res
+		return res, finish(st)
 	}
 	status := ex.status
 	if status == "" {
@@ -131,16 +145,24 @@ func run(t testing.TB, c extprocv3.ExternalProcessorClient, ex exchange) result 
 	if ctype == "" {
 		ctype = "text/event-stream"
 	}
-	res.respHeaders = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{":status": status, "content-type": ctype})}}})
+	if res.respHeaders, err = send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{":status": status, "content-type": ctype})}}}); err != nil {
+		return res, err
+	}
 	for i, c := range ex.chunks {
 		if ex.cancelAfter > 0 && i == ex.cancelAfter {
 			cancel()
-			waitDone(t, st)
-			return res
+			waitDone(st)
+			return res, nil
 		}
-		resp := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+		if ex.pause > 0 {
+			time.Sleep(ex.pause)
+		}
+		resp, err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
 			ResponseBody: &extprocv3.HttpBody{Body: []byte(c), EndOfStream: i == len(ex.chunks)-1}}})
+		if err != nil {
+			return res, err
+		}
 		b := resp.GetResponseBody()
 		res.chunks = append(res.chunks, b)
 		switch m := b.GetResponse().GetBodyMutation().GetMutation().(type) {
@@ -151,32 +173,25 @@ func run(t testing.TB, c extprocv3.ExternalProcessorClient, ex exchange) result 
 		case *extprocv3.BodyMutation_ClearBody:
 		}
 	}
-	finish(t, st)
-	return res
+	return res, finish(st)
 }
 
 // finish half-closes the stream and waits for the server to return, as Envoy does when the
 // HTTP stream completes.
-func finish(t testing.TB, st extprocv3.ExternalProcessor_ProcessClient) {
-	t.Helper()
+func finish(st extprocv3.ExternalProcessor_ProcessClient) error {
 	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	waitDone(t, st)
+	return waitDone(st)
 }
 
-func waitDone(t testing.TB, st extprocv3.ExternalProcessor_ProcessClient) {
-	t.Helper()
-	for {
-		_, err := st.Recv()
-		if err == nil {
-			t.Fatal("server answered a message that was never sent")
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || st.Context().Err() != nil {
-			return
-		}
-		return
+// waitDone waits for the server to end the stream; an extra answer is an error.
+func waitDone(st extprocv3.ExternalProcessor_ProcessClient) error {
+	_, err := st.Recv()
+	if err == nil {
+		return errors.New("server answered a message that was never sent")
 	}
+	return nil
 }
 
 // header returns the value a mutation sets for key, and whether it sets it.

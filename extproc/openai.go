@@ -3,11 +3,8 @@ package extproc
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
-	"text/template"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/paywall"
@@ -55,70 +52,6 @@ const (
 
 // ActionHeader names the header of paywall messages.
 const ActionHeader = "x-tollgate-action"
-
-// Default paywall message texts, used when a paywall sets none (or its template fails).
-const (
-	DefaultAuthorizeTemplate = "To use {{.Paywall}}, connect a wallet to pay for what you use: {{.Link}}"
-	DefaultTopUpTemplate     = "Your wallet has {{.BalanceUSDC}} USDC available, which is not enough for this request. Add funds here, then send your message again: {{.Link}}"
-)
-
-// messageData is what the templates see.
-type messageData struct {
-	Link        string
-	Paywall     string
-	BalanceUSDC string
-}
-
-// templates caches parsed paywall templates by their text.
-type templates struct {
-	mu    sync.Mutex
-	cache map[string]*template.Template
-}
-
-const maxCachedTemplates = 10_000
-
-func (t *templates) render(text, fallback string, d messageData) string {
-	if text == "" {
-		text = fallback
-	}
-	tpl, err := t.parse(text)
-	if err == nil {
-		var b bytes.Buffer
-		if err = tpl.Execute(&b, d); err == nil {
-			return b.String()
-		}
-	}
-	if text == fallback {
-		return d.Link
-	}
-	return t.render(fallback, fallback, d)
-}
-
-func (t *templates) parse(text string) (*template.Template, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if tpl, ok := t.cache[text]; ok {
-		return tpl, nil
-	}
-	tpl, err := template.New("message").Option("missingkey=zero").Parse(text)
-	if err != nil {
-		return nil, err
-	}
-	if t.cache == nil || len(t.cache) >= maxCachedTemplates {
-		t.cache = map[string]*template.Template{}
-	}
-	t.cache[text] = tpl
-	return tpl, nil
-}
-
-// usdc formats micro-USDC as a decimal string with 6 places, e.g. "0.420000".
-func usdc(micro int64) string {
-	sign := ""
-	if micro < 0 {
-		sign, micro = "-", -micro
-	}
-	return fmt.Sprintf("%s%d.%06d", sign, micro/1_000_000, micro%1_000_000)
-}
 
 // paywallMessage builds the body of a paywall message: a chat.completion, or for streams a
 // complete SSE stream of chat.completion.chunk events ending in [DONE], with zero usage.

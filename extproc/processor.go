@@ -631,13 +631,12 @@ func (p *processor) unavailable(what string, err error) *extprocv3.ProcessingRes
 // paywallMessage answers with the authorize or top-up message as an ordinary completion.
 func (p *processor) paywallMessage(a Action, availableMicro int64) *extprocv3.ProcessingResponse {
 	link := p.s.deps.Links.URL(p.pw.ID, p.userID, purposeOf(a))
-	d := messageData{Link: link, Paywall: p.pw.Name, BalanceUSDC: usdc(availableMicro)}
 	var text string
 	if a == ActionAuthorize {
-		text = p.s.tpl.render(p.pw.Templates.Authorize, DefaultAuthorizeTemplate, d)
+		text = p.pw.AuthorizeMessage(link)
 		p.end(OutcomeAuthorize)
 	} else {
-		text = p.s.tpl.render(p.pw.Templates.TopUp, DefaultTopUpTemplate, d)
+		text = p.pw.TopUpMessage(link, availableMicro)
 		p.end(OutcomeTopUp)
 	}
 	p.finished = true

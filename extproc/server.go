@@ -114,7 +114,6 @@ type Server struct {
 	deps    Deps
 	log     *slog.Logger
 	metrics *Metrics
-	tpl     templates
 	health  *health.Server
 
 	streams  sync.WaitGroup
