@@ -194,45 +194,21 @@ func costFast(terms []term, e0 int32, markupBps int64) (int64, bool) {
 	if 4-int64(e0) >= int64(len(pow10u)) {
 		return 0, false
 	}
-	var hi, lo uint64 // Σ tokens × rate, as N over 10^e0
-	for _, t := range terms {
-		c := t.rate.coef
-		if t.tokens == 0 || c == nil {
-			continue
-		}
-		if !c.IsUint64() {
-			return 0, false
-		}
-		shift := t.rate.exp - e0
-		if int(shift) >= len(pow10u) {
-			return 0, false
-		}
-		sh, scaled := bits.Mul64(c.Uint64(), pow10u[shift])
-		if sh != 0 {
-			return 0, false
-		}
-		ph, pl := bits.Mul64(uint64(t.tokens), scaled)
-		var carry uint64
-		lo, carry = bits.Add64(lo, pl, 0)
-		hi, carry = bits.Add64(hi, ph, carry)
-		if carry != 0 {
-			return 0, false
-		}
+	hi, lo, ok := sum128(terms, e0)
+	if !ok {
+		return 0, false
 	}
-	// × (10000 + markup): a 192-bit product whose top word must be 0.
-	k := uint64(bpsDenom + markupBps)
-	h1, l1 := bits.Mul64(hi, k)
-	h2, l2 := bits.Mul64(lo, k)
-	mid, carry := bits.Add64(l1, h2, 0)
-	if h1 != 0 || carry != 0 {
+	// × (10000 + markup), which must still fit in 128 bits.
+	hi, lo, ok = mul128(hi, lo, uint64(bpsDenom+markupBps))
+	if !ok {
 		return 0, false
 	}
 	// ÷ 10^(4−e0), rounding up.
 	d := pow10u[4-e0]
-	if mid >= d {
+	if hi >= d {
 		return 0, false // the quotient needs more than 64 bits
 	}
-	q, r := bits.Div64(mid, l2, d)
+	q, r := bits.Div64(hi, lo, d)
 	if r != 0 {
 		q++
 	}
@@ -240,6 +216,41 @@ func costFast(terms []term, e0 int32, markupBps int64) (int64, bool) {
 		return 0, false
 	}
 	return int64(q), true
+}
+
+// sum128 returns Σ tokens × rate as a 128-bit numerator over 10^e0 (see scaledSum), or false
+// when a rate or a product does not fit.
+func sum128(terms []term, e0 int32) (hi, lo uint64, ok bool) {
+	for _, t := range terms {
+		c := t.rate.coef
+		if t.tokens == 0 || c == nil {
+			continue
+		}
+		shift := t.rate.exp - e0
+		if !c.IsUint64() || int(shift) >= len(pow10u) {
+			return 0, 0, false
+		}
+		sh, scaled := bits.Mul64(c.Uint64(), pow10u[shift])
+		if sh != 0 {
+			return 0, 0, false
+		}
+		ph, pl := bits.Mul64(uint64(t.tokens), scaled)
+		var carry uint64
+		lo, carry = bits.Add64(lo, pl, 0)
+		hi, carry = bits.Add64(hi, ph, carry)
+		if carry != 0 {
+			return 0, 0, false
+		}
+	}
+	return hi, lo, true
+}
+
+// mul128 returns (hi, lo) × k, or false when the product needs more than 128 bits.
+func mul128(hi, lo, k uint64) (uint64, uint64, bool) {
+	h1, l1 := bits.Mul64(hi, k)
+	h2, l2 := bits.Mul64(lo, k)
+	mid, carry := bits.Add64(l1, h2, 0)
+	return mid, l2, h1 == 0 && carry == 0
 }
 
 // minExp returns the smallest exponent among the terms that count, and at most 0, so that
@@ -291,22 +302,70 @@ func AffordableTokens(p Price, markupBps, availableMicro, promptTokens int64) in
 	e0 := minExp(all[:])
 	// Using the common exponent e0 of all three: cost(n) ≤ A ⟺
 	// (F + n·R) × (10000+m) ≤ A × 10^(4−e0), with F, R the fixed and per-token numerators.
-	f := scaledSum(fixed[:], e0)
-	r := scaledSum([]term{{1, perToken}}, e0)
-	k := big.NewInt(bpsDenom + markupBps)
+	k := uint64(bpsDenom + markupBps)
+	if n, ok := affordableFast(fixed[:], term{1, perToken}, e0, k, availableMicro); ok {
+		return n
+	}
+	return affordableBig(fixed[:], term{1, perToken}, e0, k, availableMicro)
+}
+
+// affordableBig is AffordableTokens' arithmetic in arbitrary precision.
+func affordableBig(fixed []term, perToken term, e0 int32, k uint64, availableMicro int64) int64 {
+	f := scaledSum(fixed, e0)
+	r := scaledSum([]term{perToken}, e0)
+	kb := new(big.Int).SetUint64(k)
 	budget := new(big.Int).Mul(big.NewInt(availableMicro), pow10(4-int64(e0)))
-	budget.Sub(budget, f.Mul(f, k))
+	budget.Sub(budget, f.Mul(f, kb))
 	if budget.Sign() < 0 {
 		return 0
 	}
 	if r.Sign() == 0 {
 		return math.MaxInt64
 	}
-	n := budget.Quo(budget, r.Mul(r, k)) // floor: both are non-negative
+	n := budget.Quo(budget, r.Mul(r, kb)) // floor: both are non-negative
 	if !n.IsInt64() {
 		return math.MaxInt64
 	}
 	return n.Int64()
+}
+
+// affordableFast is AffordableTokens' arithmetic in 128 bits, without allocating; false
+// sends the caller to the big.Int path.
+func affordableFast(fixed []term, perToken term, e0 int32, k uint64, availableMicro int64) (int64, bool) {
+	if 4-int64(e0) >= int64(len(pow10u)) {
+		return 0, false
+	}
+	fh, fl, ok := sum128(fixed, e0)
+	if !ok {
+		return 0, false
+	}
+	if fh, fl, ok = mul128(fh, fl, k); !ok {
+		return 0, false
+	}
+	ah, al := bits.Mul64(uint64(availableMicro), pow10u[4-e0])
+	if ah < fh || ah == fh && al < fl {
+		return 0, true // even the prompt is unaffordable
+	}
+	bl, borrow := bits.Sub64(al, fl, 0)
+	bh, _ := bits.Sub64(ah, fh, borrow)
+	rh, rl, ok := sum128([]term{perToken}, e0)
+	if !ok {
+		return 0, false
+	}
+	if rh, rl, ok = mul128(rh, rl, k); !ok || rh != 0 {
+		return 0, false
+	}
+	if rl == 0 {
+		return math.MaxInt64, true
+	}
+	if bh >= rl {
+		return math.MaxInt64, true // the quotient exceeds 64 bits: saturate
+	}
+	q, _ := bits.Div64(bh, bl, rl)
+	if q > math.MaxInt64 {
+		return math.MaxInt64, true
+	}
+	return int64(q), true
 }
 
 // scaledSum returns N with Σ tokens × rate = N × 10^e0 exactly, for an e0 at or below the

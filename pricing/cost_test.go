@@ -303,3 +303,37 @@ func FuzzCostPaths(f *testing.F) {
 		}
 	})
 }
+
+// TestAffordableFastPathMatchesBig: the allocation-free clamp gives the big.Int answer
+// whenever it answers.
+func TestAffordableFastPathMatchesBig(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	answered := 0
+	for i := range 20000 {
+		p, m := randomPrice(r), r.Int64N(MaxMarkupBps+1)
+		prompt, avail := r.Int64N(1_000_000), r.Int64N(1<<40)
+		if i%3 == 0 {
+			prompt, avail = r.Int64(), r.Int64()
+			p.Output = NewDecimal(r.Int64N(1000), -int32(r.IntN(18)))
+		}
+		in, _, _, out, reasoning := p.rates()
+		perToken := out
+		if reasoning.Cmp(out) > 0 {
+			perToken = reasoning
+		}
+		fixed := []term{{prompt, in}, {1, p.Request.Shift(6)}}
+		e0 := minExp(append(fixed, term{1, perToken}))
+		k := uint64(10000 + m)
+		fast, ok := affordableFast(fixed, term{1, perToken}, e0, k, avail)
+		if !ok {
+			continue
+		}
+		answered++
+		if slow := affordableBig(fixed, term{1, perToken}, e0, k, avail); fast != slow {
+			t.Fatalf("price %v markup %d prompt %d available %d: fast %d, big %d", p, m, prompt, avail, fast, slow)
+		}
+	}
+	if answered < 10000 {
+		t.Errorf("the fast path answered only %d of 20000", answered)
+	}
+}

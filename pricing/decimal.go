@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"math/bits"
 	"strings"
 )
 
@@ -160,7 +161,52 @@ func (d Decimal) Equal(e Decimal) bool {
 
 // Cmp compares the values of d and e (unset counts as 0): -1, 0 or +1.
 func (d Decimal) Cmp(e Decimal) int {
+	if c, ok := d.cmpFast(e); ok {
+		return c
+	}
 	return d.rat().Cmp(e.rat())
+}
+
+// cmpFast compares two non-negative decimals whose coefficients fit a uint64 by aligning
+// their exponents in 128 bits, without allocating (the clamp and the hold compare rates on
+// every request). It reports false when it cannot.
+func (d Decimal) cmpFast(e Decimal) (int, bool) {
+	if d.Sign() < 0 || e.Sign() < 0 {
+		return 0, false
+	}
+	switch {
+	case d.coef == nil && e.coef == nil:
+		return 0, true
+	case d.coef == nil:
+		return -1, true
+	case e.coef == nil:
+		return 1, true
+	case !d.coef.IsUint64() || !e.coef.IsUint64():
+		return 0, false
+	}
+	lowest := min(d.exp, e.exp)
+	ds, es := d.exp-lowest, e.exp-lowest
+	if int(ds) >= len(pow10u) || int(es) >= len(pow10u) {
+		return 0, false
+	}
+	dh, dl := bits.Mul64(d.coef.Uint64(), pow10u[ds])
+	eh, el := bits.Mul64(e.coef.Uint64(), pow10u[es])
+	switch {
+	case dh != eh:
+		return cmpUint(dh, eh), true
+	default:
+		return cmpUint(dl, el), true
+	}
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // rat returns the exact value as a big.Rat.

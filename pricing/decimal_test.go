@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/big"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -121,6 +122,21 @@ func TestPriceEqual(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.a.Equal(tt.b); got != tt.want {
 			t.Errorf("%s: Equal = %v", tt.name, got)
+		}
+	}
+}
+
+// TestCmpFastPathMatchesRat: the allocation-free comparison agrees with big.Rat.
+func TestCmpFastPathMatchesRat(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	values := []Decimal{{}, NewDecimal(0, 0), NewDecimal(-1, 0), NewDecimal(1, 40), NewDecimal(1, -40)}
+	for range 2000 {
+		values = append(values, NewDecimal(r.Int64N(1<<62)-(1<<60), int32(r.IntN(50))-25))
+	}
+	for i, a := range values {
+		b := values[(i*7+3)%len(values)]
+		if got, want := a.Cmp(b), a.rat().Cmp(b.rat()); got != want {
+			t.Fatalf("Cmp(%s, %s) = %d, want %d", a, b, got, want)
 		}
 	}
 }
