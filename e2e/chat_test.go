@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -297,3 +298,43 @@ func TestConcurrentStreamsCannotOverspend(t *testing.T) {
 }
 
 type fakeupstreamRequest = fakeupstream.Request
+
+// TestManualChargeIdempotent: the app's manual charge, through Envoy's API route, replayed
+// with the same Idempotency-Key, charges once and answers the same.
+func TestManualChargeIdempotent(t *testing.T) {
+	s := newStack(t)
+	pw, key := s.createPaywall(t, byokPaywall())
+	wallet := newWallet()
+	if _, err := s.paywalls.Authorize(t.Context(), pw.ID, "dave", wallet); err != nil {
+		t.Fatal(err)
+	}
+	s.deposit(t, wallet, 1_000_000)
+	charge := func(idem string) (int, string) {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", s.url+"/api/v1/user/charges", strings.NewReader(`{"amount":"0.25","description":"e2e"}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("X-Paywall-User", "dave")
+		req.Header.Set("Idempotency-Key", idem)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	st1, body1 := charge("order-42")
+	st2, body2 := charge("order-42")
+	if st1/100 != 2 || st2 != st1 || body2 != body1 {
+		t.Fatalf("first %d %s; replay %d %s", st1, body1, st2, body2)
+	}
+	if b := s.settled(t, wallet); b.PostedMicro != 750_000 {
+		t.Fatalf("balance %d after one 0.25 charge replayed, want 750000", b.PostedMicro)
+	}
+	if st3, _ := charge("order-43"); st3/100 != 2 {
+		t.Fatalf("a new key: %d", st3)
+	}
+	if b := s.settled(t, wallet); b.PostedMicro != 500_000 {
+		t.Fatalf("balance %d after a second charge, want 500000", b.PostedMicro)
+	}
+}

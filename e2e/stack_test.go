@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/tollgate-dev/tollgate/api"
 	"github.com/tollgate-dev/tollgate/e2e/envoyemu"
 	"github.com/tollgate-dev/tollgate/e2e/fakeupstream"
 	"github.com/tollgate-dev/tollgate/extproc"
@@ -92,6 +93,14 @@ func newStack(t testing.TB) *stack {
 		gs.GracefulStop()
 	})
 
+	apiSrv, err := api.New(api.Deps{Pool: db.Pool, Redis: rdb, Paywalls: s.paywalls, Ledger: s.ledger, Links: s.links,
+		Nonces: paywall.NewNonces(rdb, prefix)}, api.Options{PublicURL: s.links.BaseURL, ChainIDs: []uint64{31337}, RedisPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiHTTP := httptest.NewServer(apiSrv.Handler())
+	t.Cleanup(apiHTTP.Close)
+
 	demo := httptest.NewServer(s.demo)
 	t.Cleanup(demo.Close)
 	or := httptest.NewTLSServer(s.openrouter)
@@ -102,6 +111,7 @@ func newStack(t testing.TB) *stack {
 		Config: "../envoy/envoy.yaml",
 		Endpoints: map[string][]string{
 			"tollgate_extproc": {lis.Addr().String()},
+			"tollgate_http":    {strings.TrimPrefix(apiHTTP.URL, "http://")},
 			"demo":             {strings.TrimPrefix(demo.URL, "http://")},
 			"openrouter":       {strings.TrimPrefix(or.URL, "https://")},
 		},

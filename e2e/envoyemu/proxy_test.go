@@ -480,7 +480,7 @@ func TestAPIRoutesSkipExtProc(t *testing.T) {
 		t.Error("ext_proc stream opened for an API route")
 		return nil
 	})
-	for _, path := range []string{"/api/v1/balance", "/connect?t=abc", "/static/app.js"} {
+	for _, path := range []string{"/api/v1/balance", "/connect?t=abc", "/assets/app.js", "/pages/v1/topup?t=x"} {
 		resp, _ := h.do(t, "GET", path, "", nil)
 		if resp.StatusCode != 404 { // the fake answers 404 for paths it does not serve
 			t.Fatalf("%s: status %d", path, resp.StatusCode)
@@ -489,7 +489,7 @@ func TestAPIRoutesSkipExtProc(t *testing.T) {
 			t.Fatalf("%s: log %+v", path, l)
 		}
 	}
-	if n := len(h.api.Requests()); n != 3 {
+	if n := len(h.api.Requests()); n != 4 {
 		t.Fatalf("api got %d requests", n)
 	}
 }
