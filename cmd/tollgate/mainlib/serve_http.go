@@ -1,11 +1,94 @@
 package mainlib
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ethereum/go-ethereum/ethclient"
+
+	"github.com/tollgate-dev/tollgate/api"
+	"github.com/tollgate-dev/tollgate/api/siwe"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/settlement"
 )
 
+// fallbackSignInChain is the chain wallets sign in on when no settlement chain is configured
+// (Polygon PoS): sign-in needs a chain id, even where top-ups are not set up yet.
+const fallbackSignInChain = 137
+
 // apiHandler returns the HTTP API and hosted pages that `tollgate serve` mounts on
-// serve.http_addr. This file belongs to the API issue, which replaces the body.
+// serve.http_addr: the app's and developer's JSON API, the connect/top-up/wallet pages and the
+// OpenAPI document (package api). Top-ups are enabled when settle.treasury and settle.chains
+// are configured; contract wallets (EIP-1271) can sign in on the chains whose rpc_url answers.
 func apiHandler(s *services) (http.Handler, error) {
-	return http.NotFoundHandler(), nil
+	cfg := s.cfg
+	logger := s.logger.With("part", "api")
+	var chainIDs []uint64
+	callers := siwe.Chains{}
+	for _, c := range cfg.Settle.Chains {
+		id, err := strconv.ParseUint(c.ID, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("settle.chains: chain id %q: %w", c.ID, err)
+		}
+		chainIDs = append(chainIDs, id)
+		// Over http(s) this dials nothing yet; the first EIP-1271 check connects.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		client, err := ethclient.DialContext(ctx, c.RPCURL)
+		cancel()
+		if err != nil {
+			logger.Warn("api: contract wallets cannot sign in on this chain: its node does not answer", "chain", c.ID, "err", err)
+			continue
+		}
+		callers[id] = client
+	}
+	if len(chainIDs) == 0 {
+		logger.Warn("api: no settle.chains configured: wallets sign in on the fallback chain and top-ups are off", "chain", fallbackSignInChain)
+		chainIDs = []uint64{fallbackSignInChain}
+	}
+
+	var topUps api.TopUps
+	if len(cfg.Settle.Chains) > 0 && cfg.Settle.Treasury != "" {
+		chains, err := settlement.ChainsFromConfig(cfg.Settle.Chains)
+		if err != nil {
+			return nil, err
+		}
+		t, err := settlement.NewTopUps(s.pool, chains, cfg.Settle.Treasury, settlement.TopUpOptions{
+			Validity: cfg.Settle.TopUps.Validity, MinMicro: cfg.Settle.TopUps.MinMicro, MaxMicro: cfg.Settle.TopUps.MaxMicro,
+			Logger: s.logger.With("part", "topups"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		topUps = t
+	}
+
+	sc := cfg.Serve
+	server, err := api.New(api.Deps{
+		Pool:       s.pool,
+		Redis:      s.redis,
+		Paywalls:   s.paywallStore(),
+		Ledger:     s.ledger,
+		Links:      paywall.Links{BaseURL: sc.PublicURL, Secret: []byte(sc.LinkSecret), TTL: sc.LinkTTL, Now: time.Now},
+		Nonces:     paywall.NewNonces(s.redis, cfg.Redis.Prefix),
+		TopUps:     topUps,
+		Signatures: siwe.Verifier{Contracts: callers},
+	}, api.Options{
+		PublicURL:        sc.PublicURL,
+		ChainIDs:         chainIDs,
+		RedisPrefix:      cfg.Redis.Prefix,
+		FeeBps:           sc.FeeBps,
+		MaxPayoutMicro:   cfg.Settle.Payouts.MaxMicro,
+		DailyPayoutMicro: cfg.Settle.Payouts.DailyMicro,
+		TopUpMinMicro:    cfg.Settle.TopUps.MinMicro,
+		TopUpMaxMicro:    cfg.Settle.TopUps.MaxMicro,
+		LinkTTL:          sc.LinkTTL,
+		Logger:           logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return server.Handler(), nil
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
 )
 
 // services are the stores every long-running command shares, opened once in order.
@@ -19,6 +21,9 @@ type services struct {
 	pool   *pgxpool.Pool
 	redis  *redis.Client
 	ledger *ledger.Ledger
+
+	paywallsOnce sync.Once
+	paywalls     *paywall.Store // made on first use by paywallStore
 }
 
 // openServices connects to the database and Redis and checks both answer.
@@ -51,7 +56,26 @@ func openServices(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	}, nil
 }
 
+// paywallStore returns the paywall store, configured with the platform fee and the built-in
+// upstream, making it on first use (its invalidation listener is a goroutine that commands
+// without paywalls need not run). Close closes it.
+func (s *services) paywallStore() *paywall.Store {
+	s.paywallsOnce.Do(func() {
+		upstream := s.cfg.Serve.Provider.Upstream
+		if upstream == "" {
+			upstream = s.cfg.Serve.Provider.Name
+		}
+		s.paywalls = paywall.NewStore(s.pool, s.redis, s.cfg.Redis.Prefix, paywall.Options{
+			PlatformFeeBps: s.cfg.Serve.FeeBps, BuiltinUpstream: upstream, Logger: s.logger.With("part", "paywall"),
+		})
+	})
+	return s.paywalls
+}
+
 func (s *services) Close() {
+	if s.paywalls != nil {
+		_ = s.paywalls.Close()
+	}
 	_ = s.redis.Close()
 	s.pool.Close()
 }
