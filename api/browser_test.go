@@ -154,8 +154,10 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 	e := newEnv(t)
 	pw, _ := e.newPaywall("Browser Demo")
 	key, address := newWallet(t)
-	wallet := &fakeWallet{t: t, key: key, address: address, chainID: 1} // on mainnet: the page must switch
-	e.deposit(address, 2_500_000)                                       // an earlier top-up, for the wallet page's balance and history
+	// The wallet starts on mainnet, so the pages must ask it to switch.
+	wallet := &fakeWallet{t: t, key: key, address: address, chainID: 1}
+	// An earlier top-up, for the wallet page's balance and history.
+	e.deposit(address, 2_500_000)
 	signer := httptest.NewServer(wallet)
 	t.Cleanup(signer.Close)
 
