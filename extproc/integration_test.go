@@ -2,6 +2,8 @@ package extproc
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"net"
 	"strings"
 	"testing"
@@ -80,12 +82,29 @@ func (e *realEnv) replica(t *testing.T, maxConns int32) (*Server, *grpc.Server, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Open every connection now, as a replica that has served for a while has them: on this
+	// shared 2-core machine a burst of new connections takes seconds.
+	warm := make([]*pgxpool.Conn, 0, maxConns)
+	for range maxConns {
+		c, err := pool.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		warm = append(warm, c)
+	}
+	for _, c := range warm {
+		c.Release()
+	}
 	store := paywall.NewStore(pool, e.rdb, e.prefix, paywall.Options{PlatformFeeBps: realFeeBps})
 	catalog := pricing.NewCatalog(pool, e.rdb, e.prefix)
-	s, err := NewServer(Config{FeeBps: realFeeBps, ProviderKey: "sk-or-operator", PromptMarginPct: 20, HoldTTL: 10 * time.Minute}, Deps{
+	// The phase budget is generous: these tests check money, not latency, on a machine other
+	// test suites load too.
+	s, err := NewServer(Config{FeeBps: realFeeBps, ProviderKey: "sk-or-operator", PromptMarginPct: 20,
+		HoldTTL: 10 * time.Minute, PhaseTimeout: 15 * time.Second}, Deps{
 		Ledger: ledger.New(pool, ledger.Options{}), Paywalls: store, Prices: catalog,
 		Links:   paywall.Links{BaseURL: "https://pay.example", Secret: []byte(strings.Repeat("k", 32)), TTL: time.Hour},
 		Limiter: limits.New(e.rdb, e.prefix+"limits:", 10*time.Minute),
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
