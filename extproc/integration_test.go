@@ -3,8 +3,8 @@ package extproc
 import (
 	"context"
 	"log/slog"
-	"os"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
