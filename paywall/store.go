@@ -126,7 +126,10 @@ const paywallColumns = `id::TEXT, name, owner, mode, upstream, upstream_key, mar
 	min_completion_tokens, template_authorize, template_topup, payout_address, max_concurrent,
 	rate_per_minute, created_at`
 
-func scanPaywall(row pgx.Row) (Paywall, error) {
+// scanPaywall reads a row of paywallColumns. A built-in paywall's Upstream is always the
+// configured one (Options.BuiltinUpstream), whatever was stored when it was created, so that
+// changing the configuration re-routes every built-in paywall.
+func (s *Store) scanPaywall(row pgx.Row) (Paywall, error) {
 	var p Paywall
 	var maxConc, rate int64
 	err := row.Scan(&p.ID, &p.Name, &p.Owner, &p.Mode, &p.Upstream, &p.UpstreamKey, &p.MarkupBps,
@@ -134,6 +137,9 @@ func scanPaywall(row pgx.Row) (Paywall, error) {
 		&p.PayoutAddress, &maxConc, &rate, &p.CreatedAt)
 	p.MaxConcurrent, p.RatePerMinute = int(maxConc), int(rate)
 	p.CreatedAt = p.CreatedAt.UTC()
+	if p.Mode == ModeBuiltin {
+		p.Upstream = s.opts.BuiltinUpstream
+	}
 	return p, err
 }
 
@@ -185,7 +191,7 @@ func (s *Store) ByKey(ctx context.Context, apiKey string) (Paywall, error) {
 }
 
 func (s *Store) loadByHash(ctx context.Context, h [sha256.Size]byte) (Paywall, bool, error) {
-	p, err := scanPaywall(s.pool.QueryRow(ctx, `SELECT `+paywallColumns+` FROM paywalls WHERE key_hash = $1`, h[:]))
+	p, err := s.scanPaywall(s.pool.QueryRow(ctx, `SELECT `+paywallColumns+` FROM paywalls WHERE key_hash = $1`, h[:]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Paywall{}, false, nil
 	}
@@ -202,7 +208,7 @@ func (s *Store) Get(ctx context.Context, id string) (Paywall, error) {
 	if !ok {
 		return Paywall{}, fmt.Errorf("%w: %q is not a paywall id", ErrNotFound, id)
 	}
-	p, err := scanPaywall(s.pool.QueryRow(ctx, `SELECT `+paywallColumns+` FROM paywalls WHERE id = $1`, id))
+	p, err := s.scanPaywall(s.pool.QueryRow(ctx, `SELECT `+paywallColumns+` FROM paywalls WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Paywall{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -218,7 +224,7 @@ func (s *Store) List(ctx context.Context) ([]Paywall, error) {
 	if err != nil {
 		return nil, fmt.Errorf("paywall: list: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paywall, error) { return scanPaywall(r) })
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paywall, error) { return s.scanPaywall(r) })
 	if err != nil {
 		return nil, fmt.Errorf("paywall: list: %w", err)
 	}
@@ -264,13 +270,17 @@ func (s *Store) SetMarkup(ctx context.Context, id string, bps int64) error {
 }
 
 // Update changes a paywall's settings to those of p (all but ID, Mode and CreatedAt, which
-// cannot change) and returns the stored result.
+// cannot change, and a built-in paywall's Upstream, which is the configured one) and returns
+// the stored result.
 // It can return: ErrNotFound, ErrInvalid.
 func (s *Store) Update(ctx context.Context, p Paywall) (Paywall, error) {
 	return s.update(ctx, p.ID, func(cur *Paywall) {
 		id, mode, created := cur.ID, cur.Mode, cur.CreatedAt
 		*cur = p
 		cur.ID, cur.Mode, cur.CreatedAt = id, mode, created
+		if mode == ModeBuiltin {
+			cur.Upstream = s.opts.BuiltinUpstream
+		}
 	})
 }
 
@@ -283,7 +293,7 @@ func (s *Store) update(ctx context.Context, id string, change func(*Paywall)) (P
 	var out Paywall
 	var hash []byte
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		cur, err := scanPaywall(tx.QueryRow(ctx, `SELECT `+paywallColumns+` FROM paywalls WHERE id = $1 FOR UPDATE`, id))
+		cur, err := s.scanPaywall(tx.QueryRow(ctx, `SELECT `+paywallColumns+` FROM paywalls WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
 		}

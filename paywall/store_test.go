@@ -351,3 +351,22 @@ func TestCheckMarkups(t *testing.T) {
 		t.Errorf("bad fee: %v", err)
 	}
 }
+
+// TestBuiltinUpstreamFollowsConfig: built-in paywalls route to the configured upstream, even
+// those created under an earlier configuration.
+func TestBuiltinUpstreamFollowsConfig(t *testing.T) {
+	s, db := newTestStore(t, Options{})
+	p, key := mustCreate(t, s, builtinPaywall())
+	b, _ := mustCreate(t, s, byokPaywall())
+	moved := NewStore(db.Pool, nil, "", Options{PlatformFeeBps: testFeeBps, BuiltinUpstream: "openrouter-eu"})
+	defer moved.Close()
+	if got, err := moved.ByKey(t.Context(), key); err != nil || got.Upstream != "openrouter-eu" {
+		t.Errorf("built-in after a config change: %+v, %v", got, err)
+	}
+	if got, err := moved.Update(t.Context(), p); err != nil || got.Upstream != "openrouter-eu" {
+		t.Errorf("Update of a paywall read before the change: %+v, %v", got, err)
+	}
+	if got, err := moved.Get(t.Context(), b.ID); err != nil || got.Upstream != "acme-gateway" {
+		t.Errorf("BYOK keeps its upstream: %+v, %v", got, err)
+	}
+}
