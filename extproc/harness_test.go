@@ -19,6 +19,12 @@ import (
 // startServer serves s on a real loopback listener and returns a client of it.
 func startServer(t testing.TB, s *Server) extprocv3.ExternalProcessorClient {
 	t.Helper()
+	return startRegistered(t, s)
+}
+
+// startRegistered serves what s registers on a real loopback listener.
+func startRegistered(t testing.TB, s interface{ Register(*grpc.Server) }) extprocv3.ExternalProcessorClient {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

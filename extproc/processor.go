@@ -80,6 +80,11 @@ type processor struct {
 	sent bool
 
 	outcome Outcome
+
+	// Answers to streamed chunks, reused (see chunkAnswer).
+	chunkContinue, chunkMutate *extprocv3.ProcessingResponse
+	mutation                   *extprocv3.BodyMutation
+	mutateBody                 *extprocv3.BodyMutation_Body
 }
 
 func newProcessor(s *Server, ctx context.Context) *processor {
@@ -471,19 +476,37 @@ func (p *processor) ResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 	if eos {
 		p.ended = true
 	}
-	if !mutated {
-		return continueResponseBody()
-	}
-	var m *extprocv3.BodyMutation
-	if len(out) == 0 {
-		m = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}
-	} else {
-		m = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
-	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{
-		Response: &extprocv3.CommonResponse{BodyMutation: m},
-	}}}
+	return p.chunkAnswer(out, mutated)
 }
+
+// chunkAnswer answers a streamed chunk. The answers are reused from chunk to chunk: a chunk
+// costs a gRPC round trip already, and Send has marshalled an answer before it returns (no
+// stats handler or binary log keeps it), so the next chunk may overwrite it.
+func (p *processor) chunkAnswer(out []byte, mutated bool) *extprocv3.ProcessingResponse {
+	if !mutated {
+		if p.chunkContinue == nil {
+			p.chunkContinue = continueResponseBody()
+		}
+		return p.chunkContinue
+	}
+	if p.chunkMutate == nil {
+		p.mutateBody = &extprocv3.BodyMutation_Body{}
+		p.mutation = &extprocv3.BodyMutation{}
+		p.chunkMutate = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{
+			Response: &extprocv3.CommonResponse{BodyMutation: p.mutation},
+		}}}
+	}
+	if len(out) == 0 {
+		p.mutation.Mutation = clearBody
+	} else {
+		p.mutateBody.Body = out
+		p.mutation.Mutation = p.mutateBody
+	}
+	return p.chunkMutate
+}
+
+// clearBody is never modified.
+var clearBody = &extprocv3.BodyMutation_ClearBody{ClearBody: true}
 
 // scanChunk meters one SSE chunk. When the usage chunk must be hidden, the chunk is rewritten
 // to whole events only (an event cut by the chunk boundary is held back and sent with the
