@@ -119,7 +119,9 @@ func benchServer(b *testing.B) *Server {
 // noopRegistrar registers the baseline server the way Server.Register does.
 type noopRegistrar struct{}
 
-func (noopRegistrar) Register(g *grpc.Server) { extprocv3.RegisterExternalProcessorServer(g, noopServer{}) }
+func (noopRegistrar) Register(g *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(g, noopServer{})
+}
 
 // BenchmarkRequest compares one whole streamed request through Tollgate (ledger faked in
 // memory) with the same messages through a server that answers CONTINUE to everything, both
