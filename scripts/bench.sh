@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go test -run '^$' -bench . -benchmem ./ledger/... "$@"
+# ext_proc: whole request vs a no-op server, per-chunk work, SSE scanner vs bytes.Index, and
+# 1,000 open streams' memory (docs/extproc.md).
+go test -run '^$' -bench 'Request|Chunk|Scan' -benchmem ./extproc/... "$@"
+go test -run '^$' -bench 'OpenStreams' -benchtime 1x ./extproc/ "$@"
 # End-to-end load: p50/p99 time to first byte and throughput at 200 concurrent streams, through
 # the Envoy emulator + tollgate serve beside straight to the fake upstream (docs/e2e.md).
 TOLLGATE_LOADTEST_STREAMS=200 TOLLGATE_LOADTEST_DURATION=20s go test -count=1 -run '^TestLoad$' -v ./e2e/
