@@ -366,11 +366,8 @@ func (b *Bus) route(name string, f func([]string)) {
 	b.routes[name] = f
 }
 
-// Ready is closed once the first subscription is confirmed: from then on no invalidation is
-// missed except across a reconnect, after which every cache is flushed.
-func (b *Bus) Ready() <-chan struct{} { return b.ready }
-
-// WaitReady waits until Ready or ctx ends.
+// WaitReady waits until the first subscription is confirmed (from then on no invalidation
+// is missed except across a reconnect, after which every cache is flushed) or ctx ends.
 func (b *Bus) WaitReady(ctx context.Context) error {
 	select {
 	case <-b.ready:
