@@ -10,9 +10,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/paywall"
 )
 
@@ -224,3 +226,6 @@ func testPaywall() paywall.Paywall {
 	return paywall.Paywall{ID: "pw1", Name: "Acme Chat", Mode: paywall.ModeBuiltin, Upstream: "openrouter",
 		MarkupBps: 2000, DefaultMaxTokens: 100, MinCompletionTokens: 10}
 }
+
+// testRedis is the real Redis with a key prefix of the test's own.
+func testRedis(t testing.TB) (*redis.Client, string) { return testredis.New(t) }
