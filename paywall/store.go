@@ -107,20 +107,10 @@ func parseAuthKey(s string) (authKey, bool) {
 }
 
 // WaitReady waits until this replica listens for invalidations (immediately without Redis).
-func (s *Store) WaitReady(ctx context.Context) error {
-	if s.bus == nil {
-		return nil
-	}
-	return s.bus.WaitReady(ctx)
-}
+func (s *Store) WaitReady(ctx context.Context) error { return s.bus.WaitReady(ctx) }
 
 // Close stops the invalidation listener.
-func (s *Store) Close() error {
-	if s.bus == nil {
-		return nil
-	}
-	return s.bus.Close()
-}
+func (s *Store) Close() error { return s.bus.Close() }
 
 const paywallColumns = `id::TEXT, name, owner, mode, upstream, upstream_key, markup_bps, default_max_tokens,
 	min_completion_tokens, template_authorize, template_topup, payout_address, max_concurrent,

@@ -84,20 +84,10 @@ func NewCatalog(pool *pgxpool.Pool, rdb *redis.Client, prefix string, opts ...Ca
 }
 
 // WaitReady waits until this replica listens for invalidations (immediately without Redis).
-func (c *Catalog) WaitReady(ctx context.Context) error {
-	if c.bus == nil {
-		return nil
-	}
-	return c.bus.WaitReady(ctx)
-}
+func (c *Catalog) WaitReady(ctx context.Context) error { return c.bus.WaitReady(ctx) }
 
 // Close stops the invalidation listener.
-func (c *Catalog) Close() error {
-	if c.bus == nil {
-		return nil
-	}
-	return c.bus.Close()
-}
+func (c *Catalog) Close() error { return c.bus.Close() }
 
 // Lookup returns the price a paywall charges for a model: the paywall's override if it has
 // one (the whole override, not merged field by field), else the catalog's. paywallID "" asks

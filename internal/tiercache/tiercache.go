@@ -367,8 +367,12 @@ func (b *Bus) route(name string, f func([]string)) {
 }
 
 // WaitReady waits until the first subscription is confirmed (from then on no invalidation
-// is missed except across a reconnect, after which every cache is flushed) or ctx ends.
+// is missed except across a reconnect, after which every cache is flushed) or ctx ends. A nil
+// Bus (no Redis) is ready at once.
 func (b *Bus) WaitReady(ctx context.Context) error {
+	if b == nil {
+		return nil
+	}
 	select {
 	case <-b.ready:
 		return nil
@@ -439,8 +443,11 @@ func (b *Bus) flushAll() {
 	}
 }
 
-// Close stops listening.
+// Close stops listening. Closing a nil Bus does nothing.
 func (b *Bus) Close() error {
+	if b == nil {
+		return nil
+	}
 	b.cancel()
 	err := b.ps.Close()
 	<-b.done
