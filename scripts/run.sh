@@ -91,7 +91,7 @@ GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 DEMO_PORT=$(free_port)
-FRONT_PORT=${TOLLGATE_FRONT_PORT:-$(free_port)}
+FRONT_PORT=${MAKE_RUN_PORT:-$(free_port)}
 ANVIL_PORT=$(free_port)
 
 # --- build ----------------------------------------------------------------------------------
@@ -102,9 +102,10 @@ go build -o "$RUN/bin/fakeupstream" ./e2e/cmd/fakeupstream
 TG="$RUN/bin/tollgate"
 
 # built reports whether a tollgate subcommand exists yet (placeholders say "not built yet").
+# (An unknown flag: a real command stops at flag parsing; a placeholder answers without parsing.)
 built() {
   local out
-  out=$("$TG" "$1" -h 2>&1 || true)
+  out=$("$TG" "$1" -no-such-flag-probe 2>&1 || true)
   [[ $out != *"not built yet"* ]]
 }
 
@@ -130,6 +131,35 @@ say "Redis on 127.0.0.1:$REDIS_PORT"
 start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN"
 wait_port redis "$REDIS_PORT" "$LAST_PID"
 
+# --- chain (anvil + the test token), for tollgate settle -------------------------------------
+SETTLE_YAML=""
+status_settle="not built yet (issue 6): not started"
+status_anvil="not started (only needed by tollgate settle)"
+if built settle; then
+  ANVIL=$ROOT/tools/node/node_modules/.bin/anvil
+  [[ -x $ANVIL ]] || die "anvil is missing: run 'make tools' (npm ci in tools/node)"
+  say "anvil on 127.0.0.1:$ANVIL_PORT (chain 31337, a block a second)"
+  start anvil "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --block-time 1
+  wait_port anvil "$ANVIL_PORT" "$LAST_PID"
+  go build -o "$RUN/bin/devchain" ./e2e/cmd/devchain
+  TOKEN=$("$RUN/bin/devchain" -rpc "http://127.0.0.1:$ANVIL_PORT") || die "deploying the test token on anvil failed"
+  status_anvil="http://127.0.0.1:$ANVIL_PORT (chain 31337; test USDC at $TOKEN)"
+  # anvil's well-known development accounts: #0 is the hot wallet, #1 the treasury.
+  SETTLE_YAML="settle:
+  treasury: \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"
+  hot_wallet:
+    private_key: \"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\"
+  chains:
+    - id: \"31337\"
+      name: anvil
+      rpc_url: http://127.0.0.1:$ANVIL_PORT
+      usdc: \"$TOKEN\"
+      eip712_name: USD Coin
+      eip712_version: \"2\"
+      finality: confirmations
+      confirmations: 2"
+fi
+
 # --- configuration --------------------------------------------------------------------------
 LINK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 cat >"$RUN/tollgate.yaml" <<EOF
@@ -144,6 +174,7 @@ serve:
   admin_addr: 127.0.0.1:$ADMIN_PORT
   public_url: http://127.0.0.1:$FRONT_PORT
   link_secret: $LINK_SECRET
+$SETTLE_YAML
 EOF
 export TOLLGATE_CONFIG="$RUN/tollgate.yaml"
 
@@ -151,16 +182,7 @@ say "tollgate migrate"
 "$TG" migrate >"$RUN/log/migrate.log" 2>&1 || die "migrate failed: $(cat "$RUN/log/migrate.log")"
 tail -n 1 "$RUN/log/migrate.log"
 
-# --- chain and settlement -------------------------------------------------------------------
-status_settle="not built yet (issue 6): not started"
-status_anvil="not started (only needed by tollgate settle)"
-if built settle; then
-  ANVIL=$ROOT/tools/node/node_modules/.bin/anvil
-  [[ -x $ANVIL ]] || die "anvil is missing: run 'make tools' (npm ci in tools/node)"
-  say "anvil on 127.0.0.1:$ANVIL_PORT"
-  start anvil "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --silent
-  wait_port anvil "$ANVIL_PORT" "$LAST_PID"
-  status_anvil="http://127.0.0.1:$ANVIL_PORT (chain 31337)"
+if [[ -n $SETTLE_YAML ]]; then
   say "tollgate settle"
   start settle "$TG" settle
   status_settle="running (pid $LAST_PID, log $RUN/log/settle.log)"
@@ -194,7 +216,7 @@ if built paywall; then
   if "$TG" prices import "$ROOT/e2e/demo/models.json" >"$RUN/log/prices.log" 2>&1; then :; else
     warn "tollgate prices import failed: $(cat "$RUN/log/prices.log")"
   fi
-  if out=$("$TG" paywall create -name demo -mode byok -upstream demo -upstream-key "$DEMO_KEY" 2>&1); then
+  if out=$("$TG" paywall create -name "Demo app" -owner demo@localhost -mode byok -upstream demo -upstream-key "$DEMO_KEY" -markup-bps 1000 2>&1); then
     API_KEY=$(grep -o 'tg_[A-Za-z0-9_-]*' <<<"$out" | head -n 1)
     status_paywall="demo (BYOK, upstream 'demo'): API key $API_KEY"
   else
