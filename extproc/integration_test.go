@@ -97,10 +97,10 @@ func (e *realEnv) replica(t *testing.T, maxConns int32) (*Server, *grpc.Server, 
 	}
 	store := paywall.NewStore(pool, e.rdb, e.prefix, paywall.Options{PlatformFeeBps: realFeeBps})
 	catalog := pricing.NewCatalog(pool, e.rdb, e.prefix)
-	// The phase budget is generous: these tests check money, not latency, on a machine other
-	// test suites load too.
+	// The time budgets are generous: these tests check money, not latency, on a 2-core machine
+	// that other test suites (and -race) load too.
 	s, err := NewServer(Config{FeeBps: realFeeBps, ProviderKey: "sk-or-operator", PromptMarginPct: 20,
-		HoldTTL: 10 * time.Minute, PhaseTimeout: 15 * time.Second}, Deps{
+		HoldTTL: 10 * time.Minute, PhaseTimeout: time.Minute, SettleTimeout: 2 * time.Minute}, Deps{
 		Ledger: ledger.New(pool, ledger.Options{}), Paywalls: store, Prices: catalog,
 		Links:   paywall.Links{BaseURL: "https://pay.example", Secret: []byte(strings.Repeat("k", 32)), TTL: time.Hour},
 		Limiter: limits.New(e.rdb, e.prefix+"limits:", 10*time.Minute),
