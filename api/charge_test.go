@@ -2,7 +2,9 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -212,6 +214,40 @@ func FuzzChargeAmount(f *testing.F) {
 		rec2 := &capturedResponse{header: http.Header{}}
 		if again, ok := parseAmount(rec2, pricing.FormatUSDC(micro), 1_000_000_000); !ok || again != micro {
 			t.Fatalf("%q → %d does not round-trip", s, micro)
+		}
+	})
+}
+
+// FuzzChargeBody throws arbitrary bodies at the charge endpoint's decoding and checks: it
+// either refuses with a 400/415 JSON error naming what is wrong, or yields a positive bounded
+// amount and metadata within limits.
+func FuzzChargeBody(f *testing.F) {
+	for _, s := range []string{`{"amount":"1"}`, `{"amount":"0.25","description":"x","metadata":{"k":"v"}}`,
+		`{"amount":1}`, `{"amount":"1"}{}`, `{"amount":"1","extra":true}`, ``, `[`, `{"metadata":{"":""}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := &capturedResponse{header: http.Header{}, status: 200}
+		req := httptest.NewRequest("POST", "/api/v1/users/u/charges", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		var cr chargeRequest
+		if !decodeBody(rec, req, &cr) {
+			if rec.status != http.StatusBadRequest || !json.Valid(rec.body.Bytes()) {
+				t.Fatalf("refusal is not a JSON 400: %d %s", rec.status, rec.body.String())
+			}
+			return
+		}
+		micro, ok := parseAmount(rec, cr.Amount, 1_000_000_000)
+		if !ok {
+			return
+		}
+		if micro <= 0 || micro > 1_000_000_000 {
+			t.Fatalf("accepted amount %q as %d", cr.Amount, micro)
+		}
+		if problem := checkMetadata(cr.Description, cr.Metadata); problem == "" {
+			if len(cr.Metadata) > maxMetadataKeys || len(cr.Description) > maxDescriptionLen {
+				t.Fatalf("accepted metadata beyond the limits: %d keys, %d bytes", len(cr.Metadata), len(cr.Description))
+			}
 		}
 	})
 }

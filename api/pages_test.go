@@ -429,3 +429,19 @@ func TestPagesServeHTML(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectNonceExpiresInRedis: a sign-in whose nonce outlived its time in Redis is refused,
+// even when the message itself still looks valid.
+func TestConnectNonceExpiresInRedis(t *testing.T) {
+	e := newEnv(t, func(_ *Deps, o *Options) { o.SignInTTL = time.Second })
+	pw, _ := e.newPaywall("Demo")
+	wkey, wallet := newWallet(t)
+	tok := e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize)
+	text := e.challenge(tok, wallet)
+	time.Sleep(1500 * time.Millisecond) // real time: Redis expires the nonce; the fake clock stands still
+	r := e.page("POST", "/pages/v1/connect/verify", tok, map[string]any{"message": text, "signature": personalSign(t, wkey, text)})
+	expectStatus(t, r, http.StatusConflict)
+	if r.errorCode(t) != "nonce_used" {
+		t.Errorf("code %q", r.errorCode(t))
+	}
+}
