@@ -24,9 +24,11 @@ func TestOverspendConcurrentStreams(t *testing.T) {
 	)
 	e := newRealEnv(t, balance, nil)
 	var clients []extprocv3.ExternalProcessorClient
+	var servers []*Server
 	for range replicas {
-		_, _, c := e.replica(t, 12)
+		s, _, c := e.replica(t, 12)
 		clients = append(clients, c)
+		servers = append(servers, s)
 	}
 
 	// Sample the wallet while the streams run.
@@ -84,6 +86,14 @@ func TestOverspendConcurrentStreams(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
+	// A client that went away stops waiting at once; its server settles in the background.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	close(stop)
 	sampler.Wait()
 

@@ -63,6 +63,7 @@ func (p *processor) settle(reason string) {
 	}
 	meta := map[string]string{
 		"request_id":        p.id,
+		"paywall":           p.pw.ID, // the API shows a paywall only its own charges of a shared wallet
 		"model":             p.req.Model,
 		"user":              p.userID,
 		"prompt_tokens":     strconv.FormatInt(usage.PromptTokens, 10),
