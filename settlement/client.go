@@ -94,7 +94,7 @@ func checkToken(ctx context.Context, client ChainClient, c Chain) error {
 		return fmt.Errorf("chain %s: eth_chainId: %w", c.Name, err)
 	}
 	if id.Cmp(c.chainID) != 0 {
-		return fmt.Errorf("chain %s: configured id %s but the node at the RPC URL serves chain %s", c.Name, c.ID, id)
+		return mismatchf("chain %s: configured id %s but the node at the RPC URL serves chain %s", c.Name, c.ID, id)
 	}
 	t := token{client: client, chain: c}
 	out, err := t.call(ctx, usdc.PackDecimals(), nil)
@@ -102,8 +102,11 @@ func checkToken(ctx context.Context, client ChainClient, c Chain) error {
 		return fmt.Errorf("chain %s: decimals() of %s: %w (is usdc the token's address?)", c.Name, c.Token.Hex(), err)
 	}
 	dec, err := usdc.UnpackDecimals(out)
-	if err != nil || dec != 6 {
-		return fmt.Errorf("chain %s: token %s has %d decimals, want 6 (USDC)", c.Name, c.Token.Hex(), dec)
+	if err != nil {
+		return mismatchf("chain %s: %s answers no decimals(): is usdc the token's address on this chain?", c.Name, c.Token.Hex())
+	}
+	if dec != 6 {
+		return mismatchf("chain %s: token %s has %d decimals, want 6 (USDC)", c.Name, c.Token.Hex(), dec)
 	}
 	out, err = t.call(ctx, usdc.PackDOMAINSEPARATOR(), nil)
 	if err != nil {
@@ -120,10 +123,19 @@ func checkToken(ctx context.Context, client ChainClient, c Chain) error {
 				name = n
 			}
 		}
-		return fmt.Errorf("chain %s: the token's EIP-712 domain is not (name %q, version %q): its name() is %q; set eip712_name and eip712_version",
+		return mismatchf("chain %s: the token's EIP-712 domain is not (name %q, version %q): its name() is %q; set eip712_name and eip712_version",
 			c.Name, c.DomainName, c.DomainVersion, name)
 	}
 	return nil
+}
+
+// mismatchError is a configuration that does not match the chain; retrying cannot fix it.
+type mismatchError struct{ msg string }
+
+func (e *mismatchError) Error() string { return e.msg }
+
+func mismatchf(format string, args ...any) error {
+	return &mismatchError{msg: fmt.Sprintf(format, args...)}
 }
 
 // failure classifies why a call or transaction was refused.
@@ -137,6 +149,8 @@ const (
 	failUsed                // the authorization was used or canceled
 	failExpired             // the authorization's window closed
 	failSignature           // the signature is not valid for the token's domain
+	failGas                 // the hot wallet cannot pay the gas: wait for a refill
+	failTransport           // not an answer about the call (network, node trouble): retry
 )
 
 // classify reads a revert reason. FiatToken's and TestUSDC's messages share these phrases.
@@ -154,6 +168,10 @@ func classify(err error) failure {
 		}
 	}
 	switch {
+	case strings.Contains(msg, "insufficient funds"):
+		return failGas
+	case !strings.Contains(msg, "revert"):
+		return failTransport
 	case strings.Contains(msg, "paused"):
 		return failPaused
 	case strings.Contains(msg, "blacklisted"):

@@ -283,8 +283,8 @@ func (t *TopUps) submit(ctx context.Context, row topUpRow, sa SignedAuthorizatio
 		return TopUp{}, fmt.Errorf("%w: its authorization expired at %s", ErrTopUpExpired, time.Unix(row.validBefore, 0).UTC().Format(time.RFC3339))
 	}
 	_, err = t.pool.Exec(ctx, `
-		UPDATE settlement_topups SET status = 'signed', signature = $2, updated_at = now(), next_attempt_at = now()
-		WHERE id = $1 AND status = 'awaiting_signature'`, row.id, sa.SignatureHex())
+		UPDATE settlement_topups SET status = 'signed', signature = $2, updated_at = now(), next_attempt_at = $3
+		WHERE id = $1 AND status = 'awaiting_signature'`, row.id, sa.SignatureHex(), t.opts.Clock.Now())
 	if err != nil {
 		return TopUp{}, fmt.Errorf("settlement: store signature: %w", err)
 	}
