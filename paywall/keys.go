@@ -34,7 +34,7 @@ func hashKey(key string) ([sha256.Size]byte, bool) {
 	}
 	for i := len(KeyPrefix); i < len(key); i++ {
 		c := key[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !base64URLChar(c) {
 			return [sha256.Size]byte{}, false
 		}
 	}
@@ -42,4 +42,9 @@ func hashKey(key string) ([sha256.Size]byte, bool) {
 	var buf [64]byte
 	n := copy(buf[:], key)
 	return sha256.Sum256(buf[:n]), true
+}
+
+// base64URLChar reports whether c belongs to the unpadded base64url alphabet.
+func base64URLChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }

@@ -110,10 +110,11 @@ func (l Links) Token(paywallID, userID string, p Purpose) string {
 	paywallID, userID = clip(paywallID), clip(userID)
 	buf := make([]byte, 0, tokenHeader+2+len(paywallID)+len(userID)+sha256.Size)
 	buf = append(buf, tokenVersion, purposeCodes[p])
-	buf = binary.BigEndian.AppendUint64(buf, uint64(l.now().Add(ttl).Unix()))
-	buf = append(buf, byte(len(paywallID)))
+	exp := max(l.now().Add(ttl).Unix(), 0) // a clock before 1970 makes an expired token
+	buf = binary.BigEndian.AppendUint64(buf, uint64(exp))
+	buf = append(buf, byte(len(paywallID))) //nolint:gosec // clip bounds it to 255
 	buf = append(buf, paywallID...)
-	buf = append(buf, byte(len(userID)))
+	buf = append(buf, byte(len(userID))) //nolint:gosec // clip bounds it to 255
 	buf = append(buf, userID...)
 	buf = append(buf, l.mac(buf)...)
 	return base64.RawURLEncoding.EncodeToString(buf)

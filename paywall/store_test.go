@@ -319,7 +319,7 @@ func TestConcurrentFirstAuthorizations(t *testing.T) {
 func TestStoreWithoutRedis(t *testing.T) {
 	s, db := newTestStore(t, Options{})
 	local := NewStore(db.Pool, nil, "", Options{PlatformFeeBps: testFeeBps})
-	defer local.Close()
+	defer func() { _ = local.Close() }()
 	p, key := mustCreate(t, local, builtinPaywall())
 	if got, err := local.ByKey(t.Context(), key); err != nil || got.ID != p.ID {
 		t.Fatalf("ByKey = %+v, %v", got, err)
@@ -359,7 +359,7 @@ func TestBuiltinUpstreamFollowsConfig(t *testing.T) {
 	p, key := mustCreate(t, s, builtinPaywall())
 	b, _ := mustCreate(t, s, byokPaywall())
 	moved := NewStore(db.Pool, nil, "", Options{PlatformFeeBps: testFeeBps, BuiltinUpstream: "openrouter-eu"})
-	defer moved.Close()
+	defer func() { _ = moved.Close() }()
 	if got, err := moved.ByKey(t.Context(), key); err != nil || got.Upstream != "openrouter-eu" {
 		t.Errorf("built-in after a config change: %+v, %v", got, err)
 	}

@@ -131,7 +131,7 @@ func upstreamName(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !base64URLChar(c) && c != '.' {
 			return false
 		}
 	}

@@ -25,7 +25,7 @@ func fixtureModels(t *testing.T) []ModelPrice {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	ms, err := ParseOpenRouterModels(f)
 	if err != nil {
 		t.Fatal(err)

@@ -199,7 +199,7 @@ func costFast(terms []term, e0 int32, markupBps int64) (int64, bool) {
 		return 0, false
 	}
 	// × (10000 + markup), which must still fit in 128 bits.
-	hi, lo, ok = mul128(hi, lo, uint64(bpsDenom+markupBps))
+	hi, lo, ok = mul128(hi, lo, uint64(bpsDenom+markupBps)) //nolint:gosec // markup checked: 0…MaxMarkupBps
 	if !ok {
 		return 0, false
 	}
@@ -234,7 +234,7 @@ func sum128(terms []term, e0 int32) (hi, lo uint64, ok bool) {
 		if sh != 0 {
 			return 0, 0, false
 		}
-		ph, pl := bits.Mul64(uint64(t.tokens), scaled)
+		ph, pl := bits.Mul64(uint64(t.tokens), scaled) //nolint:gosec // counts checked non-negative
 		var carry uint64
 		lo, carry = bits.Add64(lo, pl, 0)
 		hi, carry = bits.Add64(hi, ph, carry)
@@ -342,7 +342,7 @@ func affordableFast(fixed []term, perToken term, e0 int32, k uint64, availableMi
 	if fh, fl, ok = mul128(fh, fl, k); !ok {
 		return 0, false
 	}
-	ah, al := bits.Mul64(uint64(availableMicro), pow10u[4-e0])
+	ah, al := bits.Mul64(uint64(availableMicro), pow10u[4-e0]) //nolint:gosec // checked non-negative
 	if ah < fh || ah == fh && al < fl {
 		return 0, true // even the prompt is unaffordable
 	}

@@ -13,7 +13,7 @@ func TestParseOpenRouterFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	got, err := ParseOpenRouterFile(f)
 	if err != nil {
 		t.Fatal(err)

@@ -9,13 +9,13 @@ import (
 )
 
 var (
-	// ErrBadSplit: Split was given a negative amount, a provider share above the charge, a fee
+	// ErrBadSplit means Split was given a negative amount, a provider share above the charge, a fee
 	// outside 0…10000 bps, or a provider share without a provider name.
 	ErrBadSplit = errors.New("pricing: bad split")
-	// ErrMarkupBelowFee: a built-in paywall's markup cannot pay the platform fee, so the
+	// ErrMarkupBelowFee means a built-in paywall's markup cannot pay the platform fee, so the
 	// developer's share of a charge could go negative. A configuration error.
 	ErrMarkupBelowFee = errors.New("pricing: markup cannot cover the platform fee")
-	// ErrBadFee: a platform fee outside 0…10000 bps.
+	// ErrBadFee means a platform fee outside 0…10000 bps.
 	ErrBadFee = errors.New("pricing: platform fee out of range")
 )
 
@@ -61,9 +61,10 @@ func Split(chargeMicro, providerMicro, feeBps int64, provider string) (ledger.Sp
 // feeOf returns ⌊charge × feeBps / 10000⌋ for charge ≥ 0 and 0 ≤ feeBps ≤ 10000, in 128 bits
 // because charge × feeBps can exceed int64.
 func feeOf(charge, feeBps int64) int64 {
-	hi, lo := bits.Mul64(uint64(charge), uint64(feeBps))
-	q, _ := bits.Div64(hi, lo, bpsDenom) // hi < 10000 because feeBps ≤ 10000
-	return int64(q)
+	// Both are non-negative, and q ≤ charge: the conversions cannot overflow.
+	hi, lo := bits.Mul64(uint64(charge), uint64(feeBps)) //nolint:gosec // see above
+	q, _ := bits.Div64(hi, lo, bpsDenom)                 // hi < 10000 because feeBps ≤ 10000
+	return int64(q)                                      //nolint:gosec // see above
 }
 
 // CheckFee reports a platform fee outside 0…10000 basis points.

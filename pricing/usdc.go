@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// ErrBadAmount: a USDC amount string that is not a non-negative decimal with at most 6
+// ErrBadAmount means a USDC amount string that is not a non-negative decimal with at most 6
 // places within the int64 micro-USDC range.
 var ErrBadAmount = errors.New("pricing: bad USDC amount")
 
@@ -19,18 +19,17 @@ const MicroPerUSDC = 1_000_000
 // trailing zeros beyond them: 420000 → "0.42", 1234567 → "1.234567", 5000000 → "5.00".
 func FormatUSDC(micro int64) string {
 	sign := ""
-	u := uint64(micro)
+	whole, frac := micro/MicroPerUSDC, micro%MicroPerUSDC
 	if micro < 0 {
-		sign = "-"
-		u = uint64(-(micro + 1)) + 1 // also right for math.MinInt64
+		// Negate the parts, not micro: −math.MinInt64 does not exist, −its quotient does.
+		sign, whole, frac = "-", -whole, -frac
 	}
-	whole, frac := u/MicroPerUSDC, u%MicroPerUSDC
 	f := fmt.Sprintf("%06d", frac)
 	f = strings.TrimRight(f, "0")
 	for len(f) < 2 {
 		f += "0"
 	}
-	return sign + strconv.FormatUint(whole, 10) + "." + f
+	return sign + strconv.FormatInt(whole, 10) + "." + f
 }
 
 // ParseUSDC reads a USDC amount such as "10", "0.5" or "1.234567" into micro-USDC: digits,

@@ -131,7 +131,7 @@ func TestBounded(t *testing.T) {
 
 func TestRedisDownFallsThrough(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
-	defer rdb.Close()
+	defer func() { _ = rdb.Close() }()
 	src := newSource(map[string]string{"a": "1"})
 	c := New(rdb, nil, "x:", config(src))
 	if v, found, err := c.Get(t.Context(), "a"); v != "1" || !found || err != nil {
@@ -156,8 +156,8 @@ func TestBusRoutesMessages(t *testing.T) {
 	rdb, prefix := testredis.New(t)
 	src := newSource(map[string]string{"a": "1", "b": "2"})
 	busA, busB := NewBus(rdb, prefix+"bus", nil), NewBus(rdb, prefix+"bus", nil)
-	defer busA.Close()
-	defer busB.Close()
+	defer func() { _ = busA.Close() }()
+	defer func() { _ = busB.Close() }()
 	for _, b := range []*Bus{busA, busB} {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		if err := b.WaitReady(ctx); err != nil {
@@ -197,9 +197,9 @@ func TestBusFlushesAfterReconnect(t *testing.T) {
 	_, prefix := testredis.New(t)
 	name := "tgtest-bus-" + strings.TrimSuffix(strings.TrimPrefix(prefix, "tgtest:"), ":")
 	rdb := redis.NewClient(&redis.Options{Addr: testredis.Addr(), ClientName: name})
-	defer rdb.Close()
+	defer func() { _ = rdb.Close() }()
 	bus := NewBus(rdb, prefix+"bus", nil)
-	defer bus.Close()
+	defer func() { _ = bus.Close() }()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := bus.WaitReady(ctx); err != nil {
@@ -231,7 +231,7 @@ func TestBusFlushesAfterReconnect(t *testing.T) {
 	eventually(t, "the flush after reconnecting", func() bool { return c.Len() == 0 })
 	_, _, _ = c.Get(ctx, "a")
 	other := redis.NewClient(&redis.Options{Addr: testredis.Addr()})
-	defer other.Close()
+	defer func() { _ = other.Close() }()
 	eventually(t, "a message after reconnecting", func() bool {
 		_ = other.Publish(ctx, prefix+"bus", "test\na").Err()
 		return c.Len() == 0
