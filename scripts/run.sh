@@ -38,7 +38,8 @@ AS_PG=()
 
 cleanup() {
   trap - EXIT INT TERM
-  say "stopping"
+  trap '' PIPE # a closed terminal or pipe must not stop the cleanup half-way
+  say "stopping" || true
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     kill -TERM "${PIDS[i]}" 2>/dev/null || true
   done
