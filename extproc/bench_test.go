@@ -123,6 +123,16 @@ func (noopRegistrar) Register(g *grpc.Server) {
 	extprocv3.RegisterExternalProcessorServer(g, noopServer{})
 }
 
+// benchTarget is a server to measure: the no-op baseline or Tollgate.
+type benchTarget struct {
+	name string
+	srv  interface{ Register(*grpc.Server) }
+}
+
+func benchTargets(b *testing.B) []benchTarget {
+	return []benchTarget{{"baseline=noop", noopRegistrar{}}, {"tollgate", benchServer(b)}}
+}
+
 // BenchmarkRequest compares one whole streamed request through Tollgate (ledger faked in
 // memory) with the same messages through a server that answers CONTINUE to everything, both
 // over real gRPC on loopback. x-noop is Tollgate's time per request over the baseline's;
@@ -130,13 +140,7 @@ func (noopRegistrar) Register(g *grpc.Server) {
 func BenchmarkRequest(b *testing.B) {
 	msgs := benchMessages()
 	var baseline float64
-	for _, tc := range []struct {
-		name string
-		srv  interface{ Register(*grpc.Server) }
-	}{
-		{"baseline=noop", noopRegistrar{}},
-		{"tollgate", benchServer(b)},
-	} {
+	for _, tc := range benchTargets(b) {
 		b.Run(tc.name, func(b *testing.B) {
 			c := startRegistered(b, tc.srv)
 			if err := drive(c, msgs); err != nil { // warm the connection
@@ -185,13 +189,7 @@ func BenchmarkChunk(b *testing.B) {
 func BenchmarkOpenStreams(b *testing.B) {
 	const streams = 1000
 	msgs := benchMessages()[:4]
-	for _, tc := range []struct {
-		name string
-		srv  interface{ Register(*grpc.Server) }
-	}{
-		{"baseline=noop", noopRegistrar{}},
-		{"tollgate", benchServer(b)},
-	} {
+	for _, tc := range benchTargets(b) {
 		b.Run(tc.name, func(b *testing.B) {
 			c := startRegistered(b, tc.srv)
 			for b.Loop() {
