@@ -4,10 +4,6 @@ import (
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/ethereum/go-ethereum/common"
-
-	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 // TestTopUpRelayedAndCreditedAtFinality: the user signs, the hot wallet relays and pays the gas,
@@ -244,5 +240,18 @@ func TestLeaseOneActiveWorker(t *testing.T) {
 	}
 }
 
-var _ = common.Address{}
-var _ = ledger.ErrInvalid
+// TestLedgerChecksCatchCorruption shows that the invariant checks the other tests end with can
+// fail: a balance nudged by one micro-USDC is reported.
+func TestLedgerChecksCatchCorruption(t *testing.T) {
+	e := newSimEnv(t)
+	w := e.worker(nil, nil)
+	user := e.earnedUser(w, 1_000_000)
+	if p, err := ledgerProblems(t.Context(), e.db); err != nil || len(p) != 0 {
+		t.Fatalf("a healthy ledger: %v, %v", p, err)
+	}
+	e.db.Must(t, `UPDATE ledger_balances SET posted = posted + 1 WHERE kind = 'wallet' AND ref = $1`, lowerHex(addrOf(user)))
+	p, err := ledgerProblems(t.Context(), e.db)
+	if err != nil || len(p) < 2 {
+		t.Fatalf("a corrupted balance: problems %v, %v", p, err)
+	}
+}
