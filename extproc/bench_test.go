@@ -164,6 +164,36 @@ func BenchmarkRequest(b *testing.B) {
 	}
 }
 
+// BenchmarkRequestPaired drives a no-op stream and a Tollgate stream alternately in every
+// iteration and times each, so that load from elsewhere on the machine hits both alike. It
+// reports both times per request and x-noop, their ratio (goal: at most 1.5).
+func BenchmarkRequestPaired(b *testing.B) {
+	msgs := benchMessages()
+	targets := benchTargets(b)
+	noop, tollgate := startRegistered(b, targets[0].srv), startRegistered(b, targets[1].srv)
+	for _, c := range []extprocv3.ExternalProcessorClient{noop, tollgate} {
+		if err := drive(c, msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var tNoop, tToll time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := drive(noop, msgs); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := drive(tollgate, msgs); err != nil {
+			b.Fatal(err)
+		}
+		tNoop += t1.Sub(t0)
+		tToll += time.Since(t1)
+	}
+	b.ReportMetric(float64(tNoop.Nanoseconds())/float64(b.N), "noop-ns/req")
+	b.ReportMetric(float64(tToll.Nanoseconds())/float64(b.N), "tollgate-ns/req")
+	b.ReportMetric(float64(tToll)/float64(tNoop), "x-noop")
+}
+
 // BenchmarkChunk measures the processor's own work on one content chunk of a stream, without
 // gRPC: the scan, the metering and the answer. The goal is 0 allocs/op. The hide variant
 // is a stream whose usage chunk must be hidden (the client did not ask for it).
