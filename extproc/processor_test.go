@@ -415,3 +415,18 @@ func TestFreeModelHoldsNothing(t *testing.T) {
 		t.Error("money moved for a free model")
 	}
 }
+
+// TestUsageOnAContentChunkIsKept: some upstreams put usage on the last content chunk; that
+// chunk carries text the client needs, so it is metered but never hidden.
+func TestUsageOnAContentChunkIsKept(t *testing.T) {
+	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+	c := startServer(t, s)
+	last := "data: {\"id\":\"gen-7\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"end\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":20}}\n\n"
+	res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: []string{sseChunk("a"), last, "data: [DONE]\n\n"}})
+	if !strings.Contains(res.clientBody, `"content":"end"`) {
+		t.Errorf("content chunk hidden: %q", res.clientBody)
+	}
+	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 84 {
+		t.Errorf("capture %+v", capt)
+	}
+}
