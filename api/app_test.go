@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 func TestAuthentication(t *testing.T) {
@@ -201,6 +204,15 @@ func TestHistoryShowsOnlyThisPaywallsCharges(t *testing.T) {
 	}
 	charge(keyA, "alice", "a-1", "1")
 	charge(keyB, "alice-at-b", "b-1", "2")
+	// A chat completion through B, captured as the request path does (metadata paywall=B).
+	hold, err := e.ledger.Hold(t.Context(), ledger.HoldRequest{Key: "h-1", Wallet: wallet, AmountMicro: 500_000, Paywall: pwB.ID, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ledger.Capture(t.Context(), ledger.CaptureRequest{Key: "c-1", HoldID: hold.ID,
+		Split: ledger.Split{FeeMicro: 3_000, DeveloperMicro: 297_000}, Metadata: map[string]string{"paywall": pwB.ID, "model": "m"}}); err != nil {
+		t.Fatal(err)
+	}
 
 	r := e.app("GET", "/api/v1/users/alice/history", keyA, nil)
 	expectStatus(t, r, 200)
@@ -214,8 +226,9 @@ func TestHistoryShowsOnlyThisPaywallsCharges(t *testing.T) {
 	}
 	r = e.app("GET", "/api/v1/users/alice-at-b/history?limit=1", keyB, nil)
 	m := r.json(t)
-	if items := m["items"].([]any); len(items) != 1 || items[0].(map[string]any)["amount"] != "-2.00" || m["next"] == "" {
-		t.Errorf("B's first page: %s", r.body)
+	if items := m["items"].([]any); len(items) != 1 || items[0].(map[string]any)["kind"] != "capture" ||
+		items[0].(map[string]any)["amount"] != "-0.30" || m["next"] == "" {
+		t.Errorf("B's first page (its chat capture): %s", r.body)
 	}
 	r = e.app("GET", "/api/v1/users/alice-at-b/history?cursor="+m["next"].(string), keyB, nil)
 	expectStatus(t, r, 200)

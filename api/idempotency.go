@@ -136,8 +136,8 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, pw paywall.P
 		capture.writeTo(w)
 		return
 	}
-	if stored.requestHash != hash {
-		// A racing request with the same key and another body won.
+	if stored.requestHash != hash || !bytes.Equal(stored.body, capture.body.Bytes()) {
+		// A racing request with the same key won: its answer is the one.
 		replay(w, stored, hash)
 		return
 	}

@@ -201,6 +201,22 @@ func (s *Server) connectInfo(w http.ResponseWriter, r *http.Request, c paywall.L
 	writeJSON(w, http.StatusOK, out)
 }
 
+// maxChallengesPerLink bounds the sign-in messages (and Redis nonces) one link can ask for;
+// a person needs a few, a script filling Redis needs many.
+const maxChallengesPerLink = 20
+
+// countChallenge counts a link's sign-in messages and returns how many it asked for so far.
+func (s *Server) countChallenge(ctx context.Context, token string) (int64, error) {
+	key := s.opts.RedisPrefix + "api:challenges:" + tokenID(token)
+	pipe := s.deps.Redis.TxPipeline()
+	n := pipe.Incr(ctx, key)
+	pipe.Expire(ctx, key, s.opts.LinkTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	return n.Val(), nil
+}
+
 type challengeRequest struct {
 	Address string `json:"address"`
 	ChainID string `json:"chain_id"` // decimal or 0x-hex, as the wallet reports it
@@ -236,6 +252,14 @@ func (s *Server) connectChallenge(w http.ResponseWriter, r *http.Request, c payw
 		return
 	} else if used {
 		conflict(w, "link_used", "This link was already used to connect a wallet. Ask the app for a new link to connect another one.")
+		return
+	}
+	if n, err := s.countChallenge(r.Context(), token); err != nil {
+		s.unavailable(w, r, "start the sign-in", err)
+		return
+	} else if n > maxChallengesPerLink {
+		writeError(w, http.StatusTooManyRequests, "invalid_request_error", "too_many_sign_ins", "",
+			"Too many sign-in attempts with this link. Ask the app for a new link.")
 		return
 	}
 	nonce, err := s.deps.Nonces.Issue(r.Context(), s.opts.SignInTTL)

@@ -445,3 +445,20 @@ func TestConnectNonceExpiresInRedis(t *testing.T) {
 		t.Errorf("code %q", r.errorCode(t))
 	}
 }
+
+// TestConnectChallengeCap: one link cannot ask for sign-in messages (and Redis nonces) without
+// end.
+func TestConnectChallengeCap(t *testing.T) {
+	e := newEnv(t)
+	pw, _ := e.newPaywall("Demo")
+	_, wallet := newWallet(t)
+	tok := e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize)
+	for range maxChallengesPerLink {
+		e.challenge(tok, wallet)
+	}
+	r := e.page("POST", "/pages/v1/connect/challenge", tok, map[string]any{"address": wallet, "chain_id": "1337"})
+	expectStatus(t, r, http.StatusTooManyRequests)
+	// Another link of the same user (made a second later, so another token) is not affected.
+	e.clock.Advance(time.Second)
+	e.challenge(e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize), wallet)
+}
