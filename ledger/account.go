@@ -84,7 +84,7 @@ func (l *Ledger) ensure(ctx context.Context, a Account) error {
 
 func (l *Ledger) accountExists(ctx context.Context, a Account) (bool, error) {
 	var n int
-	err := l.pool.QueryRow(ctx, `SELECT count(*) FROM ledger_accounts WHERE kind = $1 AND ref = $2`,
+	err := l.queryRow(ctx, `SELECT count(*) FROM ledger_accounts WHERE kind = $1 AND ref = $2`,
 		string(a.Kind), a.Ref).Scan(&n)
 	return n > 0, err
 }

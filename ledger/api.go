@@ -27,8 +27,7 @@ type Options struct {
 	ResolveTimeout time.Duration
 	// Faults, when set, is called at the given points of every transaction, and an error it
 	// returns is injected there (see FaultPoint). It exists for tests of the retry and
-	// ambiguous-commit paths; leave it nil in production. With it set, COMMIT is sent on its own
-	// instead of in the same round trip as the last statement.
+	// ambiguous-commit paths; leave it nil in production.
 	Faults func(ctx context.Context, op string, p FaultPoint) error
 }
 
@@ -74,14 +73,15 @@ func New(pool *pgxpool.Pool, opts Options) *Ledger {
 // twice is harmless. Deposits, holds and captures create the accounts they need; a wallet
 // exists once it has received a deposit.
 // It can return: ErrInvalid, ErrUnavailable.
-func (l *Ledger) EnsureAccount(ctx context.Context, a Account) error { return l.ensure(ctx, a) }
+func (l *Ledger) EnsureAccount(ctx context.Context, a Account) error { return public(l.ensure(ctx, a)) }
 
 // Deposit credits a wallet from the chain's treasury, creating the wallet if needed.
 // r.Key is the deposit's on-chain identity, so an event is credited once however often it is
 // reported. The request hash covers chain, wallet and amount (not metadata).
 // It can return: ErrInvalid, ErrIdempotencyConflict, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Deposit(ctx context.Context, r DepositRequest) (Transfer, error) {
-	return l.deposit(ctx, r)
+	tr, err := l.deposit(ctx, r)
+	return tr, public(err)
 }
 
 // Hold reserves money on a wallet with one conditional write
@@ -90,7 +90,10 @@ func (l *Ledger) Deposit(ctx context.Context, r DepositRequest) (Transfer, error
 // The request hash covers wallet, paywall and amount.
 // It can return: ErrInvalid, ErrUnknownAccount, ErrInsufficientFunds, ErrIdempotencyConflict,
 // ErrUnavailable, ErrAmbiguous.
-func (l *Ledger) Hold(ctx context.Context, r HoldRequest) (Hold, error) { return l.hold(ctx, r) }
+func (l *Ledger) Hold(ctx context.Context, r HoldRequest) (Hold, error) {
+	h, err := l.hold(ctx, r)
+	return h, public(err)
+}
 
 // Capture posts a hold's actual charge, split as r.Split says, and releases the rest. A charge
 // above the hold takes the excess from the wallet's available balance as far as it goes; what
@@ -99,21 +102,26 @@ func (l *Ledger) Hold(ctx context.Context, r HoldRequest) (Hold, error) { return
 // It can return: ErrInvalid, ErrHoldNotFound, ErrHoldFinished, ErrHoldExpired,
 // ErrIdempotencyConflict, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Capture(ctx context.Context, r CaptureRequest) (CaptureResult, error) {
-	return l.capture(ctx, r)
+	res, err := l.capture(ctx, r)
+	return res, public(err)
 }
 
 // Void releases a whole hold (also one past its expiry that the sweeper has not reached yet).
 // Voiding a voided hold returns it again.
 // It can return: ErrHoldNotFound, ErrHoldFinished (it was captured), ErrHoldExpired (the
 // sweeper released it already: nothing left to do), ErrUnavailable, ErrAmbiguous.
-func (l *Ledger) Void(ctx context.Context, holdID string) (Hold, error) { return l.void(ctx, holdID) }
+func (l *Ledger) Void(ctx context.Context, holdID string) (Hold, error) {
+	h, err := l.void(ctx, holdID)
+	return h, public(err)
+}
 
 // Charge debits a wallet directly (a manual one-off charge) into fee and earnings.
 // The request hash covers wallet, paywall and split.
 // It can return: ErrInvalid, ErrUnknownAccount, ErrInsufficientFunds, ErrIdempotencyConflict,
 // ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Charge(ctx context.Context, r ChargeRequest) (Transfer, error) {
-	return l.charge(ctx, r)
+	tr, err := l.charge(ctx, r)
+	return tr, public(err)
 }
 
 // RequestPayout moves earnings to in-flight. The request hash covers paywall, chain, address
@@ -121,7 +129,8 @@ func (l *Ledger) Charge(ctx context.Context, r ChargeRequest) (Transfer, error) 
 // It can return: ErrInvalid, ErrUnknownAccount, ErrInsufficientFunds, ErrIdempotencyConflict,
 // ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) RequestPayout(ctx context.Context, r PayoutRequest) (Payout, error) {
-	return l.requestPayout(ctx, r)
+	p, err := l.requestPayout(ctx, r)
+	return p, public(err)
 }
 
 // SettlePayout marks a payout paid on-chain: in flight → treasury. Settling it again with the
@@ -129,13 +138,15 @@ func (l *Ledger) RequestPayout(ctx context.Context, r PayoutRequest) (Payout, er
 // It can return: ErrInvalid (empty tx hash), ErrPayoutNotFound, ErrPayoutFinished,
 // ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) SettlePayout(ctx context.Context, payoutID, txHash string) (Payout, error) {
-	return l.finishPayout(ctx, payoutID, PayoutSettled, txHash)
+	p, err := l.finishPayout(ctx, payoutID, PayoutSettled, txHash)
+	return p, public(err)
 }
 
 // FailPayout gives a payout's money back to earnings. Failing it again returns it again.
 // It can return: ErrPayoutNotFound, ErrPayoutFinished, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) FailPayout(ctx context.Context, payoutID, reason string) (Payout, error) {
-	return l.finishPayout(ctx, payoutID, PayoutFailed, reason)
+	p, err := l.finishPayout(ctx, payoutID, PayoutFailed, reason)
+	return p, public(err)
 }
 
 // Reverse records the opposite of an earlier deposit, capture or charge; the original stays.
@@ -144,7 +155,8 @@ func (l *Ledger) FailPayout(ctx context.Context, payoutID, reason string) (Payou
 // It can return: ErrInvalid, ErrTransferNotFound, ErrAlreadyReversed, ErrNotReversible,
 // ErrInsufficientFunds, ErrIdempotencyConflict, ErrUnavailable, ErrAmbiguous.
 func (l *Ledger) Reverse(ctx context.Context, r ReverseRequest) (Transfer, error) {
-	return l.reverse(ctx, r)
+	tr, err := l.reverse(ctx, r)
+	return tr, public(err)
 }
 
 // Balance reads a wallet's posted, held and available money.
@@ -188,7 +200,8 @@ func (l *Ledger) Payouts(ctx context.Context, paywallID string, status PayoutSta
 // database's clock, and reports how many it released. Safe to run in every replica at once:
 // each takes holds no other has locked (SKIP LOCKED) and locks wallets in one order.
 func (l *Ledger) SweepExpiredHolds(ctx context.Context, limit int) (int, error) {
-	return l.sweep(ctx, limit)
+	n, err := l.sweep(ctx, limit)
+	return n, public(err)
 }
 
 func normalizeAddress(a string) string { return strings.ToLower(strings.TrimSpace(a)) }

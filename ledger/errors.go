@@ -43,3 +43,15 @@ func mapConstraint(err error) error {
 	}
 	return err
 }
+
+// public keeps the package's internal outcomes from reaching callers: each is turned into the
+// documented error that says the same thing (nothing was applied; trying again is safe).
+func public(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errIncomplete), errors.Is(err, errDrained), errors.Is(err, errKeyExists):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}

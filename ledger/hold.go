@@ -114,7 +114,7 @@ func (l *Ledger) capturePosting(r CaptureRequest, hash []byte, split Split, char
 		gate: gate, gateArgs: []any{charged, shortfall, r.HoldID, condArg}, holdSQL: "g.id", extra: ", g.wallet, g.paywall, g.amount",
 		start: l.shardStart(r.HoldID), blocking: blocking || l.opts.ShardPick == PickHashed,
 	}
-	p.legs = append(p.legs, leg{acct: Account{Kind: KindWallet}, refSQL: "g.wallet", posted: -charged, heldSQL: "-g.amount"})
+	p.legs = append(p.legs, leg{acct: Account{Kind: KindWallet}, refSQL: "(SELECT wallet FROM g)", posted: -charged, heldSQL: "-(SELECT amount FROM g)"})
 	if split.ProviderMicro > 0 {
 		p.legs = append(p.legs, leg{acct: ProviderCosts(split.Provider), pick: true, posted: split.ProviderMicro})
 	}
@@ -226,7 +226,23 @@ func (l *Ledger) capture(ctx context.Context, r CaptureRequest) (CaptureResult, 
 // captureOverrun captures a hold whose charge exceeds it: the wallet and the hold are locked,
 // the overrun is debited only as far as the wallet's available balance allows, and the rest is
 // recorded as the shortfall.
+//
+// It holds the wallet's row while it credits the shared accounts, so it must never wait for one
+// of their shards (an operation waiting for shards never holds a wallet): its picks skip locked
+// shards, and when every shard of an account is busy the whole transaction is tried again.
 func (l *Ledger) captureOverrun(ctx context.Context, r CaptureRequest, hash []byte) (CaptureResult, error) {
+	for try := 1; ; try++ {
+		res, err := l.captureOverrunOnce(ctx, r, hash)
+		if !errors.Is(err, errIncomplete) || try > l.opts.MaxRetries {
+			return res, err
+		}
+		if err := l.backoff(ctx, try); err != nil {
+			return CaptureResult{}, fmt.Errorf("ledger: capture not applied: %w", err)
+		}
+	}
+}
+
+func (l *Ledger) captureOverrunOnce(ctx context.Context, r CaptureRequest, hash []byte) (CaptureResult, error) {
 	charge := r.Split.TotalMicro()
 	var res CaptureResult
 	err := l.runTx(ctx, "capture", func(ctx context.Context, t *txn) error {
@@ -265,7 +281,8 @@ func (l *Ledger) captureOverrun(ctx context.Context, r CaptureRequest, hash []by
 		charged := fromHold + extra
 		shortfall := charge - charged
 		split := r.Split.withShortfall(shortfall)
-		p := l.capturePosting(r, hash, split, charged, shortfall, "amount = $4", amount, true)
+		p := l.capturePosting(r, hash, split, charged, shortfall, "amount = $4", amount, false)
+		p.blocking = false // never wait for a shard while holding the wallet
 		out, err := p.run(ctx, t, new(string), new(string), new(int64))
 		if err != nil {
 			return err
@@ -357,7 +374,7 @@ func (l *Ledger) void(ctx context.Context, holdID string) (Hold, error) {
 		}, func(ctx context.Context) (bool, error) {
 			// The row lock waits for a void that may still be committing.
 			var status string
-			err := l.pool.QueryRow(ctx, `SELECT status FROM ledger_holds WHERE id = $1 FOR UPDATE`, holdID).Scan(&status)
+			err := l.queryRow(ctx, `SELECT status FROM ledger_holds WHERE id = $1 FOR UPDATE`, holdID).Scan(&status)
 			return err == nil && status == string(HoldVoided), err
 		})
 		if err != nil {

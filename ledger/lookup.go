@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // storedTransfer is a transfer read back, with what a replay needs to compare and answer.
@@ -19,35 +19,37 @@ type storedTransfer struct {
 }
 
 // transferBy reads a transfer by id or by idempotency key (column is "id" or "idempotency_key").
-func (l *Ledger) transferBy(ctx context.Context, column, value string) (storedTransfer, bool, error) {
-	rows, err := l.pool.Query(ctx, `
-		SELECT t.id, t.kind, t.idempotency_key, t.request_hash, t.hold_id, t.payout_id, t.reverses,
-		       t.metadata, t.created_at, e.kind, e.ref, e.amount
-		FROM ledger_transfers AS t LEFT JOIN ledger_entries AS e ON e.transfer_id = t.id
-		WHERE t.`+column+` = $1 ORDER BY e.leg`, value)
+func (l *Ledger) transferBy(ctx context.Context, column, value string) (st storedTransfer, found bool, err error) {
+	err = l.read(ctx, func() error {
+		st, found = storedTransfer{}, false
+		rows, err := l.pool.Query(ctx, `
+			SELECT t.id, t.kind, t.idempotency_key, t.request_hash, t.hold_id, t.payout_id, t.reverses,
+			       t.metadata, t.created_at, e.kind, e.ref, e.amount
+			FROM ledger_transfers AS t LEFT JOIN ledger_entries AS e ON e.transfer_id = t.id
+			WHERE t.`+column+` = $1 ORDER BY e.leg`, value)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				kind        string
+				ekind, eref *string
+				amount      *int64
+			)
+			if err := rows.Scan(&st.ID, &kind, &st.IdempotencyKey, &st.hash, &st.holdID, &st.payoutID, &st.reverses,
+				&st.Metadata, &st.CreatedAt, &ekind, &eref, &amount); err != nil {
+				return err
+			}
+			st.Kind = TransferKind(kind)
+			found = true
+			if ekind != nil {
+				st.Entries = append(st.Entries, Entry{Account: Account{AccountKind(*ekind), *eref}, AmountMicro: *amount})
+			}
+		}
+		return rows.Err()
+	})
 	if err != nil {
-		return storedTransfer{}, false, err
-	}
-	defer rows.Close()
-	var st storedTransfer
-	found := false
-	for rows.Next() {
-		var (
-			kind        string
-			ekind, eref *string
-			amount      *int64
-		)
-		if err := rows.Scan(&st.ID, &kind, &st.IdempotencyKey, &st.hash, &st.holdID, &st.payoutID, &st.reverses,
-			&st.Metadata, &st.CreatedAt, &ekind, &eref, &amount); err != nil {
-			return storedTransfer{}, false, err
-		}
-		st.Kind = TransferKind(kind)
-		found = true
-		if ekind != nil {
-			st.Entries = append(st.Entries, Entry{Account: Account{AccountKind(*ekind), *eref}, AmountMicro: *amount})
-		}
-	}
-	if err := rows.Err(); err != nil {
 		return storedTransfer{}, false, err
 	}
 	st.Entries = mergeEntries(st.Entries)
@@ -98,7 +100,7 @@ func scanHold(row pgx.Row) (storedHold, error) {
 
 // holdBy reads a hold by id or by idempotency key.
 func (l *Ledger) holdBy(ctx context.Context, column, value string) (storedHold, bool, error) {
-	h, err := scanHold(l.pool.QueryRow(ctx, `SELECT `+holdColumns+` FROM ledger_holds WHERE `+column+` = $1`, value))
+	h, err := scanHold(l.queryRow(ctx, `SELECT `+holdColumns+` FROM ledger_holds WHERE `+column+` = $1`, value))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return storedHold{}, false, nil
 	}
@@ -139,9 +141,42 @@ func (l *Ledger) resolveTransfer(key string, fill func(context.Context, storedTr
 	}
 }
 
-// dbNow is the database's clock.
-func (l *Ledger) dbNow(ctx context.Context) (time.Time, error) {
-	var now time.Time
-	err := l.pool.QueryRow(ctx, `SELECT now()`).Scan(&now)
-	return now, err
+// read runs a read, again (up to MaxRetries times, with backoff) when it failed for a transient reason:
+// a pooled connection whose backend was terminated fails its first statement, and a read is
+// always safe to repeat.
+func (l *Ledger) read(ctx context.Context, fn func() error) error {
+	err := fn()
+	for attempt := 1; err != nil && attempt <= l.opts.MaxRetries && readRetryable(ctx, err); attempt++ {
+		if l.backoff(ctx, attempt) != nil {
+			break
+		}
+		err = fn()
+	}
+	return err
+}
+
+func readRetryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, pgx.ErrNoRows) {
+		return false
+	}
+	if errors.As(err, new(*pgconn.PgError)) {
+		return retryable(err)
+	}
+	return true
+}
+
+// retryRow is a pgx.Row whose Scan runs the query through read.
+type retryRow struct {
+	l    *Ledger
+	ctx  context.Context
+	sql  string
+	args []any
+}
+
+func (r retryRow) Scan(dest ...any) error {
+	return r.l.read(r.ctx, func() error { return r.l.pool.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...) })
+}
+
+func (l *Ledger) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return retryRow{l: l, ctx: ctx, sql: sql, args: args}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -21,71 +20,53 @@ func (l *Ledger) requestPayout(ctx context.Context, r PayoutRequest) (Payout, er
 	}
 	hash := requestHash("payout_request", r.Paywall, r.ChainID, to, itoa(r.AmountMicro))
 	var payoutID string
-	err := l.runTx(ctx, "request payout", func(ctx context.Context, t *txn) error {
-		payoutID = ""
-		if err := keyFree(ctx, t, r.Key); err != nil {
-			return err
-		}
-		// Lock every shard of the earnings (in shard order), then take the money largest first.
-		type shardRow struct {
-			shard  int
-			posted int64
-		}
-		var shards []shardRow
-		err := t.query(ctx, `SELECT shard, posted FROM ledger_balances WHERE kind = 'earnings' AND ref = $1 ORDER BY shard FOR UPDATE`,
-			[]any{r.Paywall}, func(rows pgx.Rows) error {
-				var s shardRow
-				if err := rows.Scan(&s.shard, &s.posted); err != nil {
-					return err
-				}
-				shards = append(shards, s)
-				return nil
-			})
-		if err != nil {
-			return err
-		}
-		if len(shards) == 0 {
-			return unknown(Earnings(r.Paywall))
-		}
-		slices.SortStableFunc(shards, func(a, b shardRow) int { return int(min(max(b.posted-a.posted, -1), 1)) })
-		var legs []leg
-		need := r.AmountMicro
-		for _, s := range shards {
-			if need == 0 || s.posted <= 0 {
-				break
+	all := false
+	var err error
+	for try := 0; try < 2; try++ {
+		err = l.runTx(ctx, "request payout", func(ctx context.Context, t *txn) error {
+			payoutID = ""
+			if err := keyFree(ctx, t, r.Key); err != nil {
+				return err
 			}
-			take := min(need, s.posted)
-			legs = append(legs, leg{acct: Earnings(r.Paywall), shard: s.shard, posted: -take})
-			need -= take
-		}
-		if need > 0 {
-			return wrapf(ErrInsufficientFunds, "earnings of %s lack %d micro-USDC", r.Paywall, need)
-		}
-		legs = append(legs, leg{acct: PayoutsInFlight(r.ChainID), posted: r.AmountMicro})
-		p := &posting{
-			kind: KindPayoutRequest, key: r.Key, hash: hash, legs: legs,
-			gate: `INSERT INTO ledger_payouts (paywall, chain_id, to_address, amount, status)
+			legs, err := debitLegs(ctx, t, []Entry{{Account: Earnings(r.Paywall), AmountMicro: r.AmountMicro}}, all)
+			if errors.Is(err, ErrInsufficientFunds) {
+				if ok, lerr := l.accountExists(ctx, Earnings(r.Paywall)); lerr == nil && !ok {
+					return unknown(Earnings(r.Paywall))
+				}
+			}
+			if err != nil {
+				return err
+			}
+			legs = append(legs, leg{acct: PayoutsInFlight(r.ChainID), posted: r.AmountMicro})
+			p := &posting{
+				kind: KindPayoutRequest, key: r.Key, hash: hash, legs: legs,
+				gate: `INSERT INTO ledger_payouts (paywall, chain_id, to_address, amount, status)
 				VALUES ($1, $2, $3, $4, 'requested') RETURNING id`,
-			gateArgs:  []any{r.Paywall, r.ChainID, to, r.AmountMicro},
-			payoutSQL: "g.id", extra: ", g.id",
+				gateArgs:  []any{r.Paywall, r.ChainID, to, r.AmountMicro},
+				payoutSQL: "g.id", extra: ", g.id",
+			}
+			var id string
+			out, err := p.run(ctx, t, &id)
+			if err != nil {
+				return err
+			}
+			if !out.ok {
+				return fmt.Errorf("%w: payout row not written", errBroken)
+			}
+			payoutID = id
+			return nil
+		}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
+			if !bytes.Equal(st.hash, hash) || st.payoutID == nil {
+				return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
+			}
+			payoutID = *st.payoutID
+			return nil
+		}))
+		if !errors.Is(err, errDrained) {
+			break
 		}
-		var id string
-		out, err := p.run(ctx, t, &id)
-		if err != nil {
-			return err
-		}
-		if !out.ok {
-			return fmt.Errorf("%w: payout row not written", errBroken)
-		}
-		payoutID = id
-		return nil
-	}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
-		if !bytes.Equal(st.hash, hash) || st.payoutID == nil {
-			return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
-		}
-		payoutID = *st.payoutID
-		return nil
-	}))
+		all = true
+	}
 	err = mapConstraint(err)
 	if errors.Is(err, errKeyExists) {
 		st, found, lerr := l.replayTransfer(ctx, r.Key, hash)
@@ -102,7 +83,14 @@ func (l *Ledger) requestPayout(ctx context.Context, r PayoutRequest) (Payout, er
 	if err != nil {
 		return Payout{}, err
 	}
-	return l.getPayout(ctx, payoutID)
+	// Applied: the answer must not be lost to the caller's deadline.
+	dctx, cancel := l.detached(ctx)
+	defer cancel()
+	p, err := l.getPayout(dctx, payoutID)
+	if err != nil {
+		return Payout{}, fmt.Errorf("%w: payout %s was requested but could not be read back: %w", ErrAmbiguous, payoutID, err)
+	}
+	return p, nil
 }
 
 // finishPayout settles or fails a requested payout: the payout row changes state and its money
@@ -157,9 +145,15 @@ func (l *Ledger) finishPayout(ctx context.Context, payoutID string, to PayoutSta
 		if err != nil && !errors.Is(err, errKeyExists) && !errors.Is(err, errIncomplete) {
 			return Payout{}, err
 		}
-		// Whatever happened, the payout row now says where it stands.
-		p, lerr := l.getPayout(ctx, payoutID)
+		// Whatever happened, the payout row now says where it stands (read even if the caller
+		// has given up, so that an applied change is reported as such).
+		dctx, cancel := l.detached(ctx)
+		p, lerr := l.getPayout(dctx, payoutID)
+		cancel()
 		if lerr != nil {
+			if err == nil {
+				return Payout{}, fmt.Errorf("%w: payout %s could not be read back: %w", ErrAmbiguous, payoutID, lerr)
+			}
 			return Payout{}, lerr
 		}
 		if done, derr := payoutDone(p, to, detail); done {
@@ -199,7 +193,7 @@ func (l *Ledger) getPayout(ctx context.Context, id string) (Payout, error) {
 	if !validUUID(id) {
 		return Payout{}, wrapf(ErrPayoutNotFound, "payout %q", id)
 	}
-	p, err := scanPayout(l.pool.QueryRow(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts WHERE id = $1`, id))
+	p, err := scanPayout(l.queryRow(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Payout{}, wrapf(ErrPayoutNotFound, "payout %s", id)
 	}
@@ -216,19 +210,24 @@ func (l *Ledger) payouts(ctx context.Context, paywallID string, status PayoutSta
 		limit = 100
 	}
 	limit = min(limit, 1000)
-	var (
-		rows pgx.Rows
-		err  error
-	)
-	if paywallID == "" {
-		rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
-			WHERE ($1 = '' OR status = $1) ORDER BY created_at, id LIMIT $2`, string(status), limit)
-	} else {
-		rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
-			WHERE paywall = $3 AND ($1 = '' OR status = $1) ORDER BY created_at DESC, id DESC LIMIT $2`, string(status), limit, paywallID)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Payout, error) { return scanPayout(r) })
+	var out []Payout
+	err := l.read(ctx, func() error {
+		var (
+			rows pgx.Rows
+			err  error
+		)
+		if paywallID == "" {
+			rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
+				WHERE ($1 = '' OR status = $1) ORDER BY created_at, id LIMIT $2`, string(status), limit)
+		} else {
+			rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
+				WHERE paywall = $3 AND ($1 = '' OR status = $1) ORDER BY created_at DESC, id DESC LIMIT $2`, string(status), limit, paywallID)
+		}
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Payout, error) { return scanPayout(r) })
+		return err
+	})
+	return out, err
 }

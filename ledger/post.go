@@ -1,8 +1,10 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +17,8 @@ import (
 // transfer row and its entries. Everything hangs off the gate, so a gate that matches nothing
 // writes nothing; and the transfer row's completeness check (legs_applied = legs_expected AND
 // legs_sum = 0, computed from the rows really updated) makes a statement that could not change
-// every row it meant to fail as a whole. Either way the statement is safe to commit, which lets
-// COMMIT travel in the same round trip.
+// every row it meant to fail as a whole. Either way the statement is safe to commit: the
+// transaction has no decision to make between the statement and its COMMIT.
 type posting struct {
 	kind     TransferKind
 	key      string
@@ -76,12 +78,45 @@ func (p *posting) build() (string, []any) {
 		gated = " AND EXISTS (SELECT 1 FROM g)"
 		from = " FROM g"
 	}
+	// The wallet (the one row that may be contended) is locked before any shard is picked, so
+	// that a transaction queueing for a busy wallet never sits on shards of the shared accounts.
+	// Lock order everywhere: hold or payout row, wallet, shared-account shards by (kind, ref,
+	// shard), in-flight row.
+	var walletRefs []string
+	for _, lg := range p.legs {
+		if lg.acct.Kind == KindWallet && !lg.pick {
+			ref := lg.refSQL
+			if ref == "" {
+				ref = a.add(lg.acct.Ref) + "::TEXT"
+			}
+			walletRefs = append(walletRefs, ref)
+		}
+	}
+	if len(walletRefs) > 0 {
+		fmt.Fprintf(&b, "w AS MATERIALIZED (SELECT ref FROM ledger_balances WHERE kind = 'wallet' AND shard = 0 AND ref IN (%s)%s ORDER BY ref FOR UPDATE),\n",
+			strings.Join(walletRefs, ", "), gated)
+		gated += " AND EXISTS (SELECT 1 FROM w)"
+	}
 	lock := "FOR UPDATE SKIP LOCKED"
 	if p.blocking {
 		lock = "FOR UPDATE"
 	}
+	// Picks are evaluated in (kind, ref) order: an operation that has to wait for a shard then
+	// waits in the same order as Reverse and RequestPayout lock theirs, so they cannot deadlock.
+	order := make([]int, len(p.legs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		a, b := p.legs[x], p.legs[y]
+		if c := cmp.Compare(a.acct.Kind, b.acct.Kind); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.acct.Ref, b.acct.Ref)
+	})
 	var rows []string
-	for i, lg := range p.legs {
+	for _, i := range order {
+		lg := p.legs[i]
 		ref := lg.refSQL
 		if ref == "" {
 			ref = a.add(lg.acct.Ref) + "::TEXT"

@@ -14,7 +14,7 @@ import (
 func (l *Ledger) balance(ctx context.Context, wallet string) (WalletBalance, error) {
 	wallet = normalizeAddress(wallet)
 	var b WalletBalance
-	err := l.pool.QueryRow(ctx, `SELECT posted, held FROM ledger_balances WHERE kind = 'wallet' AND ref = $1 AND shard = 0`,
+	err := l.queryRow(ctx, `SELECT posted, held FROM ledger_balances WHERE kind = 'wallet' AND ref = $1 AND shard = 0`,
 		wallet).Scan(&b.PostedMicro, &b.HeldMicro)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return WalletBalance{}, unknown(Wallet(wallet))
@@ -29,7 +29,7 @@ func (l *Ledger) earnings(ctx context.Context, paywallID string) (EarningsBalanc
 		exists bool
 	)
 	// One statement, so the three figures come from one snapshot.
-	err := l.pool.QueryRow(ctx, `SELECT
+	err := l.queryRow(ctx, `SELECT
 		EXISTS (SELECT 1 FROM ledger_accounts WHERE kind = 'earnings' AND ref = $1),
 		(SELECT COALESCE(SUM(posted), 0)::BIGINT FROM ledger_balances WHERE kind = 'earnings' AND ref = $1),
 		(SELECT COALESCE(SUM(CASE WHEN status = 'requested' THEN amount ELSE 0 END), 0)::BIGINT FROM ledger_payouts WHERE paywall = $1),
@@ -95,7 +95,9 @@ func (l *Ledger) history(ctx context.Context, a Account, cursor string, limit in
 	if after != nil {
 		at, id = &after.at, &after.id
 	}
-	rows, err := l.pool.Query(ctx, `
+	var items []HistoryItem
+	err := l.read(ctx, func() error {
+		rows, err := l.pool.Query(ctx, `
 		SELECT x.transfer_id, t.kind, x.amount, x.created_at, t.metadata FROM (
 			SELECT created_at, transfer_id, SUM(amount)::BIGINT AS amount FROM ledger_entries
 			WHERE kind = $1 AND ref = $2 AND ($3::TIMESTAMPTZ IS NULL OR (created_at, transfer_id) < ($3::TIMESTAMPTZ, $4::UUID))
@@ -103,16 +105,18 @@ func (l *Ledger) history(ctx context.Context, a Account, cursor string, limit in
 			ORDER BY created_at DESC, transfer_id DESC LIMIT $5
 		) AS x JOIN ledger_transfers AS t ON t.id = x.transfer_id
 		ORDER BY x.created_at DESC, x.transfer_id DESC`,
-		string(a.Kind), a.Ref, at, id, limit+1)
-	if err != nil {
-		return HistoryPage{}, err
-	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HistoryItem, error) {
-		var it HistoryItem
-		var kind string
-		err := r.Scan(&it.TransferID, &kind, &it.AmountMicro, &it.CreatedAt, &it.Metadata)
-		it.Kind = TransferKind(kind)
-		return it, err
+			string(a.Kind), a.Ref, at, id, limit+1)
+		if err != nil {
+			return err
+		}
+		items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (HistoryItem, error) {
+			var it HistoryItem
+			var kind string
+			err := r.Scan(&it.TransferID, &kind, &it.AmountMicro, &it.CreatedAt, &it.Metadata)
+			it.Kind = TransferKind(kind)
+			return it, err
+		})
+		return err
 	})
 	if err != nil {
 		return HistoryPage{}, err

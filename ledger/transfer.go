@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -136,65 +135,73 @@ func (l *Ledger) reverse(ctx context.Context, r ReverseRequest) (Transfer, error
 	}
 	var tr Transfer
 	applied := false
-	err := l.runTx(ctx, "reverse", func(ctx context.Context, t *txn) error {
-		applied = false
-		if err := keyFree(ctx, t, r.Key); err != nil {
-			return err
-		}
-		var kind string
-		found := false
-		err := t.query(ctx, `SELECT kind FROM ledger_transfers WHERE id = $1`, []any{r.TransferID},
-			func(rows pgx.Rows) error { found = true; return rows.Scan(&kind) })
-		switch {
-		case err != nil:
-			return err
-		case !found:
-			return wrapf(ErrTransferNotFound, "transfer %s", r.TransferID)
-		case !reversible(TransferKind(kind)):
-			return wrapf(ErrNotReversible, "transfer %s is a %s", r.TransferID, kind)
-		}
-		reversed := false
-		if err := t.query(ctx, `SELECT 1 FROM ledger_transfers WHERE reverses = $1`, []any{r.TransferID},
-			func(pgx.Rows) error { reversed = true; return nil }); err != nil {
-			return err
-		}
-		if reversed {
-			return wrapf(ErrAlreadyReversed, "transfer %s", r.TransferID)
-		}
-		// The opposite of every account's change.
-		var opposite []Entry
-		err = t.query(ctx, `SELECT kind, ref, -SUM(amount)::BIGINT FROM ledger_entries WHERE transfer_id = $1
-			GROUP BY kind, ref ORDER BY kind, ref`, []any{r.TransferID}, func(rows pgx.Rows) error {
-			var e Entry
-			if err := rows.Scan(&e.Account.Kind, &e.Account.Ref, &e.AmountMicro); err != nil {
+	all := false
+	var err error
+	for try := 0; try < 2; try++ {
+		err = l.runTx(ctx, "reverse", func(ctx context.Context, t *txn) error {
+			applied = false
+			if err := keyFree(ctx, t, r.Key); err != nil {
 				return err
 			}
-			opposite = append(opposite, e)
+			var kind string
+			found := false
+			err := t.query(ctx, `SELECT kind FROM ledger_transfers WHERE id = $1`, []any{r.TransferID},
+				func(rows pgx.Rows) error { found = true; return rows.Scan(&kind) })
+			switch {
+			case err != nil:
+				return err
+			case !found:
+				return wrapf(ErrTransferNotFound, "transfer %s", r.TransferID)
+			case !reversible(TransferKind(kind)):
+				return wrapf(ErrNotReversible, "transfer %s is a %s", r.TransferID, kind)
+			}
+			reversed := false
+			if err := t.query(ctx, `SELECT 1 FROM ledger_transfers WHERE reverses = $1`, []any{r.TransferID},
+				func(pgx.Rows) error { reversed = true; return nil }); err != nil {
+				return err
+			}
+			if reversed {
+				return wrapf(ErrAlreadyReversed, "transfer %s", r.TransferID)
+			}
+			// The opposite of every account's change.
+			var opposite []Entry
+			err = t.query(ctx, `SELECT kind, ref, -SUM(amount)::BIGINT FROM ledger_entries WHERE transfer_id = $1
+			GROUP BY kind, ref ORDER BY kind, ref`, []any{r.TransferID}, func(rows pgx.Rows) error {
+				var e Entry
+				if err := rows.Scan(&e.Account.Kind, &e.Account.Ref, &e.AmountMicro); err != nil {
+					return err
+				}
+				opposite = append(opposite, e)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			legs, err := l.reversalLegs(ctx, t, opposite, all)
+			if err != nil {
+				return err
+			}
+			p := &posting{kind: KindReversal, key: r.Key, hash: hash, metadata: meta, reverses: r.TransferID,
+				legs: legs, start: l.shardStart(r.Key), blocking: l.opts.ShardPick == PickHashed}
+			out, err := p.run(ctx, t)
+			if err != nil {
+				return err
+			}
+			applied = true
+			tr = Transfer{ID: out.id, Kind: KindReversal, IdempotencyKey: r.Key, Entries: out.entries, CreatedAt: out.created, Metadata: meta}
 			return nil
-		})
-		if err != nil {
-			return err
+		}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
+			if !bytes.Equal(st.hash, hash) {
+				return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
+			}
+			tr, applied = st.Transfer, true
+			return nil
+		}))
+		if !errors.Is(err, errDrained) {
+			break
 		}
-		legs, err := l.reversalLegs(ctx, t, opposite)
-		if err != nil {
-			return err
-		}
-		p := &posting{kind: KindReversal, key: r.Key, hash: hash, metadata: meta, reverses: r.TransferID,
-			legs: legs, start: l.shardStart(r.Key), blocking: l.opts.ShardPick == PickHashed}
-		out, err := p.run(ctx, t)
-		if err != nil {
-			return err
-		}
-		applied = true
-		tr = Transfer{ID: out.id, Kind: KindReversal, IdempotencyKey: r.Key, Entries: out.entries, CreatedAt: out.created, Metadata: meta}
-		return nil
-	}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
-		if !bytes.Equal(st.hash, hash) {
-			return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
-		}
-		tr, applied = st.Transfer, true
-		return nil
-	}))
+		all = true
+	}
 	err = mapConstraint(err)
 	if err == nil && applied {
 		return tr, nil
@@ -215,10 +222,9 @@ func (l *Ledger) reverse(ctx context.Context, r ReverseRequest) (Transfer, error
 }
 
 // reversalLegs turns the opposite entries into legs. Credits go to any shard (picked); a debit
-// of a sharded constrained account must come from shards that hold the money, so those shards
-// are locked first (in key order, before the wallet, like every operation that waits on a shard)
-// and drained largest first.
-func (l *Ledger) reversalLegs(ctx context.Context, t *txn, opposite []Entry) ([]leg, error) {
+// of a sharded constrained account must come from shards that hold the money (debitLegs). The
+// wallet is locked first, then those shards: the lock order of posting.build.
+func (l *Ledger) reversalLegs(ctx context.Context, t *txn, opposite []Entry, all bool) ([]leg, error) {
 	var legs []leg
 	var debit []Entry
 	for _, e := range opposite {
@@ -236,52 +242,26 @@ func (l *Ledger) reversalLegs(ctx context.Context, t *txn, opposite []Entry) ([]
 	if len(debit) == 0 {
 		return legs, nil
 	}
-	var where []string
-	var args []any
-	for _, e := range debit {
-		args = append(args, string(e.Account.Kind), e.Account.Ref)
-		where = append(where, fmt.Sprintf("(kind = $%d AND ref = $%d)", len(args)-1, len(args)))
-	}
-	type shardRow struct {
-		acct   Account
-		shard  int
-		posted int64
-	}
-	var rows []shardRow
-	err := t.query(ctx, `SELECT kind, ref, shard, posted FROM ledger_balances WHERE `+strings.Join(where, " OR ")+
-		` ORDER BY kind, ref, shard FOR UPDATE`, args, func(r pgx.Rows) error {
-		var s shardRow
-		if err := r.Scan(&s.acct.Kind, &s.acct.Ref, &s.shard, &s.posted); err != nil {
-			return err
+	// Wallets before shards (see posting.build for the lock order).
+	var wallets []string
+	for _, lg := range legs {
+		if lg.acct.Kind == KindWallet {
+			wallets = append(wallets, lg.acct.Ref)
 		}
-		rows = append(rows, s)
-		return nil
-	})
+	}
+	if len(wallets) > 0 {
+		if err := t.query(ctx, `SELECT ref FROM ledger_balances WHERE kind = 'wallet' AND shard = 0 AND ref = ANY($1::TEXT[]) ORDER BY ref FOR UPDATE`,
+			[]any{wallets}, nil); err != nil {
+			return nil, err
+		}
+	}
+	var needs []Entry
+	for _, e := range debit {
+		needs = append(needs, Entry{Account: e.Account, AmountMicro: -e.AmountMicro})
+	}
+	debits, err := debitLegs(ctx, t, needs, all)
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range debit {
-		var shards []shardRow
-		for _, s := range rows {
-			if s.acct == e.Account && s.posted > 0 {
-				shards = append(shards, s)
-			}
-		}
-		slices.SortStableFunc(shards, func(a, b shardRow) int {
-			return int(min(max(b.posted-a.posted, -1), 1))
-		})
-		need := -e.AmountMicro
-		for _, s := range shards {
-			if need == 0 {
-				break
-			}
-			take := min(need, s.posted)
-			legs = append(legs, leg{acct: e.Account, shard: s.shard, posted: -take})
-			need -= take
-		}
-		if need > 0 {
-			return nil, wrapf(ErrInsufficientFunds, "%s %s lacks %d micro-USDC to reverse", e.Account.Kind, e.Account.Ref, need)
-		}
-	}
-	return legs, nil
+	return append(legs, debits...), nil
 }

@@ -16,9 +16,13 @@ import (
 // where serialization failures surface (../shared/reference/ledger.md §0). Every attempt is a
 // whole BEGIN … COMMIT on one connection; COMMIT's command tag and error are checked.
 //
-// To keep an operation close to one round trip, BEGIN is pipelined with the first statement and,
-// when the operation ends with [txn.final], COMMIT with the last one. A statement error inside the
-// pipeline makes the server skip the rest up to the Sync, so a failed statement never commits.
+// BEGIN is pipelined with the first statement. COMMIT is not pipelined with the last one, and
+// that is deliberate: a COMMIT queued behind a statement that is still running (waiting for a
+// lock, say) stays in the server's socket buffer when the client gives up, and the server runs
+// the statement and then the COMMIT after the client has concluded that nothing happened; the
+// key lookup that settles an ambiguous commit would race with it (the bank test caught exactly
+// that). Sent only after the statement has answered, a COMMIT finds every row and key of the
+// transaction already written, so a lookup that waits on the key cannot miss it.
 
 const (
 	beginSQL    = "BEGIN ISOLATION LEVEL READ COMMITTED"
@@ -114,10 +118,16 @@ func (l *Ledger) runTx(ctx context.Context, op string, body func(context.Context
 	return fmt.Errorf("%w: %s not applied after %d attempts: %w", ErrUnavailable, op, l.opts.MaxRetries+1, last)
 }
 
+// detached returns a context that outlives the caller's cancellation but not ResolveTimeout,
+// for reads that report what was committed.
+func (l *Ledger) detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), l.opts.ResolveTimeout)
+}
+
 // resolve runs an ambiguous commit's lookup on a context detached from the caller's
 // cancellation, retrying it briefly when the database is momentarily unreachable.
 func (l *Ledger) resolve(ctx context.Context, r resolver) (bool, error) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.ResolveTimeout)
+	rctx, cancel := l.detached(ctx)
 	defer cancel()
 	var last error
 	for attempt := 0; attempt < 5; attempt++ {
@@ -197,20 +207,17 @@ func (t *txn) rollback() {
 // query runs one statement in the transaction, beginning it first if needed (pipelined), and
 // hands each row to scan.
 func (t *txn) query(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error) error {
-	return t.send(ctx, sql, args, scan, false)
+	return t.send(ctx, sql, args, scan)
 }
 
-// final runs the transaction's last statement and commits. COMMIT is pipelined with the
-// statement, unless a fault hook must run between them. The statement must be safe to commit
-// whatever rows it returns: a statement that cannot apply completely must fail.
+// final runs the transaction's last statement and commits it (see the comment at the top for
+// why COMMIT is a round trip of its own). The statement must be safe to commit whatever rows it
+// returns: a statement that cannot apply completely must fail.
 func (t *txn) final(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error) error {
-	if t.l.opts.Faults != nil {
-		if err := t.send(ctx, sql, args, scan, false); err != nil {
-			return err
-		}
-		return t.commit(ctx)
+	if err := t.query(ctx, sql, args, scan); err != nil {
+		return err
 	}
-	return t.send(ctx, sql, args, scan, true)
+	return t.commit(ctx)
 }
 
 // commit sends COMMIT on its own.
@@ -226,6 +233,10 @@ func (t *txn) commit(ctx context.Context) error {
 	}
 	ct, err := t.conn.Exec(ctx, commitSQL)
 	if err != nil {
+		if pgconn.SafeToRetry(err) {
+			// COMMIT never left: the rollback that follows is the outcome.
+			return errConnLost{err}
+		}
 		return commitError(err)
 	}
 	if ct.String() != commitSQL {
@@ -252,84 +263,47 @@ func commitError(err error) error {
 	return &ambiguousError{err}
 }
 
-// send pipelines [BEGIN,] the statement [, COMMIT] in one round trip and reads the answers in
-// order, so that an error is attributed to the message that caused it.
-func (t *txn) send(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error, commit bool) error {
+// send pipelines [BEGIN and] the statement in one round trip and reads the answers in order,
+// so that an error is attributed to the message that caused it.
+func (t *txn) send(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error) error {
 	b := &pgx.Batch{}
 	if !t.began {
 		b.Queue(beginSQL)
 	}
 	b.Queue(sql, args...)
-	if commit {
-		b.Queue(commitSQL)
-	}
 	br := t.conn.SendBatch(ctx, b)
-	err := t.read(br, scan, commit)
-	cerr := br.Close()
-	if err == nil && cerr != nil {
+	err := t.read(br, scan)
+	if cerr := br.Close(); err == nil {
 		err = cerr
-		if commit {
-			err = commitError(cerr)
-		}
 	}
-	if err != nil && !t.committed && !commit && t.conn.IsClosed() {
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) {
-			err = errConnLost{err}
-		}
+	if err != nil && t.conn.IsClosed() && !errors.As(err, new(*pgconn.PgError)) {
+		// The connection died before COMMIT was sent: the server rolls back.
+		err = errConnLost{err}
 	}
 	return err
 }
 
-func (t *txn) read(br pgx.BatchResults, scan func(pgx.Rows) error, commit bool) error {
+func (t *txn) read(br pgx.BatchResults, scan func(pgx.Rows) error) error {
 	if !t.began {
 		if _, err := br.Exec(); err != nil {
-			return t.beforeCommitErr(err, commit)
+			return err
 		}
 		t.began = true
 	}
 	rows, err := br.Query()
 	if err != nil {
-		return t.beforeCommitErr(err, commit)
+		return err
 	}
+	defer rows.Close()
 	for rows.Next() {
 		if scan == nil {
 			continue
 		}
 		if err := scan(rows); err != nil {
-			rows.Close()
-			// The statement's rows could not be read: the statement's fate on the server is
-			// known only if the connection is still in sync, so treat it like a server error.
-			return t.beforeCommitErr(err, commit)
+			return err
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return t.beforeCommitErr(err, commit)
-	}
-	if !commit {
-		return nil
-	}
-	ct, err := br.Exec()
-	if err != nil {
-		return commitError(err)
-	}
-	if ct.String() != commitSQL {
-		return errCommitRolledBack
-	}
-	t.committed = true
-	return nil
-}
-
-// beforeCommitErr classifies an error read before COMMIT's answer. A server error for an earlier
-// message means the server skipped the pipelined COMMIT: nothing was committed. A transport error
-// while a COMMIT was in the pipeline leaves the outcome unknown.
-func (t *txn) beforeCommitErr(err error, commitQueued bool) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) || !commitQueued {
-		return err
-	}
-	return &ambiguousError{err}
+	return rows.Err()
 }
 
 // errConnLost wraps an error after which the connection is gone but nothing was committed.
