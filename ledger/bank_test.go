@@ -164,7 +164,7 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 	faults := &randomFaults{serialization: 0.03, ambiguousBefore: 0.01, ambiguousAfter: 0.01, lostAfter: 0.01}
 	b := &bank{
 		t: t, db: db, logs: logs, faults: faults, limit: ops, byResult: map[string]*record{},
-		fast:   ledger.New(bankPool(t, db.URL, 18, ""), ledger.Options{Logger: logger}),
+		fast: ledger.New(bankPool(t, db.URL, 18, ""), ledger.Options{Logger: logger}),
 	}
 	slow := bankPool(t, db.URL, 18, "200ms")
 	b.faulty = ledger.New(slow, ledger.Options{Logger: logger, Faults: faults.hook})
