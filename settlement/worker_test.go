@@ -255,3 +255,29 @@ func TestLedgerChecksCatchCorruption(t *testing.T) {
 		t.Fatalf("a corrupted balance: problems %v, %v", p, err)
 	}
 }
+
+// TestConfirmationsFinality: on a chain configured with `finality: confirmations`, a deposit is
+// final once that many blocks are on top of it, whatever the node's finalized tag says.
+func TestConfirmationsFinality(t *testing.T) {
+	e := newSimEnv(t)
+	e.chain.Confirmations = 3
+	w := e.worker(nil, nil)
+	user := mustKey(t)
+	e.fund(user, 2_000_000)
+	e.link(addrOf(user))
+	e.tick(w)
+	if _, err := e.send.Transfer(t.Context(), user, e.chain.Token, e.treasury, 2_000_000); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(2) // two blocks on top: not final
+	e.tick(w)
+	if got := e.balance(addrOf(user)); got != 0 {
+		t.Fatalf("credited %d with 2 of 3 confirmations", got)
+	}
+	e.commit(1)
+	e.tick(w)
+	if got := e.balance(addrOf(user)); got != 2_000_000 {
+		t.Fatalf("balance %d after 3 confirmations, want 2000000", got)
+	}
+	e.checkInvariants()
+}
