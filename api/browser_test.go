@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,11 +19,107 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/accounts"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient/simulated"
 
 	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/settlement"
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 )
+
+// simChain is a simulated chain (id 1337, finalized every 32 blocks) with the test USDC token,
+// a treasury and a hot wallet with gas, for the settlement worker to relay top-ups on.
+type simChain struct {
+	t        *testing.T
+	backend  *simulated.Backend
+	send     chaintest.Sender
+	chain    settlement.Chain
+	owner    *ecdsa.PrivateKey
+	hot      *ecdsa.PrivateKey
+	treasury common.Address
+}
+
+func newSimChain(t *testing.T) *simChain {
+	t.Helper()
+	c := &simChain{t: t}
+	var err error
+	for _, k := range []**ecdsa.PrivateKey{&c.owner, &c.hot} {
+		if *k, err = crypto.GenerateKey(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, treasury := newWallet(t)
+	c.treasury = common.HexToAddress(treasury)
+	gas := new(big.Int).Lsh(big.NewInt(1), 100)
+	c.backend = simulated.NewBackend(types.GenesisAlloc{
+		crypto.PubkeyToAddress(c.owner.PublicKey): {Balance: gas},
+		crypto.PubkeyToAddress(c.hot.PublicKey):   {Balance: gas},
+	})
+	t.Cleanup(func() { _ = c.backend.Close() })
+	client := c.backend.Client()
+	c.send = chaintest.Sender{Client: client, Mine: func() { c.backend.Commit() }, TipFloor: big.NewInt(3_000_000_000)}
+	token, err := c.send.DeployToken(t.Context(), c.owner, "USD Coin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := client.ChainID(t.Context())
+	if err != nil || id.Uint64() != testChainID {
+		t.Fatalf("simulated chain id %v %v, want %d", id, err, testChainID)
+	}
+	c.chain = settlement.NewChain(id, token, "USD Coin")
+	c.chain.TipFloor = big.NewInt(2_000_000_000) // the node suggests less than it accepts
+	return c
+}
+
+func (c *simChain) mint(to common.Address, micro int64) {
+	c.t.Helper()
+	if err := c.send.Mint(c.t.Context(), c.owner, c.chain.Token, to, micro); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *simChain) tokenBalance(a common.Address) int64 {
+	c.t.Helper()
+	b, err := c.send.BalanceOf(c.t.Context(), c.chain.Token, a)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return b
+}
+
+// worker is the real settlement worker for the chain, on the env's database and ledger.
+func (c *simChain) worker(e *env) *settlement.Worker {
+	c.t.Helper()
+	w, err := settlement.NewWorker(settlement.WorkerConfig{
+		Chain: c.chain, Client: c.backend.Client(), Signer: settlement.NewLocalSignerFromKey(c.hot), Pool: e.db.Pool,
+		Ledger: e.ledger, Wallets: settlement.PaywallWallets{Pool: e.db.Pool}, Treasury: c.treasury,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := w.Check(c.t.Context()); err != nil {
+		c.t.Fatal(err)
+	}
+	return w
+}
+
+// run ticks the worker and mines a block every 100 ms until ctx ends. One goroutine does
+// both, so the simulated backend never mines while the worker sends.
+func (c *simChain) run(ctx context.Context, w *settlement.Worker) {
+	for ctx.Err() == nil {
+		if err := w.Tick(ctx); err != nil && ctx.Err() == nil {
+			c.t.Logf("settlement tick: %v", err)
+		}
+		c.backend.Commit()
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
 
 // fakeWallet is the browser wallet's key side, at the process boundary: the page's injected
 // EIP-1193 provider forwards every request here. It signs with a key the test made.
@@ -146,14 +243,24 @@ func browserPrereqs(t *testing.T) (chromium, node, playwright string) {
 
 // TestBrowserConnectAndTopUp opens the connect and top-up pages in headless Chromium with an
 // injected EIP-1193 wallet backed by a test key: the page signs in with Ethereum, the wallet is
-// authorized; the page has an EIP-712 top-up signed and shows it pending; the wallet page shows
-// the balance and history and disconnects. Screenshots are kept
+// authorized; the page has an EIP-712 top-up signed and shows it pending, then credited once the
+// real settlement worker relayed it on a simulated chain and it became final; the wallet page
+// shows the balance and history and disconnects. Screenshots are kept
 // in api/testdata/screenshots (git-ignored).
 func TestBrowserConnectAndTopUp(t *testing.T) {
 	chromium, node, playwright := browserPrereqs(t)
-	e := newEnv(t)
+	ch := newSimChain(t)
+	e := newEnv(t, func(d *Deps, _ *Options) {
+		topUps, err := settlement.NewTopUps(d.Pool, []settlement.Chain{ch.chain}, ch.treasury.Hex(), settlement.TopUpOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.TopUps = topUps
+	})
 	pw, _ := e.newPaywall("Browser Demo")
 	key, address := newWallet(t)
+	ch.mint(common.HexToAddress(address), 20_000_000)
+	worker := ch.worker(e)
 	// The wallet starts on mainnet, so the pages must ask it to switch.
 	wallet := &fakeWallet{t: t, key: key, address: address, chainID: 1}
 	// An earlier top-up, for the wallet page's balance and history.
@@ -170,7 +277,7 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 	}
 	t.Logf("screenshots: %s", shots)
 
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "browser.cjs"))
 	cmd.Env = append(os.Environ(),
@@ -185,7 +292,16 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 	)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	// The settlement worker runs beside the browser: it relays the signed top-up, the chain
+	// mines, and the deposit is credited at finality, which the page then shows.
+	chainDone := make(chan struct{})
+	go func() {
+		defer close(chainDone)
+		ch.run(ctx, worker)
+	}()
 	out, err := cmd.Output()
+	cancel()
+	<-chainDone
 	steps := map[string]map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
@@ -212,15 +328,24 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 	if s := steps["topup"]["status"]; !strings.Contains(s, "5.00 USDC") || !strings.Contains(s, "Pending") {
 		t.Errorf("top-up page says %q", s)
 	}
+	if s := steps["credited"]["status"]; !strings.Contains(s, "Credited") {
+		t.Errorf("top-up page later says %q", s)
+	}
 	var status, from string
 	var amount int64
 	err = e.db.Pool.QueryRow(t.Context(), `SELECT status, wallet, amount_micro FROM settlement_topups WHERE paywall_id = $1 AND user_id = $2`,
 		pw.ID, "browser-user").Scan(&status, &from, &amount)
-	if err != nil || status != "signed" || from != address || amount != 5_000_000 {
+	if err != nil || status != "credited" || from != address || amount != 5_000_000 {
 		t.Errorf("top-up in the database: %s %s %d %v", status, from, amount, err)
 	}
+	if b, err := e.ledger.Balance(t.Context(), address); err != nil || b.AvailableMicro != 7_500_000 {
+		t.Errorf("ledger balance %+v %v, want 7.50 USDC (2.50 before, 5.00 topped up)", b, err)
+	}
+	if got := ch.tokenBalance(ch.treasury); got != 5_000_000 {
+		t.Errorf("treasury holds %d micro-USDC on chain, want 5000000", got)
+	}
 
-	if w := steps["wallet"]; !strings.Contains(w["status"], "2.50") || !strings.Contains(w["history"], "Top-up+2.50") {
+	if w := steps["wallet"]; !strings.Contains(w["status"], "7.50") || !strings.Contains(w["history"], "Top-up+5.00") || !strings.Contains(w["history"], "Top-up+2.50") {
 		t.Errorf("wallet page shows %q and history %q", w["status"], w["history"])
 	}
 	if !strings.Contains(steps["disconnect"]["status"], "Disconnected") {
@@ -238,7 +363,7 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 			t.Errorf("the pages never called %s: %s", m, calls)
 		}
 	}
-	for _, f := range []string{"1-connect.png", "2-connected.png", "3-topup.png", "4-topup-pending.png", "5-wallet.png", "6-disconnected.png"} {
+	for _, f := range []string{"1-connect.png", "2-connected.png", "3-topup.png", "4-topup-pending.png", "5-topup-credited.png", "6-wallet.png", "7-disconnected.png"} {
 		if st, err := os.Stat(filepath.Join(shots, f)); err != nil || st.Size() == 0 {
 			t.Errorf("screenshot %s: %v", f, err)
 		}

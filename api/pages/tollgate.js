@@ -159,8 +159,11 @@
       showTopUp(t);
       if (t.status === 'credited' || t.status === 'failed' || Date.now() > deadline) {
         if (t.status === 'credited') {
+          setStatus('done', 'Done: your balance is updated.');
           const info = await api('GET', 'pages/v1/topup');
           if (info.balance) showBalance(info.balance);
+        } else if (t.status === 'failed') {
+          setStatus('error', 'The top-up failed; no money moved. You can try again.');
         }
         return;
       }

@@ -1,6 +1,7 @@
 // browser.cjs drives Debian's Chromium with playwright-core through the hosted pages, as a
 // user with a browser wallet would: it connects a wallet on /connect (Sign-In with Ethereum)
-// signs a top-up on /topup, then reads and disconnects the wallet on /wallet. The wallet is an injected EIP-1193 provider whose requests go
+// signs a top-up on /topup and watches it go from pending to credited, then reads and
+// disconnects the wallet on /wallet. The wallet is an injected EIP-1193 provider whose requests go
 // to the Go test's signer (the key lives in Go; no crypto here). Launched by
 // TestBrowserConnectAndTopUp, which passes everything through the environment and checks the
 // outcome in the database; screenshots go to TG_SHOTS.
@@ -74,15 +75,19 @@ async function main() {
     await page.locator('#topup[data-status="signed"]').waitFor({ timeout: 30000 });
     await shot('4-topup-pending.png');
     report('topup', { status: await page.textContent('#topup') });
+    // The page polls every 3 s; the worker relays, the chain finalizes, the ledger credits.
+    await page.locator('#topup[data-status="credited"]').waitFor({ timeout: 120000 });
+    await shot('5-topup-credited.png');
+    report('credited', { status: await page.textContent('#topup'), balance: await page.textContent('#balance') });
 
     await page.goto(env('TG_WALLET_URL'));
     await page.locator('#history').waitFor({ state: 'visible', timeout: 20000 });
-    await shot('5-wallet.png');
+    await shot('6-wallet.png');
     report('wallet', { status: await page.textContent('#balance'), history: await page.textContent('#items') });
     page.once('dialog', (d) => d.accept());
     await page.click('#disconnect-button');
     await page.locator('#status[data-state="done"]').waitFor({ timeout: 20000 });
-    await shot('6-disconnected.png');
+    await shot('7-disconnected.png');
     report('disconnect', { status: await page.textContent('#status') });
   } catch (e) {
     for (const p of browser.contexts().flatMap((c) => c.pages())) {
