@@ -26,8 +26,11 @@ type noopServer struct {
 func (noopServer) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
 	for {
 		req, err := st.Recv()
-		if err != nil {
+		if errors.Is(err, io.EOF) {
 			return nil
+		}
+		if err != nil {
+			return err
 		}
 		var resp *extprocv3.ProcessingResponse
 		switch req.Request.(type) {
@@ -41,7 +44,7 @@ func (noopServer) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
 			resp = continueResponseBody()
 		}
 		if err := st.Send(resp); err != nil {
-			return nil
+			return err
 		}
 	}
 }
@@ -92,7 +95,7 @@ func drive(c extprocv3.ExternalProcessorClient, msgs []*extprocv3.ProcessingRequ
 		return err
 	}
 	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("end of stream: %v", err)
+		return fmt.Errorf("end of stream: %w", err)
 	}
 	return nil
 }
@@ -201,7 +204,7 @@ func BenchmarkChunk(b *testing.B) {
 	chunk := benchMessages()[10].GetResponseBody()
 	for _, hide := range []bool{false, true} {
 		b.Run("hide="+strconv.FormatBool(hide), func(b *testing.B) {
-			p := newProcessor(benchServer(b), context.Background())
+			p := newProcessor(context.Background(), benchServer(b))
 			p.holdOpen, p.streaming, p.dropUsage = true, true, hide
 			b.ReportAllocs()
 			b.SetBytes(int64(len(chunk.Body)))

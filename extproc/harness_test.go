@@ -160,7 +160,7 @@ func runE(c extprocv3.ExternalProcessorClient, ex exchange) (result, error) {
 	for i, c := range ex.chunks {
 		if ex.cancelAfter > 0 && i == ex.cancelAfter {
 			cancel()
-			waitDone(st)
+			_ = waitDone(st)
 			return res, nil
 		}
 		if ex.pause > 0 {

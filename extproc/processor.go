@@ -12,7 +12,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
@@ -87,7 +87,7 @@ type processor struct {
 	mutateBody                 *extprocv3.BodyMutation_Body
 }
 
-func newProcessor(s *Server, ctx context.Context) *processor {
+func newProcessor(ctx context.Context, s *Server) *processor {
 	p := &processor{s: s, ctx: ctx}
 	p.scan.MaxEventBytes = s.cfg.MaxEventBytes
 	return p
@@ -444,13 +444,13 @@ func (p *processor) ResponseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
 			Response: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}},
 		}},
-		ModeOverride: &filterv3.ProcessingMode{
-			RequestHeaderMode:   filterv3.ProcessingMode_SEND,
-			RequestBodyMode:     filterv3.ProcessingMode_BUFFERED,
-			ResponseHeaderMode:  filterv3.ProcessingMode_SEND,
-			ResponseBodyMode:    filterv3.ProcessingMode_STREAMED,
-			RequestTrailerMode:  filterv3.ProcessingMode_SKIP,
-			ResponseTrailerMode: filterv3.ProcessingMode_SKIP,
+		ModeOverride: &extprocfilterv3.ProcessingMode{
+			RequestHeaderMode:   extprocfilterv3.ProcessingMode_SEND,
+			RequestBodyMode:     extprocfilterv3.ProcessingMode_BUFFERED,
+			ResponseHeaderMode:  extprocfilterv3.ProcessingMode_SEND,
+			ResponseBodyMode:    extprocfilterv3.ProcessingMode_STREAMED,
+			RequestTrailerMode:  extprocfilterv3.ProcessingMode_SKIP,
+			ResponseTrailerMode: extprocfilterv3.ProcessingMode_SKIP,
 		},
 	}
 }
@@ -573,7 +573,7 @@ func (p *processor) observe(ev *sse.Event) bool {
 		return true
 	}
 	p.setUsage(*c.Usage)
-	return !(p.dropUsage && c.Choices == 0)
+	return !p.dropUsage || c.Choices != 0
 }
 
 func (p *processor) setUsage(u sse.Usage) {
@@ -683,7 +683,7 @@ func (p *processor) phaseContext() (context.Context, context.CancelFunc) {
 func immediate(code int, contentType string, body []byte, extra []*corev3.HeaderValueOption) *extprocv3.ProcessingResponse {
 	set := append([]*corev3.HeaderValueOption{setHeader("content-type", []byte(contentType))}, extra...)
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
-		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)}, //nolint:gosec // an HTTP status fits in int32
 		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
 		Body:    body,
 		Details: "tollgate",

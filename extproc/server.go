@@ -173,7 +173,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	defer s.metrics.openStreams.Dec()
 
 	ctx := stream.Context()
-	p := newProcessor(s, ctx)
+	p := newProcessor(ctx, s)
 	defer p.close()
 	for {
 		req, err := stream.Recv()

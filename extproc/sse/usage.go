@@ -19,7 +19,7 @@ type Usage struct {
 // maxTokenCount is far above any real request, and keeps sums of counts from overflowing.
 const maxTokenCount = 1 << 40
 
-// ErrBadUsage: the usage object is missing fields, negative, or inconsistent.
+// ErrBadUsage reports a usage object with missing, negative or inconsistent counts.
 var ErrBadUsage = errors.New("sse: malformed usage")
 
 type wireUsage struct {

@@ -69,9 +69,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	paywalls := paywall.NewStore(svc.pool, svc.redis, cfg.Redis.Prefix, paywall.Options{
 		PlatformFeeBps: sc.FeeBps, BuiltinUpstream: upstream, Logger: logger.With("part", "paywall"),
 	})
-	defer paywalls.Close()
+	defer func() { _ = paywalls.Close() }()
 	catalog := pricing.NewCatalog(svc.pool, svc.redis, cfg.Redis.Prefix, pricing.CatalogOptions{Logger: logger.With("part", "pricing")})
-	defer catalog.Close()
+	defer func() { _ = catalog.Close() }()
 
 	server, err := extproc.NewServer(extproc.Config{
 		FeeBps:              sc.FeeBps,
