@@ -143,15 +143,21 @@ func TestLoad(t *testing.T) {
 	if full.streams == 0 || base.streams == 0 || noop.streams == 0 {
 		t.Fatalf("no stream completed: direct %+v, tollgate %d ok / %d failed", base.streams, full.streams, full.failed)
 	}
-	// Under load a message can miss the filter's message_timeout (504: Envoy fails closed) on
-	// a machine busy with other work; any other failure is a bug.
+	// Overloaded, the path fails closed: the server sheds a request whose store call misses its
+	// budget (503 billing_unavailable) or Envoy gives up on a message (504). Both move no money;
+	// any other failure is a bug.
 	for status, n := range full.failures {
-		if status != http.StatusGatewayTimeout {
+		if status != http.StatusGatewayTimeout && status != http.StatusServiceUnavailable {
 			t.Errorf("%d streams through tollgate failed with status %d", n, status)
 		}
 	}
-	if n := full.failures[http.StatusGatewayTimeout]; n > 0 {
-		t.Logf("%d streams answered 504 (a message exceeded message_timeout: the machine was overloaded)", n)
+	s.mu.Lock()
+	for outcome, n := range s.outcomes {
+		t.Logf("emulator outcome %q: %d", outcome, n)
+	}
+	s.mu.Unlock()
+	if n := full.failures[http.StatusGatewayTimeout] + full.failures[http.StatusServiceUnavailable]; n > 0 {
+		t.Logf("%d streams failed closed under overload (503 from the server, 504 from Envoy)", n)
 	}
 	t.Logf("load: %d concurrent streams for %s each, loopback", workers, d)
 	t.Logf("%-28s %8s %10s %10s %12s", "target", "streams", "p50 TTFB", "p99 TTFB", "streams/s")

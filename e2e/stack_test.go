@@ -6,10 +6,12 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +47,11 @@ type stack struct {
 	demo       *fakeupstream.Server // the BYOK upstream (cluster "demo")
 	openrouter *fakeupstream.Server // the built-in provider (cluster "openrouter", TLS)
 	logs       chan envoyemu.RequestLog
+
+	mu sync.Mutex
+	// outcomes counts the emulator's response details of requests that did not end normally
+	// (not via_upstream with 200), for the load test's report.
+	outcomes map[string]int
 }
 
 func newStack(t testing.TB) *stack {
@@ -60,6 +67,7 @@ func newStack(t testing.TB) *stack {
 		demo:       fakeupstream.New(fakeupstream.Options{Name: "demo", RequireKey: byokKey}),
 		openrouter: fakeupstream.New(fakeupstream.Options{Name: "openrouter", RequireKey: operatorKey}),
 		logs:       make(chan envoyemu.RequestLog, 1024),
+		outcomes:   map[string]int{},
 	}
 	t.Cleanup(func() { _ = s.paywalls.Close(); _ = s.prices.Close() })
 	f, err := os.Open("demo/models.json")
@@ -117,6 +125,11 @@ func newStack(t testing.TB) *stack {
 		},
 		UpstreamTLS: testTLS(roots),
 		OnRequest: func(l envoyemu.RequestLog) {
+			if l.Status != 200 || l.Details != "via_upstream" || l.Reset || l.ClientGone {
+				s.mu.Lock()
+				s.outcomes[fmt.Sprintf("%d %s", l.Status, l.Details)]++
+				s.mu.Unlock()
+			}
 			select {
 			case s.logs <- l:
 			default:

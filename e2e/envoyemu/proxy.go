@@ -812,10 +812,11 @@ func (x *exchange) streamBody(body io.Reader) {
 	readerDone := make(chan struct{})
 	defer close(readerDone)
 	go func() {
+		buf := make([]byte, 16<<10)
 		for {
-			buf := make([]byte, 16<<10)
 			n, err := body.Read(buf)
-			c := chunk{data: buf[:n]}
+			// A chunk keeps only its bytes: SSE chunks are small, the read buffer is not.
+			c := chunk{data: append([]byte(nil), buf[:n]...)}
 			switch {
 			case errors.Is(err, io.EOF):
 				c.eos = true
