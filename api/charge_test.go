@@ -228,7 +228,7 @@ func FuzzChargeBody(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		rec := &capturedResponse{header: http.Header{}, status: 200}
-		req := httptest.NewRequest("POST", "/api/v1/users/u/charges", bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/users/u/charges", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		var cr chargeRequest
 		if !decodeBody(rec, req, &cr) {

@@ -11,7 +11,7 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 )
 
-// ErrUnknownChain: no client is configured for the message's chain.
+// ErrUnknownChain means no client is configured for the message's chain.
 var ErrUnknownChain = errors.New("siwe: no node configured for this chain")
 
 // Chains is a ContractCaller over one go-ethereum client per chain id (ethclient.Client, or the
@@ -27,7 +27,7 @@ func (c Chains) CallContract(ctx context.Context, chainID uint64, to common.Addr
 	}
 	out, err := client.CallContract(ctx, ethereum.CallMsg{To: &to, Data: data}, nil)
 	if err != nil && isRevert(err) {
-		return nil, fmt.Errorf("%w: %v", ErrReverted, err)
+		return nil, fmt.Errorf("%w: %w", ErrReverted, err)
 	}
 	return out, err
 }

@@ -56,11 +56,13 @@ func subUsage(w io.Writer, name string, subs map[string]command) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	fmt.Fprintf(w, "usage: tollgate %s SUBCOMMAND [flags] [args]\n\n", name)
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: tollgate %s SUBCOMMAND [flags] [args]\n\n", name)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-11s %s\n", n, subs[n].summary)
+		fmt.Fprintf(&b, "  %-11s %s\n", n, subs[n].summary)
 	}
-	fmt.Fprintf(w, "\n`tollgate %s SUBCOMMAND -h` lists a subcommand's flags.\n", name)
+	fmt.Fprintf(&b, "\n`tollgate %s SUBCOMMAND -h` lists a subcommand's flags.\n", name)
+	_, _ = io.WriteString(w, b.String())
 }
 
 // errHelpShown stops a command after it printed its flags for -h.
@@ -70,7 +72,7 @@ var errHelpShown = errors.New("help shown")
 // and checks that there are exactly want positional ones (named in usage).
 func parseArgs(fs *flag.FlagSet, args []string, usage string, want int) ([]string, error) {
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s %s\n", fs.Name(), usage)
+		_, _ = fmt.Fprintf(fs.Output(), "usage: %s %s\n", fs.Name(), usage)
 		fs.PrintDefaults()
 	}
 	var pos []string
@@ -79,7 +81,7 @@ func parseArgs(fs *flag.FlagSet, args []string, usage string, want int) ([]strin
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, errHelpShown
 			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
+			return nil, fmt.Errorf("%w: %w", errUsage, err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -184,9 +186,9 @@ func runPaywallCreate(ctx context.Context, env *environment, args []string) erro
 			out.APIKey = key
 			return printJSON(env.stdout, out)
 		}
-		fmt.Fprintf(env.stdout, "Created paywall %q (%s).\nid:  %s\nkey: %s\n", created.Name, created.Mode, created.ID, key)
-		fmt.Fprintln(env.stdout, "The key is shown this once: store it now. `tollgate paywall rotate-key ID` makes a new one.")
-		return nil
+		_, err = fmt.Fprintf(env.stdout, "Created paywall %q (%s).\nid:  %s\nkey: %s\n%s\n", created.Name, created.Mode, created.ID, key,
+			"The key is shown this once: store it now. `tollgate paywall rotate-key ID` makes a new one.")
+		return err
 	})
 }
 
@@ -217,13 +219,13 @@ func runPaywallList(ctx context.Context, env *environment, args []string) error 
 			return printJSON(env.stdout, out)
 		}
 		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tOWNER\tMODE\tUPSTREAM\tMARKUP_BPS\tPAYOUT_ADDRESS\tCREATED")
+		_, _ = fmt.Fprintln(tw, "ID\tNAME\tOWNER\tMODE\tUPSTREAM\tMARKUP_BPS\tPAYOUT_ADDRESS\tCREATED")
 		for _, p := range ps {
 			payout := p.PayoutAddress
 			if payout == "" {
 				payout = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.Name, p.Owner, p.Mode, p.Upstream, p.MarkupBps,
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.ID, p.Name, p.Owner, p.Mode, p.Upstream, p.MarkupBps,
 				payout, p.CreatedAt.UTC().Format(time.RFC3339))
 		}
 		return tw.Flush()
@@ -242,8 +244,8 @@ func runPaywallRotateKey(ctx context.Context, env *environment, args []string) e
 		if err != nil {
 			return fmt.Errorf("paywall rotate-key: %w", describePaywallError(id, err))
 		}
-		fmt.Fprintf(env.stdout, "New key for paywall %s: %s\nThe old key stopped working. The new one is shown this once: store it now.\n", id, key)
-		return nil
+		_, err = fmt.Fprintf(env.stdout, "New key for paywall %s: %s\nThe old key stopped working. The new one is shown this once: store it now.\n", id, key)
+		return err
 	})
 }
 
@@ -262,8 +264,8 @@ func runPaywallSetMarkup(ctx context.Context, env *environment, args []string) e
 		if err := svc.paywallStore().SetMarkup(ctx, id, bps); err != nil {
 			return fmt.Errorf("paywall set-markup: %w", describePaywallError(id, err))
 		}
-		fmt.Fprintf(env.stdout, "Markup of paywall %s is now %d bps.\n", id, bps)
-		return nil
+		_, err := fmt.Fprintf(env.stdout, "Markup of paywall %s is now %d bps.\n", id, bps)
+		return err
 	})
 }
 
@@ -313,12 +315,12 @@ func runPaywallSetPrice(ctx context.Context, env *environment, args []string) er
 			return fmt.Errorf("paywall set-price: %w", describePaywallError(id, err))
 		}
 		catalog := pricing.NewCatalog(svc.pool, svc.redis, svc.cfg.Redis.Prefix)
-		defer catalog.Close()
+		defer func() { _ = catalog.Close() }()
 		if err := catalog.SetOverride(ctx, pw.ID, model, price); err != nil {
 			return fmt.Errorf("paywall set-price: %w", err)
 		}
-		fmt.Fprintf(env.stdout, "Paywall %s (%s) now charges for %s, in USDC per 1M tokens (request: per request): %s; its %d bps markup comes on top.\n",
+		_, err = fmt.Fprintf(env.stdout, "Paywall %s (%s) now charges for %s, in USDC per 1M tokens (request: per request): %s; its %d bps markup comes on top.\n",
 			pw.ID, pw.Name, model, strings.Join(shown, ", "), pw.MarkupBps)
-		return nil
+		return err
 	})
 }

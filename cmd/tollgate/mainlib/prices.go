@@ -31,11 +31,11 @@ func runPricesImport(ctx context.Context, env *environment, args []string) error
 		return helpOK(err)
 	}
 	file := pos[0]
-	f, err := os.Open(file)
+	f, err := os.Open(file) //nolint:gosec // the operator names the file to import
 	if err != nil {
 		return fmt.Errorf("prices import: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	parsed, err := pricing.ParseOpenRouterFile(f)
 	if err != nil {
 		return fmt.Errorf("prices import: %s: %w (nothing was imported)", file, err)
@@ -45,11 +45,13 @@ func runPricesImport(ctx context.Context, env *environment, args []string) error
 	}
 	return withStores(ctx, env, *path, func(svc *services) error {
 		catalog := pricing.NewCatalog(svc.pool, svc.redis, svc.cfg.Redis.Prefix)
-		defer catalog.Close()
+		defer func() { _ = catalog.Close() }()
 		if err := catalog.Import(ctx, parsed.Models); err != nil {
 			return fmt.Errorf("prices import: %w (nothing was imported)", err)
 		}
-		fmt.Fprintf(env.stdout, "Imported the prices of %d model(s) from %s.\n", len(parsed.Models), file)
+		if _, err := fmt.Fprintf(env.stdout, "Imported the prices of %d model(s) from %s.\n", len(parsed.Models), file); err != nil {
+			return err
+		}
 		if n := len(parsed.Skipped); n > 0 {
 			var names []string
 			for _, s := range parsed.Skipped[:min(n, maxSkippedShown)] {
@@ -59,7 +61,8 @@ func runPricesImport(ctx context.Context, env *environment, args []string) error
 			if n > maxSkippedShown {
 				more = fmt.Sprintf(" and %d more", n-maxSkippedShown)
 			}
-			fmt.Fprintf(env.stdout, "Skipped %d model(s) that have no fixed per-token price: %s%s.\n", n, strings.Join(names, ", "), more)
+			_, err := fmt.Fprintf(env.stdout, "Skipped %d model(s) that have no fixed per-token price: %s%s.\n", n, strings.Join(names, ", "), more)
+			return err
 		}
 		return nil
 	})

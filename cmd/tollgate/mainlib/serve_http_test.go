@@ -68,7 +68,7 @@ settle:
 
 	get := func(path string, headers ...string) (int, map[string]any) {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+path, nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 		for i := 0; i+1 < len(headers); i += 2 {
 			req.Header.Set(headers[i], headers[i+1])
 		}
@@ -76,7 +76,7 @@ settle:
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var m map[string]any
 		raw, _ := io.ReadAll(resp.Body)
 		_ = json.Unmarshal(raw, &m)
@@ -103,8 +103,8 @@ settle:
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Errorf("connect page: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
