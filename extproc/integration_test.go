@@ -41,7 +41,7 @@ type realEnv struct {
 func newRealEnv(t *testing.T, balance int64, tweak func(*paywall.Paywall)) *realEnv {
 	t.Helper()
 	ctx := t.Context()
-	db := testdb.NewWithPool(t, 16, schema.All()...)
+	db := testdb.NewWithPool(t, 6, schema.All()...)
 	rdb, prefix := testredis.New(t)
 	e := &realEnv{db: db, rdb: rdb, prefix: prefix, ledger: ledger.New(db.Pool, ledger.Options{})}
 	e.store = paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: realFeeBps})
@@ -174,7 +174,7 @@ func (e *realEnv) captures(t *testing.T) []ledger.HistoryItem {
 
 func TestRealStreamCharged(t *testing.T) {
 	e := newRealEnv(t, 1_000_000, nil)
-	_, _, c := e.replica(t, 8)
+	_, _, c := e.replica(t, 4)
 	res := run(t, c, exchange{key: e.key, user: testUser, body: streamBody, chunks: []string{
 		": OPENROUTER PROCESSING\n\n", sseChunk("Hi"), usageChunk(30, 20), "data: [DONE]\n\n"}})
 	if res.immediate != nil {
@@ -207,7 +207,7 @@ func TestBadInputReal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, c := e.replica(t, 8)
+	_, _, c := e.replica(t, 4)
 	lastSeen := ""
 	testBadInput(t, badInputEnv{
 		client: c, key: newKey, revokedKey: revoked, user: testUser,
@@ -233,7 +233,7 @@ func TestBadInputReal(t *testing.T) {
 // when the stream ends, whatever way it ends; over the rate cap, a 429 too.
 func TestRealCapsAndRelease(t *testing.T) {
 	e := newRealEnv(t, 1_000_000, func(p *paywall.Paywall) { p.MaxConcurrent = 1; p.RatePerMinute = 5 })
-	_, _, c := e.replica(t, 8)
+	_, _, c := e.replica(t, 4)
 	ctx := t.Context()
 	// Hold a slot with a stream that has not finished.
 	st, err := c.Process(ctx)
@@ -287,7 +287,7 @@ func TestRealCapsAndRelease(t *testing.T) {
 // message, on a replica that had the authorization cached.
 func TestRealRevocationTakesEffect(t *testing.T) {
 	e := newRealEnv(t, 1_000_000, nil)
-	_, _, c := e.replica(t, 8)
+	_, _, c := e.replica(t, 4)
 	ok := exchange{key: e.key, user: testUser, body: streamBody, chunks: []string{usageChunk(5, 5), "data: [DONE]\n\n"}}
 	if res := run(t, c, ok); res.immediate != nil {
 		t.Fatalf("refused: %s", res.immediate.GetBody())
@@ -312,7 +312,7 @@ func TestRealRevocationTakesEffect(t *testing.T) {
 // from an estimate, marked so, before the server's Wait returns.
 func TestRealShutdownSettlesOpenStreams(t *testing.T) {
 	e := newRealEnv(t, 1_000_000, nil)
-	s, g, c := e.replica(t, 8)
+	s, g, c := e.replica(t, 4)
 	const open = 3
 	ready := make(chan struct{}, open)
 	errs := make(chan error, open)

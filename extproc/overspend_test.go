@@ -26,7 +26,7 @@ func TestOverspendConcurrentStreams(t *testing.T) {
 	var clients []extprocv3.ExternalProcessorClient
 	var servers []*Server
 	for range replicas {
-		s, _, c := e.replica(t, 12)
+		s, _, c := e.replica(t, 8)
 		clients = append(clients, c)
 		servers = append(servers, s)
 	}
