@@ -155,3 +155,39 @@ func TestVerifyRevertIsBadSignature(t *testing.T) {
 		t.Errorf("Verify = %v, want ErrBadSignature", err)
 	}
 }
+
+// BenchmarkSignIn measures what one sign-in costs the server: parsing the message, checking
+// its fields and recovering the EIP-191 signer, against the baseline of the recovery alone
+// (the part no implementation can skip).
+func BenchmarkSignIn(b *testing.B) {
+	key, _ := crypto.GenerateKey()
+	addr := crypto.PubkeyToAddress(key.PublicKey)
+	text := message(addr, 137).String()
+	sig, _ := crypto.Sign(accounts.TextHash([]byte(text)), key)
+	expect := Expect{Domain: "pay.example.com", URI: "https://pay.example.com/connect", ChainIDs: []uint64{137},
+		Now: time.Date(2026, 1, 2, 3, 5, 0, 0, time.UTC)}
+	b.Run("baseline=recover", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := crypto.SigToPub(accounts.TextHash([]byte(text)), sig); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse+check+verify", func(b *testing.B) {
+		b.ReportAllocs()
+		v := Verifier{}
+		for b.Loop() {
+			m, err := Parse(text)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.Check(expect); err != nil {
+				b.Fatal(err)
+			}
+			if err := v.Verify(context.Background(), text, m.Address, m.ChainID, sig); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
