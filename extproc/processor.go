@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -365,12 +366,17 @@ func (p *processor) holdAmount(prompt, budget, markup int64) (int64, error) {
 // upstream credentials, routing header, and a recomputed route.
 func (p *processor) forward() *extprocv3.ProcessingResponse {
 	builtin := p.pw.Mode != paywall.ModeBYOK
+	keys := p.req.MaxTokensKeys
+	if builtin && !slices.Contains(keys, "max_tokens") {
+		// OpenRouter documents max_tokens; a max_completion_tokens alone might not bound it.
+		keys = append(slices.Clip(keys), "max_tokens")
+	}
 	body, err := p.req.rewriteBody(rewrite{
 		User:        p.userID,
 		MaxTokens:   p.budget,
 		ForceUsage:  p.req.Stream,
 		OpenRouter:  builtin,
-		MaxTokenKey: p.req.MaxTokensKeys,
+		MaxTokenKey: keys,
 	})
 	if err != nil {
 		p.voidNow("rewrite failed")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -428,5 +429,38 @@ func TestUsageOnAContentChunkIsKept(t *testing.T) {
 	}
 	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 84 {
 		t.Errorf("capture %+v", capt)
+	}
+}
+
+// TestMaxTokensKeys: the budget goes out under the key the client used; the built-in
+// provider also gets max_tokens, which it documents.
+func TestMaxTokensKeys(t *testing.T) {
+	for _, tt := range []struct {
+		mode paywall.Mode
+		in   string
+		want []string
+	}{
+		{paywall.ModeBuiltin, `"max_completion_tokens":50,`, []string{"max_completion_tokens", "max_tokens"}},
+		{paywall.ModeBYOK, `"max_completion_tokens":50,`, []string{"max_completion_tokens"}},
+		{paywall.ModeBYOK, ``, []string{"max_tokens"}},
+	} {
+		pw := testPaywall()
+		if tt.mode == paywall.ModeBYOK {
+			pw.Mode, pw.Upstream, pw.UpstreamKey = paywall.ModeBYOK, "demo", "sk-dev"
+		}
+		_, s := newFakeEnv(t, pw, 1_000_000)
+		c := startServer(t, s)
+		res := run(t, c, exchange{key: testKey, user: testUser, body: `{"model":"m1",` + tt.in + `"messages":[{"role":"user","content":"x"}]}`,
+			ctype: "application/json", chunks: []string{`{"usage":{"prompt_tokens":1,"completion_tokens":1}}`}})
+		var sent map[string]any
+		if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"max_tokens", "max_completion_tokens"} {
+			_, got := sent[k]
+			if want := slices.Contains(tt.want, k); got != want {
+				t.Errorf("%s %q: %s present %v, want %v", tt.mode, tt.in, k, got, want)
+			}
+		}
 	}
 }
