@@ -42,6 +42,9 @@ func commands() map[string]command {
 // errUsage marks a command-line mistake; it exits with status 2.
 var errUsage = errors.New("usage")
 
+// errHelpShown stops a command after it printed its flags for -h; Main turns it into success.
+var errHelpShown = errors.New("help shown")
+
 // ExitCode maps Main's error to a process exit status.
 func ExitCode(err error) int {
 	if errors.Is(err, errUsage) {
@@ -66,7 +69,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 	}
 	env := &environment{stdout: stdout, stderr: stderr, getenv: os.Environ()}
-	return cmd.run(ctx, env, args[1:])
+	if err := cmd.run(ctx, env, args[1:]); err != nil && !errors.Is(err, errHelpShown) {
+		return err
+	}
+	return nil
 }
 
 func usage(w io.Writer, cmds map[string]command) {
@@ -92,11 +98,12 @@ func flagSet(env *environment, name string) (*flag.FlagSet, *string) {
 	return fs, path
 }
 
-// parse parses flags, turning a parse error into errUsage.
+// parse parses flags, turning a parse error into errUsage and -h into errHelpShown, so the
+// command stops after printing its flags.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return errHelpShown
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

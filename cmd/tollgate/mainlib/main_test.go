@@ -21,6 +21,10 @@ func TestMainUsage(t *testing.T) {
 		{"help", []string{"help"}, nil, "migrate", 0},
 		{"unknown", []string{"frobnicate"}, errUsage, "", 2},
 		{"bad flag", []string{"migrate", "-nope"}, errUsage, "", 2},
+		// -h prints the flags and stops: it must not start a server.
+		{"serve help", []string{"serve", "-h"}, nil, "", 0},
+		{"settle help", []string{"settle", "-h"}, nil, "", 0},
+		{"migrate help", []string{"migrate", "-h"}, nil, "", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -65,8 +65,6 @@ func subUsage(w io.Writer, name string, subs map[string]command) {
 	_, _ = io.WriteString(w, b.String())
 }
 
-// errHelpShown stops a command after it printed its flags for -h.
-var errHelpShown = errors.New("help shown")
 
 // parseArgs parses flags that may come before, between or after the positional arguments,
 // and checks that there are exactly want positional ones (named in usage).
