@@ -80,7 +80,7 @@ func (c Chain) Recover(sa SignedAuthorization) (common.Address, error) {
 	sig[64] = sa.V - 27
 	pub, err := crypto.SigToPub(c.Digest(sa.Authorization).Bytes(), sig)
 	if err != nil {
-		return common.Address{}, fmt.Errorf("%w: %v", ErrBadSignature, err)
+		return common.Address{}, fmt.Errorf("%w: %w", ErrBadSignature, err)
 	}
 	return crypto.PubkeyToAddress(*pub), nil
 }
@@ -222,7 +222,7 @@ func DecodeAuthorizationPayload(raw []byte) (SignedAuthorization, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		return SignedAuthorization{}, fmt.Errorf("%w: %v", ErrBadAuthorization, err)
+		return SignedAuthorization{}, fmt.Errorf("%w: %w", ErrBadAuthorization, err)
 	}
 	if dec.More() {
 		return SignedAuthorization{}, fmt.Errorf("%w: trailing data after the JSON object", ErrBadAuthorization)

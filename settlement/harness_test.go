@@ -126,8 +126,6 @@ func (e *simEnv) sendNative(to common.Address) {
 	e.backend.Commit()
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // worker is a new worker process for the hot wallet; pass another client or ledger to inject a
 // failure at that boundary.
 func (e *simEnv) worker(client ChainClient, l Ledger) *Worker {

@@ -173,9 +173,10 @@ func (w *Worker) payQueued(ctx context.Context, p payoutRow) error {
 	}
 
 	now := w.clock.Now()
+	validBefore := now.Add(w.cfg.AuthorizationValidity).Unix()
 	a := Authorization{
 		From: hot, To: to, Value: big.NewInt(p.amountMicro),
-		ValidAfter: uint64(now.Add(-validAfterSlack).Unix()), ValidBefore: uint64(now.Add(w.cfg.AuthorizationValidity).Unix()),
+		ValidAfter: unixSeconds(now.Add(-validAfterSlack)), ValidBefore: unixSeconds(now.Add(w.cfg.AuthorizationValidity)),
 		Nonce: p.nonce,
 	}
 	head, err := w.client.HeaderByNumber(ctx, nil)
@@ -190,10 +191,10 @@ func (w *Worker) payQueued(ctx context.Context, p payoutRow) error {
 	// eth_estimateGas shows it to the node), so that a failure waits for it to expire.
 	if _, err := w.pool.Exec(ctx, `
 		UPDATE settlement_payouts SET valid_before = GREATEST(valid_before, $2), first_block = COALESCE(first_block, $3), updated_at = now()
-		WHERE payout_id = $1`, p.id, int64(a.ValidBefore), head.Number.Int64()); err != nil {
+		WHERE payout_id = $1`, p.id, validBefore, head.Number.Int64()); err != nil {
 		return fmt.Errorf("record authorization: %w", err)
 	}
-	p.validBefore = max(p.validBefore, int64(a.ValidBefore))
+	p.validBefore = max(p.validBefore, validBefore)
 	data := usdc.PackTransferWithAuthorization(a.From, a.To, a.Value, new(big.Int).SetUint64(a.ValidAfter),
 		new(big.Int).SetUint64(a.ValidBefore), a.Nonce, sa.V, sa.R, sa.S)
 	gas, err := w.estimate(ctx, w.chain.Token, data)
@@ -276,7 +277,7 @@ func (w *Worker) findUse(ctx context.Context, p payoutRow) (done bool, err error
 		return false, fmt.Errorf("latest header: %w", err)
 	}
 	latest := head.Number.Uint64()
-	from := uint64(max(p.firstBlock, 0))
+	from := toUint64(p.firstBlock)
 	for end := latest; ; {
 		start := uint64(0)
 		if end+1 > w.chain.MaxLogRange {
@@ -298,7 +299,7 @@ func (w *Worker) findUse(ctx context.Context, p payoutRow) (done bool, err error
 			w.logger.InfoContext(ctx, "payout authorization used on chain", "payout", p.id, "tx", logs[i].TxHash.Hex(), "block", logs[i].BlockNumber)
 			_, err := w.pool.Exec(ctx, `
 				UPDATE settlement_payouts SET status = 'confirming', tx_hash = $2, tx_block = $3, reason = '', next_attempt_at = $4, updated_at = now()
-				WHERE payout_id = $1`, p.id, lowerHash(logs[i].TxHash), int64(logs[i].BlockNumber), w.clock.Now())
+				WHERE payout_id = $1`, p.id, lowerHash(logs[i].TxHash), toInt64(logs[i].BlockNumber), w.clock.Now())
 			return err == nil, err
 		}
 		if start <= from {
@@ -344,7 +345,7 @@ func (w *Worker) checkFailing(ctx context.Context, p payoutRow) error {
 	// Every block after a final one has a later timestamp, and the token refuses an
 	// authorization at or after validBefore: if it is unused at a final block past its expiry,
 	// it is dead.
-	if int64(fin.Time) < p.validBefore {
+	if toInt64(fin.Time) < p.validBefore {
 		return w.setPayout(ctx, p.id, payoutFailing, p.reason, w.cfg.RetryBackoff)
 	}
 	used, err := token{client: w.client, chain: w.chain}.authorizationUsed(ctx, w.signer.Address(), p.nonce, fin.Number)

@@ -228,7 +228,7 @@ func TestPayoutBlacklistedPayee(t *testing.T) {
 // stored the payment but before it was mined. The transaction reverts; the money goes back only
 // once the signed authorization has expired unused at a final block.
 func TestPayoutBlacklistedAfterSigning(t *testing.T) {
-	e, w := payoutEnv(t)
+	e, _ := payoutEnv(t)
 	payee := common.HexToAddress("0x00000000000000000000000000000000000b0b06")
 	p := e.requestPayout(payee, 2_000_000)
 	crashing := &fakeNode{ChainClient: e.client}
@@ -239,7 +239,7 @@ func TestPayoutBlacklistedAfterSigning(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clock.Advance(2 * time.Minute)
-	w = e.worker(nil, nil)
+	w := e.worker(nil, nil)
 	e.tick(w) // rebroadcast; it reverts when mined
 	e.backend.Commit()
 	e.finalize(w)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"strings"
 	"time"
@@ -118,7 +119,7 @@ func (w *Worker) send(ctx context.Context, purpose, ref string, to common.Addres
 			w.chain.ID, w.sender()).Scan(&next); err != nil {
 			return err
 		}
-		nonce := max(uint64(next), chainNonce)
+		nonce := max(toUint64(next), chainNonce)
 		var raw []byte
 		var err error
 		signed, raw, err = w.signDynamic(ctx, nonce, tip, feeCap, gas, to, data)
@@ -129,7 +130,7 @@ func (w *Worker) send(ctx context.Context, purpose, ref string, to common.Addres
 		if err := tx.QueryRow(ctx, `
 			INSERT INTO settlement_txs (chain_id, sender, nonce, purpose, ref, to_addr, data, gas, status)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending') RETURNING id::TEXT`,
-			w.chain.ID, w.sender(), int64(nonce), purpose, ref, lowerHex(to), data, int64(gas)).Scan(&id); err != nil {
+			w.chain.ID, w.sender(), toInt64(nonce), purpose, ref, lowerHex(to), data, toInt64(gas)).Scan(&id); err != nil {
 			return err
 		}
 		if err := w.storeAttempt(ctx, tx, id, signed, raw); err != nil {
@@ -202,7 +203,7 @@ func (w *Worker) loadTxs(ctx context.Context, where string, args ...any) ([]txRo
 			out[n-1].attempts = append(out[n-1].attempts, a)
 			continue
 		}
-		r.nonce, r.gas, r.to = uint64(nonce), uint64(gas), common.HexToAddress(to)
+		r.nonce, r.gas, r.to = toUint64(nonce), toUint64(gas), common.HexToAddress(to)
 		r.attempts = []attemptRow{a}
 		out = append(out, r)
 	}
@@ -255,7 +256,7 @@ func (w *Worker) monitorTx(ctx context.Context, tx txRow, fin *types.Header, lat
 		_, err = w.pool.Exec(ctx, `
 			UPDATE settlement_txs SET status = 'final', receipt_status = $2, mined_hash = $3, mined_block = $4, updated_at = now()
 			WHERE id = $1 AND status = 'pending'`,
-			tx.id, int64(rcpt.Status), lowerHash(rcpt.TxHash), rcpt.BlockNumber.Int64())
+			tx.id, toInt64(rcpt.Status), lowerHash(rcpt.TxHash), rcpt.BlockNumber.Int64())
 		if err == nil {
 			w.logger.InfoContext(ctx, "transaction final", "purpose", tx.purpose, "ref", tx.ref, "tx", rcpt.TxHash.Hex(),
 				"block", rcpt.BlockNumber, "success", rcpt.Status == types.ReceiptStatusSuccessful, "gas_used", rcpt.GasUsed)
@@ -419,3 +420,22 @@ func (w *Worker) txByRef(ctx context.Context, purpose, ref string) (txRow, bool,
 }
 
 func lowerHash(h common.Hash) string { return strings.ToLower(h.Hex()) }
+
+// toUint64 converts a count read from the database (never negative there).
+func toUint64(i int64) uint64 {
+	if i < 0 {
+		return 0
+	}
+	return uint64(i)
+}
+
+// toInt64 converts a block number or nonce for the database (far below 2^63 on any chain).
+func toInt64(u uint64) int64 {
+	if u > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(u)
+}
+
+// unixSeconds is t as unix seconds for an authorization window (never before 1970 here).
+func unixSeconds(t time.Time) uint64 { return toUint64(t.Unix()) }

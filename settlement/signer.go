@@ -56,7 +56,7 @@ func LoadLocalSigner(privateKey, privateKeyFile string) (*LocalSigner, error) {
 	case privateKey != "":
 		return NewLocalSigner(privateKey)
 	case privateKeyFile != "":
-		raw, err := os.ReadFile(privateKeyFile)
+		raw, err := os.ReadFile(privateKeyFile) //nolint:gosec // G304: reading the operator's configured key file is the point
 		if err != nil {
 			return nil, fmt.Errorf("settlement: read hot wallet key file: %w", err)
 		}

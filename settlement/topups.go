@@ -321,7 +321,7 @@ func pendingDeposits(ctx context.Context, q querier, wallet string) ([]Deposit, 
 		var d Deposit
 		var block int64
 		err := r.Scan(&d.ChainID, &d.TxHash, &d.LogPos, &d.Wallet, &d.AmountMicro, &block, &d.Kind, &d.TopUpID, &d.Status, &d.SeenAt)
-		d.BlockNumber = uint64(block)
+		d.BlockNumber = toUint64(block)
 		return d, err
 	})
 }
@@ -388,8 +388,8 @@ func (r topUpRow) authorization() Authorization {
 		From:        r.wallet,
 		To:          r.treasury,
 		Value:       big.NewInt(r.amountMicro),
-		ValidAfter:  uint64(r.validAfter),
-		ValidBefore: uint64(r.validBefore),
+		ValidAfter:  toUint64(r.validAfter),
+		ValidBefore: toUint64(r.validBefore),
 		Nonce:       r.nonce,
 	}
 }
@@ -405,11 +405,10 @@ func (r topUpRow) public() TopUp {
 // FormatMicro writes micro-USDC as a decimal amount of USDC ("1.5", "0.000001").
 func FormatMicro(micro int64) string {
 	sign := ""
-	u := uint64(micro)
+	whole, frac := micro/1_000_000, micro%1_000_000
 	if micro < 0 {
-		sign, u = "-", uint64(-micro)
+		sign, whole, frac = "-", -whole, -frac
 	}
-	whole, frac := u/1_000_000, u%1_000_000
 	if frac == 0 {
 		return fmt.Sprintf("%s%d", sign, whole)
 	}

@@ -81,7 +81,7 @@ func (w *Worker) watchDeposits(ctx context.Context) error {
 		}
 		if _, err := w.pool.Exec(ctx, `
 			UPDATE settlement_cursors SET block_number = $3, updated_at = now() WHERE chain_id = $1 AND token = $2`,
-			w.chain.ID, lowerHex(w.chain.Token), int64(to)); err != nil {
+			w.chain.ID, lowerHex(w.chain.Token), toInt64(to)); err != nil {
 			return fmt.Errorf("advance deposit cursor: %w", err)
 		}
 		from = to + 1
@@ -90,7 +90,7 @@ func (w *Worker) watchDeposits(ctx context.Context) error {
 	if _, err := w.pool.Exec(ctx, `
 		UPDATE settlement_deposits SET status = 'dropped', updated_at = now()
 		WHERE chain_id = $1 AND token = $2 AND status = 'pending' AND block_number <= $3`,
-		w.chain.ID, lowerHex(w.chain.Token), int64(final)); err != nil {
+		w.chain.ID, lowerHex(w.chain.Token), toInt64(final)); err != nil {
 		return fmt.Errorf("drop reorged deposits: %w", err)
 	}
 	latest, err := w.client.HeaderByNumber(ctx, nil)
@@ -116,7 +116,7 @@ func (w *Worker) cursor(ctx context.Context, final uint64) (uint64, error) {
 	err := w.pool.QueryRow(ctx, `SELECT block_number FROM settlement_cursors WHERE chain_id = $1 AND token = $2`,
 		w.chain.ID, lowerHex(w.chain.Token)).Scan(&n)
 	if err == nil {
-		return uint64(n), nil
+		return toUint64(n), nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("deposit cursor: %w", err)
@@ -127,7 +127,7 @@ func (w *Worker) cursor(ctx context.Context, final uint64) (uint64, error) {
 	}
 	if _, err := w.pool.Exec(ctx, `
 		INSERT INTO settlement_cursors (chain_id, token, block_number) VALUES ($1, $2, $3)
-		ON CONFLICT (chain_id, token) DO NOTHING`, w.chain.ID, lowerHex(w.chain.Token), int64(start)); err != nil {
+		ON CONFLICT (chain_id, token) DO NOTHING`, w.chain.ID, lowerHex(w.chain.Token), toInt64(start)); err != nil {
 		return 0, fmt.Errorf("create deposit cursor: %w", err)
 	}
 	w.logger.InfoContext(ctx, "deposit watcher starts", "after_block", start)
@@ -301,7 +301,7 @@ func (w *Worker) credit(ctx context.Context, d deposit) error {
 				block_hash = excluded.block_hash, transfer_id = excluded.transfer_id, kind = excluded.kind,
 				topup_id = excluded.topup_id, ledger_key = excluded.ledger_key, updated_at = now()`,
 			w.chain.ID, lowerHash(d.txHash), d.logPos, lowerHex(w.chain.Token), lowerHex(d.from), d.amount,
-			int64(d.block), lowerHash(d.blockHash), d.kind, topUp, d.key, tr.ID); err != nil {
+			toInt64(d.block), lowerHash(d.blockHash), d.kind, topUp, d.key, tr.ID); err != nil {
 			return err
 		}
 		if d.topUpID == "" {
@@ -334,7 +334,7 @@ func (w *Worker) recordPending(ctx context.Context, d deposit) error {
 			block_hash = excluded.block_hash, updated_at = now()
 		WHERE settlement_deposits.status IN ('pending', 'dropped')`,
 		w.chain.ID, lowerHash(d.txHash), d.logPos, lowerHex(w.chain.Token), lowerHex(d.from), d.amount,
-		int64(d.block), lowerHash(d.blockHash), d.kind, topUp, d.key)
+		toInt64(d.block), lowerHash(d.blockHash), d.kind, topUp, d.key)
 	if err != nil {
 		return fmt.Errorf("record pending deposit: %w", err)
 	}

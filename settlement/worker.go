@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -239,14 +238,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// receiptFinal is a helper for tests and tools: whether a receipt is final on the worker's
-// chain by its rule.
-func (w *Worker) receiptFinal(ctx context.Context, r *types.Receipt) (bool, error) {
-	fin, err := w.finalHeader(ctx)
-	if err != nil {
-		return false, err
-	}
-	return w.isFinal(ctx, r.BlockNumber, r.BlockHash, fin)
 }

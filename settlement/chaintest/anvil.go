@@ -81,11 +81,12 @@ func StartAnvil(t testing.TB, opts AnvilOptions) *Anvil {
 	if opts.BaseFeeWei == nil {
 		opts.BaseFeeWei = big.NewInt(30_000_000_000)
 	}
-	port, err := freePort()
+	port, err := freePort(t.Context())
 	if err != nil {
 		t.Fatalf("chaintest: find a free port: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	//nolint:gosec // G204: the binary is the repository's anvil or the one TOLLGATE_TEST_ANVIL names; test support only
 	cmd := exec.CommandContext(ctx, path,
 		"--host", "127.0.0.1",
 		"--port", strconv.Itoa(port),
@@ -156,15 +157,16 @@ func (a *Anvil) SetBalance(ctx context.Context, account common.Address, wei *big
 }
 
 // Mine mines n blocks at once with anvil_mine.
-func (a *Anvil) Mine(ctx context.Context, n int) error {
-	return a.RPC.CallContext(ctx, nil, "anvil_mine", hexutil.EncodeUint64(uint64(n)))
+func (a *Anvil) Mine(ctx context.Context, n uint64) error {
+	return a.RPC.CallContext(ctx, nil, "anvil_mine", hexutil.EncodeUint64(n))
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ctx context.Context) (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
