@@ -125,9 +125,17 @@ func (p *posting) build() (string, []any) {
 		if lg.heldSQL != "" {
 			held = "(" + lg.heldSQL + ")::BIGINT"
 		}
-		if lg.pick {
+		if lg.pick && p.blocking {
+			// Wait for the first shard from start on (wrapping around).
 			fmt.Fprintf(&b, "p%d AS MATERIALIZED (SELECT kind, ref, shard FROM ledger_balances WHERE kind = %s AND ref = %s%s ORDER BY (shard >= %s::INT) DESC, shard LIMIT 1 %s),\n",
 				i, a.add(string(lg.acct.Kind)), ref, gated, a.add(p.start), lock)
+		} else if lg.pick {
+			// The first free shard from start on, then from 0: two index walks that stop at the
+			// first row they can lock (the second runs only if the first finds none).
+			k, s := a.add(string(lg.acct.Kind)), a.add(p.start)
+			fmt.Fprintf(&b, `p%d AS MATERIALIZED (SELECT * FROM (SELECT kind, ref, shard FROM ledger_balances WHERE kind = %s AND ref = %s AND shard >= %s::INT%s ORDER BY shard LIMIT 1 %s) AS hi
+  UNION ALL SELECT * FROM (SELECT kind, ref, shard FROM ledger_balances WHERE kind = %s AND ref = %s AND shard < %s::INT%s ORDER BY shard LIMIT 1 %s) AS lo LIMIT 1),
+`, i, k, ref, s, gated, lock, k, ref, s, gated, lock)
 			rows = append(rows, fmt.Sprintf("SELECT kind, ref, shard, %d, %s::BIGINT, %s FROM p%d", i, a.add(lg.posted), held, i))
 			continue
 		}

@@ -1,0 +1,159 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/testdb"
+	"github.com/tollgate-dev/tollgate/ledger"
+)
+
+// runClients runs b.N operations spread over n concurrent clients (client i calls op(i, seq))
+// and reports the rate, the median and the 99th percentile latency. It returns the rate.
+func runClients(b *testing.B, n int, unit string, op func(ctx context.Context, client int, seq int64) error) float64 {
+	b.Helper()
+	ctx := context.Background()
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for c := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				if err := op(ctx, c, i); err != nil {
+					errs <- err
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	slices.Sort(lat)
+	rate := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(rate, unit+"/s")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	return rate
+}
+
+// BenchmarkHoldCapture measures hold+capture pairs (the request path: a hold before the LLM
+// call, a capture after it, both on one paywall) at 1, 8 and 32 concurrent wallets and on one
+// hot wallet, beside the ceiling of the same PostgreSQL in the same run: one single-statement
+// conditional UPDATE per operation on one row per client, as pgbench -M prepared would run it.
+// ratio-to-ceiling is pairs/s divided by the ceiling's updates/s at the same concurrency.
+func BenchmarkHoldCapture(b *testing.B) {
+	db := testdb.NewWithPool(b, 40, ledger.Migrations)
+	ctx := context.Background()
+	db.Must(b, `CREATE TABLE bench_ceiling (id INT PRIMARY KEY, v BIGINT NOT NULL)`)
+	db.Must(b, `INSERT INTO bench_ceiling SELECT g, 1000000000000 FROM generate_series(0, 63) AS g`)
+	l := ledger.New(db.Pool, ledger.Options{})
+	for i := range 32 {
+		if _, err := l.Deposit(ctx, ledger.DepositRequest{Key: fmt.Sprintf("bench-fund-%d", i), ChainID: "137", Wallet: addr(i), AmountMicro: 1_000_000_000_000}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ceiling := map[string]float64{}
+	update := func(row func(client int) int) func(context.Context, int, int64) error {
+		return func(ctx context.Context, client int, _ int64) error {
+			_, err := db.Pool.Exec(ctx, `UPDATE bench_ceiling SET v = v - 1 WHERE id = $1 AND v >= 1`, row(client))
+			return err
+		}
+	}
+	run := 0
+	pair := func(wallet func(client int) string) func(context.Context, int, int64) error {
+		run++
+		prefix := fmt.Sprintf("r%d-%d", run, time.Now().UnixNano())
+		return func(ctx context.Context, client int, seq int64) error {
+			h, err := l.Hold(ctx, ledger.HoldRequest{Key: fmt.Sprintf("%s-%d", prefix, seq), Wallet: wallet(client), AmountMicro: 1000, Paywall: "pw", TTL: time.Minute})
+			if err != nil {
+				return err
+			}
+			_, err = l.Capture(ctx, ledger.CaptureRequest{Key: fmt.Sprintf("%s-%d", prefix, seq), HoldID: h.ID,
+				Split: ledger.Split{ProviderMicro: 400, Provider: "openrouter", FeeMicro: 100, DeveloperMicro: 200}})
+			return err
+		}
+	}
+	own := func(client int) int { return client }
+	for _, n := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("ceiling/clients=%d", n), func(b *testing.B) {
+			ceiling[fmt.Sprint(n)] = runClients(b, n, "updates", update(own))
+		})
+	}
+	b.Run("ceiling/hot-row/clients=32", func(b *testing.B) {
+		ceiling["hot"] = runClients(b, 32, "updates", update(func(int) int { return 0 }))
+	})
+	for _, n := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("pairs/wallets=%d", n), func(b *testing.B) {
+			rate := runClients(b, n, "pairs", pair(func(client int) string { return addr(client) }))
+			b.ReportMetric(rate/ceiling[fmt.Sprint(n)], "ratio-to-ceiling")
+		})
+	}
+	b.Run("pairs/hot-wallet/clients=32", func(b *testing.B) {
+		rate := runClients(b, 32, "pairs", pair(func(int) string { return addr(0) }))
+		b.ReportMetric(rate/ceiling["hot"], "ratio-to-ceiling")
+	})
+}
+
+// BenchmarkSharedPaywall: 32 users capture on one paywall, so every capture credits the same
+// earnings, fee and provider accounts. With shards picked by SKIP LOCKED no capture waits for
+// another's shard; hashing to a shard (and waiting) and a single row are the baselines.
+func BenchmarkSharedPaywall(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		opts ledger.Options
+	}{
+		{"skip-locked/shards=32", ledger.Options{Shards: 32}},
+		{"hashed/shards=32", ledger.Options{Shards: 32, ShardPick: ledger.PickHashed}},
+		{"one-row", ledger.Options{Shards: 1}},
+	} {
+		db := testdb.NewWithPool(b, 40, ledger.Migrations)
+		ctx := context.Background()
+		l := ledger.New(db.Pool, mode.opts)
+		for i := range 32 {
+			if _, err := l.Deposit(ctx, ledger.DepositRequest{Key: fmt.Sprintf("fund-%d", i), ChainID: "137", Wallet: addr(i), AmountMicro: 1_000_000_000_000}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		run := 0
+		b.Run(mode.name, func(b *testing.B) {
+			run++
+			// Holds are made before the clock starts: only the captures are measured.
+			holds := make([]string, b.N)
+			for i := range holds {
+				h, err := l.Hold(ctx, ledger.HoldRequest{Key: fmt.Sprintf("h%d-%d", run, i), Wallet: addr(i % 32), AmountMicro: 1000, Paywall: "pw", TTL: time.Hour})
+				if err != nil {
+					b.Fatal(err)
+				}
+				holds[i] = h.ID
+			}
+			runClients(b, 32, "captures", func(ctx context.Context, _ int, seq int64) error {
+				_, err := l.Capture(ctx, ledger.CaptureRequest{Key: fmt.Sprintf("c%d-%d", run, seq), HoldID: holds[seq],
+					Split: ledger.Split{ProviderMicro: 400, Provider: "openrouter", FeeMicro: 100, DeveloperMicro: 200}})
+				return err
+			})
+		})
+		db.Pool.Close()
+	}
+}
