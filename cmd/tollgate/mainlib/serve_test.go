@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -19,6 +21,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/schema"
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/internal/testredis"
+	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the program and the test at once.
@@ -175,5 +178,52 @@ func TestServeNeedsLinkSecret(t *testing.T) {
 	err := Main(t.Context(), []string{"serve"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "serve.link_secret is required") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestSweeperReleasesExpiredHolds: the sweeper `serve` runs releases a hold whose process died
+// (nobody captured it) once it expires, and counts it.
+func TestSweeperReleasesExpiredHolds(t *testing.T) {
+	db := testdb.New(t, schema.All()...)
+	l := ledger.New(db.Pool, ledger.Options{})
+	ctx := t.Context()
+	const wallet = "0x00000000000000000000000000000000000000b2"
+	if _, err := l.Deposit(ctx, ledger.DepositRequest{Key: "137:sweep", ChainID: "137", Wallet: wallet, AmountMicro: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := l.Hold(ctx, ledger.HoldRequest{Key: "sweep-hold", Wallet: wallet, AmountMicro: 400, Paywall: "pw-sweep", TTL: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	swept := prometheus.NewCounter(prometheus.CounterOpts{Name: "swept"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(swept)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		sweepHolds(sctx, &services{ledger: l}, 20*time.Millisecond, 10, swept, slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	defer func() { stop(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := l.Balance(ctx, wallet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.HeldMicro == 0 && b.AvailableMicro == 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the expired hold was never released: %+v", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, err := l.GetHold(ctx, h.ID); err != nil || got.Status != ledger.HoldExpired {
+		t.Errorf("hold %+v %v", got, err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 1 {
+		t.Errorf("swept counter %v (%v), want 1", mfs, err)
 	}
 }
