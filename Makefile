@@ -34,7 +34,8 @@ generate: tools ## regenerate committed code (contract ABI, bytecode, bindings)
 
 .PHONY: check-generate
 check-generate: generate ## fail if generated code drifted from its sources
-	@git diff --exit-code --stat -- . || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code --stat -- . && test -z "$$(git status --porcelain --untracked-files=all)" || \
+		{ git status --short; echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 
 .PHONY: tools
 tools: tools/node/node_modules/.installed ## install the npm tools tests need (anvil, solc, playwright-core)
