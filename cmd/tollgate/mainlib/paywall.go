@@ -65,7 +65,6 @@ func subUsage(w io.Writer, name string, subs map[string]command) {
 	_, _ = io.WriteString(w, b.String())
 }
 
-
 // parseArgs parses flags that may come before, between or after the positional arguments,
 // and checks that there are exactly want positional ones (named in usage).
 func parseArgs(fs *flag.FlagSet, args []string, usage string, want int) ([]string, error) {
