@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -171,6 +172,16 @@ func TestPaywallLifecycle(t *testing.T) {
 		if b := s.settled(t, wallet); b.PostedMicro != depositMicro-spent {
 			t.Fatalf("balance %d, want %d (charge %d)", b.PostedMicro, depositMicro-spent, want)
 		}
+		// The app's history of the user lists the charge (the capture), not only the deposit.
+		h := s.history(t, key, "alice")
+		if len(h.Items) != 2 || h.Items[1].Kind != "deposit" || h.Items[1].AmountMicro != depositMicro {
+			t.Fatalf("history %+v: want the capture, then the deposit of %d", h.Items, depositMicro)
+		}
+		capture := h.Items[0]
+		if capture.Kind != "capture" || capture.AmountMicro != -want || capture.Metadata["paywall"] != pw.ID ||
+			capture.Metadata["user"] != "alice" || capture.Metadata["model"] != model {
+			t.Fatalf("history's newest item %+v: want the capture of %d µUSDC by paywall %s", capture, want, pw.ID)
+		}
 	})
 
 	t.Run("a stream is charged exactly, and the usage chunk we asked for is hidden", func(t *testing.T) {
@@ -298,6 +309,73 @@ func TestConcurrentStreamsCannotOverspend(t *testing.T) {
 }
 
 type fakeupstreamRequest = fakeupstream.Request
+
+// historyJSON is the answer of GET /api/v1/user/history (docs/api.md).
+type historyJSON struct {
+	User   string `json:"user"`
+	Wallet string `json:"wallet"`
+	Items  []struct {
+		ID          string            `json:"id"`
+		Kind        string            `json:"kind"`
+		Amount      string            `json:"amount"`
+		AmountMicro int64             `json:"amount_micro"`
+		Metadata    map[string]string `json:"metadata"`
+	} `json:"items"`
+}
+
+// history reads a user's history through Envoy's API route, as the app would.
+func (s *stack) history(t *testing.T, key, user string) historyJSON {
+	t.Helper()
+	var h historyJSON
+	if st := apiCall(t, "GET", s.url+"/api/v1/user/history", key, user, "", nil, &h); st != http.StatusOK {
+		t.Fatalf("history: status %d", st)
+	}
+	return h
+}
+
+// apiCall sends one request to the tollgate API (the app's key, the user in X-Paywall-User,
+// extra headers) and decodes a JSON answer into out; it returns the status.
+func apiCall(t *testing.T, method, url, key, user, body string, header map[string]string, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if user != "" {
+		req.Header.Set("X-Paywall-User", user)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %v in %s", method, url, err, raw)
+		}
+	}
+	if resp.StatusCode >= 300 {
+		t.Logf("%s %s: %d %s", method, url, resp.StatusCode, raw)
+	}
+	return resp.StatusCode
+}
 
 // TestManualChargeIdempotent: the app's manual charge, through Envoy's API route, replayed
 // with the same Idempotency-Key, charges once and answers the same.
