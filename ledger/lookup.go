@@ -155,6 +155,8 @@ func (l *Ledger) read(ctx context.Context, fn func() error) error {
 	return err
 }
 
+// readRetryable reports whether a failed read may be repeated: any transport failure (reads
+// change nothing), and the server errors retryable reports; never once ctx is done.
 func readRetryable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil || errors.Is(err, pgx.ErrNoRows) {
 		return false

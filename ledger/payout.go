@@ -99,8 +99,10 @@ func (l *Ledger) finishPayout(ctx context.Context, payoutID string, to PayoutSta
 	if !validUUID(payoutID) {
 		return Payout{}, wrapf(ErrPayoutNotFound, "payout %q", payoutID)
 	}
-	if err := validRef("tx hash or reason", detail); to == PayoutSettled && err != nil {
-		return Payout{}, err
+	if to == PayoutSettled {
+		if err := validRef("tx hash", detail); err != nil {
+			return Payout{}, err
+		}
 	}
 	p, err := l.getPayout(ctx, payoutID)
 	if err != nil {
