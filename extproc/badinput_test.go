@@ -67,6 +67,9 @@ func badInputRows(env badInputEnv) []struct {
 		{name: "non-ASCII user", ex: exchange{key: k, body: body(`"user":"zoë",`)}, status: 400, code: "invalid_user"},
 		{name: "user not a string", ex: exchange{key: k, body: body(`"user":42,`)}, status: 400, code: "invalid_user"},
 		{name: "percent-encoded path user", ex: exchange{path: "/v1/a%2Fb/chat/completions", key: k, body: body("")}, status: 400, code: "invalid_user"},
+		{name: "unbilled endpoint with a valid key", ex: exchange{path: "/v1/embeddings", key: k, user: u, body: `{"model":"m1","input":"x"}`}, status: 404, code: "unsupported_endpoint"},
+		{name: "model listing path escaping to another endpoint", ex: exchange{path: "/v1/models/..%2Fembeddings", key: k,
+			headers: map[string]string{":method": "GET"}, noBody: true}, status: 400, code: "invalid_model"},
 		{name: "no API key", ex: exchange{user: u, body: body("")}, status: 401, code: "missing_api_key"},
 		{name: "not a tollgate key", ex: exchange{key: "sk-openai", user: u, body: body("")}, status: 401, code: "missing_api_key"},
 		{name: "unknown key", ex: exchange{key: "tg_unknown", user: u, body: body("")}, status: 401, code: "invalid_api_key"},
@@ -211,10 +214,10 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// TestBadInputStatusCodes keeps the rows honest: every refusal is 400, 401 or 429.
+// TestBadInputStatusCodes keeps the rows honest: every refusal is 400, 401 or 404.
 func TestBadInputStatusCodes(t *testing.T) {
 	for _, row := range badInputRows(badInputEnv{}) {
-		if row.status != 0 && row.status != http.StatusBadRequest && row.status != http.StatusUnauthorized {
+		if row.status != 0 && row.status != http.StatusBadRequest && row.status != http.StatusUnauthorized && row.status != http.StatusNotFound {
 			t.Errorf("%s: status %d", row.name, row.status)
 		}
 		if (row.status == 0) == (row.settle == "") {

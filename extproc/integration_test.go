@@ -375,3 +375,43 @@ func TestRealShutdownSettlesOpenStreams(t *testing.T) {
 		t.Errorf("holds left after shutdown: %+v", b)
 	}
 }
+
+// TestRealModelsUnbilled: with the real paywall store (its key lookup cached in-process and in
+// Redis), GET /v1/models is routed to the paywall's upstream with the operator's key; no hold
+// is taken and the wallet does not move. Once the key is rotated away, the listing is refused.
+func TestRealModelsUnbilled(t *testing.T) {
+	e := newRealEnv(t, 1_000_000, nil)
+	_, _, c := e.replica(t, 2)
+	before := e.balance(t)
+	get := exchange{path: "/v1/models", key: e.key, noBody: true, headers: map[string]string{":method": "GET"}}
+	for range 2 { // cold, then cached
+		res := run(t, c, get)
+		if res.immediate != nil {
+			t.Fatalf("refused: %s", res.immediate.GetBody())
+		}
+		m := res.reqHeaders.GetResponse().GetHeaderMutation()
+		if a, _ := header(m, "authorization"); a != "Bearer sk-or-operator" {
+			t.Errorf("authorization %q", a)
+		}
+		if u, _ := header(m, "x-tollgate-upstream"); u != "openrouter" || !res.reqHeaders.GetResponse().GetClearRouteCache() {
+			t.Errorf("routing %q, clear_route_cache %v", u, res.reqHeaders.GetResponse().GetClearRouteCache())
+		}
+	}
+	if b := e.balance(t); b != before || e.openHolds(t) != 0 || len(e.captures(t)) != 0 {
+		t.Errorf("money moved for a model listing: %+v → %+v", before, b)
+	}
+	if _, err := e.store.RotateKey(t.Context(), e.pw.ID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		res := run(t, c, get)
+		if ir := res.immediate; ir != nil && ir.GetStatus().GetCode() == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a rotated key still lists models after 3s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

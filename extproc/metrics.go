@@ -11,7 +11,9 @@ type Outcome string
 
 // Outcomes.
 const (
-	OutcomePassThrough     Outcome = "pass_through"    // not a billable path
+	OutcomePassThrough     Outcome = "pass_through"    // not a /v1/ path: untouched
+	OutcomeUnbilled        Outcome = "unbilled"        // GET /v1/models: routed to the paywall's upstream, not billed
+	OutcomeUnsupported     Outcome = "unsupported"     // 404/405: a /v1/ endpoint or method Tollgate does not serve
 	OutcomeUnauthenticated Outcome = "unauthenticated" // 401: no or unknown API key
 	OutcomeBadRequest      Outcome = "bad_request"     // 400
 	OutcomeAuthorize       Outcome = "authorize"       // paywall message: authorize
@@ -57,7 +59,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_extproc_requests_total", Help: "Chat completion requests by how they ended.",
+			Name: "tollgate_extproc_requests_total", Help: "Requests seen by the ext_proc server, by how they ended.",
 		}, []string{"outcome"}),
 		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_extproc_holds_total", Help: "Hold attempts by result (reserved, insufficient, error).",

@@ -24,9 +24,6 @@ import (
 	"github.com/tollgate-dev/tollgate/pricing"
 )
 
-// chatPath is the one billable path; /v1/{user}/chat/completions is its user-prefixed form.
-const chatPath = "/v1/chat/completions"
-
 // processor handles one ext_proc stream: one HTTP request and its response. Its fields are the
 // state that spans phases; only the stream's goroutine touches them.
 type processor struct {
@@ -38,7 +35,8 @@ type processor struct {
 	// envoyID is Envoy's x-request-id, for logs and ledger metadata.
 	envoyID string
 
-	// passThrough: not a billable request; every message is answered CONTINUE.
+	// passThrough: nothing to bill (a path outside /v1/, or a model listing already routed);
+	// every later message is answered CONTINUE.
 	passThrough bool
 	// finished: an ImmediateResponse was sent, or the outcome is final and only pass-through
 	// answers remain.
@@ -49,7 +47,9 @@ type processor struct {
 	headerUser string
 	pathUser   string
 	query      string // of :path, kept when the user prefix is stripped
-	pw         paywall.Paywall
+	// upstreamPath replaces :path when the user prefix is stripped ("": unchanged).
+	upstreamPath string
+	pw           paywall.Paywall
 
 	// From the request body.
 	req       chatRequest
@@ -121,7 +121,9 @@ func (p *processor) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Process
 	}
 }
 
-// RequestHeaders finds the billable path and the paywall.
+// RequestHeaders classifies the request by method and path (routes.go) and finds the paywall.
+// A model listing is routed to the paywall's upstream here, unbilled; a billed request waits
+// for its body.
 func (p *processor) RequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	var method, path, auth string
 	for _, hv := range h.GetHeaders().GetHeaders() {
@@ -140,14 +142,52 @@ func (p *processor) RequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	}
 	p.id = newRequestID()
 	path, p.query, _ = strings.Cut(path, "?")
-	user, billable := billablePath(path)
-	if !billable || method != http.MethodPost {
+	rt := classifyRoute(method, path)
+	switch rt.kind {
+	case routeNotOurs:
 		p.passThrough = true
 		p.end(OutcomePassThrough)
 		return continueRequestHeaders()
+	case routeUnsupported:
+		return p.fail(OutcomeUnsupported, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error",
+			Code: "unsupported_endpoint", Message: fmt.Sprintf("%s %s is not supported. %s", method, path, supportedEndpoints)})
+	case routeWrongMethod:
+		e := &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+			Message: fmt.Sprintf("%s needs %s, not %s. %s", path, rt.allow, method, supportedEndpoints)}
+		p.end(OutcomeUnsupported)
+		p.finished = true
+		return immediate(e.Status, "application/json", e.body(), []*corev3.HeaderValueOption{setHeader("allow", []byte(rt.allow))})
+	case routeBadModelID:
+		return p.fail(OutcomeBadRequest, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_model", Param: "model",
+			Message: "The model id in the path is not a plain model id (such as openai/gpt-4o-mini): no empty, '.' or '..' segments, percent-encoded slashes or dots, or unusual characters."})
 	}
-	p.pathUser = user
+	p.pathUser = rt.user
 
+	if resp := p.findPaywall(auth); resp != nil {
+		return resp
+	}
+	if rt.kind == routeModels {
+		// Not billed: send it to the paywall's upstream now and let everything after pass.
+		p.passThrough = true
+		p.end(OutcomeUnbilled)
+		set, remove := p.upstreamHeaders(rt.upstreamPath)
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{
+				HeaderMutation:  &extprocv3.HeaderMutation{SetHeaders: set, RemoveHeaders: remove},
+				ClearRouteCache: true,
+			},
+		}}}
+	}
+	p.upstreamPath = rt.upstreamPath
+	if h.GetEndOfStream() {
+		return p.fail(OutcomeBadRequest, badRequest("missing_body", "", "The request has no body. Send a chat completion request as JSON."))
+	}
+	return continueRequestHeaders()
+}
+
+// findPaywall finds the paywall of the request's `Authorization: Bearer tg_…` key; it
+// answers 401 for a missing, unknown or rotated key, and nil when p.pw is set.
+func (p *processor) findPaywall(auth string) *extprocv3.ProcessingResponse {
 	key, ok := strings.CutPrefix(auth, "Bearer ")
 	key = strings.TrimSpace(key)
 	if !ok || !strings.HasPrefix(key, "tg_") {
@@ -166,27 +206,7 @@ func (p *processor) RequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		return p.unavailable("look up the API key", err)
 	}
 	p.pw = pw
-	if h.GetEndOfStream() {
-		return p.fail(OutcomeBadRequest, badRequest("missing_body", "", "The request has no body. Send a chat completion request as JSON."))
-	}
-	return continueRequestHeaders()
-}
-
-// billablePath reports whether path is a chat completion, and the user of a
-// /v1/{user}/chat/completions prefix.
-func billablePath(path string) (user string, ok bool) {
-	if path == chatPath {
-		return "", true
-	}
-	rest, ok := strings.CutPrefix(path, "/v1/")
-	if !ok {
-		return "", false
-	}
-	user, tail, ok := strings.Cut(rest, "/")
-	if !ok || user == "" || "/"+tail != chatPath[len("/v1"):] {
-		return "", false
-	}
-	return user, true
+	return nil
 }
 
 // RequestBody checks the request, the user's authorization and money, reserves the hold and
@@ -384,30 +404,8 @@ func (p *processor) forward() *extprocv3.ProcessingResponse {
 	}
 	p.dropUsage = p.req.Stream && !p.req.IncludeUsage
 
-	upstream, key := p.pw.Upstream, p.pw.UpstreamKey
-	if builtin {
-		key = p.s.cfg.ProviderKey
-		if upstream == "" {
-			upstream = p.s.cfg.BuiltinUpstream
-		}
-	}
-	set := []*corev3.HeaderValueOption{
-		setHeader("content-length", contentLength(len(body))),
-		setHeader(p.s.cfg.RoutingHeader, []byte(upstream)),
-	}
-	remove := []string{"x-paywall-user"}
-	if key != "" {
-		set = append(set, setHeader("authorization", []byte("Bearer "+key)))
-	} else {
-		remove = append(remove, "authorization")
-	}
-	if p.pathUser != "" {
-		path := chatPath
-		if p.query != "" {
-			path += "?" + p.query
-		}
-		set = append(set, setHeader(":path", []byte(path)))
-	}
+	set, remove := p.upstreamHeaders(p.upstreamPath)
+	set = append(set, setHeader("content-length", contentLength(len(body))))
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{
 		Response: &extprocv3.CommonResponse{
 			HeaderMutation:  &extprocv3.HeaderMutation{SetHeaders: set, RemoveHeaders: remove},
@@ -415,6 +413,34 @@ func (p *processor) forward() *extprocv3.ProcessingResponse {
 			ClearRouteCache: true,
 		},
 	}}}
+}
+
+// upstreamHeaders are the header changes that send the request to the paywall's upstream: the
+// routing header; Authorization set to the operator's key (built-in) or the paywall's own
+// (BYOK), or removed when there is none, so the Tollgate key never leaves; x-paywall-user
+// removed; and, when path is not empty, :path replaced by it (the query kept).
+func (p *processor) upstreamHeaders(path string) (set []*corev3.HeaderValueOption, remove []string) {
+	upstream, key := p.pw.Upstream, p.pw.UpstreamKey
+	if p.pw.Mode != paywall.ModeBYOK {
+		key = p.s.cfg.ProviderKey
+		if upstream == "" {
+			upstream = p.s.cfg.BuiltinUpstream
+		}
+	}
+	set = []*corev3.HeaderValueOption{setHeader(p.s.cfg.RoutingHeader, []byte(upstream))}
+	remove = []string{"x-paywall-user"}
+	if key != "" {
+		set = append(set, setHeader("authorization", []byte("Bearer "+key)))
+	} else {
+		remove = append(remove, "authorization")
+	}
+	if path != "" {
+		if p.query != "" {
+			path += "?" + p.query
+		}
+		set = append(set, setHeader(":path", []byte(path)))
+	}
+	return set, remove
 }
 
 // ResponseHeaders voids the hold of a failed request and switches SSE replies to STREAMED.

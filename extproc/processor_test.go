@@ -336,13 +336,15 @@ func TestBYOKCredentials(t *testing.T) {
 	}
 }
 
+// TestPassThrough: paths outside /v1/ are not Tollgate's (Envoy's API and page routes do not
+// even run the filter): every message is answered CONTINUE, whatever key they carry.
 func TestPassThrough(t *testing.T) {
 	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
 	c := startServer(t, s)
 	for _, ex := range []exchange{
-		{path: "/v1/models", key: testKey, body: "", status: "200", ctype: "application/json", chunks: []string{`{"data":[]}`}},
-		{path: "/v1/embeddings", key: "whatever", body: `{"input":"x"}`, ctype: "application/json", chunks: []string{`{}`}},
-		{path: "/v1/a/b/chat/completions", body: "{}", chunks: []string{"data: x\n\n"}},
+		{path: "/api/v1/paywalls", key: testKey, body: `{"x":1}`, status: "200", ctype: "application/json", chunks: []string{`{"data":[]}`}},
+		{path: "/connect?t=abc", key: "whatever", body: `{"input":"x"}`, ctype: "application/json", chunks: []string{`{}`}},
+		{path: "/v2/chat/completions", body: "{}", chunks: []string{"data: x\n\n"}},
 		{path: "/healthz", headers: map[string]string{":method": "GET"}, noBody: true},
 	} {
 		res := run(t, c, ex)

@@ -121,8 +121,11 @@ func TestServeCommand(t *testing.T) {
 		_ = st.CloseSend()
 		return resp
 	}
-	if r := send(headers(":method", "GET", ":path", "/v1/models")); r.GetRequestHeaders() == nil {
+	if r := send(headers(":method", "GET", ":path", "/healthz")); r.GetRequestHeaders() == nil || r.GetRequestHeaders().GetResponse() != nil {
 		t.Errorf("pass-through answered %v", r)
+	}
+	if r := send(headers(":method", "POST", ":path", "/v1/embeddings", "authorization", "Bearer tg_x")); r.GetImmediateResponse().GetStatus().GetCode() != 404 {
+		t.Errorf("unsupported endpoint answered %v", r)
 	}
 	r := send(headers(":method", "POST", ":path", "/v1/chat/completions", "authorization", "Bearer tg_not_a_real_key"))
 	if ir := r.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != 401 {
@@ -145,6 +148,7 @@ func TestServeCommand(t *testing.T) {
 	for _, want := range []string{
 		`tollgate_extproc_requests_total{outcome="unauthenticated"} 1`,
 		`tollgate_extproc_requests_total{outcome="pass_through"} 1`,
+		`tollgate_extproc_requests_total{outcome="unsupported"} 1`,
 		`tollgate_extproc_phase_seconds_bucket{phase="request_headers"`,
 		"tollgate_holds_swept_total",
 		"go_goroutines",

@@ -1,0 +1,120 @@
+package extproc
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// chatPath is the one billable path; /v1/{user}/chat/completions is its user-prefixed form.
+const chatPath = "/v1/chat/completions"
+
+// modelsPath lists the upstream's models; /v1/models/{id} describes one.
+const modelsPath = "/v1/models"
+
+// routeKind is what Tollgate does with a request, decided from its method and path alone.
+//
+// The rule: only /v1/ paths are Tollgate's. Among them, chat completions are billed, the
+// model listing is forwarded to the paywall's upstream unbilled (it costs the operator
+// nothing), and everything else is refused — an embeddings or images call forwarded with the
+// operator's credentials would be served unbilled, and a billing hole is worse than a missing
+// feature.
+type routeKind uint8
+
+const (
+	// routeNotOurs is a path outside /v1/: passed through untouched (Envoy routes it).
+	routeNotOurs routeKind = iota
+	// routeChat is POST /v1/chat/completions (or /v1/{user}/chat/completions): billed.
+	routeChat
+	// routeModels is GET /v1/models or /v1/models/{id} (optionally /v1/{user}/…): forwarded
+	// to the paywall's upstream with its credentials, nothing held or charged.
+	routeModels
+	// routeUnsupported is any other /v1/ path: 404 unsupported_endpoint.
+	routeUnsupported
+	// routeWrongMethod is a supported path with the wrong method: 405 method_not_allowed.
+	routeWrongMethod
+	// routeBadModelID is /v1/models/{id} whose id is not a plain model id (dot segments,
+	// encoded slashes or dots, control characters): 400 invalid_model.
+	routeBadModelID
+)
+
+// route is the classified request line.
+type route struct {
+	kind routeKind
+	// user is the /v1/{user}/… prefix, "" when there is none.
+	user string
+	// upstreamPath is the path (without query) to send upstream when it differs from the
+	// client's: the user prefix stripped. "" means unchanged.
+	upstreamPath string
+	// allow is the method the path needs, for 405 answers.
+	allow string
+}
+
+// classifyRoute decides what to do with method and path (the path without its query).
+func classifyRoute(method, path string) route {
+	rest, ok := strings.CutPrefix(path, "/v1/")
+	if !ok {
+		if path == "/v1" {
+			return route{kind: routeUnsupported}
+		}
+		return route{kind: routeNotOurs}
+	}
+	if rest == "chat/completions" {
+		// The hot path: no allocation.
+		if method != http.MethodPost {
+			return route{kind: routeWrongMethod, allow: http.MethodPost}
+		}
+		return route{kind: routeChat, allow: http.MethodPost}
+	}
+	var r route
+	models := "" // the models form's path after /v1/ and any user prefix
+	switch segs := strings.Split(rest, "/"); {
+	case len(segs) == 3 && segs[0] != "" && segs[1] == "chat" && segs[2] == "completions":
+		// Checked before the models forms: a user may be called "models".
+		r = route{kind: routeChat, allow: http.MethodPost, user: segs[0], upstreamPath: chatPath}
+	case segs[0] == "models":
+		r, models = route{kind: routeModels, allow: http.MethodGet}, rest
+	case len(segs) >= 2 && segs[0] != "" && segs[1] == "models":
+		models = strings.Join(segs[1:], "/")
+		r = route{kind: routeModels, allow: http.MethodGet, user: segs[0], upstreamPath: "/v1/" + models}
+	default:
+		return route{kind: routeUnsupported}
+	}
+	if id, hasID := strings.CutPrefix(models, "models/"); hasID && !validModelID(id) {
+		return route{kind: routeBadModelID, user: r.user}
+	}
+	if method != r.allow {
+		r.kind = routeWrongMethod
+	}
+	return r
+}
+
+// validModelID reports whether id, the part of /v1/models/{id} after "models/", is a plain
+// model id such as "gpt-4o" or "openai/gpt-4o:free". The id is forwarded to the upstream, so
+// it must not be able to name another endpoint there: no empty, "." or ".." segment, no
+// backslash, and nothing percent-encoded that decodes to one (or to another '%', which a
+// second decoding could turn into one).
+func validModelID(id string) bool {
+	dec, err := url.PathUnescape(id)
+	if err != nil || dec == "" || len(dec) > 512 {
+		return false
+	}
+	for _, seg := range strings.Split(dec, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	for i := 0; i < len(dec); i++ {
+		c := dec[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~:@+/", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// supportedEndpoints is what an unsupported_endpoint error tells the client it can call.
+const supportedEndpoints = "Tollgate serves POST /v1/chat/completions (billed per request from the user's wallet) and GET /v1/models; other OpenAI endpoints are not available through it."
