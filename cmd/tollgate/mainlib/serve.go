@@ -70,6 +70,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		PlatformFeeBps: sc.FeeBps, BuiltinUpstream: upstream, Logger: logger.With("part", "paywall"),
 	})
 	defer func() { _ = paywalls.Close() }()
+	if err := checkMarkups(ctx, paywalls, sc.FeeBps); err != nil {
+		return err
+	}
 	catalog := pricing.NewCatalog(svc.pool, svc.redis, cfg.Redis.Prefix, pricing.CatalogOptions{Logger: logger.With("part", "pricing")})
 	defer func() { _ = catalog.Close() }()
 
@@ -142,7 +145,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	wg.Go(func() { sweepHolds(sweepCtx, svc, sc.SweepInterval, sc.SweepBatch, swept, logger) })
 
 	logger.Info("serve: ready", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "admin", adminLis.Addr().String())
-	fmt.Fprintf(env.stderr, "%s grpc=%s http=%s admin=%s\n", readyLine, grpcLis.Addr(), httpLis.Addr(), adminLis.Addr())
+	_, _ = fmt.Fprintf(env.stderr, "%s grpc=%s http=%s admin=%s\n", readyLine, grpcLis.Addr(), httpLis.Addr(), adminLis.Addr()) // stderr failing is no reason to stop serving
 
 	var runErr error
 	select {
@@ -176,6 +179,25 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	wg.Wait()
 	logger.Info("serve: stopped")
 	return runErr
+}
+
+// checkMarkups refuses to serve while a built-in paywall's markup cannot cover the platform
+// fee (serve.fee_bps was raised after the markup was set): its charges would leave the
+// developer a negative share. The error names every such paywall and the fix.
+func checkMarkups(ctx context.Context, paywalls *paywall.Store, feeBps int64) error {
+	err := paywalls.CheckMarkups(ctx, feeBps)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, paywall.ErrInvalid):
+		least, _ := pricing.MinBuiltinMarkupBps(feeBps) // the fee was checked by CheckMarkups
+		return fmt.Errorf("serve: serve.fee_bps is %d bps, and these built-in paywalls' markups no longer cover it "+
+			"(each charge would leave the developer a negative share):\n%w\n"+
+			"Raise each one's markup to at least %d bps with `tollgate paywall set-markup ID BPS`, or lower serve.fee_bps",
+			feeBps, err, least)
+	default:
+		return fmt.Errorf("serve: check the built-in paywalls' markups: %w", err)
+	}
 }
 
 // serveErr turns a server's normal end into nil.

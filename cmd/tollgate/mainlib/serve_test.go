@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -22,6 +23,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the program and the test at once.
@@ -46,46 +48,13 @@ func (l *lockedBuffer) String() string {
 // it waits for the readiness line, checks gRPC health, sends ext_proc streams through the real
 // paywall store, reads /metrics and /healthz, then stops it with the context.
 func TestServeCommand(t *testing.T) {
-	db := testdb.New(t, schema.All()...)
-	_, prefix := testredis.New(t)
-	t.Setenv("TOLLGATE_DATABASE_URL", db.URL)
-	t.Setenv("TOLLGATE_REDIS_PREFIX", prefix)
-	t.Setenv("TOLLGATE_SERVE_GRPC_ADDR", "127.0.0.1:0")
-	t.Setenv("TOLLGATE_SERVE_HTTP_ADDR", "127.0.0.1:0")
-	t.Setenv("TOLLGATE_SERVE_ADMIN_ADDR", "127.0.0.1:0")
-	t.Setenv("TOLLGATE_SERVE_LINK_SECRET", strings.Repeat("s", 32))
-	t.Setenv("TOLLGATE_SERVE_PROVIDER_API_KEY", "sk-or-very-secret")
-	t.Setenv("TOLLGATE_SERVE_SHUTDOWN_GRACE", "1s")
+	serveEnv(t)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stdout, stderr lockedBuffer
-	done := make(chan error, 1)
-	go func() { done <- Main(ctx, []string{"serve"}, &stdout, &stderr) }()
-
-	var line string
-	deadline := time.Now().Add(20 * time.Second)
-	for line == "" {
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited early: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no readiness line:\n%s", stderr.String())
-		}
-		for l := range strings.SplitSeq(stderr.String(), "\n") {
-			if strings.HasPrefix(l, readyLine) {
-				line = l
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	addr := map[string]string{}
-	for _, f := range strings.Fields(strings.TrimPrefix(line, readyLine)) {
-		k, v, _ := strings.Cut(f, "=")
-		addr[k] = v
-	}
+	var stderr lockedBuffer
+	done := startServe(ctx, &stderr)
+	addr := waitReady(t, &stderr, done) // serve_http_test.go
 
 	conn, err := grpc.NewClient(addr["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -173,6 +142,93 @@ func TestServeCommand(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"msg":"serve: stopped"`) {
 		t.Errorf("no clean stop in the logs:\n%s", logs)
+	}
+}
+
+// startServe runs `tollgate serve` until ctx ends; its error arrives on the channel.
+func startServe(ctx context.Context, stderr *lockedBuffer) chan error {
+	done := make(chan error, 1)
+	go func() { done <- Main(ctx, []string{"serve"}, io.Discard, stderr) }()
+	return done
+}
+
+// serveEnv points `tollgate serve` at a fresh database and Redis prefix, on free ports.
+func serveEnv(t *testing.T) (*testdb.DB, *redis.Client, string) {
+	t.Helper()
+	db := testdb.New(t, schema.All()...)
+	rdb, prefix := testredis.New(t)
+	t.Setenv("TOLLGATE_DATABASE_URL", db.URL)
+	t.Setenv("TOLLGATE_REDIS_PREFIX", prefix)
+	t.Setenv("TOLLGATE_SERVE_GRPC_ADDR", "127.0.0.1:0")
+	t.Setenv("TOLLGATE_SERVE_HTTP_ADDR", "127.0.0.1:0")
+	t.Setenv("TOLLGATE_SERVE_ADMIN_ADDR", "127.0.0.1:0")
+	t.Setenv("TOLLGATE_SERVE_LINK_SECRET", strings.Repeat("s", 32))
+	t.Setenv("TOLLGATE_SERVE_PROVIDER_API_KEY", "sk-or-very-secret")
+	t.Setenv("TOLLGATE_SERVE_SHUTDOWN_GRACE", "1s")
+	return db, rdb, prefix
+}
+
+// TestServeRefusesMarkupsBelowFee: raising serve.fee_bps above what a built-in paywall's
+// markup covers stops `tollgate serve` at start, naming every such paywall (and not a BYOK
+// one, whose charges owe no provider) and the command that fixes it; once fixed, it starts.
+func TestServeRefusesMarkupsBelowFee(t *testing.T) {
+	db, rdb, prefix := serveEnv(t)
+	ctx := t.Context()
+	store := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: 500})
+	defer func() { _ = store.Close() }()
+	create := func(name string, mode paywall.Mode, markup int64) paywall.Paywall {
+		pw := paywall.Paywall{Name: name, Owner: "dev@acme.example", Mode: mode, MarkupBps: markup, DefaultMaxTokens: 100}
+		if mode == paywall.ModeBYOK {
+			pw.Upstream, pw.UpstreamKey = "demo", "sk-dev"
+		}
+		p, _, err := store.Create(ctx, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	low := create("Low Markup", paywall.ModeBuiltin, 600)
+	lower := create("Lower Markup", paywall.ModeBuiltin, 527)
+	fine := create("Fine Markup", paywall.ModeBuiltin, 2000)
+	byok := create("Own Key", paywall.ModeBYOK, 0)
+
+	// A 10 % fee needs a markup of at least ⌈10000² / 9000⌉ − 10000 = 1112 bps.
+	t.Setenv("TOLLGATE_SERVE_FEE_BPS", "1000")
+	var stderr lockedBuffer
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var err error
+	select {
+	case err = <-startServe(sctx, &stderr):
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve did not refuse:\n%s", stderr.String())
+	}
+	if err == nil || strings.Contains(stderr.String(), readyLine) {
+		t.Fatalf("serve started with markups below the fee (%v)", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{low.ID, "Low Markup", lower.ID, "Lower Markup", "tollgate paywall set-markup", "1112 bps", "serve.fee_bps"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error does not say %q:\n%s", want, msg)
+		}
+	}
+	for _, not := range []string{fine.ID, byok.ID} {
+		if strings.Contains(msg, not) {
+			t.Errorf("the error names %s, whose markup is fine:\n%s", not, msg)
+		}
+	}
+
+	// Fixed as the error says: serve starts (and stops with its context).
+	for _, id := range []string{low.ID, lower.ID} {
+		if err := paywall.NewStore(db.Pool, nil, "", paywall.Options{PlatformFeeBps: 1000}).SetMarkup(ctx, id, 1112); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := startServe(sctx, &stderr)
+	waitReady(t, &stderr, done)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve returned %v", err)
 	}
 }
 
