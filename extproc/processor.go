@@ -544,7 +544,11 @@ var clearBody = &extprocv3.BodyMutation_ClearBody{ClearBody: true}
 // to whole events only (an event cut by the chunk boundary is held back and sent with the
 // next chunk), minus that event; otherwise the chunk passes unchanged.
 func (p *processor) scanChunk(chunk []byte, eos bool) (out []byte, mutated bool) {
-	p.scan.Reset(chunk)
+	if eos {
+		p.scan.ResetLast(chunk)
+	} else {
+		p.scan.Reset(chunk)
+	}
 	if !p.dropUsage {
 		for p.scan.Next() {
 			p.observe(p.scan.Event())

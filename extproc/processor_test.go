@@ -466,3 +466,36 @@ func TestMaxTokensKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestCRLineEndingsMetered: an upstream that ends its SSE lines with a lone '\r' (the SSE
+// specification allows it) or with a "\r\n" cut between two chunks is metered like any other:
+// the usage chunk is found and hidden, the charge comes from it. The usage event is the last
+// chunk and ends in a lone '\r', which only the end of the stream confirms.
+func TestCRLineEndingsMetered(t *testing.T) {
+	cr := func(s string) string { return strings.ReplaceAll(s, "\n", "\r") }
+	crlf := func(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
+	tests := []struct {
+		name   string
+		chunks []string
+		client string
+	}{
+		{"lone cr, usage last", []string{cr(sseChunk("Hi")), cr(sseChunk(" there")), cr(usageChunk(30, 20))},
+			cr(sseChunk("Hi")) + cr(sseChunk(" there"))},
+		{"crlf cut between chunks", []string{crlf(sseChunk("Hi")) + "data: {\"id\":\"gen-42\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":20}}\r\n\r",
+			"\ndata: [DONE]\r\n\r", "\n"},
+			crlf(sseChunk("Hi")) + "data: [DONE]\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+			c := startServer(t, s)
+			res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: tt.chunks})
+			if res.clientBody != tt.client {
+				t.Errorf("client saw\n%q\nwant\n%q", res.clientBody, tt.client)
+			}
+			if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 84 {
+				t.Errorf("capture %+v, want 84 from the usage", capt)
+			}
+		})
+	}
+}

@@ -72,9 +72,41 @@ func BenchmarkScan(b *testing.B) {
 }
 
 // BenchmarkScanChunk measures one content chunk, as the processor scans it: 0 allocs/op is the
-// goal. The split variant carries half an event over from the previous chunk each time.
+// goal. The split variant carries half an event over from the previous chunk each time; the
+// crlf and cr variants use the other line endings, cr-split cuts a "\r\n" between the chunks.
 func BenchmarkScanChunk(b *testing.B) {
 	chunk := benchChunks(1)[0]
+	for _, v := range []struct {
+		name string
+		in   []byte
+		cut  int
+	}{
+		{"crlf", bytes.ReplaceAll(chunk, []byte("\n"), []byte("\r\n")), 0},
+		{"cr", bytes.ReplaceAll(chunk, []byte("\n"), []byte("\r")), 0},
+		{"cr-split", bytes.ReplaceAll(chunk, []byte("\n"), []byte("\r\n")), len(chunk) + 1},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(v.in)))
+			var s Scanner
+			first, second := v.in[:v.cut], v.in[v.cut:]
+			n := 0
+			for b.Loop() {
+				if len(first) > 0 {
+					s.Reset(first)
+					for s.Next() {
+					}
+				}
+				s.Reset(second)
+				for s.Next() {
+					n += s.Event().ContentBytes
+				}
+			}
+			if n == 0 {
+				b.Fatal("no content counted")
+			}
+		})
+	}
 	b.Run("whole", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(chunk)))

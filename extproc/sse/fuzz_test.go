@@ -8,45 +8,101 @@ import (
 
 // FuzzScanner feeds arbitrary bytes cut at an arbitrary point and checks the scanner's
 // promises: no panic, no byte lost or invented (events plus the leftover are the input), the
-// same events whole or split, and usage parsing never panics.
+// same events whole or split, the same events as a plain reading of the SSE specification's
+// line rules (refEvents), and usage parsing never panics.
 func FuzzScanner(f *testing.F) {
 	f.Add([]byte(openAIStream), uint16(17), uint16(0))
 	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n", "\r\n")), uint16(1), uint16(64))
+	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n", "\r")), uint16(40), uint16(0))
 	f.Add([]byte("data: {\"error\":{\"message\":\"x\"}}\r\n\r\n: ping\n\ndata: [DONE]\n\n"), uint16(5), uint16(0))
 	f.Add([]byte("data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n"), uint16(30), uint16(16))
 	f.Add([]byte("\r\r\n\n\n\r\n"), uint16(2), uint16(0))
+	// A "\r\n" cut between the chunks, after a data line and after the blank line.
+	f.Add([]byte("data: a\r\ndata: b\r\n\r\n"), uint16(8), uint16(0))
+	f.Add([]byte("data: a\r\n\r\ndata: b\r\n\r\n"), uint16(10), uint16(0))
+	f.Add([]byte("data: a\r\rdata: [DONE]\r\r"), uint16(9), uint16(0))
+	f.Add([]byte("data: x\n\r\n\rdata: y\r\n\n"), uint16(9), uint16(0))
 	f.Fuzz(func(t *testing.T, in []byte, cut uint16, max uint16) {
 		c := int(cut) % (len(in) + 1)
 		m := int(max)
 		whole, wleft := scanAll(t, m, in)
 		split, sleft := scanAll(t, m, in[:c], in[c:])
-		var w, s []byte
+		lastWhole, lwleft := scanAllLast(t, m, in)
+		lastSplit, lsleft := scanAllLast(t, m, in[:c], in[c:])
 		for _, e := range whole {
-			w = append(w, e.Raw...)
 			if e.HasUsage || e.HasError {
 				_, _ = ParseCompletion(e.Data)
 			}
 		}
-		for _, e := range split {
-			s = append(s, e.Raw...)
-		}
-		if !bytes.Equal(append(w, wleft...), in) {
-			t.Fatalf("whole: bytes changed:\n%q\n%q", append(w, wleft...), in)
-		}
-		if !bytes.Equal(append(s, sleft...), in) {
-			t.Fatalf("split at %d: bytes changed:\n%q\n%q", c, append(s, sleft...), in)
-		}
-		if m == 0 || m >= len(in) {
-			// Without an overflow, splitting changes nothing about the events.
-			if len(whole) != len(split) {
-				t.Fatalf("split at %d: %d events, whole %d", c, len(split), len(whole))
+		for _, r := range []struct {
+			name string
+			evs  []Event
+			left []byte
+		}{{"whole", whole, wleft}, {"split", split, sleft}, {"whole, last", lastWhole, lwleft}, {"split, last", lastSplit, lsleft}} {
+			var got []byte
+			for _, e := range r.evs {
+				got = append(got, e.Raw...)
 			}
-			for i := range whole {
-				if whole[i].Kind != split[i].Kind || whole[i].HasUsage != split[i].HasUsage ||
-					whole[i].ContentBytes != split[i].ContentBytes || !bytes.Equal(whole[i].Raw, split[i].Raw) {
-					t.Fatalf("split at %d: event %d differs: %+v vs %+v", c, i, split[i], whole[i])
-				}
+			if got = append(got, r.left...); !bytes.Equal(got, in) {
+				t.Fatalf("%s (cut %d): bytes changed:\n%q\n%q", r.name, c, got, in)
 			}
 		}
+		if m != 0 && m < len(in) {
+			return // an overflow depends on where the chunks were cut
+		}
+		sameEvents(t, "split", split, whole)
+		sameEvents(t, "split, last", lastSplit, lastWhole)
+		sameEvents(t, "reference", lastWhole, refEvents(in))
 	})
+}
+
+func sameEvents(t *testing.T, what string, got, want []Event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d events, want %d:\n%+v\n%+v", what, len(got), len(want), got, want)
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if g.Kind != w.Kind || !bytes.Equal(g.Raw, w.Raw) || !bytes.Equal(g.Data, w.Data) ||
+			(w.Kind == KindData && (g.HasUsage != w.HasUsage || g.ContentBytes != w.ContentBytes)) {
+			t.Fatalf("%s: event %d = %+v, want %+v", what, i, g, w)
+		}
+	}
+}
+
+// refEvents reads a whole stream by the SSE specification's rules, plainly: lines end at
+// "\r\n", "\n" or "\r"; a blank line ends an event; data lines ("data:" and one optional space)
+// are joined with "\n". Bytes after the last blank line are not an event.
+func refEvents(in []byte) []Event {
+	var evs []Event
+	start, lineStart := 0, 0
+	var data [][]byte
+	for i := 0; i < len(in); i++ {
+		if in[i] != '\r' && in[i] != '\n' {
+			continue
+		}
+		line := in[lineStart:i]
+		if in[i] == '\r' && i+1 < len(in) && in[i+1] == '\n' {
+			i++
+		}
+		lineStart = i + 1
+		if len(line) > 0 {
+			if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+				data = append(data, bytes.TrimPrefix(v, []byte(" ")))
+			}
+			continue
+		}
+		ev := Event{Raw: in[start : i+1], Kind: KindEmpty}
+		if len(data) > 0 {
+			ev.Data = bytes.Join(data, []byte("\n"))
+			ev.Kind = KindData
+			if bytes.Equal(bytes.TrimSpace(ev.Data), []byte("[DONE]")) {
+				ev.Kind = KindDone
+			}
+			scanKeys(&ev)
+		}
+		evs = append(evs, ev)
+		start, data = i+1, nil
+	}
+	return evs
 }

@@ -1,17 +1,14 @@
 // Package sse scans a Server-Sent Events byte stream incrementally, the way an LLM upstream
-// sends chat completion chunks: events split across arbitrary chunk boundaries, "\n" or "\r\n"
-// line ends, comment lines such as ": OPENROUTER PROCESSING", "data: [DONE]" and mid-stream
-// error events.
+// sends chat completion chunks: events split across arbitrary chunk boundaries, the three line
+// endings the SSE specification allows ("\r\n", "\n" and a lone "\r", also a "\r\n" cut
+// between two chunks), comment lines such as ": OPENROUTER PROCESSING", "data: [DONE]" and
+// mid-stream error events.
 //
 // The scanner sits on the hot path of every streamed response chunk, so it only scans bytes:
 // it finds event boundaries and the few keys metering needs ("usage", "error", "content", "id")
 // without decoding JSON, and it allocates nothing per chunk once its carry buffer has grown to
 // the largest event that straddled a chunk boundary. JSON is decoded only for the rare events
-// that need it (ParseUsage, ParseError).
-//
-// A lone "\r" is not treated as a line break: the SSE specification allows it, but no LLM
-// upstream sends it, and supporting it would cost a second byte search per line. Such a stream
-// is scanned as one long line until MaxEventBytes, after which the scanner gives up (Broken).
+// that need it (ParseCompletion).
 package sse
 
 import (
@@ -69,6 +66,21 @@ type Scanner struct {
 
 	chunk []byte
 	pos   int // next unscanned offset in chunk
+	last  bool
+	// nl and cr cache the offsets of the next '\n' and '\r' at or after pos (len(chunk): none
+	// left; below pos: not searched yet), so that each byte is searched once per chunk
+	// whatever the line endings.
+	nl, cr int
+	// skipLF: the last chunk ended in a '\r' line ending; a '\n' starting this one is the
+	// rest of that "\r\n", not a line ending of its own.
+	skipLF bool
+	// pendingEnd: the current event (all in carry) ended with a blank line whose '\r' was the
+	// previous chunk's last byte; it is handed out once the next byte shows whether a '\n'
+	// belongs to it.
+	pendingEnd bool
+	// evCR reports whether the current event has a '\r' line ending (every '\r' is one), so
+	// that classify can split the usual "\n"-only events with one byte search per line.
+	evCR bool
 	// evStart and lineStart are offsets of the current event and line. Negative offsets
 	// address carry: offset -k is carry[len(carry)-k].
 	evStart, lineStart int
@@ -94,9 +106,17 @@ func (s *Scanner) Pending() int {
 
 // Reset starts scanning the next chunk of the stream. The chunk must not change until the
 // chunk's events have been read.
-func (s *Scanner) Reset(chunk []byte) {
+func (s *Scanner) Reset(chunk []byte) { s.reset(chunk, false) }
+
+// ResetLast is Reset for the stream's last chunk: nothing is held back waiting for a next one
+// (an event whose final blank line is a '\r' at the very end is handed out).
+func (s *Scanner) ResetLast(chunk []byte) { s.reset(chunk, true) }
+
+func (s *Scanner) reset(chunk []byte, last bool) {
 	s.chunk = chunk
 	s.pos = 0
+	s.last = last
+	s.nl, s.cr = -1, -1
 	if s.resetCarry {
 		s.carry = s.carry[:0]
 		s.resetCarry = false
@@ -126,36 +146,80 @@ func (s *Scanner) Next() bool {
 		return true
 	}
 	b := s.chunk
+	if s.skipLF && s.pos < len(b) {
+		s.skipLF = false
+		if b[s.pos] == '\n' {
+			s.pos++
+			s.lineStart = s.pos
+		}
+	}
+	if s.pendingEnd && (len(b) > 0 || s.last) {
+		// The event ended in the previous chunk; its "\r" may go on with this chunk's '\n'
+		// (skipped just above).
+		s.pendingEnd = false
+		s.emit(s.pos)
+		s.evStart, s.lineStart = s.pos, s.pos
+		return true
+	}
 	for s.pos < len(b) {
-		i := bytes.IndexByte(b[s.pos:], '\n')
-		if i < 0 {
+		end, next, ok := s.lineEnd()
+		if !ok {
 			break
 		}
-		j := s.pos + i
-		s.pos = j + 1
-		n := j - s.lineStart
-		if n != 0 && (n != 1 || s.byteAt(s.lineStart) != '\r') {
-			s.lineStart = s.pos
+		blank := end == s.lineStart
+		s.pos, s.lineStart = next, next
+		s.evCR = s.evCR || b[end] == '\r'
+		crAtEnd := end == len(b)-1 && b[end] == '\r' // a lone '\r', the chunk's last byte
+		if !blank {
+			s.skipLF = crAtEnd
 			continue
 		}
-		// A blank line: the event ends here.
-		s.emit(j + 1)
-		s.evStart, s.lineStart = s.pos, s.pos
+		if crAtEnd && !s.last {
+			// A blank line whose '\r' ends the chunk: the event is complete, but a '\n' that
+			// starts the next chunk belongs to it.
+			s.skipLF, s.pendingEnd = true, true
+			break
+		}
+		s.emit(next)
+		s.evStart = s.pos
 		return true
 	}
 	// Give up on an event larger than MaxEventBytes: hand its bytes out as one invalid piece.
 	return s.keepTail()
 }
 
+// lineEnd finds the next line ending at or after pos: "\r\n", "\n" or a lone "\r". end is the
+// offset of its first byte and next the offset after it; ok is false when the chunk has none
+// (a '\r' that is the chunk's last byte counts as one: skipLF handles a '\n' after it).
+func (s *Scanner) lineEnd() (end, next int, ok bool) {
+	b := s.chunk
+	if s.nl < s.pos {
+		s.nl = len(b)
+		if i := bytes.IndexByte(b[s.pos:], '\n'); i >= 0 {
+			s.nl = s.pos + i
+		}
+	}
+	if s.cr < s.pos {
+		s.cr = len(b)
+		if i := bytes.IndexByte(b[s.pos:], '\r'); i >= 0 {
+			s.cr = s.pos + i
+		}
+	}
+	switch {
+	case s.cr < s.nl:
+		if s.cr+1 == s.nl && s.nl < len(b) {
+			return s.cr, s.nl + 1, true
+		}
+		return s.cr, s.cr + 1, true
+	case s.nl < len(b):
+		return s.nl, s.nl + 1, true
+	default:
+		return 0, 0, false
+	}
+}
+
 // Event returns the event found by the last successful Next.
 func (s *Scanner) Event() *Event { return &s.ev }
-
-func (s *Scanner) byteAt(off int) byte {
-	if off < 0 {
-		return s.carry[len(s.carry)+off]
-	}
-	return s.chunk[off]
-}
 
 // emit fills s.ev with the event that ends at chunk offset end.
 func (s *Scanner) emit(end int) {
@@ -169,7 +233,8 @@ func (s *Scanner) emit(end int) {
 		s.ev.Raw = s.chunk[s.evStart:end]
 		s.ev.Start = s.evStart
 	}
-	s.classify(&s.ev)
+	s.classify(&s.ev, s.evCR)
+	s.evCR = false
 }
 
 // keepTail moves the unfinished event at the end of the chunk into carry. It reports whether
@@ -195,7 +260,7 @@ func (s *Scanner) keepTail() bool {
 	if len(s.carry) <= s.maxEvent() {
 		return false
 	}
-	s.broken = true
+	s.broken, s.pendingEnd, s.evCR = true, false, false
 	s.brokenPending = false
 	s.ev = Event{Kind: KindInvalid, Raw: s.carry, Start: start, End: n, Carried: carried}
 	s.resetCarry = true
@@ -203,13 +268,15 @@ func (s *Scanner) keepTail() bool {
 }
 
 // Flush ends the stream: it returns the bytes of an unfinished event (a truncated stream),
-// which the caller should pass on, and forgets them.
+// which the caller should pass on, and forgets them. After ResetLast only a truly unfinished
+// event is left; after Reset, also one whose last blank line was a '\r' ending the chunk.
 func (s *Scanner) Flush() []byte {
 	if s.resetCarry || s.broken {
 		return nil
 	}
 	tail := s.carry
 	s.resetCarry = true
+	s.pendingEnd, s.skipLF, s.evCR = false, false, false
 	return tail
 }
 
@@ -226,22 +293,33 @@ var (
 )
 
 // classify finds the event's data payload and the keys metering needs, by byte scans only.
-func (s *Scanner) classify(ev *Event) {
+// hasCR says whether the event has '\r' line endings; without, one search per line does.
+func (s *Scanner) classify(ev *Event, hasCR bool) {
 	raw := ev.Raw
 	var first []byte
 	lines := 0
+	nl, cr := -1, len(raw) // next '\n' and '\r' at or after off, as in lineEnd
+	if hasCR {
+		cr = -1
+	}
 	for off := 0; off < len(raw); {
-		i := bytes.IndexByte(raw[off:], '\n')
-		end := len(raw)
-		next := len(raw)
-		if i >= 0 {
-			end = off + i
-			next = end + 1
+		if nl < off {
+			nl = len(raw)
+			if i := bytes.IndexByte(raw[off:], '\n'); i >= 0 {
+				nl = off + i
+			}
 		}
+		if cr < off {
+			cr = len(raw)
+			if i := bytes.IndexByte(raw[off:], '\r'); i >= 0 {
+				cr = off + i
+			}
+		}
+		end := min(nl, cr)
 		line := raw[off:end]
-		off = next
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
+		off = end + 1
+		if end == cr && cr+1 == nl && nl < len(raw) {
+			off++
 		}
 		if !bytes.HasPrefix(line, dataPrefix) {
 			continue // comment, blank, or a field we do not use (event:, id:, retry:)

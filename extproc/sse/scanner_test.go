@@ -12,10 +12,25 @@ import (
 // left at the end (Flush).
 func scanAll(t testing.TB, max int, chunks ...[]byte) ([]Event, []byte) {
 	t.Helper()
+	return scan(t, max, false, chunks...)
+}
+
+// scanAllLast is scanAll with the last chunk fed by ResetLast, as the processor does.
+func scanAllLast(t testing.TB, max int, chunks ...[]byte) ([]Event, []byte) {
+	t.Helper()
+	return scan(t, max, true, chunks...)
+}
+
+func scan(t testing.TB, max int, last bool, chunks ...[]byte) ([]Event, []byte) {
+	t.Helper()
 	s := Scanner{MaxEventBytes: max}
 	var evs []Event
-	for _, c := range chunks {
-		s.Reset(c)
+	for i, c := range chunks {
+		if last && i == len(chunks)-1 {
+			s.ResetLast(c)
+		} else {
+			s.Reset(c)
+		}
 		for s.Next() {
 			ev := *s.Event()
 			ev.Raw = bytes.Clone(ev.Raw)
@@ -62,6 +77,23 @@ func TestScannerEvents(t *testing.T) {
 			usage: []bool{false, false, false, false, true, false},
 		},
 		{
+			name: "lone cr", in: strings.ReplaceAll(openAIStream, "\n", "\r"), kinds: "DEDDDX",
+			usage: []bool{false, false, false, false, true, false}, content: []int{0, 0, 7, 3, 0, 0},
+		},
+		{
+			name: "mixed line endings", in: "data: {\"content\":\"ab\"}\r\r\ndata: x\r\ndata: y\n\r: ping\r\n\ndata: [DONE]\r\r",
+			kinds: "DDEX", content: []int{2, 0, 0, 0},
+		},
+		{
+			name: "lone cr data lines joined", in: "data: {\"a\":\rdata: 1}\r\r", kinds: "D", firstData: "{\"a\":\n1}",
+		},
+		{
+			name: "cr then lf is one line ending", in: "data: a\r\ndata: b\r\n\r\n", kinds: "D", firstData: "a\nb",
+		},
+		{
+			name: "lf then cr are two", in: "data: a\n\rdata: b\n\n", kinds: "DD", firstData: "a",
+		},
+		{
 			name: "multi-line data joined", in: "data: {\"a\":\ndata: 1}\n\n", kinds: "D",
 			firstData: "{\"a\":\n1}",
 		},
@@ -88,7 +120,7 @@ func TestScannerEvents(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			evs, left := scanAll(t, 0, []byte(tt.in))
+			evs, left := scanAllLast(t, 0, []byte(tt.in))
 			if got := kinds(evs); got != tt.kinds {
 				t.Fatalf("kinds %q, want %q", got, tt.kinds)
 			}
@@ -119,13 +151,18 @@ func TestScannerEvents(t *testing.T) {
 }
 
 // TestScannerEverySplit cuts the stream at every pair of positions and checks that the events
-// are the same as in one piece: the bytes, the kinds and the flags.
+// are the same as in one piece: the bytes, the kinds and the flags. The stream mixes the three
+// line endings, so some cuts fall between the '\r' and the '\n' of a "\r\n", which must stay
+// one line ending; it ends in a lone '\r', which ResetLast hands out.
 func TestScannerEverySplit(t *testing.T) {
-	in := []byte(openAIStream + strings.ReplaceAll(openAIStream, "\n", "\r\n"))
-	want, _ := scanAll(t, 0, in)
+	in := []byte(openAIStream + strings.ReplaceAll(openAIStream, "\n", "\r\n") + strings.ReplaceAll(openAIStream, "\n", "\r"))
+	want, _ := scanAllLast(t, 0, in)
+	if len(want) != 18 {
+		t.Fatalf("%d events in one piece, want 18", len(want))
+	}
 	for i := 0; i <= len(in); i++ {
 		for j := i; j <= len(in); j += 7 {
-			got, left := scanAll(t, 0, in[:i], in[i:j], in[j:])
+			got, left := scanAllLast(t, 0, in[:i], in[i:j], in[j:])
 			if len(left) != 0 {
 				t.Fatalf("split %d,%d: leftover %q", i, j, left)
 			}
@@ -168,6 +205,47 @@ func TestScannerChunkSpans(t *testing.T) {
 	}
 	if s.Next() || s.Pending() != 0 {
 		t.Fatal("expected nothing more")
+	}
+}
+
+// TestScannerCRAcrossChunks: a "\r\n" cut between two chunks is one line ending, never two
+// (which would be a blank line, ending the event early), whether the '\r' ends a data line or
+// the blank line that ends the event; the '\n' stays with the event it belongs to.
+func TestScannerCRAcrossChunks(t *testing.T) {
+	tests := []struct {
+		name   string
+		chunks []string
+		raws   []string
+		data   []string
+	}{
+		{"after a data line", []string{"data: a\r", "\ndata: b\r\n\r\n"}, []string{"data: a\r\ndata: b\r\n\r\n"}, []string{"a\nb"}},
+		{"after the blank line", []string{"data: a\r\n\r", "\ndata: b\r\n\r\n"}, []string{"data: a\r\n\r\n", "data: b\r\n\r\n"}, []string{"a", "b"}},
+		{"a lone cr, then another event", []string{"data: a\r\r", "data: b\r\r"}, []string{"data: a\r\r", "data: b\r\r"}, []string{"a", "b"}},
+		{"the lf alone in its chunk", []string{"data: a\r\r", "\n", "data: b\n\n"}, []string{"data: a\r\r\n", "data: b\n\n"}, []string{"a", "b"}},
+		{"an empty chunk between", []string{"data: a\r", "", "\n\n"}, []string{"data: a\r\n\n"}, []string{"a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var chunks [][]byte
+			for _, c := range tt.chunks {
+				chunks = append(chunks, []byte(c))
+			}
+			evs, left := scanAllLast(t, 0, chunks...)
+			if len(left) != 0 || len(evs) != len(tt.raws) {
+				t.Fatalf("%d events %+v, leftover %q; want %q", len(evs), evs, left, tt.raws)
+			}
+			for i, e := range evs {
+				if string(e.Raw) != tt.raws[i] || string(e.Data) != tt.data[i] || e.Kind != KindData {
+					t.Errorf("event %d: raw %q data %q kind %d, want %q %q", i, e.Raw, e.Data, e.Kind, tt.raws[i], tt.data[i])
+				}
+			}
+		})
+	}
+	// Without ResetLast the scanner cannot know whether a '\n' follows the final '\r': the
+	// event waits, and Flush hands its bytes out.
+	evs, left := scanAll(t, 0, []byte("data: a\n\ndata: b\r\r"))
+	if len(evs) != 1 || string(left) != "data: b\r\r" {
+		t.Errorf("events %d, leftover %q", len(evs), left)
 	}
 }
 
