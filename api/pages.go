@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -106,7 +104,9 @@ func (s *Server) asset(w http.ResponseWriter, r *http.Request) {
 }
 
 // linkHandler serves a page's API call for the paywall and user of a verified link token.
-type linkHandler func(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, token string)
+// Single-use state (a used connect link, its sign-in count) keys on c.ID, the token's random
+// id, never on the token's text.
+type linkHandler func(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall)
 
 // withLink verifies the link token for the page's purpose and finds its paywall.
 func (s *Server) withLink(p paywall.Purpose, next linkHandler) http.HandlerFunc {
@@ -138,24 +138,18 @@ func (s *Server) withLink(p paywall.Purpose, next linkHandler) http.HandlerFunc 
 			s.unavailable(w, r, "find the app", err)
 			return
 		}
-		next(w, r, c, pw, token)
+		next(w, r, c, pw)
 	}
 }
 
-// tokenID names a link token without revealing it: the sign-in message's Request ID, and the
-// Redis key that marks a connect link used.
-func tokenID(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:16])
-}
-
-func (s *Server) usedLinkKey(token string) string {
-	return s.opts.RedisPrefix + "api:link-used:" + tokenID(token)
+// usedLinkKey is the Redis key that marks a connect link used, by the link's id.
+func (s *Server) usedLinkKey(c paywall.LinkClaims) string {
+	return s.opts.RedisPrefix + "api:link-used:" + c.ID
 }
 
 // linkUsed reports whether a connect link already authorized a wallet.
-func (s *Server) linkUsed(ctx context.Context, token string) (bool, error) {
-	n, err := s.deps.Redis.Exists(ctx, s.usedLinkKey(token)).Result()
+func (s *Server) linkUsed(ctx context.Context, c paywall.LinkClaims) (bool, error) {
+	n, err := s.deps.Redis.Exists(ctx, s.usedLinkKey(c)).Result()
 	return n > 0, err
 }
 
@@ -182,8 +176,8 @@ func (s *Server) chainIDStrings() []string {
 	return out
 }
 
-func (s *Server) connectInfo(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, token string) {
-	used, err := s.linkUsed(r.Context(), token)
+func (s *Server) connectInfo(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
+	used, err := s.linkUsed(r.Context(), c)
 	if err != nil {
 		s.unavailable(w, r, "check the link", err)
 		return
@@ -206,8 +200,8 @@ func (s *Server) connectInfo(w http.ResponseWriter, r *http.Request, c paywall.L
 const maxChallengesPerLink = 20
 
 // countChallenge counts a link's sign-in messages and returns how many it asked for so far.
-func (s *Server) countChallenge(ctx context.Context, token string) (int64, error) {
-	key := s.opts.RedisPrefix + "api:challenges:" + tokenID(token)
+func (s *Server) countChallenge(ctx context.Context, c paywall.LinkClaims) (int64, error) {
+	key := s.opts.RedisPrefix + "api:challenges:" + c.ID
 	pipe := s.deps.Redis.TxPipeline()
 	n := pipe.Incr(ctx, key)
 	pipe.Expire(ctx, key, s.opts.LinkTTL)
@@ -230,9 +224,9 @@ type challengeJSON struct {
 func (s *Server) signInURI() string { return strings.TrimRight(s.opts.PublicURL, "/") + "/connect" }
 
 // connectChallenge writes the Sign-In with Ethereum message for the wallet to sign, with a
-// fresh single-use nonce and the link's id as Request ID, so the signature is good for this
-// link only, for SignInTTL.
-func (s *Server) connectChallenge(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, token string) {
+// fresh single-use nonce and the link's random id as Request ID, so the signature is good for
+// this link only, for SignInTTL.
+func (s *Server) connectChallenge(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
 	var req challengeRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -247,14 +241,14 @@ func (s *Server) connectChallenge(w http.ResponseWriter, r *http.Request, c payw
 			"Switch your wallet to one of these networks (chain ids): "+strings.Join(s.chainIDStrings(), ", ")+".")
 		return
 	}
-	if used, err := s.linkUsed(r.Context(), token); err != nil {
+	if used, err := s.linkUsed(r.Context(), c); err != nil {
 		s.unavailable(w, r, "check the link", err)
 		return
 	} else if used {
 		conflict(w, "link_used", "This link was already used to connect a wallet. Ask the app for a new link to connect another one.")
 		return
 	}
-	if n, err := s.countChallenge(r.Context(), token); err != nil {
+	if n, err := s.countChallenge(r.Context(), c); err != nil {
 		s.unavailable(w, r, "start the sign-in", err)
 		return
 	} else if n > maxChallengesPerLink {
@@ -278,7 +272,7 @@ func (s *Server) connectChallenge(w http.ResponseWriter, r *http.Request, c payw
 		Nonce:          nonce,
 		IssuedAt:       now,
 		ExpirationTime: now.Add(s.opts.SignInTTL),
-		RequestID:      tokenID(token),
+		RequestID:      c.ID,
 	}
 	writeJSON(w, http.StatusOK, challengeJSON{Message: m.String()})
 }
@@ -340,7 +334,7 @@ type connectedJSON struct {
 // connectVerify checks the signed message (format, domain, URI, chain, link, time), the
 // signature (EIP-191, or EIP-1271 for a contract wallet), uses up the nonce and the link, and
 // authorizes the wallet for the link's user.
-func (s *Server) connectVerify(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, token string) {
+func (s *Server) connectVerify(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
 	var req verifyRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -351,7 +345,7 @@ func (s *Server) connectVerify(w http.ResponseWriter, r *http.Request, c paywall
 		return
 	}
 	err = m.Check(siwe.Expect{
-		Domain: s.public.Host, URI: s.signInURI(), ChainIDs: s.opts.ChainIDs, RequestID: tokenID(token),
+		Domain: s.public.Host, URI: s.signInURI(), ChainIDs: s.opts.ChainIDs, RequestID: c.ID,
 		Now: s.opts.Now(), MaxAge: s.opts.SignInTTL,
 	})
 	switch {
@@ -383,7 +377,7 @@ func (s *Server) connectVerify(w http.ResponseWriter, r *http.Request, c paywall
 		s.unavailable(w, r, "check the sign-in", err)
 		return
 	}
-	first, err := s.deps.Redis.SetNX(r.Context(), s.usedLinkKey(token), "1", s.opts.LinkTTL).Result()
+	first, err := s.deps.Redis.SetNX(r.Context(), s.usedLinkKey(c), "1", s.opts.LinkTTL).Result()
 	if err != nil {
 		s.unavailable(w, r, "use up the link", err)
 		return
@@ -396,7 +390,7 @@ func (s *Server) connectVerify(w http.ResponseWriter, r *http.Request, c paywall
 	a, err := s.deps.Paywalls.Authorize(r.Context(), pw.ID, c.UserID, wallet)
 	if err != nil {
 		// Give the link back: nothing was authorized.
-		_ = s.deps.Redis.Del(context.WithoutCancel(r.Context()), s.usedLinkKey(token)).Err()
+		_ = s.deps.Redis.Del(context.WithoutCancel(r.Context()), s.usedLinkKey(c)).Err()
 		s.unavailable(w, r, "save the authorization", err)
 		return
 	}
@@ -417,7 +411,7 @@ type topUpInfoJSON struct {
 	Max        string       `json:"max"`
 }
 
-func (s *Server) topUpInfo(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, _ string) {
+func (s *Server) topUpInfo(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
 	out := topUpInfoJSON{
 		Paywall: pw.Name, User: c.UserID, Enabled: s.deps.TopUps != nil, Chains: []chainJSON{},
 		Min: pricing.FormatUSDC(s.opts.TopUpMinMicro), Max: pricing.FormatUSDC(s.opts.TopUpMaxMicro),
@@ -472,7 +466,7 @@ type topUpIntentJSON struct {
 
 // createTopUp asks settlement for an EIP-3009 TransferWithAuthorization from the user's
 // authorized wallet to the treasury, for the page to have signed.
-func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, _ string) {
+func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
 	if s.deps.TopUps == nil {
 		writeError(w, http.StatusServiceUnavailable, "server_error", "topups_disabled", "", "Top-ups are not configured on this deployment.")
 		return
@@ -565,7 +559,7 @@ func (s *Server) ownTopUp(w http.ResponseWriter, r *http.Request, c paywall.Link
 	return t, true
 }
 
-func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, _ paywall.Paywall, _ string) {
+func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, _ paywall.Paywall) {
 	if t, ok := s.ownTopUp(w, r, c); ok {
 		writeJSON(w, http.StatusOK, toTopUpJSON(t))
 	}
@@ -575,7 +569,7 @@ type signTopUpRequest struct {
 	Signature string `json:"signature"` // 0x-hex, from eth_signTypedData_v4
 }
 
-func (s *Server) signTopUp(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, _ paywall.Paywall, _ string) {
+func (s *Server) signTopUp(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, _ paywall.Paywall) {
 	var req signTopUpRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -624,7 +618,7 @@ type walletInfoJSON struct {
 	ConnectURL string       `json:"connect_url,omitempty"`
 }
 
-func (s *Server) walletInfo(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, _ string) {
+func (s *Server) walletInfo(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
 	out := walletInfoJSON{Paywall: pw.Name, User: c.UserID}
 	b, connectURL, ok := s.pageBalance(w, r, c, pw)
 	if !ok {
@@ -637,7 +631,7 @@ func (s *Server) walletInfo(w http.ResponseWriter, r *http.Request, c paywall.Li
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) walletHistoryPage(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, _ string) {
+func (s *Server) walletHistoryPage(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
 	a, err := s.deps.Paywalls.Authorization(r.Context(), pw.ID, c.UserID)
 	if errors.Is(err, paywall.ErrNotAuthorized) {
 		writeError(w, http.StatusForbidden, "invalid_request_error", "authorization_required", "", "No wallet is connected for this app.")
@@ -650,7 +644,7 @@ func (s *Server) walletHistoryPage(w http.ResponseWriter, r *http.Request, c pay
 	s.writeHistory(w, r, a.Wallet, pw.ID, "")
 }
 
-func (s *Server) walletDisconnect(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall, _ string) {
+func (s *Server) walletDisconnect(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, pw paywall.Paywall) {
 	err := s.deps.Paywalls.Revoke(r.Context(), pw.ID, c.UserID)
 	if err != nil && !errors.Is(err, paywall.ErrNotAuthorized) {
 		s.unavailable(w, r, "disconnect the wallet", err)

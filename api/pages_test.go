@@ -60,7 +60,11 @@ func TestConnectFlow(t *testing.T) {
 		t.Fatalf("the server's message does not parse: %v\n%s", err, text)
 	}
 	host := strings.TrimPrefix(e.url, "http://")
-	if m.Domain != host || m.URI != e.url+"/connect" || m.ChainID != testChainID || m.RequestID != tokenID(token) ||
+	claims, err := e.links.Verify(token, paywall.PurposeAuthorize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Domain != host || m.URI != e.url+"/connect" || m.ChainID != testChainID || m.RequestID != claims.ID ||
 		!strings.EqualFold(m.Address.Hex(), wallet) || !m.ExpirationTime.Equal(e.clock.Now().Add(10*time.Minute)) ||
 		!strings.Contains(m.Statement, "Demo App") || !strings.Contains(m.Statement, "alice") {
 		t.Errorf("message fields: %+v", m)
@@ -458,7 +462,63 @@ func TestConnectChallengeCap(t *testing.T) {
 	}
 	r := e.page("POST", "/pages/v1/connect/challenge", tok, map[string]any{"address": wallet, "chain_id": "1337"})
 	expectStatus(t, r, http.StatusTooManyRequests)
-	// Another link of the same user (made a second later, so another token) is not affected.
-	e.clock.Advance(time.Second)
+	// Another link of the same user, made in the same second, is not affected.
 	e.challenge(e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize), wallet)
+}
+
+// TestConnectLinksMadeInOneSecond: links for the same paywall, user and purpose made in the
+// same second (the test clock stands still) are distinct links: signing in with one uses up
+// that one only, and no other spelling of a used link's text gets past the check.
+func TestConnectLinksMadeInOneSecond(t *testing.T) {
+	e := newEnv(t)
+	pw, _ := e.newPaywall("Demo")
+	first := e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize)
+	second := e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize)
+	if first == second {
+		t.Fatal("two links made in one second are the same token")
+	}
+
+	wkey, wallet := newWallet(t)
+	text := e.challenge(first, wallet)
+	r := e.page("POST", "/pages/v1/connect/verify", first, map[string]any{"message": text, "signature": personalSign(t, wkey, text)})
+	expectStatus(t, r, 200)
+	r = e.page("POST", "/pages/v1/connect/challenge", first, map[string]any{"address": wallet, "chain_id": "1337"})
+	expectStatus(t, r, http.StatusConflict)
+	if r.errorCode(t) != "link_used" {
+		t.Errorf("the used link: %s", r.body)
+	}
+
+	// The second link is unused and signs in another wallet on its own.
+	r = e.page("GET", "/pages/v1/connect", second, nil)
+	if m := r.json(t); m["link_used"] != false {
+		t.Errorf("the second link is marked used: %s", r.body)
+	}
+	key2, wallet2 := newWallet(t)
+	text = e.challenge(second, wallet2)
+	r = e.page("POST", "/pages/v1/connect/verify", second, map[string]any{"message": text, "signature": personalSign(t, key2, text)})
+	expectStatus(t, r, 200)
+	if a, err := e.store.Authorization(t.Context(), pw.ID, "alice"); err != nil || a.Wallet != wallet2 {
+		t.Errorf("authorization after the second link: %+v %v", a, err)
+	}
+
+	// A message signed for one link does not verify on the other, even in the same second.
+	third := e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize)
+	text = e.challenge(third, wallet)
+	r = e.page("POST", "/pages/v1/connect/verify", e.links.Token(pw.ID, "alice", paywall.PurposeAuthorize),
+		map[string]any{"message": text, "signature": personalSign(t, wkey, text)})
+	expectStatus(t, r, http.StatusBadRequest)
+	if r.errorCode(t) != "sign_in_mismatch" {
+		t.Errorf("message of another link: %s", r.body)
+	}
+
+	// The used link spelled otherwise (the unused bits of its last base64 character set) is
+	// not a link at all.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, first[len(first)-1])
+	respelled := first[:len(first)-1] + string(alphabet[last^1])
+	r = e.page("GET", "/pages/v1/connect", respelled, nil)
+	expectStatus(t, r, http.StatusUnauthorized)
+	if r.errorCode(t) != "invalid_link" {
+		t.Errorf("respelled link: %s", r.body)
+	}
 }

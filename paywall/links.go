@@ -2,9 +2,11 @@ package paywall
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"time"
 )
@@ -40,15 +42,32 @@ const MinLinkSecret = 32
 // DefaultLinkTTL is the life of a token when Links.TTL is zero.
 const DefaultLinkTTL = 30 * time.Minute
 
-// Token layout, before base64url: version, purpose, expiry (Unix seconds, big-endian),
-// length-prefixed paywall id and user id, then the HMAC-SHA256 of all that (domain-separated).
-// Binary with length prefixes, so no id can be confused with another however it is spelled.
+// LinkIDBytes is the size of a token's random id: 128 bits, so two tokens never share one
+// and single-use state (a used connect link) can key on it.
+const LinkIDBytes = 16
+
+// Token layout, before base64url (unpadded, canonical):
+//
+//	version (2) | purpose | expiry (Unix seconds, big-endian uint64) | id (16 random bytes)
+//	| paywall id | user id | HMAC-SHA256 (domain-separated) of everything before it
+//
+// An id field is a form byte then either 16 bytes (formUUID: a canonical lower-case UUID,
+// which every stored paywall id is) or a length byte and the bytes (formBytes). Binary with
+// explicit lengths, so no id can be confused with another however it is spelled; the UUID
+// form keeps links short (a token for a 13-character user id is 120 characters).
 const (
-	tokenVersion  = 1
-	tokenHeader   = 1 + 1 + 8
+	tokenVersion  = 2
+	tokenHeader   = 1 + 1 + 8 + LinkIDBytes
 	maxTokenChars = 1024
-	macDomain     = "tollgate link token v1\x00"
+	macDomain     = "tollgate link token v2\x00"
+
+	formBytes = 0
+	formUUID  = 1
 )
+
+// tokenEncoding refuses the other spellings of the same bytes (non-zero padding bits), so a
+// token has exactly one text form.
+var tokenEncoding = base64.RawURLEncoding.Strict()
 
 // Links makes and checks the signed, short-lived tokens of hosted-page links.
 type Links struct {
@@ -60,6 +79,10 @@ type Links struct {
 
 // LinkClaims is what a valid token says.
 type LinkClaims struct {
+	// ID is the token's random id, 32 lower-case hex digits: unique per token, even for two
+	// tokens made in the same second for the same paywall, user and purpose. Single-use state
+	// keys on it, never on the token's text.
+	ID                string
 	PaywallID, UserID string
 	Purpose           Purpose
 	ExpiresAt         time.Time
@@ -99,32 +122,67 @@ func (l Links) URL(paywallID, userID string, p Purpose) string {
 	return base + path + "?t=" + l.Token(paywallID, userID, p)
 }
 
-// Token returns a signed token for a paywall's user and purpose (what URL puts after "t=").
+// Token returns a signed token for a paywall's user and purpose (what URL puts after "t="),
+// with a fresh random id: no two calls return the same token.
 func (l Links) Token(paywallID, userID string, p Purpose) string {
+	var id [LinkIDBytes]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never returns an error; it crashes the program instead
+	return l.token(id, paywallID, userID, p)
+}
+
+// token makes the token with a given id.
+func (l Links) token(id [LinkIDBytes]byte, paywallID, userID string, p Purpose) string {
 	ttl := l.TTL
 	if ttl <= 0 {
 		ttl = DefaultLinkTTL
 	}
-	// Ids longer than a length byte cannot be valid; truncating them yields a token whose
-	// claims match no paywall or user rather than a panic.
-	paywallID, userID = clip(paywallID), clip(userID)
-	buf := make([]byte, 0, tokenHeader+2+len(paywallID)+len(userID)+sha256.Size)
+	buf := make([]byte, 0, tokenHeader+2*(2+255)+sha256.Size)
 	buf = append(buf, tokenVersion, purposeCodes[p])
 	exp := max(l.now().Add(ttl).Unix(), 0) // a clock before 1970 makes an expired token
 	buf = binary.BigEndian.AppendUint64(buf, uint64(exp))
-	buf = append(buf, byte(len(paywallID))) //nolint:gosec // clip bounds it to 255
-	buf = append(buf, paywallID...)
-	buf = append(buf, byte(len(userID))) //nolint:gosec // clip bounds it to 255
-	buf = append(buf, userID...)
+	buf = append(buf, id[:]...)
+	buf = appendID(buf, paywallID)
+	buf = appendID(buf, userID)
 	buf = append(buf, l.mac(buf)...)
-	return base64.RawURLEncoding.EncodeToString(buf)
+	return tokenEncoding.EncodeToString(buf)
 }
 
-func clip(s string) string {
-	if len(s) > 255 {
-		return s[:255]
+// appendID appends an id field: a canonical UUID as 16 bytes, anything else length-prefixed.
+// Ids longer than a length byte cannot be valid; truncating them yields a token whose claims
+// match no paywall or user rather than a panic.
+func appendID(buf []byte, s string) []byte {
+	if u, ok := uuidBytes(s); ok {
+		return append(append(buf, formUUID), u[:]...)
 	}
-	return s
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	buf = append(buf, formBytes, byte(len(s))) //nolint:gosec // bounded to 255 just above
+	return append(buf, s...)
+}
+
+// uuidBytes returns the 16 bytes of a canonical lower-case UUID (8-4-4-4-12 hex digits). Only
+// that spelling is compacted, so uuidString gives back exactly the string that went in.
+func uuidBytes(s string) ([16]byte, bool) {
+	var u [16]byte
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	digits := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36]
+	for i := 0; i < len(digits); i++ {
+		if c := digits[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return u, false
+		}
+	}
+	if _, err := hex.Decode(u[:], []byte(digits)); err != nil {
+		return u, false
+	}
+	return u, true
+}
+
+func uuidString(u []byte) string {
+	h := hex.EncodeToString(u)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 func (l Links) mac(payload []byte) []byte {
@@ -137,7 +195,8 @@ func (l Links) mac(payload []byte) []byte {
 // Verify checks a token for a purpose: signature (compared in constant time), purpose,
 // expiry, shape.
 // It can return: ErrBadToken (malformed, tampered with, signed with another secret, for
-// another purpose, or a short secret configured), ErrExpiredToken (genuine but too old).
+// another purpose, of an older format, or a short secret configured), ErrExpiredToken
+// (genuine but too old).
 func (l Links) Verify(token string, p Purpose) (LinkClaims, error) {
 	if len(l.Secret) < MinLinkSecret {
 		return LinkClaims{}, fmt.Errorf("%w: the link secret is not configured", ErrBadToken)
@@ -145,8 +204,8 @@ func (l Links) Verify(token string, p Purpose) (LinkClaims, error) {
 	if token == "" || len(token) > maxTokenChars {
 		return LinkClaims{}, fmt.Errorf("%w: missing or oversized", ErrBadToken)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || len(raw) < tokenHeader+2+sha256.Size {
+	raw, err := tokenEncoding.DecodeString(token)
+	if err != nil || len(raw) < tokenHeader+4+sha256.Size {
 		return LinkClaims{}, fmt.Errorf("%w: not a link token", ErrBadToken)
 	}
 	payload, sig := raw[:len(raw)-sha256.Size], raw[len(raw)-sha256.Size:]
@@ -169,7 +228,7 @@ func (l Links) Verify(token string, p Purpose) (LinkClaims, error) {
 // parseClaims reads a signed payload. Only our own signed bytes reach it, but it checks every
 // length anyway.
 func parseClaims(b []byte) (LinkClaims, error) {
-	if len(b) < tokenHeader+2 || b[0] != tokenVersion {
+	if len(b) < tokenHeader || b[0] != tokenVersion {
 		return LinkClaims{}, fmt.Errorf("unknown token version")
 	}
 	p, ok := purposeOf(b[1])
@@ -180,22 +239,36 @@ func parseClaims(b []byte) (LinkClaims, error) {
 	if exp > 1<<40 { // far beyond any real expiry; keeps time.Unix sane
 		return LinkClaims{}, fmt.Errorf("bad expiry")
 	}
+	id := hex.EncodeToString(b[10:tokenHeader])
 	rest := b[tokenHeader:]
-	pw, rest, ok := lengthPrefixed(rest)
+	pw, rest, ok := idField(rest)
 	if !ok {
 		return LinkClaims{}, fmt.Errorf("bad paywall id")
 	}
-	user, rest, ok := lengthPrefixed(rest)
+	user, rest, ok := idField(rest)
 	if !ok || len(rest) != 0 {
 		return LinkClaims{}, fmt.Errorf("bad user id")
 	}
-	return LinkClaims{PaywallID: string(pw), UserID: string(user), Purpose: p, ExpiresAt: time.Unix(int64(exp), 0).UTC()}, nil
+	return LinkClaims{ID: id, PaywallID: pw, UserID: user, Purpose: p, ExpiresAt: time.Unix(int64(exp), 0).UTC()}, nil
 }
 
-func lengthPrefixed(b []byte) (field, rest []byte, ok bool) {
-	if len(b) < 1 || len(b) < 1+int(b[0]) {
-		return nil, nil, false
+// idField reads what appendID wrote.
+func idField(b []byte) (field string, rest []byte, ok bool) {
+	if len(b) < 1 {
+		return "", nil, false
 	}
-	n := int(b[0])
-	return b[1 : 1+n], b[1+n:], true
+	switch b[0] {
+	case formUUID:
+		if len(b) < 1+16 {
+			return "", nil, false
+		}
+		return uuidString(b[1:17]), b[17:], true
+	case formBytes:
+		if len(b) < 2 || len(b) < 2+int(b[1]) {
+			return "", nil, false
+		}
+		n := int(b[1])
+		return string(b[2 : 2+n]), b[2+n:], true
+	}
+	return "", nil, false
 }

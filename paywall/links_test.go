@@ -2,6 +2,7 @@ package paywall
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net/url"
 	"strings"
@@ -41,8 +42,8 @@ func TestLinksRoundTrip(t *testing.T) {
 			t.Errorf("URL(%s) = %s", tt.p, link)
 		}
 		c, err := l.Verify(tokenOf(t, link), tt.p)
-		want := LinkClaims{PaywallID: testPaywallID, UserID: "acme:user_123", Purpose: tt.p, ExpiresAt: clock.t.Add(30 * time.Minute)}
-		if err != nil || c != want {
+		want := LinkClaims{ID: c.ID, PaywallID: testPaywallID, UserID: "acme:user_123", Purpose: tt.p, ExpiresAt: clock.t.Add(30 * time.Minute)}
+		if err != nil || c != want || !isLinkID(c.ID) {
 			t.Errorf("Verify = %+v, %v; want %+v", c, err, want)
 		}
 	}
@@ -91,6 +92,7 @@ func TestLinksRefused(t *testing.T) {
 		{"not base64", l, "!!!!", PurposeTopUp, 0, ErrBadToken, "not a link token"},
 		{"padded base64", l, good + "==", PurposeTopUp, 0, ErrBadToken, "not a link token"},
 		{"too short", l, base64.RawURLEncoding.EncodeToString(raw[:20]), PurposeTopUp, 0, ErrBadToken, "not a link token"},
+		{"another spelling of the same bytes", l, respell(t, good), PurposeTopUp, 0, ErrBadToken, "not a link token"},
 		{"truncated", l, base64.RawURLEncoding.EncodeToString(raw[:len(raw)-1]), PurposeTopUp, 0, ErrBadToken, "signature does not match"},
 	}
 	for _, tt := range tests {
@@ -120,13 +122,28 @@ func TestParseClaimsRefusesMalformed(t *testing.T) {
 	l := testLinks(&fakeClock{time.Unix(1_700_000_000, 0)})
 	valid, _ := base64.RawURLEncoding.DecodeString(l.Token(testPaywallID, "u", PurposeWallet))
 	payload := valid[:len(valid)-32]
+	header := payload[:tokenHeader]
+	with := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
 	tests := map[string][]byte{
-		"version":        append([]byte{9}, payload[1:]...),
-		"purpose":        append([]byte{1, 7}, payload[2:]...),
-		"expiry":         append(append([]byte{1, 3}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), payload[10:]...),
-		"paywall length": append(append([]byte{}, payload[:10]...), 200),
-		"trailing bytes": append(append([]byte{}, payload...), 'x'),
-		"empty":          {},
+		"version":         with([]byte{9}, payload[1:]),
+		"version 1 (old)": with([]byte{1}, payload[1:]),
+		"purpose":         with([]byte{tokenVersion, 7}, payload[2:]),
+		"expiry":          with([]byte{tokenVersion, 3}, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, payload[10:]),
+		"short id":        payload[:tokenHeader-1],
+		"no paywall":      header,
+		"paywall form":    with(header, []byte{7, 1, 'p'}),
+		"paywall length":  with(header, []byte{formBytes, 200}),
+		"truncated uuid":  with(header, []byte{formUUID, 1, 2, 3}),
+		"no user":         with(header, []byte{formBytes, 1, 'p'}),
+		"user length":     with(header, []byte{formBytes, 1, 'p', formBytes, 2, 'u'}),
+		"trailing bytes":  with(payload, []byte{'x'}),
+		"empty":           {},
 	}
 	for name, p := range tests {
 		if _, err := parseClaims(p); err == nil {
@@ -146,23 +163,102 @@ func TestParseClaimsRefusesMalformed(t *testing.T) {
 	}
 }
 
-// FuzzLinkToken: Verify never panics, never accepts what it did not sign, and parseClaims
-// never panics on any payload.
+// TestLinkTokensAreUnique: tokens made in the same second for the same paywall, user and
+// purpose differ and carry different ids, so using one (a connect link) uses up no other.
+func TestLinkTokensAreUnique(t *testing.T) {
+	l := testLinks(&fakeClock{time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}) // a frozen clock
+	const n = 1000
+	tokens, ids := map[string]bool{}, map[string]bool{}
+	for range n {
+		tok := l.Token(testPaywallID, "alice", PurposeAuthorize)
+		c, err := l.Verify(tok, PurposeAuthorize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !isLinkID(c.ID) {
+			t.Fatalf("id %q is not %d hex digits", c.ID, 2*LinkIDBytes)
+		}
+		tokens[tok], ids[c.ID] = true, true
+	}
+	if len(tokens) != n || len(ids) != n {
+		t.Errorf("%d tokens made in one second: %d distinct tokens, %d distinct ids", n, len(tokens), len(ids))
+	}
+}
+
+// TestLinkTokenIDs: a canonical UUID travels as 16 bytes and comes back exactly; any other
+// spelling (upper case, not a UUID, empty, too long) travels as bytes and comes back exactly
+// (clipped at 255). Every token is URL-safe and short.
+func TestLinkTokenIDs(t *testing.T) {
+	l := testLinks(&fakeClock{time.Unix(1_700_000_000, 0)})
+	for _, tt := range []struct{ paywall, user, wantPaywall, wantUser string }{
+		{testPaywallID, "acme:user_123", testPaywallID, "acme:user_123"},
+		{strings.ToUpper(testPaywallID), "u", strings.ToUpper(testPaywallID), "u"},
+		{"0b3c9c3e-8f47-4f43-9a4c-0e6f5c1d2a0g", "u", "0b3c9c3e-8f47-4f43-9a4c-0e6f5c1d2a0g", "u"},
+		{"0b3c9c3e8f474f439a4c0e6f5c1d2a01", "u", "0b3c9c3e8f474f439a4c0e6f5c1d2a01", "u"},
+		{"p1", testPaywallID, "p1", testPaywallID},
+		{"", "", "", ""},
+		{"p", strings.Repeat("x", 300), "p", strings.Repeat("x", 255)},
+	} {
+		tok := l.Token(tt.paywall, tt.user, PurposeTopUp)
+		c, err := l.Verify(tok, PurposeTopUp)
+		if err != nil || c.PaywallID != tt.wantPaywall || c.UserID != tt.wantUser {
+			t.Errorf("Token(%q, %q): %+v, %v", tt.paywall, tt.user, c, err)
+		}
+		if strings.Trim(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			t.Errorf("token %q is not URL-safe", tok)
+		}
+	}
+	// A stored paywall id (a UUID) and a typical user id: 90 bytes, 120 characters.
+	if tok := l.Token(testPaywallID, "acme:user_123", PurposeAuthorize); len(tok) != 120 {
+		t.Errorf("token is %d characters, want 120: %s", len(tok), tok)
+	}
+}
+
+// isLinkID reports whether id looks like a LinkClaims.ID.
+func isLinkID(id string) bool {
+	_, err := hex.DecodeString(id)
+	return err == nil && len(id) == 2*LinkIDBytes && id == strings.ToLower(id)
+}
+
+// respell returns another base64url spelling of the same bytes (the unused low bits of the
+// last character set), which a lenient decoder would accept as the same token.
+func respell(t *testing.T, tok string) string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	if len(tok)%4 == 0 || len(tok)%4 == 1 {
+		t.Fatalf("token length %d has no unused bits", len(tok))
+	}
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	other := tok[:len(tok)-1] + string(alphabet[last|1])
+	if last|1 == last {
+		other = tok[:len(tok)-1] + string(alphabet[last&^1])
+	}
+	a, errA := base64.RawURLEncoding.DecodeString(tok)
+	b, errB := base64.RawURLEncoding.DecodeString(other)
+	if errA != nil || errB != nil || string(a) != string(b) || other == tok {
+		t.Fatalf("respell(%q) = %q is not another spelling of the same bytes", tok, other)
+	}
+	return other
+}
+
+// FuzzLinkToken: Verify never panics, accepts no token but the one it signed (one spelling
+// only), and parseClaims never panics on any payload.
 func FuzzLinkToken(f *testing.F) {
 	l := testLinks(&fakeClock{time.Unix(1_700_000_000, 0)})
-	good := l.Token(testPaywallID, "acme:user_123", PurposeAuthorize)
+	// Fixed ids: every fuzzing worker process must make the same tokens.
+	good := l.token([LinkIDBytes]byte{1, 2, 3}, testPaywallID, "acme:user_123", PurposeAuthorize)
+	short := l.token([LinkIDBytes]byte{4, 5, 6}, "p1", "u", PurposeAuthorize)
 	f.Add(good)
+	f.Add(short)
+	f.Add(l.token([LinkIDBytes]byte{7}, testPaywallID, "acme:user_123", PurposeTopUp))
 	f.Add("")
-	f.Add("AQE")
+	f.Add("AgE")
 	f.Add(good[:len(good)-2])
 	f.Add(strings.Repeat("_", 300))
 	f.Fuzz(func(t *testing.T, token string) {
 		c, err := l.Verify(token, PurposeAuthorize)
-		if err == nil && token != good {
-			// Only a genuine token may pass; base64 has a few spellings of the same bytes.
-			if c.PaywallID != testPaywallID || c.UserID != "acme:user_123" {
-				t.Fatalf("accepted a forged token %q: %+v", token, c)
-			}
+		if err == nil && token != good && token != short {
+			t.Fatalf("accepted a token it did not make %q: %+v", token, c)
 		}
 		if err != nil && !errors.Is(err, ErrBadToken) && !errors.Is(err, ErrExpiredToken) {
 			t.Fatalf("unexpected error kind: %v", err)
