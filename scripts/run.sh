@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make run: the whole of Tollgate on this machine, without Docker. A throwaway PostgreSQL
 # cluster and Redis on free ports, `tollgate migrate`, `tollgate serve`, `tollgate settle` with
-# anvil (once settlement is built), the demo upstream (the fake OpenAI server) and the Envoy
-# emulator as the front proxy, all reading envoy/envoy.yaml. Ctrl-C stops everything and
-# removes the temporary directory (keep it with TOLLGATE_RUN_DIR=path).
+# anvil and the test USDC, the demo upstream (the fake OpenAI server) and the Envoy emulator as
+# the front proxy on port 10000 (or MAKE_RUN_PORT; a free port if 10000 is busy), all reading
+# envoy/envoy.yaml. It writes $RUN/env.sh for the curl walk-through of docs/e2e.md. Ctrl-C
+# stops everything and removes the temporary directory (keep it with TOLLGATE_RUN_DIR=path).
+# Works as root too (PostgreSQL then runs as the postgres user).
 #
 # Pieces that are not built yet are reported as such and not started; nothing is faked.
 set -euo pipefail
@@ -92,8 +94,20 @@ GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 DEMO_PORT=$(free_port)
-FRONT_PORT=${MAKE_RUN_PORT:-$(free_port)}
 ANVIL_PORT=$(free_port)
+# The front port: MAKE_RUN_PORT if set (it must be free), else 10000 (envoy.yaml's listener)
+# when free, else any free port.
+if [[ -n ${MAKE_RUN_PORT:-} ]]; then
+  [[ $MAKE_RUN_PORT =~ ^[0-9]+$ ]] && ((MAKE_RUN_PORT > 0 && MAKE_RUN_PORT < 65536)) ||
+    die "MAKE_RUN_PORT=$MAKE_RUN_PORT is not a port number"
+  port_free "$MAKE_RUN_PORT" || die "port $MAKE_RUN_PORT (MAKE_RUN_PORT) is busy; choose another, or unset MAKE_RUN_PORT to get a free one"
+  FRONT_PORT=$MAKE_RUN_PORT
+elif port_free 10000; then
+  FRONT_PORT=10000
+else
+  FRONT_PORT=$(free_port)
+  warn "port 10000 is busy: the front proxy listens on $FRONT_PORT instead (MAKE_RUN_PORT=N picks one)"
+fi
 
 # --- build ----------------------------------------------------------------------------------
 say "building (go build)"
@@ -133,6 +147,14 @@ start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appen
 wait_port redis "$REDIS_PORT" "$LAST_PID"
 
 # --- chain (anvil + the test token), for tollgate settle -------------------------------------
+# anvil's well-known development accounts: #0 the hot wallet, #1 the treasury, #2 the demo
+# user's wallet, #3 the demo paywall's payout address.
+HOT_WALLET=0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266
+TREASURY=0x70997970C51812dc3A010C7d01b50e0d17dc79C8
+DEMO_WALLET=0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC
+PAYOUT_ADDRESS=0x90F79bf6EB2c4f870365E785982E1f101E93b906
+ANVIL_URL=""
+TOKEN=""
 SETTLE_YAML=""
 status_settle="not built yet (issue 6): not started"
 status_anvil="not started (only needed by tollgate settle)"
@@ -143,11 +165,14 @@ if built settle; then
   start anvil "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --block-time 1
   wait_port anvil "$ANVIL_PORT" "$LAST_PID"
   go build -o "$RUN/bin/devchain" ./e2e/cmd/devchain
-  TOKEN=$("$RUN/bin/devchain" -rpc "http://127.0.0.1:$ANVIL_PORT") || die "deploying the test token on anvil failed"
-  status_anvil="http://127.0.0.1:$ANVIL_PORT (chain 31337; test USDC at $TOKEN)"
-  # anvil's well-known development accounts: #0 is the hot wallet, #1 the treasury.
+  # The test USDC (at a fixed address), 1,000 to the hot wallet (#0, which pays payouts) and 100
+  # to the demo user's wallet (#2, which tops up in the walk-through).
+  TOKEN=$("$RUN/bin/devchain" -rpc "http://127.0.0.1:$ANVIL_PORT" -mint "$HOT_WALLET=1000" -mint "$DEMO_WALLET=100" 2>"$RUN/log/devchain.log") ||
+    die "deploying the test token on anvil failed: $(cat "$RUN/log/devchain.log")"
+  ANVIL_URL=http://127.0.0.1:$ANVIL_PORT
+  status_anvil="$ANVIL_URL (chain 31337; test USDC at $TOKEN)"
   SETTLE_YAML="settle:
-  treasury: \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"
+  treasury: \"$TREASURY\"
   hot_wallet:
     private_key: \"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\"
   chains:
@@ -217,13 +242,26 @@ if built paywall; then
   if "$TG" prices import "$ROOT/e2e/demo/models.json" >"$RUN/log/prices.log" 2>&1; then :; else
     warn "tollgate prices import failed: $(cat "$RUN/log/prices.log")"
   fi
-  if out=$("$TG" paywall create -name "Demo app" -owner demo@localhost -mode byok -upstream demo -upstream-key "$DEMO_KEY" -markup-bps 1000 2>&1); then
+  if out=$("$TG" paywall create -name "Demo app" -owner demo@localhost -mode byok -upstream demo -upstream-key "$DEMO_KEY" \
+    -markup-bps 1000 -payout-address "$PAYOUT_ADDRESS" 2>&1); then
     API_KEY=$(grep -o 'tg_[A-Za-z0-9_-]*' <<<"$out" | head -n 1)
-    status_paywall="demo (BYOK, upstream 'demo'): API key $API_KEY"
+    status_paywall="Demo app (BYOK, upstream 'demo', payouts to $PAYOUT_ADDRESS): API key $API_KEY"
   else
     status_paywall="tollgate paywall create failed: $out"
   fi
 fi
+
+# The walk-through's variables (docs/e2e.md): `. $RUN/env.sh` in another shell.
+cat >"$RUN/env.sh" <<EOF
+# Written by make run; it lives as long as make run does.
+export TG=http://127.0.0.1:$FRONT_PORT
+export KEY=$API_KEY
+export ANVIL=$ANVIL_URL
+export TOKEN=$TOKEN
+export TOLLGATE_CONFIG=$RUN/tollgate.yaml
+export PATH="$RUN/bin:\$PATH" # tollgate, devchain
+EOF
+command -v jq >/dev/null || warn "jq is not installed: the walk-through in docs/e2e.md uses it (Debian: apt-get install jq)"
 
 cat <<EOF
 
@@ -237,6 +275,7 @@ $(say "Tollgate is running")
   demo upstream           http://127.0.0.1:$DEMO_PORT (fake OpenAI; needs Bearer $DEMO_KEY)
   demo paywall            $status_paywall
   config, logs            $RUN/tollgate.yaml, $RUN/log/
+  walk-through variables  . $RUN/env.sh     (TG, KEY, ANVIL, TOKEN; tollgate and devchain on PATH)
 
 First request (docs/e2e.md walks through the rest: authorize, top up, charge):
   curl -s http://127.0.0.1:$FRONT_PORT/v1/chat/completions \\

@@ -5,6 +5,7 @@
 //	devchain -rpc URL [-token 0x…] [-mint 0xWALLET=100.5]…   the test USDC (deployed once, at TokenAddress), mints; prints its address
 //	devchain sign [-key 0x…] < message                       EIP-191 personal_sign of stdin (a Sign-In with Ethereum message)
 //	devchain sign-typed [-key 0x…] < typed-data.json         eth_signTypedData_v4 of stdin (a top-up's TransferWithAuthorization)
+//	devchain balance [-rpc URL] [-token 0x…] 0xADDRESS…       the test USDC each address holds on chain
 //
 // The token is always the first contract anvil's account #0 deploys, so its address is fixed
 // (TokenAddress) and configuration can name it before the chain exists. Run again on the same
@@ -71,6 +72,9 @@ var ErrChainUsed = errors.New("devchain: account #0 has already sent transaction
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) > 0 && (args[0] == "sign" || args[0] == "sign-typed") {
 		return sign(args[0], args[1:], stdin, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "balance" {
+		return balance(ctx, args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("devchain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -156,6 +160,39 @@ func ensureToken(ctx context.Context, client *ethclient.Client, s chaintest.Send
 	}
 	_, err = fmt.Fprintf(stderr, "devchain: deployed the test USDC at %s\n", addr.Hex())
 	return addr, err
+}
+
+// balance prints the test USDC each address holds, one "ADDRESS AMOUNT" line each.
+func balance(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("devchain balance", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rpc := fs.String("rpc", "http://127.0.0.1:8545", "anvil's JSON-RPC `url`")
+	token := fs.String("token", TokenAddress().Hex(), "the token's `address`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("devchain balance: name at least one 0xADDRESS")
+	}
+	client, err := ethclient.DialContext(ctx, *rpc)
+	if err != nil {
+		return fmt.Errorf("devchain: -rpc %s: %w", *rpc, err)
+	}
+	defer client.Close()
+	s := chaintest.Sender{Client: client}
+	for _, a := range fs.Args() {
+		if !common.IsHexAddress(a) {
+			return fmt.Errorf("devchain balance: %q is not a 0x address", a)
+		}
+		micro, err := s.BalanceOf(ctx, common.HexToAddress(*token), common.HexToAddress(a))
+		if err != nil {
+			return fmt.Errorf("devchain balance: %w", err)
+		}
+		if _, err := fmt.Fprintf(stdout, "%s %d.%06d USDC\n", common.HexToAddress(a).Hex(), micro/1_000_000, micro%1_000_000); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseMicro reads a positive USDC amount with at most 6 decimal places, exactly.

@@ -64,6 +64,16 @@ func TestDeployOnceAndMint(t *testing.T) {
 			t.Fatalf("run %d: the user holds %d µUSDC", i+1, got)
 		}
 	}
+	var out bytes.Buffer
+	if err := Run(ctx, []string{"balance", "-rpc", node.URL, user.Hex(), deployer.Hex()}, nil, &out, &out); err != nil ||
+		out.String() != user.Hex()+" 3.000000 USDC\n"+deployer.Hex()+" 0.000000 USDC\n" {
+		t.Fatalf("balance printed %q, %v", out.String(), err)
+	}
+	for _, bad := range [][]string{{"balance", "-rpc", node.URL}, {"balance", "-rpc", node.URL, "0x12"}} {
+		if err := Run(ctx, bad, nil, &out, &out); err == nil {
+			t.Errorf("devchain %v succeeded", bad)
+		}
+	}
 	nonce, err := node.Client.NonceAt(ctx, deployer, nil)
 	if err != nil || nonce != 3 { // one deployment, two mints
 		t.Fatalf("account #0 sent %d transactions (%v); want 3: the second run must not deploy again", nonce, err)
@@ -86,8 +96,8 @@ func TestDeployOnceAndMint(t *testing.T) {
 	if _, err := (chaintest.Sender{Client: used.Client}).Send(ctx, key, &user, nil); err != nil {
 		t.Fatal(err)
 	}
-	var out, errOut bytes.Buffer
-	if err := Run(ctx, []string{"-rpc", used.URL}, nil, &out, &errOut); !errors.Is(err, ErrChainUsed) {
+	out.Reset()
+	if err := Run(ctx, []string{"-rpc", used.URL}, nil, &out, &out); !errors.Is(err, ErrChainUsed) {
 		t.Fatalf("deploying on a used chain: %v, want ErrChainUsed", err)
 	}
 }
