@@ -79,6 +79,15 @@ func (l *fakeLedger) Capture(ctx context.Context, r ledger.CaptureRequest) (ledg
 	if h == nil {
 		return ledger.CaptureResult{}, ledger.ErrHoldNotFound
 	}
+	if prev, ok := l.captures[r.HoldID]; ok && prev.Key == r.Key {
+		// The same key again: the first result, as the ledger's idempotency keys promise.
+		if prev.Split != r.Split {
+			return ledger.CaptureResult{}, ledger.ErrIdempotencyConflict
+		}
+		charged := l.charged[r.HoldID]
+		want := r.Split.TotalMicro()
+		return ledger.CaptureResult{ChargedMicro: charged, ReleasedMicro: max(h.AmountMicro-charged, 0), ShortfallMicro: want - charged}, nil
+	}
 	if h.Status != ledger.HoldOpen {
 		return ledger.CaptureResult{}, ledger.ErrHoldFinished
 	}

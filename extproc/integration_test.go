@@ -73,12 +73,28 @@ func newRealEnv(t *testing.T, balance int64, tweak func(*paywall.Paywall)) *real
 // paywall store and catalog (with their own caches), sharing the database and Redis.
 func (e *realEnv) replica(t *testing.T, maxConns int32) (*Server, *grpc.Server, extprocv3.ExternalProcessorClient) {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(e.db.URL)
+	return e.replicaWith(t, maxConns, nil)
+}
+
+// outageReplica is a replica for a database outage: settlement gives up within the request
+// after a second and retries in the background every 50–200 ms.
+func (e *realEnv) outageReplica(t *testing.T) (*Server, extprocv3.ExternalProcessorClient) {
+	t.Helper()
+	s, _, c := e.replicaWith(t, 2, func(c *Config) {
+		c.SettleTimeout, c.SettleRetryBackoff, c.SettleRetryMaxBackoff = time.Second, 50*time.Millisecond, 200*time.Millisecond
+	})
+	return s, c
+}
+
+// replicaWith is replica with its configuration changed by tweak.
+func (e *realEnv) replicaWith(t *testing.T, maxConns int32, tweak func(*Config)) (*Server, *grpc.Server, extprocv3.ExternalProcessorClient) {
+	t.Helper()
+	pcfg, err := pgxpool.ParseConfig(e.db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.MaxConns = maxConns
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	pcfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(t.Context(), pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +115,12 @@ func (e *realEnv) replica(t *testing.T, maxConns int32) (*Server, *grpc.Server, 
 	catalog := pricing.NewCatalog(pool, e.rdb, e.prefix)
 	// The time budgets are generous: these tests check money, not latency, on a 2-core machine
 	// that other test suites (and -race) load too.
-	s, err := NewServer(Config{FeeBps: realFeeBps, ProviderKey: "sk-or-operator", PromptMarginPct: 20,
-		HoldTTL: 10 * time.Minute, PhaseTimeout: time.Minute, SettleTimeout: 2 * time.Minute}, Deps{
+	cfg := Config{FeeBps: realFeeBps, ProviderKey: "sk-or-operator", PromptMarginPct: 20,
+		HoldTTL: 10 * time.Minute, PhaseTimeout: time.Minute, SettleTimeout: 2 * time.Minute}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	s, err := NewServer(cfg, Deps{
 		Ledger: ledger.New(pool, ledger.Options{}), Paywalls: store, Prices: catalog,
 		Links:   paywall.Links{BaseURL: "https://pay.example", Secret: []byte(strings.Repeat("k", 32)), TTL: time.Hour},
 		Limiter: limits.New(e.rdb, e.prefix+"limits:", 10*time.Minute),

@@ -51,7 +51,11 @@ type Metrics struct {
 	voids         prometheus.Counter
 	limitErrors   prometheus.Counter
 	openStreams   prometheus.Gauge
-	phases        [numPhases]prometheus.Observer
+	// Background settlement (settler.go).
+	settlePending    prometheus.Gauge
+	settleRetries    *prometheus.CounterVec
+	settleBackground *prometheus.CounterVec
+	phases           [numPhases]prometheus.Observer
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not registered, for tests
@@ -88,6 +92,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		openStreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_extproc_open_streams", Help: "ext_proc streams being processed.",
 		}),
+		settlePending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_extproc_settlements_retrying", Help: "Captures and voids being retried in the background.",
+		}),
+		settleRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_extproc_settle_retries_total", Help: "Background capture or void attempts that failed and were retried, by op.",
+		}, []string{"op"}),
+		settleBackground: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_extproc_background_settlements_total",
+			Help: "Captures and voids handed to the background, by op and how they ended (settled, failed, expiring, abandoned).",
+		}, []string{"op", "result"}),
 	}
 	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tollgate_extproc_phase_seconds",
@@ -99,7 +113,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
-			m.estimated, m.voids, m.limitErrors, m.openStreams, phase)
+			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.settleRetries, m.settleBackground, phase)
 	}
 	return m
 }

@@ -51,6 +51,10 @@ type Config struct {
 	SettleTimeout time.Duration
 	// MaxEventBytes bounds one SSE event the scanner buffers.
 	MaxEventBytes int
+	// SettleRetryBackoff and SettleRetryMaxBackoff bound the waits between background
+	// attempts of a capture or void that failed within SettleTimeout: the first wait, doubled
+	// after each failure up to the maximum. Retries stop shortly before the hold expires.
+	SettleRetryBackoff, SettleRetryMaxBackoff time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -89,6 +93,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxEventBytes <= 0 {
 		c.MaxEventBytes = sse.DefaultMaxEventBytes
 	}
+	if c.SettleRetryBackoff <= 0 {
+		c.SettleRetryBackoff = 500 * time.Millisecond
+	}
+	if c.SettleRetryMaxBackoff < c.SettleRetryBackoff {
+		c.SettleRetryMaxBackoff = max(30*time.Second, c.SettleRetryBackoff)
+	}
 	return c
 }
 
@@ -115,6 +125,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	health  *health.Server
+	settler *settler
 
 	streams  sync.WaitGroup
 	draining atomic.Bool
@@ -147,7 +158,9 @@ func NewServer(cfg Config, d Deps) (*Server, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics(nil)
 	}
-	s := &Server{cfg: cfg.withDefaults(), deps: d, log: d.Logger, metrics: d.Metrics, health: health.NewServer()}
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, deps: d, log: d.Logger, metrics: d.Metrics, health: health.NewServer(),
+		settler: newSettler(d.Logger, d.Metrics, cfg.SettleRetryBackoff, cfg.SettleRetryMaxBackoff, cfg.SettleTimeout)}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s, nil
@@ -207,7 +220,8 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 }
 
 // Shutdown stops taking new streams and marks the service NOT_SERVING; the gRPC server's own
-// GracefulStop/Stop then ends the open streams, and Wait waits for them to settle.
+// GracefulStop/Stop then ends the open streams, Wait waits for them to settle, and
+// WaitSettlements for the settlements they handed to the background.
 func (s *Server) Shutdown() {
 	s.draining.Store(true)
 	s.health.Shutdown()
@@ -215,6 +229,14 @@ func (s *Server) Shutdown() {
 
 // Draining reports whether Shutdown was called.
 func (s *Server) Draining() bool { return s.draining.Load() }
+
+// WaitSettlements blocks until every capture or void being retried in the background has
+// finished, or ctx ends; then it gives up on the rest, each logged with its request and hold
+// (the hold expires and the sweeper releases it). It returns how many were given up. Call it
+// after Wait: a stream that could not settle hands its settlement over before it returns.
+func (s *Server) WaitSettlements(ctx context.Context) (abandoned int) {
+	return s.settler.wait(ctx)
+}
 
 // Wait blocks until every stream has returned (settling what it held) or ctx ends.
 func (s *Server) Wait(ctx context.Context) error {

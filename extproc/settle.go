@@ -11,7 +11,8 @@ import (
 	"github.com/tollgate-dev/tollgate/pricing"
 )
 
-// maxSettleAttempts bounds the retries of one capture or void (same idempotency key).
+// maxSettleAttempts bounds the retries of one capture or void (same idempotency key) within
+// the request's settle_timeout; the settler takes over after that.
 const maxSettleAttempts = 3
 
 // settle captures the hold once the response is over. reason is "" when the response ended
@@ -86,31 +87,67 @@ func (p *processor) settle(reason string) {
 		meta["estimate_reason"] = why
 	}
 	req := ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta}
+	s := p.s
 	var res ledger.CaptureResult
-	err = retry(ctx, func() error {
+	capture := func(ctx context.Context) error {
 		var err error
-		res, err = p.s.deps.Ledger.Capture(ctx, req)
+		res, err = s.deps.Ledger.Capture(ctx, req)
 		return err
-	}, ledger.ErrHoldExpired, ledger.ErrHoldFinished, ledger.ErrHoldNotFound, ledger.ErrInvalid, ledger.ErrIdempotencyConflict)
-	if err != nil {
-		p.s.log.Error("capture failed", "request_id", p.id, "hold_id", p.hold.ID, "charge_micro", charge, "err", err)
-		p.end(OutcomeSettleFailed)
-		return
 	}
-	p.holdOpen = false
-	m := p.s.metrics
+	err = retry(ctx, func() error { return capture(ctx) }, captureFinal...)
+	switch {
+	case err == nil:
+		p.holdOpen = false
+		p.end(s.captured(res, estimated, why))
+		s.log.Debug("captured", "request_id", p.id, "hold_id", p.hold.ID, "charged_micro", res.ChargedMicro,
+			"released_micro", res.ReleasedMicro, "estimated", estimated, "reason", why)
+	case isFinal(err, captureFinal):
+		s.log.Error("capture failed", "request_id", p.id, "hold_id", p.hold.ID, "charge_micro", charge, "err", err)
+		p.end(OutcomeSettleFailed)
+	default:
+		// The ledger is unreachable or kept failing: keep trying in the background, with the
+		// same request (and so the same idempotency key), until the hold is about to expire.
+		s.settler.start(&settleJob{op: "capture", requestID: p.id, holdID: p.hold.ID, deadline: p.retryDeadline(),
+			try: capture, final: captureFinal,
+			done: func(err error) {
+				o := OutcomeSettleFailed
+				if err == nil {
+					o = s.captured(res, estimated, why)
+				}
+				s.metrics.requests.WithLabelValues(string(o)).Inc()
+			}})
+	}
+}
+
+// captureFinal are the capture errors no retry can change.
+var captureFinal = []error{ledger.ErrHoldExpired, ledger.ErrHoldFinished, ledger.ErrHoldNotFound, ledger.ErrInvalid, ledger.ErrIdempotencyConflict}
+
+// voidFinal are the void errors no retry can change; all but ErrHoldNotFound mean there is
+// nothing left to release.
+var voidFinal = []error{ledger.ErrHoldFinished, ledger.ErrHoldExpired, ledger.ErrHoldNotFound}
+
+// captured counts a capture in the metrics and returns the request's outcome.
+func (s *Server) captured(res ledger.CaptureResult, estimated bool, why string) Outcome {
+	m := s.metrics
 	m.capturedMicro.Add(float64(res.ChargedMicro))
 	m.shortfall.Add(float64(res.ShortfallMicro))
 	if estimated {
 		m.captures.WithLabelValues("estimated").Inc()
 		m.estimated.WithLabelValues(why).Inc()
-		p.end(OutcomeEstimated)
-	} else {
-		m.captures.WithLabelValues("reported").Inc()
-		p.end(OutcomeCharged)
+		return OutcomeEstimated
 	}
-	p.s.log.Debug("captured", "request_id", p.id, "hold_id", p.hold.ID, "charged_micro", res.ChargedMicro,
-		"released_micro", res.ReleasedMicro, "estimated", estimated, "reason", why)
+	m.captures.WithLabelValues("reported").Inc()
+	return OutcomeCharged
+}
+
+// retryDeadline is when background retries of this request's settlement stop: shortly before
+// the hold expires (a tenth of the hold's life before, at most 30s).
+func (p *processor) retryDeadline() time.Time {
+	exp := p.hold.ExpiresAt
+	if exp.IsZero() {
+		exp = p.s.deps.Clock.Now().Add(p.s.cfg.HoldTTL)
+	}
+	return exp.Add(-min(p.s.cfg.HoldTTL/10, 30*time.Second))
 }
 
 // chargedUsage is the usage to charge and whether it is an estimate.
@@ -132,17 +169,30 @@ func (p *processor) voidNow(why string) {
 	defer p.s.metrics.observe(phaseSettle, start)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
 	defer cancel()
-	err := retry(ctx, func() error {
-		_, err := p.s.deps.Ledger.Void(ctx, p.hold.ID)
+	s := p.s
+	void := func(ctx context.Context) error {
+		_, err := s.deps.Ledger.Void(ctx, p.hold.ID)
 		return err
-	}, ledger.ErrHoldFinished, ledger.ErrHoldNotFound)
-	if err != nil && !errors.Is(err, ledger.ErrHoldFinished) {
-		p.s.log.Error("void failed; the hold will expire", "request_id", p.id, "hold_id", p.hold.ID, "why", why, "err", err)
-		p.end(OutcomeSettleFailed)
-		return
 	}
-	p.holdOpen = false
-	p.s.metrics.voids.Inc()
+	err := retry(ctx, func() error { return void(ctx) }, voidFinal...)
+	switch {
+	case err == nil || errors.Is(err, ledger.ErrHoldFinished) || errors.Is(err, ledger.ErrHoldExpired):
+		p.holdOpen = false
+		s.metrics.voids.Inc()
+	case isFinal(err, voidFinal):
+		s.log.Error("void failed", "request_id", p.id, "hold_id", p.hold.ID, "why", why, "err", err)
+		p.end(OutcomeSettleFailed)
+	default:
+		// Nothing is charged either way, but until it is voided the hold keeps the user's
+		// money from other requests: keep trying in the background.
+		s.settler.start(&settleJob{op: "void", requestID: p.id, holdID: p.hold.ID, deadline: p.retryDeadline(),
+			try: void, final: voidFinal,
+			done: func(err error) {
+				if err == nil || errors.Is(err, ledger.ErrHoldFinished) || errors.Is(err, ledger.ErrHoldExpired) {
+					s.metrics.voids.Inc()
+				}
+			}})
+	}
 }
 
 // retry runs op up to maxSettleAttempts times with a short backoff, stopping at success, at
@@ -150,13 +200,8 @@ func (p *processor) voidNow(why string) {
 func retry(ctx context.Context, op func() error, final ...error) error {
 	var err error
 	for attempt := range maxSettleAttempts {
-		if err = op(); err == nil {
-			return nil
-		}
-		for _, f := range final {
-			if errors.Is(err, f) {
-				return err
-			}
+		if err = op(); err == nil || isFinal(err, final) {
+			return err
 		}
 		if attempt == maxSettleAttempts-1 {
 			break

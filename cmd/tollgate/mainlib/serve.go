@@ -28,7 +28,8 @@ const readyLine = "tollgate serve: ready"
 // runServe runs the ext_proc gRPC server (for Envoy), the HTTP API and hosted pages, and the
 // admin listener (metrics, health), plus the hold sweeper, until ctx ends; then it stops
 // taking streams, lets the open ones finish for serve.shutdown_grace, cancels and settles the
-// rest, and returns.
+// rest, gives settlements being retried in the background what is left of the grace, and
+// returns.
 func runServe(ctx context.Context, env *environment, args []string) error {
 	fs, path := flagSet(env, "serve")
 	if err := parse(fs, args); err != nil {
@@ -143,6 +144,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	wg.Go(func() { errc <- serveErr("admin", adminServer.Serve(adminLis)) })
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { sweepHolds(sweepCtx, svc, sc.SweepInterval, sc.SweepBatch, swept, logger) })
+	wg.Go(func() { api.Run(sweepCtx) }) // prunes old idempotent answers of the HTTP API
 
 	logger.Info("serve: ready", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "admin", adminLis.Addr().String())
 	_, _ = fmt.Fprintf(env.stderr, "%s grpc=%s http=%s admin=%s\n", readyLine, grpcLis.Addr(), httpLis.Addr(), adminLis.Addr()) // stderr failing is no reason to stop serving
@@ -173,6 +175,11 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	defer cancelSettle()
 	if err := server.Wait(settleCtx); err != nil {
 		logger.Error("serve: streams did not settle in time; their holds will expire", "err", err)
+	}
+	// Captures and voids the ledger refused during an outage are being retried in the
+	// background: they get what is left of the grace; each one given up is logged.
+	if n := server.WaitSettlements(stopCtx); n > 0 {
+		logger.Error("serve: gave up on settlements still being retried; their holds will expire", "count", n)
 	}
 	stopSweep()
 	_ = adminServer.Shutdown(settleCtx)

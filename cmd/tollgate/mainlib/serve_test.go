@@ -13,6 +13,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -24,6 +25,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the program and the test at once.
@@ -127,15 +129,7 @@ func TestServeCommand(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve returned %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stopServe(t, cancel, done)
 	logs := stderr.String()
 	if strings.Contains(logs, "sk-or-very-secret") || strings.Contains(logs, strings.Repeat("s", 32)) {
 		t.Error("a secret reached the logs")
@@ -150,6 +144,20 @@ func startServe(ctx context.Context, stderr *lockedBuffer) chan error {
 	done := make(chan error, 1)
 	go func() { done <- Main(ctx, []string{"serve"}, io.Discard, stderr) }()
 	return done
+}
+
+// stopServe cancels serve's context and waits for it to return cleanly.
+func stopServe(t *testing.T, cancel context.CancelFunc, done chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
 }
 
 // serveEnv points `tollgate serve` at a fresh database and Redis prefix, on free ports.
@@ -226,10 +234,7 @@ func TestServeRefusesMarkupsBelowFee(t *testing.T) {
 	}
 	done := startServe(sctx, &stderr)
 	waitReady(t, &stderr, done)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("serve returned %v", err)
-	}
+	stopServe(t, cancel, done)
 }
 
 func TestServeNeedsLinkSecret(t *testing.T) {
@@ -286,4 +291,126 @@ func TestSweeperReleasesExpiredHolds(t *testing.T) {
 	if err != nil || len(mfs) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 1 {
 		t.Errorf("swept counter %v (%v), want 1", mfs, err)
 	}
+}
+
+// TestServeShutdownGivesUpOnBackgroundSettlements: the database stops taking connections just
+// before a streamed response ends, so its capture is handed to the background; at shutdown
+// `tollgate serve` waits for it only within serve.shutdown_grace, then logs it as abandoned and
+// stops. The hold stays open for the sweeper (nothing charged twice, nothing lost).
+func TestServeShutdownGivesUpOnBackgroundSettlements(t *testing.T) {
+	db, rdb, prefix := serveEnv(t)
+	t.Setenv("TOLLGATE_SERVE_SETTLE_TIMEOUT", "300ms")
+	ctx := t.Context()
+	store := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: 500})
+	defer func() { _ = store.Close() }()
+	pw, key, err := store.Create(ctx, paywall.Paywall{Name: "Acme", Owner: "dev@acme.example", Mode: paywall.ModeBuiltin, MarkupBps: 2000, DefaultMaxTokens: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wallet = "0x00000000000000000000000000000000000000c3"
+	if _, err := store.Authorize(ctx, pw.ID, "alice", wallet); err != nil {
+		t.Fatal(err)
+	}
+	if err := pricing.NewCatalog(db.Pool, nil, prefix).Import(ctx, []pricing.ModelPrice{{Model: "m1",
+		Price: pricing.Price{Input: pricing.NewDecimal(1, 0), Output: pricing.NewDecimal(2, 0)}}}); err != nil {
+		t.Fatal(err)
+	}
+	l := ledger.New(db.Pool, ledger.Options{})
+	if _, err := l.Deposit(ctx, ledger.DepositRequest{Key: "137:outage", ChainID: "137", Wallet: wallet, AmountMicro: 1_000_000}); err != nil {
+		t.Fatal(err)
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stderr lockedBuffer
+	done := startServe(sctx, &stderr)
+	addr := waitReady(t, &stderr, done)
+	conn, err := grpc.NewClient(addr["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func(r *extprocv3.ProcessingRequest) {
+		t.Helper()
+		if err := st.Send(r); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil || resp.GetImmediateResponse() != nil {
+			t.Fatalf("%v %v", resp, err)
+		}
+	}
+	hv := func(kv ...string) *corev3.HeaderMap {
+		m := &corev3.HeaderMap{}
+		for i := 0; i < len(kv); i += 2 {
+			m.Headers = append(m.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+		}
+		return m
+	}
+	step(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+		Headers: hv(":method", "POST", ":path", "/v1/chat/completions", "authorization", "Bearer "+key, "x-paywall-user", "alice")}}})
+	step(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{
+		Body: []byte(`{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`), EndOfStream: true}}})
+	step(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: hv(":status", "200", "content-type", "text/event-stream")}}})
+
+	admin, err := pgx.Connect(ctx, testdb.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = admin.Close(context.Background()) }()
+	name := pgx.Identifier{db.Name}.Sanitize()
+	defer func() { _, _ = admin.Exec(context.Background(), `ALTER DATABASE `+name+` WITH ALLOW_CONNECTIONS true`) }()
+	for _, q := range []string{`ALTER DATABASE ` + name + ` WITH ALLOW_CONNECTIONS false`,
+		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '` + db.Name + `' AND pid <> pg_backend_pid()`} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{
+		Body: []byte("data: {\"id\":\"g\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n"), EndOfStream: true}}})
+	_ = st.CloseSend()
+	_, _ = st.Recv() // the server ends the stream once it has handed the capture over
+
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(adminGet(t, addr["admin"], "/metrics"), "tollgate_extproc_settlements_retrying 1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the capture was not handed to the background:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	stopServe(t, cancel, done)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("shutdown took %s with a 1s grace", took)
+	}
+	logs := stderr.String()
+	for _, want := range []string{`"why":"abandoned"`, `"msg":"serve: gave up on settlements still being retried; their holds will expire","count":1`, `"msg":"serve: stopped"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %s:\n%s", want, logs)
+		}
+	}
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+name+` WITH ALLOW_CONNECTIONS true`); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Balance(ctx, wallet)
+	if err != nil || b.PostedMicro != 1_000_000 || b.HeldMicro == 0 {
+		t.Errorf("balance %+v %v: want nothing charged and the hold left for the sweeper", b, err)
+	}
+}
+
+// adminGet reads a path of serve's admin listener.
+func adminGet(t *testing.T, addr, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
