@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,9 +25,15 @@ type Settle struct {
 	// LeaseTTL is how long a worker's claim on a hot wallet lasts without renewal; another
 	// worker takes over after it.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
-	TopUps   TopUps        `yaml:"topups"`
-	Payouts  Payouts       `yaml:"payouts"`
-	Chains   []Chain       `yaml:"chains"`
+	// AdminAddr is where `tollgate settle` serves /metrics and /healthz (private; "" = no
+	// admin listener).
+	AdminAddr string `yaml:"admin_addr"`
+	// RPCUnhealthyAfter is how long a chain's node may fail to answer before /healthz
+	// reports the worker unhealthy.
+	RPCUnhealthyAfter time.Duration `yaml:"rpc_unhealthy_after"`
+	TopUps            TopUps        `yaml:"topups"`
+	Payouts           Payouts       `yaml:"payouts"`
+	Chains            []Chain       `yaml:"chains"`
 }
 
 // HotWallet is the worker's signing key. Give exactly one of PrivateKey (better through
@@ -96,8 +104,9 @@ const (
 
 func defaultSettle() Settle {
 	return Settle{
-		PollInterval: 2 * time.Second,
-		LeaseTTL:     30 * time.Second,
+		PollInterval:      2 * time.Second,
+		LeaseTTL:          30 * time.Second,
+		RPCUnhealthyAfter: time.Minute,
 		TopUps: TopUps{
 			Validity: time.Hour,
 			MinMicro: 100_000,        // 0.10 USDC
@@ -162,6 +171,7 @@ func (s Settle) problems() []error {
 	}{
 		{"settle.poll_interval", s.PollInterval},
 		{"settle.lease_ttl", s.LeaseTTL},
+		{"settle.rpc_unhealthy_after", s.RPCUnhealthyAfter},
 		{"settle.topups.validity", s.TopUps.Validity},
 		{"settle.payouts.authorization_validity", s.Payouts.AuthorizationValidity},
 		{"settle.payouts.stuck_after", s.Payouts.StuckAfter},
@@ -170,6 +180,9 @@ func (s Settle) problems() []error {
 		if d.d <= 0 {
 			p = append(p, fmt.Errorf("%s: must be positive, got %s", d.name, d.d))
 		}
+	}
+	if s.AdminAddr != "" && !isListenAddr(s.AdminAddr) {
+		p = append(p, fmt.Errorf("settle.admin_addr: must be host:port (like 127.0.0.1:9004) or empty for none, got %q", s.AdminAddr))
 	}
 	if s.LeaseTTL > 0 && s.PollInterval >= s.LeaseTTL {
 		p = append(p, fmt.Errorf("settle.lease_ttl: must be longer than settle.poll_interval (%s), got %s", s.PollInterval, s.LeaseTTL))
@@ -254,6 +267,16 @@ func ParseGwei(s string) (*big.Int, error) {
 		return nil, fmt.Errorf("not a number: %q", s)
 	}
 	return wei, nil
+}
+
+// isListenAddr reports whether s is a host:port a listener can take (the host may be empty).
+func isListenAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil || !isDigits(port) {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n <= 65535
 }
 
 func isDigits(s string) bool {

@@ -20,6 +20,9 @@ func TestLoadSettle(t *testing.T) {
 	if s.PollInterval != time.Second || s.TopUps.Validity != 30*time.Minute || s.Payouts.StuckAfter != 3*time.Minute {
 		t.Errorf("durations not applied or defaulted: %+v", s)
 	}
+	if s.AdminAddr != "127.0.0.1:9004" || s.RPCUnhealthyAfter != time.Minute {
+		t.Errorf("admin_addr %q, rpc_unhealthy_after %s", s.AdminAddr, s.RPCUnhealthyAfter)
+	}
 	if s.HotWallet.PrivateKey == "" {
 		t.Error("hot wallet key from the environment not applied")
 	}
@@ -41,7 +44,9 @@ func TestLoadBadSettle(t *testing.T) {
 	}{
 		{"bad_settle_no_treasury.yaml", []string{"settle.treasury: required when chains are configured"}},
 		{"bad_settle_many.yaml", []string{
-			"13 problem(s)",
+			"15 problem(s)",
+			`settle.admin_addr: must be host:port (like 127.0.0.1:9004) or empty for none, got "9004"`,
+			"settle.rpc_unhealthy_after: must be positive, got -1s",
 			`settle.treasury: must be a 0x address of 40 hex digits, got "0x1234"`,
 			"settle.hot_wallet: set private_key or private_key_file, not both",
 			"settle.hot_wallet.private_key: must be 64 hex digits (optionally 0x-prefixed)",

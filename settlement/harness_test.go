@@ -130,18 +130,27 @@ func (e *simEnv) sendNative(to common.Address) {
 // failure at that boundary.
 func (e *simEnv) worker(client ChainClient, l Ledger) *Worker {
 	e.t.Helper()
-	if client == nil {
-		client = e.client
-	}
-	if l == nil {
-		l = e.ledger
-	}
-	w, err := NewWorker(WorkerConfig{
-		Chain: e.chain, Client: client, Signer: NewLocalSignerFromKey(e.hot), Pool: e.db.Pool, Ledger: l,
+	return e.workerWith(func(c *WorkerConfig) {
+		if client != nil {
+			c.Client = client
+		}
+		if l != nil {
+			c.Ledger = l
+		}
+	})
+}
+
+// workerWith is a new worker process whose configuration mod adjusts.
+func (e *simEnv) workerWith(mod func(*WorkerConfig)) *Worker {
+	e.t.Helper()
+	cfg := WorkerConfig{
+		Chain: e.chain, Client: e.client, Signer: NewLocalSignerFromKey(e.hot), Pool: e.db.Pool, Ledger: e.ledger,
 		Wallets: PaywallWallets{Pool: e.db.Pool}, Treasury: e.treasury, Clock: e.clock,
 		LeaseTTL: time.Minute, StuckAfter: 3 * time.Minute, RetryBackoff: time.Minute,
 		MaxPayoutMicro: 50_000_000, DailyPayoutMicro: 80_000_000,
-	})
+	}
+	mod(&cfg)
+	w, err := NewWorker(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

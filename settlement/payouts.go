@@ -208,6 +208,9 @@ func (w *Worker) payQueued(ctx context.Context, p payoutRow) error {
 			WHERE payout_id = $1 AND status = 'queued'`, p.id, txID, lowerHash(hash), now)
 		return err
 	})
+	if err == nil {
+		w.metrics.payout("sent")
+	}
 	return err
 }
 
@@ -373,6 +376,7 @@ func (w *Worker) giveBack(ctx context.Context, p payoutRow) error {
 	if _, err := w.ledger.FailPayout(ctx, p.id, p.reason); err != nil {
 		return fmt.Errorf("ledger fail payout: %w", err)
 	}
+	w.metrics.payout(payoutFailed)
 	w.logger.InfoContext(ctx, "payout failed; its money is back in the earnings", "payout", p.id, "reason", p.reason)
 	return w.setPayout(ctx, p.id, payoutFailed, p.reason, 0)
 }
@@ -386,6 +390,7 @@ func (w *Worker) settle(ctx context.Context, p payoutRow, txHash string) error {
 		w.logger.ErrorContext(ctx, "payout paid on chain but the ledger refuses to settle it", "payout", p.id, "tx", txHash, "err", err)
 		return w.setPayout(ctx, p.id, payoutSettled, "paid on chain; the ledger refused to settle: "+err.Error(), 0)
 	}
+	w.metrics.payout(payoutSettled)
 	w.logger.InfoContext(ctx, "payout settled", "payout", p.id, "tx", txHash, "amount_micro", p.amountMicro)
 	_, err := w.pool.Exec(ctx, `
 		UPDATE settlement_payouts SET status = 'settled', tx_hash = $2, reason = '', updated_at = now() WHERE payout_id = $1`,

@@ -81,6 +81,9 @@ func (w *Worker) relay(ctx context.Context, t topUpRow) error {
 			WHERE id = $1 AND status = 'signed'`, t.id, lowerHash(hash))
 		return err
 	})
+	if err == nil {
+		w.metrics.topUp(TopUpSubmitted)
+	}
 	return err
 }
 
@@ -150,11 +153,15 @@ func (w *Worker) checkSubmitted(ctx context.Context, t topUpRow) error {
 // setTopUp moves a top-up that is not credited yet; wait delays its next look.
 func (w *Worker) setTopUp(ctx context.Context, id string, status TopUpStatus, reason string, wait time.Duration) error {
 	next := w.clock.Now().Add(wait)
-	_, err := w.pool.Exec(ctx, `
+	tag, err := w.pool.Exec(ctx, `
 		UPDATE settlement_topups SET status = $2, reason = $3, next_attempt_at = $4, updated_at = now()
 		WHERE id = $1 AND status <> 'credited'`, id, string(status), reason, next)
-	if err == nil {
-		w.logger.InfoContext(ctx, "top-up", "topup", id, "status", status, "reason", reason)
+	if err != nil {
+		return err
 	}
-	return err
+	w.logger.InfoContext(ctx, "top-up", "topup", id, "status", status, "reason", reason)
+	if tag.RowsAffected() > 0 && (status == TopUpSubmitted || status == TopUpFailed) {
+		w.metrics.topUp(status)
+	}
+	return nil
 }

@@ -155,10 +155,13 @@ func (w *Worker) broadcast(ctx context.Context, tx *types.Transaction) {
 	err := w.client.SendTransaction(ctx, tx)
 	switch {
 	case err == nil:
+		w.metrics.broadcast("accepted")
 		w.logger.InfoContext(ctx, "transaction broadcast", "tx", tx.Hash().Hex(), "nonce", tx.Nonce())
 	case isKnownTxError(err):
+		w.metrics.broadcast("known")
 		w.logger.DebugContext(ctx, "node already has the transaction or its nonce", "tx", tx.Hash().Hex(), "err", err)
 	default:
+		w.metrics.broadcast("error")
 		w.logger.WarnContext(ctx, "broadcast failed; will retry", "tx", tx.Hash().Hex(), "nonce", tx.Nonce(), "err", err)
 	}
 }
@@ -327,6 +330,7 @@ func (w *Worker) replace(ctx context.Context, tx txRow, last attemptRow) error {
 	if err != nil {
 		return err
 	}
+	w.metrics.replacement()
 	w.logger.InfoContext(ctx, "stuck transaction replaced with higher fees", "purpose", tx.purpose, "ref", tx.ref,
 		"nonce", tx.nonce, "old_tx", last.hash.Hex(), "tx", signed.Hash().Hex(), "tip_wei", tip.String(), "fee_cap_wei", feeCap.String())
 	w.broadcast(ctx, signed)

@@ -74,6 +74,7 @@ func (w *Worker) watchDeposits(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.metrics.finalProcessed(cursor)
 	for from := cursor + 1; from <= final; {
 		to := min(from+w.chain.MaxLogRange-1, final)
 		if err := w.scanRange(ctx, from, to, true); err != nil {
@@ -84,6 +85,7 @@ func (w *Worker) watchDeposits(ctx context.Context) error {
 			w.chain.ID, lowerHex(w.chain.Token), toInt64(to)); err != nil {
 			return fmt.Errorf("advance deposit cursor: %w", err)
 		}
+		w.metrics.finalProcessed(to)
 		from = to + 1
 	}
 	// Pending deposits at or below the final block that were not credited were reorged away.
@@ -97,7 +99,11 @@ func (w *Worker) watchDeposits(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("latest header: %w", err)
 	}
-	if head := latest.Number.Uint64(); head > final {
+	head := latest.Number.Uint64()
+	if head >= final {
+		w.metrics.finalityLag(head-final, toInt64(latest.Time)-toInt64(fin.Time))
+	}
+	if head > final {
 		from := final + 1
 		if head-from >= w.chain.MaxLogRange {
 			from = head - w.chain.MaxLogRange + 1
@@ -292,28 +298,43 @@ func (w *Worker) credit(ctx context.Context, d deposit) error {
 	if d.topUpID != "" {
 		topUp = d.topUpID
 	}
+	var newDeposit, newTopUp bool
 	err = runTx(ctx, w.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `
+		// A deposit already recorded as credited (a rescan, a replayed log) is left as it is.
+		tag, err := tx.Exec(ctx, `
 			INSERT INTO settlement_deposits (chain_id, tx_hash, log_pos, token, wallet, amount_micro, block_number,
 				block_hash, kind, topup_id, status, ledger_key, transfer_id)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'credited', $11, $12)
 			ON CONFLICT (chain_id, tx_hash, log_pos) DO UPDATE SET status = 'credited', block_number = excluded.block_number,
 				block_hash = excluded.block_hash, transfer_id = excluded.transfer_id, kind = excluded.kind,
-				topup_id = excluded.topup_id, ledger_key = excluded.ledger_key, updated_at = now()`,
+				topup_id = excluded.topup_id, ledger_key = excluded.ledger_key, updated_at = now()
+			WHERE settlement_deposits.status <> 'credited'`,
 			w.chain.ID, lowerHash(d.txHash), d.logPos, lowerHex(w.chain.Token), lowerHex(d.from), d.amount,
-			toInt64(d.block), lowerHash(d.blockHash), d.kind, topUp, d.key, tr.ID); err != nil {
+			toInt64(d.block), lowerHash(d.blockHash), d.kind, topUp, d.key, tr.ID)
+		if err != nil {
 			return err
 		}
+		newDeposit = tag.RowsAffected() > 0
 		if d.topUpID == "" {
 			return nil
 		}
-		_, err := tx.Exec(ctx, `
+		tag, err = tx.Exec(ctx, `
 			UPDATE settlement_topups SET status = 'credited', tx_hash = $2, reason = '', updated_at = now()
 			WHERE id = $1 AND status <> 'credited'`, d.topUpID, lowerHash(d.txHash))
+		newTopUp = err == nil && tag.RowsAffected() > 0
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("record deposit: %w", err)
+	}
+	if newDeposit {
+		w.metrics.deposit(d.kind, d.amount)
+	}
+	if newTopUp {
+		w.metrics.topUp(TopUpCredited)
+	}
+	if !newDeposit {
+		return nil
 	}
 	w.logger.InfoContext(ctx, "deposit credited", "kind", d.kind, "wallet", lowerHex(d.from), "amount_micro", d.amount,
 		"tx", d.txHash.Hex(), "log_pos", d.logPos, "block", d.block, "transfer", tr.ID)

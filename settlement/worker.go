@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -38,6 +39,8 @@ type WorkerConfig struct {
 	Logger   *slog.Logger
 	// Holder names this worker in the lease table (default: host name and a random suffix).
 	Holder string
+	// Metrics receives the worker's metrics (nil: kept, but registered nowhere).
+	Metrics *Metrics
 
 	PollInterval          time.Duration
 	LeaseTTL              time.Duration
@@ -48,7 +51,13 @@ type WorkerConfig struct {
 	MaxPayoutMicro        int64
 	DailyPayoutMicro      int64
 	MaxAttempts           int
+	// RPCUnhealthyAfter is how long the chain's node may fail to answer before Health reports
+	// the worker unhealthy (default 1m).
+	RPCUnhealthyAfter time.Duration
 }
+
+// balanceEvery is how often the active worker reads the hot wallet's balances for its metrics.
+const balanceEvery = 30 * time.Second
 
 // Worker settles one chain with one hot wallet: it relays top-ups, credits deposits at
 // finality and pays payouts. Run it in one process per (chain, hot wallet); the lease makes a
@@ -68,6 +77,9 @@ type Worker struct {
 	// broadcastAt is when each transaction hash was last sent to the node, by this process.
 	// It starts empty, so after a restart every pending transaction is broadcast again.
 	broadcastAt map[common.Hash]time.Time
+	metrics     chainMetrics
+	health      healthState
+	balancesAt  time.Time // when the hot wallet's balances were last read for the metrics
 }
 
 // NewWorker checks the configuration and returns a worker; it makes no network call.
@@ -98,6 +110,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}{
 		{&cfg.PollInterval, 2 * time.Second}, {&cfg.LeaseTTL, 30 * time.Second}, {&cfg.StuckAfter, 3 * time.Minute},
 		{&cfg.RebroadcastEvery, time.Minute}, {&cfg.AuthorizationValidity, time.Hour}, {&cfg.RetryBackoff, time.Minute},
+		{&cfg.RPCUnhealthyAfter, time.Minute},
 	}
 	for _, d := range defaults {
 		if *d.d <= 0 {
@@ -113,16 +126,24 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 5
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
 	logger := cfg.Logger.With("chain", cfg.Chain.Name, "hot_wallet", cfg.Signer.Address().Hex())
-	return &Worker{
-		cfg: cfg, chain: cfg.Chain, client: cfg.Client, signer: cfg.Signer, pool: cfg.Pool, ledger: cfg.Ledger,
+	w := &Worker{
+		cfg: cfg, chain: cfg.Chain, signer: cfg.Signer, pool: cfg.Pool, ledger: cfg.Ledger,
 		wallets: cfg.Wallets, treasury: cfg.Treasury, clock: cfg.Clock, logger: logger,
 		lease: &lease{
 			pool: cfg.Pool, chainID: cfg.Chain.ID, wallet: lowerHex(cfg.Signer.Address()),
 			holder: cfg.Holder, ttl: cfg.LeaseTTL, clock: cfg.Clock,
 		},
 		broadcastAt: map[common.Hash]time.Time{},
-	}, nil
+		metrics:     cfg.Metrics.forChain(cfg.Chain.ID),
+	}
+	w.client = observedClient{ChainClient: cfg.Client, w: w}
+	w.health.lease = leaseStarting
+	w.health.lastLeaseCheck = cfg.Clock.Now()
+	return w, nil
 }
 
 func (w *Worker) sender() string { return lowerHex(w.signer.Address()) }
@@ -138,8 +159,15 @@ func (w *Worker) Check(ctx context.Context) error { return checkToken(ctx, w.cli
 func (w *Worker) Tick(ctx context.Context) error {
 	held, err := w.lease.acquire(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			w.health.leaseFailed(w.clock.Now(), w.cfg.LeaseTTL, err)
+			w.metrics.tickError("lease")
+		}
+		w.leaseMetrics()
 		return err
 	}
+	w.health.leaseChecked(w.clock.Now(), held)
+	w.leaseMetrics()
 	if !held {
 		return ErrLeaseLost
 	}
@@ -157,12 +185,73 @@ func (w *Worker) Tick(ctx context.Context) error {
 	} {
 		if err := step.run(ctx); err != nil {
 			if errors.Is(err, ErrLeaseLost) {
+				w.health.leaseFenced()
+				w.leaseMetrics()
 				return err
+			}
+			if ctx.Err() == nil {
+				w.metrics.tickError(step.name)
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", step.name, err))
 		}
 	}
+	if err := w.observe(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("metrics: %w", err))
+	}
 	return errors.Join(errs...)
+}
+
+// leaseMetrics shows whether this worker is the active one. A worker that is not drops the
+// gauges only the active one keeps current, so that a standby never shows stale numbers.
+func (w *Worker) leaseMetrics() {
+	held := w.health.held()
+	w.metrics.lease(held)
+	if !held {
+		w.metrics.forget()
+		w.balancesAt = time.Time{}
+	}
+}
+
+// observe refreshes the gauges the active worker keeps: the open top-ups and payouts, and
+// (every balanceEvery) the hot wallet's balances.
+func (w *Worker) observe(ctx context.Context) error {
+	rows, err := w.pool.Query(ctx, `
+		SELECT 'topup', status, count(*) FROM settlement_topups
+		WHERE chain_id = $1 AND status IN ('signed', 'submitted') GROUP BY status
+		UNION ALL
+		SELECT 'payout', status, count(*) FROM settlement_payouts
+		WHERE chain_id = $1 AND status IN ('queued', 'sending', 'confirming', 'failing') GROUP BY status`, w.chain.ID)
+	if err != nil {
+		return fmt.Errorf("count open work: %w", err)
+	}
+	counts := map[string]map[string]int64{"topup": {}, "payout": {}}
+	var kind, status string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&kind, &status, &n}, func() error {
+		counts[kind][status] = n
+		return nil
+	}); err != nil {
+		return fmt.Errorf("count open work: %w", err)
+	}
+	w.metrics.open(w.metrics.m.openTopUps, []string{string(TopUpSigned), string(TopUpSubmitted)}, counts["topup"])
+	w.metrics.open(w.metrics.m.openPayouts, []string{payoutQueued, payoutSending, payoutConfirming, payoutFailing}, counts["payout"])
+
+	now := w.clock.Now()
+	if !w.balancesAt.IsZero() && now.Sub(w.balancesAt) < balanceEvery {
+		return nil
+	}
+	hot := w.signer.Address()
+	native, err := w.client.BalanceAt(ctx, hot, nil)
+	if err != nil {
+		return fmt.Errorf("hot wallet balance: %w", err)
+	}
+	usdcMicro, err := token{client: w.client, chain: w.chain}.balanceOf(ctx, hot)
+	if err != nil {
+		return fmt.Errorf("hot wallet USDC: %w", err)
+	}
+	w.metrics.balances(usdcMicro, native)
+	w.balancesAt = now
+	return nil
 }
 
 // Run checks the chain and ticks every poll interval until ctx ends, then releases the lease.
@@ -190,25 +279,22 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.logger.Warn("release lease", "err", err)
 		}
 	}()
-	held := false
+	wasHeld := false
 	for {
 		err := w.Tick(ctx)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return nil
-		case errors.Is(err, ErrLeaseLost):
-			if held {
-				w.logger.WarnContext(ctx, "lease lost to another worker; standing by")
-			}
-			held = false
-		case err != nil:
-			held = true
+		}
+		held := w.health.held()
+		switch {
+		case held && !wasHeld:
+			w.logger.InfoContext(ctx, "lease taken: this worker is active")
+		case !held && wasHeld:
+			w.logger.WarnContext(ctx, "lease lost: standing by", "err", err)
+		}
+		wasHeld = held
+		if err != nil && !errors.Is(err, ErrLeaseLost) {
 			w.logger.WarnContext(ctx, "settlement tick failed; retrying next tick", "err", err)
-		default:
-			if !held {
-				w.logger.InfoContext(ctx, "lease taken: this worker is active")
-			}
-			held = true
 		}
 		if !sleep(ctx, w.cfg.PollInterval) {
 			return nil

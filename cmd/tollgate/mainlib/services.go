@@ -28,18 +28,9 @@ type services struct {
 
 // openServices connects to the database and Redis and checks both answer.
 func openServices(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*services, error) {
-	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)
+	pool, err := openPool(ctx, cfg.Database)
 	if err != nil {
-		return nil, fmt.Errorf("database.url: %w", err)
-	}
-	pcfg.MaxConns = cfg.Database.MaxConns
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("database %s does not answer: %w", pcfg.ConnConfig.Host, err)
+		return nil, err
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -54,6 +45,24 @@ func openServices(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		redis:  rdb,
 		ledger: ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")}),
 	}, nil
+}
+
+// openPool opens the database and checks that it answers.
+func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
+	}
+	pcfg.MaxConns = db.MaxConns
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database %s does not answer: %w", pcfg.ConnConfig.Host, err)
+	}
+	return pool, nil
 }
 
 // paywallStore returns the paywall store, configured with the platform fee and the built-in

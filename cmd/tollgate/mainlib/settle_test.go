@@ -7,13 +7,21 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/tollgate-dev/tollgate/config"
@@ -57,52 +65,94 @@ func TestSettleCommandRefusesBadSetups(t *testing.T) {
 // TestAnvilSettleCommand runs `tollgate settle` against anvil with a configuration file and the
 // hot wallet key in the environment, relays a top-up through it, and stops it cleanly.
 func TestAnvilSettleCommand(t *testing.T) {
+	a := newAnvilSettle(t)
+	// The hot wallet is the treasury too: nothing requires them apart.
+	treasury := crypto.PubkeyToAddress(a.hot.PublicKey).Hex()
+	cfgPath := a.config(t, treasury, a.node.URL, "log:\n  level: debug\n", "")
+	r := startSettle(t, cfgPath)
+	a.topUp(t, r, cfgPath, treasury, 2_500_000)
+	b, err := ledger.New(a.db.Pool, ledger.Options{}).Balance(t.Context(), a.userAddr().Hex())
+	if err != nil || b.PostedMicro != 2_500_000 {
+		t.Fatalf("wallet %+v, %v", b, err)
+	}
+	r.shutdown(t)
+	logs := r.stderr.String()
+	if strings.Contains(strings.ToLower(logs), a.hotKeyHex()) || strings.Contains(logs, a.node.URL) {
+		t.Fatal("the logs contain the hot wallet key or the RPC URL")
+	}
+	if !strings.Contains(logs, "deposit credited") {
+		t.Fatalf("no credit in the logs:\n%s", logs)
+	}
+}
+
+// anvilSettle is the world of a `tollgate settle` test: anvil with TestUSDC, a token owner and
+// a hot wallet with gas money, a user holding 5 USDC, and a fresh database.
+type anvilSettle struct {
+	node             *chaintest.Anvil
+	send             chaintest.Sender
+	token            common.Address
+	owner, hot, user *ecdsaKey
+	db               *testdb.DB
+}
+
+func newAnvilSettle(t *testing.T) *anvilSettle {
+	t.Helper()
 	ctx := t.Context()
-	node := chaintest.StartAnvil(t, chaintest.AnvilOptions{})
-	owner, hot, user := newKey(t), newKey(t), newKey(t)
-	for _, k := range []*ecdsaKey{owner, hot} {
-		if err := node.SetBalance(ctx, crypto.PubkeyToAddress(k.PublicKey), new(big.Int).Mul(big.NewInt(10), big.NewInt(1e18))); err != nil {
+	a := &anvilSettle{node: chaintest.StartAnvil(t, chaintest.AnvilOptions{}), owner: newKey(t), hot: newKey(t), user: newKey(t)}
+	for _, k := range []*ecdsaKey{a.owner, a.hot} {
+		if err := a.node.SetBalance(ctx, crypto.PubkeyToAddress(k.PublicKey), new(big.Int).Mul(big.NewInt(10), big.NewInt(1e18))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	send := chaintest.Sender{Client: node.Client, TipFloor: big.NewInt(25_000_000_000)}
-	token, err := send.DeployToken(ctx, owner, "USD Coin")
-	if err != nil {
+	a.send = chaintest.Sender{Client: a.node.Client, TipFloor: big.NewInt(25_000_000_000)}
+	var err error
+	if a.token, err = a.send.DeployToken(ctx, a.owner, "USD Coin"); err != nil {
 		t.Fatal(err)
 	}
-	userAddr := crypto.PubkeyToAddress(user.PublicKey)
-	if err := send.Mint(ctx, owner, token, userAddr, 5_000_000); err != nil {
+	a.mint(t, a.userAddr(), 5_000_000)
+	a.db = testdb.New(t, schema.All()...)
+	return a
+}
+
+func (a *anvilSettle) userAddr() common.Address { return crypto.PubkeyToAddress(a.user.PublicKey) }
+
+func (a *anvilSettle) hotKeyHex() string { return hex.EncodeToString(crypto.FromECDSA(a.hot)) }
+
+func (a *anvilSettle) mint(t *testing.T, to common.Address, micro int64) {
+	t.Helper()
+	if err := a.send.Mint(t.Context(), a.owner, a.token, to, micro); err != nil {
 		t.Fatal(err)
 	}
-	db := testdb.New(t, schema.All()...)
-	treasury := crypto.PubkeyToAddress(hot.PublicKey).Hex()
-	cfgPath := filepath.Join(t.TempDir(), "tollgate.yaml")
-	writeFile(t, cfgPath, fmt.Sprintf(`database:
+}
+
+// config writes a configuration file for the chain, reached at rpcURL, with extraTop before
+// the settle section and extraSettle inside it, and puts the hot wallet's key in the
+// environment. It returns the file's path.
+func (a *anvilSettle) config(t *testing.T, treasury, rpcURL, extraTop, extraSettle string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tollgate.yaml")
+	writeFile(t, path, fmt.Sprintf(`database:
   url: %q
-log:
-  level: debug
-settle:
+%ssettle:
   treasury: %q
   poll_interval: 300ms
   lease_ttl: 10s
-  chains:
+%s  chains:
     - id: %q
       name: anvil
       rpc_url: %q
       usdc: %q
       tip_floor_gwei: "25"
-`, db.URL, treasury, node.ChainID.String(), node.URL, token.Hex()))
-	keyHex := hex.EncodeToString(crypto.FromECDSA(hot))
-	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY", "0x"+keyHex)
+`, a.db.URL, extraTop, treasury, extraSettle, a.node.ChainID.String(), rpcURL, a.token.Hex()))
+	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY", "0x"+a.hotKeyHex())
+	return path
+}
 
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr lockedBuffer
-	done := make(chan error, 1)
-	go func() { done <- Main(runCtx, []string{"settle", "-config", cfgPath}, &stdout, &stderr) }()
-	waitFor(t, "readiness line", func() bool { return strings.Contains(stderr.String(), settleReady) }, done, &stderr)
-
-	// The API side: a top-up intent from the same configuration, signed by the user's wallet.
+// topUp has the user sign a top-up of micro through the API side (TopUps, from the same
+// configuration) and waits until the running worker credited it.
+func (a *anvilSettle) topUp(t *testing.T, r *runningSettle, cfgPath, treasury string, micro int64) {
+	t.Helper()
+	ctx := t.Context()
 	cfg, err := config.Load(cfgPath, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -111,42 +161,57 @@ settle:
 	if err != nil {
 		t.Fatal(err)
 	}
-	topups, err := settlement.NewTopUps(db.Pool, chains, treasury, settlement.TopUpOptions{})
+	topups, err := settlement.NewTopUps(a.db.Pool, chains, treasury, settlement.TopUpOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := topups.Create(ctx, settlement.TopUpRequest{Wallet: userAddr.Hex(), AmountMicro: 2_500_000})
+	in, err := topups.Create(ctx, settlement.TopUpRequest{Wallet: a.userAddr().Hex(), AmountMicro: micro})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig := signIntent(t, chains[0], user, in.TypedData)
-	if _, err := topups.Submit(ctx, in.ID, sig); err != nil {
+	if _, err := topups.Submit(ctx, in.ID, signIntent(t, chains[0], a.user, in.TypedData)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "top-up credited", func() bool {
+	r.waitFor(t, "top-up credited", func() bool {
 		tu, err := topups.Get(ctx, in.ID)
 		return err == nil && tu.Status == settlement.TopUpCredited
-	}, done, &stderr)
-	b, err := ledger.New(db.Pool, ledger.Options{}).Balance(ctx, userAddr.Hex())
-	if err != nil || b.PostedMicro != 2_500_000 {
-		t.Fatalf("wallet %+v, %v", b, err)
-	}
+	})
+}
 
-	stop()
+// runningSettle is `tollgate settle` running in-process.
+type runningSettle struct {
+	stop   context.CancelFunc
+	done   chan error
+	stderr *lockedBuffer
+}
+
+// startSettle runs `tollgate settle -config cfgPath` and waits for its readiness line.
+func startSettle(t *testing.T, cfgPath string) *runningSettle {
+	t.Helper()
+	ctx, stop := context.WithCancel(t.Context())
+	t.Cleanup(stop)
+	r := &runningSettle{stop: stop, done: make(chan error, 1), stderr: &lockedBuffer{}}
+	go func() { r.done <- Main(ctx, []string{"settle", "-config", cfgPath}, io.Discard, r.stderr) }()
+	r.waitFor(t, "readiness line", func() bool { return strings.Contains(r.stderr.String(), settleReady) })
+	return r
+}
+
+func (r *runningSettle) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	waitFor(t, what, cond, r.done, r.stderr)
+}
+
+// shutdown cancels the command and checks that it stops cleanly.
+func (r *runningSettle) shutdown(t *testing.T) {
+	t.Helper()
+	r.stop()
 	select {
-	case err := <-done:
+	case err := <-r.done:
 		if err != nil {
 			t.Fatalf("settle returned %v", err)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("settle did not stop within 15s of cancellation")
-	}
-	logs := stderr.String()
-	if strings.Contains(strings.ToLower(logs), keyHex) || strings.Contains(logs, node.URL) {
-		t.Fatal("the logs contain the hot wallet key or the RPC URL")
-	}
-	if !strings.Contains(logs, "deposit credited") {
-		t.Fatalf("no credit in the logs:\n%s", logs)
 	}
 }
 
@@ -204,4 +269,192 @@ func signIntent(t *testing.T, c settlement.Chain, key *ecdsaKey, typedData json.
 		t.Fatal(err)
 	}
 	return "0x" + hex.EncodeToString(sig)
+}
+
+// TestAnvilSettleMetricsAndHealth runs the real `tollgate settle` against anvil, through an
+// RPC proxy that can fail, with its admin listener on a free port: after a top-up and a
+// payout, /metrics shows them (top-ups, deposits and payouts by status, broadcasts, the last
+// final block, the finality lag, the hot wallet's balances, the lease); /healthz is 200, turns
+// 503 while the node does not answer for longer than rpc_unhealthy_after and back to 200 when
+// it does, and 503 once another worker took the lease.
+func TestAnvilSettleMetricsAndHealth(t *testing.T) {
+	ctx := t.Context()
+	a := newAnvilSettle(t)
+	a.mint(t, crypto.PubkeyToAddress(a.hot.PublicKey), 10_000_000)
+	rpcProxy := newFlakyRPC(t, a.node.URL)
+	treasury := crypto.PubkeyToAddress(newKey(t).PublicKey).Hex()
+	cfgPath := a.config(t, treasury, rpcProxy.URL, "", "  admin_addr: 127.0.0.1:0\n  rpc_unhealthy_after: 2s\n")
+	r := startSettle(t, cfgPath)
+	admin := readyAdminAddr(t, r.stderr.String())
+	get := func(path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	a.topUp(t, r, cfgPath, treasury, 2_500_000)
+
+	// A payout of what the user spent with a developer, paid at finality.
+	book := ledger.New(a.db.Pool, ledger.Options{})
+	if _, err := book.Charge(ctx, ledger.ChargeRequest{Key: "charge-1", Wallet: a.userAddr().Hex(), Paywall: "app", Split: ledger.Split{DeveloperMicro: 1_000_000}}); err != nil {
+		t.Fatal(err)
+	}
+	payout, err := book.RequestPayout(ctx, ledger.PayoutRequest{Key: "payout-1", Paywall: "app", ChainID: a.node.ChainID.String(),
+		To: "0x00000000000000000000000000000000000b0b03", AmountMicro: 600_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "payout settled", func() bool {
+		p, err := book.GetPayout(ctx, payout.ID)
+		return err == nil && p.Status == ledger.PayoutSettled
+	})
+
+	chain := `chain="` + a.node.ChainID.String() + `"`
+	r.waitFor(t, "the open payouts counted again", func() bool {
+		_, m := get("/metrics")
+		return strings.Contains(m, `tollgate_settle_open_payouts{`+chain+`,status="confirming"} 0`)
+	})
+	_, metrics := get("/metrics")
+	for _, want := range []string{
+		`tollgate_settle_topups_total{` + chain + `,status="submitted"} 1`,
+		`tollgate_settle_topups_total{` + chain + `,status="credited"} 1`,
+		`tollgate_settle_deposits_credited_total{` + chain + `,kind="topup"} 1`,
+		`tollgate_settle_deposits_credited_micro_usdc_total{` + chain + `,kind="topup"} 2.5e+06`,
+		`tollgate_settle_payouts_total{` + chain + `,status="sent"} 1`,
+		`tollgate_settle_payouts_total{` + chain + `,status="settled"} 1`,
+		`tollgate_settle_open_topups{` + chain + `,status="submitted"} 0`,
+		`tollgate_settle_broadcasts_total{` + chain + `,result="accepted"} 2`,
+		`tollgate_settle_replacements_total{` + chain + `} 0`,
+		`tollgate_settle_lease_held{` + chain + `} 1`,
+		`tollgate_settle_last_finalized_block{` + chain + `} `,
+		`tollgate_settle_finality_lag_blocks{` + chain + `} `,
+		`tollgate_settle_finality_lag_seconds{` + chain + `} `,
+		`tollgate_settle_hot_wallet_usdc{` + chain + `} `,
+		`tollgate_settle_hot_wallet_native{` + chain + `} `,
+		`tollgate_settle_rpc_calls_total{` + chain + `,method="eth_getLogs",result="ok"} `,
+		"go_goroutines",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if v := metricLine(t, metrics, `tollgate_settle_last_finalized_block{`+chain+`}`); v <= 0 {
+		t.Errorf("last finalized block %v", v)
+	}
+	// The balances were read at the first tick or since: before or after the payout.
+	if v := metricLine(t, metrics, `tollgate_settle_hot_wallet_usdc{`+chain+`}`); v != 10 && v != 9.4 {
+		t.Errorf("hot wallet USDC %v, want 10 or 9.4", v)
+	}
+	if v := metricLine(t, metrics, `tollgate_settle_hot_wallet_native{`+chain+`}`); v <= 9 || v > 10 {
+		t.Errorf("hot wallet native %v, want a little under 10", v)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || !strings.Contains(body, "lease active") {
+		t.Fatalf("/healthz %d %q", code, body)
+	}
+
+	// The node stops answering: unhealthy after rpc_unhealthy_after, healthy when it is back.
+	rpcProxy.down.Store(true)
+	r.waitFor(t, "/healthz reports the node", func() bool {
+		code, body := get("/healthz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "the chain's node has not answered")
+	})
+	if _, m := get("/metrics"); !strings.Contains(m, `tollgate_settle_rpc_calls_total{`+chain+`,method="eth_getBlockByNumber",result="error"}`) {
+		t.Error("/metrics counts no failed eth_getBlockByNumber")
+	}
+	rpcProxy.down.Store(false)
+	r.waitFor(t, "/healthz recovers", func() bool { code, _ := get("/healthz"); return code == http.StatusOK })
+
+	// Another worker takes the lease (as one whose clock raced ahead would).
+	a.db.Must(t, `UPDATE settlement_leases SET holder = 'intruder', epoch = epoch + 1, expires_at = now() + interval '1 hour'`)
+	r.waitFor(t, "/healthz reports the lost lease", func() bool {
+		code, body := get("/healthz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "lease lost")
+	})
+	if _, m := get("/metrics"); !strings.Contains(m, `tollgate_settle_lease_held{`+chain+`} 0`) || strings.Contains(m, "tollgate_settle_hot_wallet_usdc{") {
+		t.Errorf("after losing the lease, /metrics shows:\n%s", grepLines(m, "tollgate_settle_lease_held", "tollgate_settle_hot_wallet"))
+	}
+
+	r.shutdown(t)
+	if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {
+		_ = resp.Body.Close()
+		t.Error("the admin listener still answers after settle stopped")
+	}
+}
+
+// readyAdminAddr reads the admin listener's address from settle's readiness log line.
+func readyAdminAddr(t *testing.T, logs string) string {
+	t.Helper()
+	for line := range strings.SplitSeq(logs, "\n") {
+		var l struct {
+			Msg   string `json:"msg"`
+			Admin string `json:"admin"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == settleReady {
+			if l.Admin == "" {
+				t.Fatalf("the readiness line names no admin address: %s", line)
+			}
+			return l.Admin
+		}
+	}
+	t.Fatalf("no readiness line in:\n%s", logs)
+	return ""
+}
+
+// metricLine returns the value of the /metrics line that starts with series.
+func metricLine(t *testing.T, metrics, series string) float64 {
+	t.Helper()
+	for line := range strings.SplitSeq(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", series)
+	return 0
+}
+
+func grepLines(s string, prefixes ...string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				out = append(out, line)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// flakyRPC is the chain's RPC provider at the process boundary: a proxy to the node that
+// answers 503 while down is set, as a provider in an outage does.
+type flakyRPC struct {
+	*httptest.Server
+	down atomic.Bool
+}
+
+func newFlakyRPC(t *testing.T, nodeURL string) *flakyRPC {
+	t.Helper()
+	target, err := url.Parse(nodeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &flakyRPC{}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.down.Load() {
+			http.Error(w, "flakyRPC: provider outage", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.Close)
+	return f
 }
