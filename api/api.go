@@ -115,8 +115,14 @@ type Options struct {
 	// LinkTTL is how long link tokens live; a used connect link is remembered that long
 	// (default 30 minutes).
 	LinkTTL time.Duration
-	Now     func() time.Time
-	Logger  *slog.Logger
+	// IdempotencyRetention is how long the answer to an Idempotency-Key is kept (default
+	// DefaultIdempotencyRetention, 24 hours); Run prunes older ones every PruneInterval
+	// (default 10 minutes), PruneBatch rows per statement (default 1,000).
+	IdempotencyRetention time.Duration
+	PruneInterval        time.Duration
+	PruneBatch           int
+	Now                  func() time.Time
+	Logger               *slog.Logger
 }
 
 // Server serves the API and the pages. It is safe for concurrent use.
@@ -127,6 +133,8 @@ type Server struct {
 	idem   *idempotency
 	routes []route
 	mux    *http.ServeMux
+	// handler wraps mux with the access log and panic recovery.
+	handler http.Handler
 	// openAPI is the document as JSON, built once.
 	openAPI []byte
 }
@@ -161,6 +169,15 @@ func New(deps Deps, opts Options) (*Server, error) {
 	if opts.LinkTTL <= 0 {
 		opts.LinkTTL = 30 * time.Minute
 	}
+	if opts.IdempotencyRetention <= 0 {
+		opts.IdempotencyRetention = DefaultIdempotencyRetention
+	}
+	if opts.PruneInterval <= 0 {
+		opts.PruneInterval = defaultPruneInterval
+	}
+	if opts.PruneBatch <= 0 {
+		opts.PruneBatch = defaultPruneBatch
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -178,6 +195,7 @@ func New(deps Deps, opts Options) (*Server, error) {
 		s.mux.Handle(rt.method+" "+rt.pattern, rt.handler)
 	}
 	s.mux.HandleFunc("/", s.notFound)
+	s.handler = s.newHandler()
 	return s, nil
 }
 
@@ -187,8 +205,14 @@ func setDefault(v *int64, d int64) {
 	}
 }
 
-// Handler returns the HTTP handler of the API and the pages.
-func (s *Server) Handler() http.Handler {
+// Handler returns the HTTP handler of the API and the pages (the Server itself).
+func (s *Server) Handler() http.Handler { return s }
+
+// ServeHTTP serves the API and the pages: every answer is logged, and a panicking handler
+// answers 500 (as JSON) instead of taking the process down.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+func (s *Server) newHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.opts.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}

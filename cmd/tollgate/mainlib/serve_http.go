@@ -3,7 +3,6 @@ package mainlib
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -23,7 +22,9 @@ const fallbackSignInChain = 137
 // serve.http_addr: the app's and developer's JSON API, the connect/top-up/wallet pages and the
 // OpenAPI document (package api). Top-ups are enabled when settle.treasury and settle.chains
 // are configured; contract wallets (EIP-1271) can sign in on the chains whose rpc_url answers.
-func apiHandler(s *services) (http.Handler, error) {
+// The server is the http.Handler; its Run prunes old idempotent answers until its context
+// ends (serve runs it beside the hold sweeper).
+func apiHandler(s *services) (*api.Server, error) {
 	cfg := s.cfg
 	logger := s.logger.With("part", "api")
 	var chainIDs []uint64
@@ -90,5 +91,5 @@ func apiHandler(s *services) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return server.Handler(), nil
+	return server, nil
 }

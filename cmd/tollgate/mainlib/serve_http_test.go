@@ -50,6 +50,13 @@ settle:
 		t.Fatal(err)
 	}
 
+	// An answer older than serve.api.idempotency_retention (24h): serve's pruner deletes it.
+	if _, err := db.Pool.Exec(t.Context(), `
+		INSERT INTO api_idempotency (paywall_id, operation, idempotency_key, request_hash, status, response, created_at)
+		VALUES ($1, 'charge', 'old', 'h', 201, '\x7b7d'::BYTEA, now() - INTERVAL '48 hours')`, created.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	ctx, cancel := context.WithCancel(t.Context())
 	var stderr lockedBuffer
 	done := make(chan error, 1)
@@ -98,6 +105,18 @@ settle:
 	code, m = get("/pages/v1/connect", "X-Tollgate-Link", links.Token(created.ID, "alice", paywall.PurposeAuthorize))
 	if ids, _ := m["chain_ids"].([]any); code != 200 || len(ids) != 1 || ids[0] != "31337" {
 		t.Errorf("connect page info: %d %v", code, m)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api_idempotency`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve did not prune a 48-hour-old idempotent answer")
+		}
 	}
 	resp, err := http.Get(base + "/connect?t=x")
 	if err != nil {
