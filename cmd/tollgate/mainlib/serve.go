@@ -67,10 +67,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if upstream == "" {
 		upstream = sc.Provider.Name
 	}
-	paywalls := paywall.NewStore(svc.pool, svc.redis, cfg.Redis.Prefix, paywall.Options{
-		PlatformFeeBps: sc.FeeBps, BuiltinUpstream: upstream, Logger: logger.With("part", "paywall"),
-	})
-	defer func() { _ = paywalls.Close() }()
+	// One paywall store per process, shared with the API (services closes it): one cache, one
+	// invalidation subscription.
+	paywalls := svc.paywallStore()
 	if err := checkMarkups(ctx, paywalls, sc.FeeBps); err != nil {
 		return err
 	}
