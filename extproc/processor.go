@@ -57,7 +57,7 @@ type processor struct {
 	price     pricing.Price
 	wallet    string
 	promptEst int64 // prompt estimate, without margin: what an estimated charge uses
-	budget    int64 // completion tokens held for (max_tokens sent upstream)
+	budget    int64 // completion tokens held for per choice (max_tokens sent upstream)
 
 	// The money: an open hold, and the concurrency slot taken for the request.
 	hold     ledger.Hold
@@ -225,6 +225,9 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		return p.fail(OutcomeBadRequest, bad)
 	}
 	p.req = req
+	if len(req.Unpriced) > 0 && p.pw.Mode != paywall.ModeBYOK {
+		return p.fail(OutcomeBadRequest, badRequest("unsupported_parameter", req.Unpriced[0], unpricedOptions))
+	}
 	p.userID = firstNonEmpty(p.headerUser, p.pathUser, req.User)
 	if p.userID == "" {
 		return p.fail(OutcomeBadRequest, badRequest("missing_user", "user",
@@ -325,14 +328,15 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 		}
 		available = bal.AvailableMicro
 		budget := want
-		if afford := pricing.AffordableTokens(p.price, markup, available, prompt); afford < budget {
+		// With n choices every choice may use the whole budget: the wallet must cover n of them.
+		if afford := pricing.AffordableTokens(p.price, markup, available, prompt) / max(p.req.Choices, 1); afford < budget {
 			if afford < minTokens {
 				p.s.metrics.holds.WithLabelValues("insufficient").Inc()
 				return p.paywallMessage(ActionTopUp, available)
 			}
 			budget = afford
 		}
-		amount, err := p.holdAmount(prompt, budget, markup)
+		amount, err := p.holdAmount(prompt, budget*max(p.req.Choices, 1), markup)
 		if err != nil {
 			return p.fail(OutcomeBadRequest, badRequest("request_too_expensive", "max_tokens",
 				"The request's worst-case cost is too large to reserve. Lower 'max_tokens'."))
@@ -372,8 +376,8 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 	return p.paywallMessage(ActionTopUp, available)
 }
 
-// holdAmount is the worst case of a request: the prompt estimate plus budget completion
-// tokens, each priced at the dearer of output and reasoning.
+// holdAmount is the worst case of a request: the prompt estimate plus completion tokens (the
+// budget times the choices), each priced at the dearer of output and reasoning.
 func (p *processor) holdAmount(prompt, budget, markup int64) (int64, error) {
 	u := pricing.Usage{PromptTokens: prompt, CompletionTokens: budget}
 	if p.price.Reasoning.IsSet() && p.price.Reasoning.Cmp(p.price.Output) > 0 {

@@ -499,3 +499,61 @@ func TestCRLineEndingsMetered(t *testing.T) {
 		})
 	}
 }
+
+// TestChoicesHeldForEach: with n choices each may use the whole completion budget, so the
+// clamp divides what the wallet affords by n and the hold covers n budgets; the wallet can
+// never be asked for more than it had.
+func TestChoicesHeldForEach(t *testing.T) {
+	// As in TestAffordabilityClamp, 200 micro affords 76 completion tokens: 19 per choice.
+	env, s := newFakeEnv(t, testPaywall(), 200)
+	c := startServer(t, s)
+	body := `{"model":"m1","n":4,"stream":true,"messages":[{"role":"user","content":"Hello there"}]}`
+	res := run(t, c, exchange{key: testKey, user: testUser, body: body, chunks: []string{usageChunk(11, 76), "data: [DONE]\n\n"}})
+	var sent map[string]any
+	if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
+		t.Fatal(err)
+	}
+	if sent["max_tokens"] != float64(19) || sent["n"] != float64(4) {
+		t.Errorf("max_tokens %v n %v, want 19 per choice for 4 choices", sent["max_tokens"], sent["n"])
+	}
+	env.ledger.mu.Lock()
+	held := env.ledger.holds["hold-1"].AmountMicro
+	env.ledger.mu.Unlock()
+	// (14 prompt × 1 + 76 completion × 2) × 1.2 = 199.2 → 200.
+	if held != 200 {
+		t.Errorf("held %d, want the cost of 4 × 19 completion tokens (200)", held)
+	}
+	if posted, h, _ := env.ledger.state(testWallet); posted != 200-env.ledger.charged["hold-1"] || posted < 0 || h != 0 {
+		t.Errorf("posted %d held %d", posted, h)
+	}
+	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Split.TotalMicro() != 196 {
+		t.Errorf("capture %+v, want (11 + 76×2) × 1.2 = 196", capt)
+	}
+}
+
+// TestUnpricedOptionsOnlyRefusedForBuiltin: fallback models and plugins would make the
+// built-in provider bill the operator for more than Tollgate charges; a BYOK upstream is the
+// developer's own, so its requests pass them on. Empty or null values are harmless.
+func TestUnpricedOptionsOnlyRefusedForBuiltin(t *testing.T) {
+	byok := testPaywall()
+	byok.Mode, byok.Upstream, byok.UpstreamKey = paywall.ModeBYOK, "demo", "sk-dev"
+	for _, tt := range []struct {
+		pw      paywall.Paywall
+		extra   string
+		refused bool
+	}{
+		{testPaywall(), `"models":["m1","x/y"],`, true},
+		{testPaywall(), `"plugins":[{"id":"web"}],`, true},
+		{testPaywall(), `"models":null,"plugins":[],`, false},
+		{byok, `"models":["m1","x/y"],"plugins":[{"id":"web"}],`, false},
+	} {
+		_, s := newFakeEnv(t, tt.pw, 1_000_000)
+		c := startServer(t, s)
+		res := run(t, c, exchange{key: testKey, user: testUser, ctype: "application/json",
+			body:   `{"model":"m1",` + tt.extra + `"messages":[{"role":"user","content":"x"}]}`,
+			chunks: []string{`{"usage":{"prompt_tokens":1,"completion_tokens":1}}`}})
+		if refused := res.immediate != nil && res.immediate.GetStatus().GetCode() == 400; refused != tt.refused {
+			t.Errorf("%s %s: refused %v, want %v (%v)", tt.pw.Mode, tt.extra, refused, tt.refused, res.immediate)
+		}
+	}
+}

@@ -20,6 +20,12 @@ type chatRequest struct {
 	// which of max_tokens and max_completion_tokens it used.
 	MaxTokens     int64
 	MaxTokensKeys []string
+	// Choices is n, how many completions the request asks for (1 when it says nothing): the
+	// completion budget is held once per choice.
+	Choices int64
+	// Unpriced lists the members that make the built-in provider charge for more than the
+	// tokens of `model` (see unpricedOptions).
+	Unpriced []string
 	// IncludeUsage reports whether the client itself asked for the usage chunk.
 	IncludeUsage bool
 	// StreamOptions is the client's stream_options object, if any.
@@ -33,6 +39,16 @@ type member struct {
 	key string
 	raw json.RawMessage
 }
+
+// unpricedOptions explains the request members the built-in provider (OpenRouter) bills for
+// beyond the tokens of `model`, which is all Tollgate prices: "models" lets it answer with a
+// fallback model, billed at that model's price; "plugins" (web search, file parsing) and
+// "web_search_options" add per-request charges. Built-in paywalls refuse them, since the
+// operator would pay what the user is not charged.
+const unpricedOptions = "Tollgate charges the tokens of the one 'model' you name, so on this paywall it cannot accept 'models' (fallback models, billed at the fallback's price), 'plugins' or 'web_search_options' (charged per request by the provider). Remove them, or name a priced model that includes what you need."
+
+// maxChoices is the largest n accepted (OpenAI's own limit).
+const maxChoices = 128
 
 // requestLimits bound what parseChatRequest accepts.
 type requestLimits struct {
@@ -84,6 +100,16 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 					r.MaxTokens = n
 				}
 			}
+		case "n":
+			n, ok := parseMaxTokens(m.raw, maxChoices)
+			if !ok {
+				bad = badRequest("invalid_n", "n", fmt.Sprintf("'n' must be a whole number from 1 to %d: how many completions to generate.", maxChoices))
+			}
+			r.Choices = n
+		case "models", "plugins", "web_search_options":
+			if !isNull(m.raw) && string(bytes.TrimSpace(m.raw)) != "[]" {
+				r.Unpriced = append(r.Unpriced, m.key)
+			}
 		case "stream_options":
 			if isNull(m.raw) {
 				break
@@ -104,6 +130,7 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 			return r, bad
 		}
 	}
+	r.Choices = max(r.Choices, 1)
 	if r.Model == "" {
 		return r, badRequest("missing_model", "model", "The request has no 'model'. Name the model to use, such as \"openai/gpt-4o-mini\".")
 	}
@@ -167,7 +194,7 @@ func syntaxError(err error) error {
 
 func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
 
-// parseMaxTokens accepts null (0: unset) or a whole number 1…limit.
+// parseMaxTokens accepts null (0: unset) or a whole number 1…limit (also for n).
 func parseMaxTokens(raw json.RawMessage, limit int64) (int64, bool) {
 	if isNull(raw) {
 		return 0, true

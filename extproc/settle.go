@@ -156,7 +156,7 @@ func (p *processor) chargedUsage() (pricing.Usage, bool) {
 		return *p.usage, false
 	}
 	out := max(p.outEvents, (p.outBytes+3)/4)
-	out = min(out, p.budget)
+	out = min(out, p.budget*max(p.req.Choices, 1))
 	return pricing.Usage{PromptTokens: p.promptEst, CompletionTokens: out}, true
 }
 
