@@ -5,7 +5,9 @@
 //
 // Two halves:
 //   - TopUps (database only, used by the HTTP API in `tollgate serve`): create an intent, take
-//     its signature, report its state and the deposits seen but not yet final.
+//     its signature, report its state and the deposits seen but not yet final. Unassigned
+//     (database and ledger only, `tollgate settle unassigned|assign`) lists the transfers from
+//     addresses no user linked and credits one to the wallet an operator names, once.
 //   - Worker (one per chain and hot wallet, `tollgate settle`): relays signed top-ups, watches
 //     the token's transfers to the treasury, pays requested payouts, and keeps every
 //     transaction it signs in the database before broadcasting it.

@@ -19,6 +19,13 @@ var (
 	ErrInvalidTopUp = errors.New("settlement: invalid top-up request")
 	// ErrUnknownChain: no configured chain has that id.
 	ErrUnknownChain = errors.New("settlement: unknown chain")
+	// ErrDepositNotFound: no unassigned deposit has that id.
+	ErrDepositNotFound = errors.New("settlement: unassigned deposit not found")
+	// ErrDepositAssigned: the deposit was assigned (or is being assigned) to another wallet,
+	// or the ledger credited it to another wallet already.
+	ErrDepositAssigned = errors.New("settlement: deposit already assigned to another wallet")
+	// ErrInvalidWallet: a wallet address is malformed.
+	ErrInvalidWallet = errors.New("settlement: invalid wallet address")
 	// ErrLeaseLost: another worker holds this hot wallet's lease; this one must not send.
 	ErrLeaseLost = errors.New("settlement: hot wallet lease is held by another worker")
 )

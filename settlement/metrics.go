@@ -13,6 +13,8 @@ type Metrics struct {
 	openTopUps     *prometheus.GaugeVec
 	deposits       *prometheus.CounterVec
 	depositedMicro *prometheus.CounterVec
+	unassigned     *prometheus.CounterVec
+	openUnassigned *prometheus.GaugeVec
 	payouts        *prometheus.CounterVec
 	openPayouts    *prometheus.GaugeVec
 	broadcasts     *prometheus.CounterVec
@@ -44,6 +46,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Deposits credited to wallets at finality, by kind (topup, transfer).", "kind"),
 		depositedMicro: counter("tollgate_settle_deposits_credited_micro_usdc_total",
 			"Micro-USDC credited to wallets at finality, by kind.", "kind"),
+		unassigned: counter("tollgate_settle_deposits_unassigned_total",
+			"Final transfers to the treasury from addresses no user had linked, stored for an operator."),
+		openUnassigned: gauge("tollgate_settle_unassigned_deposits",
+			"Transfers to the treasury waiting for a wallet (tollgate settle unassigned), as the active worker last counted them."),
 		payouts: counter("tollgate_settle_payouts_total",
 			"Payouts this worker moved to a status: sent (a transaction carries its authorization), settled, failed.", "status"),
 		openPayouts: gauge("tollgate_settle_open_payouts",
@@ -70,7 +76,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Failed steps of the worker's rounds, by step (transactions, payouts, top-ups, deposits, lease).", "step"),
 	}
 	if reg != nil {
-		reg.MustRegister(m.topups, m.openTopUps, m.deposits, m.depositedMicro,
+		reg.MustRegister(m.topups, m.openTopUps, m.deposits, m.depositedMicro, m.unassigned, m.openUnassigned,
 			m.payouts, m.openPayouts, m.broadcasts, m.replacements, m.finalBlock, m.lagBlocks, m.lagSeconds,
 			m.hotUSDC, m.hotNative, m.leaseHeld, m.rpcCalls, m.tickErrors)
 	}
@@ -87,6 +93,7 @@ func (m *Metrics) forChain(chainID string) chainMetrics {
 	c := chainMetrics{m: m, chain: chainID}
 	// Series that should read 0, not be absent, before anything happened.
 	m.replacements.WithLabelValues(chainID)
+	m.unassigned.WithLabelValues(chainID)
 	m.leaseHeld.WithLabelValues(chainID).Set(0)
 	return c
 }
@@ -99,6 +106,8 @@ func (c chainMetrics) deposit(kind string, micro int64) {
 	c.m.deposits.WithLabelValues(c.chain, kind).Inc()
 	c.m.depositedMicro.WithLabelValues(c.chain, kind).Add(float64(micro))
 }
+
+func (c chainMetrics) unassignedSeen() { c.m.unassigned.WithLabelValues(c.chain).Inc() }
 
 func (c chainMetrics) payout(status string) { c.m.payouts.WithLabelValues(c.chain, status).Inc() }
 
@@ -151,9 +160,13 @@ func (c chainMetrics) open(g *prometheus.GaugeVec, statuses []string, counts map
 // forget drops the gauges only the active worker keeps current.
 func (c chainMetrics) forget() {
 	only := prometheus.Labels{"chain": c.chain}
-	for _, g := range []*prometheus.GaugeVec{c.m.openTopUps, c.m.openPayouts, c.m.hotUSDC, c.m.hotNative} {
+	for _, g := range []*prometheus.GaugeVec{c.m.openTopUps, c.m.openPayouts, c.m.openUnassigned, c.m.hotUSDC, c.m.hotNative} {
 		g.DeletePartialMatch(only)
 	}
+}
+
+func (c chainMetrics) unassignedOpen(n int64) {
+	c.m.openUnassigned.WithLabelValues(c.chain).Set(float64(n))
 }
 
 // ratio is x / 10^decimals as a float, for display.

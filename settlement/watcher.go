@@ -24,7 +24,9 @@ import (
 // AuthorizationUsed(authorizer, nonce) followed by the authorizer's Transfer. It credits:
 //   - a Transfer paired with the AuthorizationUsed of one of our top-up intents, keyed
 //     chain:token:authorizer:nonce (whoever relayed it, however often it was resubmitted);
-//   - any other Transfer from a linked wallet, keyed chain:txhash:position-in-receipt.
+//   - any other Transfer from a linked wallet, keyed chain:txhash:position-in-receipt;
+//   - and it stores a Transfer from an address no user has linked as unassigned (unassigned.go),
+//     credited to nobody until an operator assigns it, or its sender links the address.
 // Credits happen only for final blocks; newer blocks are scanned too, and what they show is
 // recorded as pending (seen, not final) and dropped if a reorg removes it before finality.
 
@@ -37,6 +39,8 @@ var (
 type LinkedWallets interface {
 	// IsLinked reports whether a lower-case 0x address was ever linked to a paywall user.
 	IsLinked(ctx context.Context, wallet string) (bool, error)
+	// LinkedAmong returns which of the lower-case 0x addresses were ever linked.
+	LinkedAmong(ctx context.Context, wallets []string) (map[string]bool, error)
 }
 
 // PaywallWallets reads the paywall package's authorizations table. A wallet that was linked
@@ -50,6 +54,21 @@ func (p PaywallWallets) IsLinked(ctx context.Context, wallet string) (bool, erro
 	return ok, err
 }
 
+// LinkedAmong implements LinkedWallets.
+func (p PaywallWallets) LinkedAmong(ctx context.Context, wallets []string) (map[string]bool, error) {
+	rows, err := p.Pool.Query(ctx, `SELECT DISTINCT wallet FROM paywall_authorizations WHERE wallet = ANY($1::TEXT[])`, wallets)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	var wallet string
+	_, err = pgx.ForEachRow(rows, []any{&wallet}, func() error {
+		out[wallet] = true
+		return nil
+	})
+	return out, err
+}
+
 // deposit is one Transfer to the treasury found in a receipt.
 type deposit struct {
 	txHash    common.Hash
@@ -61,6 +80,7 @@ type deposit struct {
 	kind      string // topup or transfer
 	topUpID   string
 	key       string // the ledger's idempotency key
+	linked    bool   // for a transfer: its sender is a linked wallet
 }
 
 // watchDeposits credits the final deposits not yet processed and records the pending ones.
@@ -88,6 +108,7 @@ func (w *Worker) watchDeposits(ctx context.Context) error {
 		w.metrics.finalProcessed(to)
 		from = to + 1
 	}
+	relinkErr := w.relink(ctx)
 	// Pending deposits at or below the final block that were not credited were reorged away.
 	if _, err := w.pool.Exec(ctx, `
 		UPDATE settlement_deposits SET status = 'dropped', updated_at = now()
@@ -112,7 +133,7 @@ func (w *Worker) watchDeposits(ctx context.Context) error {
 			return fmt.Errorf("pending deposits in blocks %d-%d: %w", from, head, err)
 		}
 	}
-	return nil
+	return relinkErr
 }
 
 // cursor returns the last final block processed, creating the cursor on the first run at the
@@ -176,9 +197,12 @@ func (w *Worker) scanRange(ctx context.Context, from, to uint64, final bool) err
 			return err
 		}
 		for _, d := range deps {
-			if final {
+			switch {
+			case final && d.kind == purposeTopUp:
 				err = w.credit(ctx, d)
-			} else {
+			case final:
+				err = w.creditTransfer(ctx, d)
+			case d.kind == purposeTopUp || d.linked:
 				err = w.recordPending(ctx, d)
 			}
 			if err != nil {
@@ -247,13 +271,7 @@ func (w *Worker) depositsIn(ctx context.Context, rcpt *types.Receipt) ([]deposit
 			if err != nil {
 				return nil, fmt.Errorf("linked wallets: %w", err)
 			}
-			if !linked {
-				w.logger.WarnContext(ctx, "transfer to the treasury from an unlinked address: not credited",
-					"tx", rcpt.TxHash.Hex(), "log_pos", pos, "from", from.Hex(), "amount_micro", d.amount)
-				continue
-			}
-			d.kind = "transfer"
-			d.key = w.chain.ID + ":" + lowerHash(rcpt.TxHash) + ":" + strconv.Itoa(pos)
+			d.kind, d.key, d.linked = "transfer", w.transferKey(d), linked
 		}
 		out = append(out, d)
 	}

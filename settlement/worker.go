@@ -80,6 +80,7 @@ type Worker struct {
 	metrics     chainMetrics
 	health      healthState
 	balancesAt  time.Time // when the hot wallet's balances were last read for the metrics
+	relinkAt    time.Time // when the watcher last looked for unassigned deposits of newly linked senders
 }
 
 // NewWorker checks the configuration and returns a worker; it makes no network call.
@@ -220,11 +221,14 @@ func (w *Worker) observe(ctx context.Context) error {
 		WHERE chain_id = $1 AND status IN ('signed', 'submitted') GROUP BY status
 		UNION ALL
 		SELECT 'payout', status, count(*) FROM settlement_payouts
-		WHERE chain_id = $1 AND status IN ('queued', 'sending', 'confirming', 'failing') GROUP BY status`, w.chain.ID)
+		WHERE chain_id = $1 AND status IN ('queued', 'sending', 'confirming', 'failing') GROUP BY status
+		UNION ALL
+		SELECT 'unassigned', '', count(*) FROM settlement_unassigned
+		WHERE chain_id = $1 AND status IN ('unassigned', 'assigning')`, w.chain.ID)
 	if err != nil {
 		return fmt.Errorf("count open work: %w", err)
 	}
-	counts := map[string]map[string]int64{"topup": {}, "payout": {}}
+	counts := map[string]map[string]int64{"topup": {}, "payout": {}, "unassigned": {}}
 	var kind, status string
 	var n int64
 	if _, err := pgx.ForEachRow(rows, []any{&kind, &status, &n}, func() error {
@@ -235,6 +239,7 @@ func (w *Worker) observe(ctx context.Context) error {
 	}
 	w.metrics.open(w.metrics.m.openTopUps, []string{string(TopUpSigned), string(TopUpSubmitted)}, counts["topup"])
 	w.metrics.open(w.metrics.m.openPayouts, []string{payoutQueued, payoutSending, payoutConfirming, payoutFailing}, counts["payout"])
+	w.metrics.unassignedOpen(counts["unassigned"][""])
 
 	now := w.clock.Now()
 	if !w.balancesAt.IsZero() && now.Sub(w.balancesAt) < balanceEvery {

@@ -14,7 +14,8 @@ import (
 var migrationFiles embed.FS
 
 // Migrations are the settlement tables: top-up intents, deposits, the watcher's cursors, hot
-// wallet leases, signed transactions and their attempts, and payouts in progress.
+// wallet leases, signed transactions and their attempts, payouts in progress, and transfers
+// from unlinked addresses waiting to be assigned to a wallet.
 var Migrations = migrate.Source{Name: "settlement", FS: mustSub(migrationFiles, "migrations")}
 
 func mustSub(f fs.FS, dir string) fs.FS {

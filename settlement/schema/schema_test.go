@@ -21,7 +21,7 @@ func TestMigrationsReplay(t *testing.T) {
 			t.Errorf("replaying %s: %v", m.Name, err)
 		}
 	}
-	for _, table := range []string{"settlement_topups", "settlement_deposits", "settlement_cursors", "settlement_leases", "settlement_txs", "settlement_tx_attempts", "settlement_payouts"} {
+	for _, table := range []string{"settlement_topups", "settlement_deposits", "settlement_cursors", "settlement_leases", "settlement_txs", "settlement_tx_attempts", "settlement_payouts", "settlement_unassigned"} {
 		var ok bool
 		if err := db.Pool.QueryRow(t.Context(), `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&ok); err != nil || !ok {
 			t.Errorf("table %s missing (%v)", table, err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -28,7 +29,12 @@ const settleReady = "tollgate settle is running"
 // runSettle runs one settlement worker per configured chain, all with the same hot wallet,
 // until ctx ends. Each worker holds its (chain, hot wallet) lease while it is active; a second
 // `tollgate settle` stands by and takes over when this one stops.
+//
+// With a subcommand it does an operator's task instead (settleCommands).
 func runSettle(ctx context.Context, env *environment, args []string) error {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return runSubcommand(ctx, env, "settle", settleCommands(), args)
+	}
 	fs, path := flagSet(env, "settle")
 	chainFlag := fs.String("chain", "", "run only the chain with this `id` (default: every configured chain)")
 	if err := parse(fs, args); err != nil {
@@ -159,9 +165,9 @@ func settleAdminMux(reg *prometheus.Registry, workers []*settlement.Worker) http
 		for _, wk := range workers {
 			h := wk.Health()
 			healthy = healthy && h.Healthy
-			fmt.Fprintf(&b, "chain %s (%s): lease %s", h.Chain, h.ChainID, h.Lease)
+			_, _ = fmt.Fprintf(&b, "chain %s (%s): lease %s", h.Chain, h.ChainID, h.Lease)
 			for _, p := range h.Problems {
-				fmt.Fprintf(&b, "; %s", p)
+				_, _ = fmt.Fprintf(&b, "; %s", p)
 			}
 			b.WriteString("\n")
 		}
@@ -174,4 +180,118 @@ func settleAdminMux(reg *prometheus.Registry, workers []*settlement.Worker) http
 		_, _ = io.WriteString(w, "ok\n"+b.String())
 	})
 	return mux
+}
+
+// settleCommands are the operator's subcommands of `tollgate settle`; they need the database
+// only, no chain and no hot wallet.
+func settleCommands() map[string]command {
+	return map[string]command{
+		"unassigned": {"list transfers to the treasury from unlinked addresses, waiting for a wallet", runSettleUnassigned},
+		"assign":     {"credit an unassigned transfer to a wallet (once, however often it is run)", runSettleAssign},
+	}
+}
+
+// withLedger loads the configuration, opens the database and runs fn with the ledger.
+func withLedger(ctx context.Context, env *environment, configPath string, fn func(*settlement.Unassigned) error) error {
+	cfg, err := loadConfig(env, configPath)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(env.stderr, cfg.Log.Level).With("cmd", "settle")
+	pool, err := openPool(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	book := ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")})
+	return fn(settlement.NewUnassigned(pool, book, logger))
+}
+
+// unassignedJSON is an unassigned deposit as -json prints it.
+type unassignedJSON struct {
+	ID          string    `json:"id"`
+	ChainID     string    `json:"chain_id"`
+	TxHash      string    `json:"tx_hash"`
+	LogPos      int       `json:"log_pos"`
+	Token       string    `json:"token"`
+	From        string    `json:"from"`
+	AmountMicro int64     `json:"amount_micro"`
+	AmountUSDC  string    `json:"amount_usdc"`
+	BlockNumber uint64    `json:"block_number"`
+	Status      string    `json:"status"`
+	Wallet      string    `json:"wallet,omitempty"`
+	AssignedBy  string    `json:"assigned_by,omitempty"`
+	TransferID  string    `json:"transfer_id,omitempty"`
+	SeenAt      time.Time `json:"seen_at"`
+}
+
+func toUnassignedJSON(d settlement.UnassignedDeposit) unassignedJSON {
+	return unassignedJSON{
+		ID: d.ID, ChainID: d.ChainID, TxHash: d.TxHash, LogPos: d.LogPos, Token: d.Token, From: d.From,
+		AmountMicro: d.AmountMicro, AmountUSDC: settlement.FormatMicro(d.AmountMicro), BlockNumber: d.BlockNumber,
+		Status: d.Status, Wallet: d.Wallet, AssignedBy: d.AssignedBy, TransferID: d.TransferID, SeenAt: d.SeenAt.UTC(),
+	}
+}
+
+func runSettleUnassigned(ctx context.Context, env *environment, args []string) error {
+	fs, path := flagSet(env, "settle unassigned")
+	all := fs.Bool("all", false, "also list the transfers assigned already")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseArgs(fs, args, "[-all] [-json]", 0); err != nil {
+		return helpOK(err)
+	}
+	return withLedger(ctx, env, *path, func(u *settlement.Unassigned) error {
+		list, err := u.List(ctx, *all)
+		if err != nil {
+			return fmt.Errorf("settle unassigned: %w", err)
+		}
+		if *asJSON {
+			out := make([]unassignedJSON, 0, len(list))
+			for _, d := range list {
+				out = append(out, toUnassignedJSON(d))
+			}
+			return printJSON(env.stdout, out)
+		}
+		if len(list) == 0 {
+			_, err := fmt.Fprintln(env.stdout, "No transfer to the treasury is waiting for a wallet.")
+			return err
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0) // write errors surface at Flush
+		_, _ = fmt.Fprintln(tw, "ID\tCHAIN\tUSDC\tFROM\tTX\tLOG\tBLOCK\tSEEN\tSTATUS\tWALLET")
+		for _, d := range list {
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", d.ID, d.ChainID, settlement.FormatMicro(d.AmountMicro),
+				d.From, d.TxHash, d.LogPos, d.BlockNumber, d.SeenAt.UTC().Format(time.RFC3339), d.Status, d.Wallet)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(env.stdout, "\nCredit one with `tollgate settle assign -deposit ID -wallet 0x…` (it is credited once, however often that runs).")
+		return err
+	})
+}
+
+func runSettleAssign(ctx context.Context, env *environment, args []string) error {
+	fs, path := flagSet(env, "settle assign")
+	id := fs.String("deposit", "", "the `id` of the transfer, from `tollgate settle unassigned` (required)")
+	wallet := fs.String("wallet", "", "the 0x `address` of the wallet to credit (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseArgs(fs, args, "-deposit ID -wallet 0xADDRESS", 0); err != nil {
+		return helpOK(err)
+	}
+	if *id == "" || *wallet == "" {
+		fs.Usage()
+		return fmt.Errorf("%w: settle assign needs -deposit and -wallet", errUsage)
+	}
+	return withLedger(ctx, env, *path, func(u *settlement.Unassigned) error {
+		d, err := u.Assign(ctx, *id, *wallet)
+		if err != nil {
+			return fmt.Errorf("settle assign: %w", err)
+		}
+		if *asJSON {
+			return printJSON(env.stdout, toUnassignedJSON(d))
+		}
+		_, err = fmt.Fprintf(env.stdout, "Deposit %s (%s USDC from %s, tx %s log %d on chain %s) is credited to %s (ledger transfer %s).\n",
+			d.ID, settlement.FormatMicro(d.AmountMicro), d.From, d.TxHash, d.LogPos, d.ChainID, d.Wallet, d.TransferID)
+		return err
+	})
 }

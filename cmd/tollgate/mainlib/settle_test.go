@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -315,11 +316,14 @@ func TestAnvilSettleMetricsAndHealth(t *testing.T) {
 	})
 
 	chain := `chain="` + a.node.ChainID.String() + `"`
-	r.waitFor(t, "the open payouts counted again", func() bool {
-		_, m := get("/metrics")
-		return strings.Contains(m, `tollgate_settle_open_payouts{`+chain+`,status="confirming"} 0`)
+	// The worker counts right after the ledger and database writes the test waited for, and
+	// counts the open work at the end of its round.
+	var metrics string
+	r.waitFor(t, "the metrics count the payout", func() bool {
+		_, metrics = get("/metrics")
+		return strings.Contains(metrics, `tollgate_settle_payouts_total{`+chain+`,status="settled"} 1`) &&
+			strings.Contains(metrics, `tollgate_settle_open_payouts{`+chain+`,status="sending"} 0`)
 	})
-	_, metrics := get("/metrics")
 	for _, want := range []string{
 		`tollgate_settle_topups_total{` + chain + `,status="submitted"} 1`,
 		`tollgate_settle_topups_total{` + chain + `,status="credited"} 1`,
@@ -457,4 +461,100 @@ func newFlakyRPC(t *testing.T, nodeURL string) *flakyRPC {
 	}))
 	t.Cleanup(f.Close)
 	return f
+}
+
+// TestSettleUnassignedAndAssign runs `tollgate settle unassigned` and `tollgate settle assign`
+// on a database holding two transfers from unlinked addresses (as the watcher stores them;
+// settlement's tests cover the watcher): listed as text and JSON; assigning credits the
+// wallet once, however often it runs; another wallet is refused; bad input changes nothing.
+func TestSettleUnassignedAndAssign(t *testing.T) {
+	db := testdb.New(t, schema.All()...)
+	t.Setenv("TOLLGATE_DATABASE_URL", db.URL)
+	t.Setenv("TOLLGATE_CONFIG", "")
+	ctx := t.Context()
+	deposit := func(txByte string, micro int64) string {
+		t.Helper()
+		tx := "0x" + strings.Repeat(txByte, 32)
+		var id string
+		if err := db.Pool.QueryRow(ctx, `
+			INSERT INTO settlement_unassigned (chain_id, tx_hash, log_pos, token, from_addr, amount_micro, block_number,
+				block_hash, ledger_key, status)
+			VALUES ('137', $1, 3, '0x3c499c542cef5e3811e1192ce70d8cc03d5c3359', '0x00000000000000000000000000000000000f00d5', $2, 70000000,
+				$3, $4, 'unassigned') RETURNING id::TEXT`, tx, micro, "0x"+strings.Repeat("bb", 32), "137:"+tx+":3").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	first, second := deposit("aa", 3_000_000), deposit("cc", 1_250_000)
+	run := func(args ...string) (string, error) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		err := Main(ctx, append([]string{"settle"}, args...), &out, &errOut)
+		return out.String(), err
+	}
+	book := ledger.New(db.Pool, ledger.Options{})
+	balance := func(wallet string) int64 {
+		t.Helper()
+		b, err := book.Balance(ctx, wallet)
+		if errors.Is(err, ledger.ErrUnknownAccount) {
+			return 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.PostedMicro
+	}
+
+	out, err := run("unassigned")
+	if err != nil || !strings.Contains(out, first) || !strings.Contains(out, second) || !strings.Contains(out, " 1.25 ") ||
+		!strings.Contains(out, "0x00000000000000000000000000000000000f00d5") || !strings.Contains(out, "tollgate settle assign") {
+		t.Fatalf("settle unassigned: %v\n%s", err, out)
+	}
+
+	const alice, bob = "0x00000000000000000000000000000000000a11ce", "0x0000000000000000000000000000000000000b0b"
+	for range 2 { // the second run finds it assigned to the same wallet and credits nothing
+		out, err = run("assign", "--deposit", first, "--wallet", alice)
+		if err != nil || !strings.Contains(out, "is credited to "+alice) {
+			t.Fatalf("settle assign: %v\n%s", err, out)
+		}
+	}
+	if got := balance(alice); got != 3_000_000 {
+		t.Fatalf("alice holds %d, want 3000000 (credited once)", got)
+	}
+	for _, bad := range []struct {
+		args []string
+		want string
+		code int
+	}{
+		{[]string{"assign", "-deposit", first, "-wallet", bob}, "already assigned to another wallet", 1},
+		{[]string{"assign", "-deposit", "00000000-0000-0000-0000-000000000000", "-wallet", bob}, "unassigned deposit not found", 1},
+		{[]string{"assign", "-deposit", second, "-wallet", "bob"}, "invalid wallet address", 1},
+		{[]string{"assign", "-deposit", second}, "needs -deposit and -wallet", 2},
+		{[]string{"assign", "-deposit", second, "-wallet", bob, "extra"}, "wants -deposit ID -wallet 0xADDRESS", 2},
+		{[]string{"nonsense"}, `unknown settle subcommand "nonsense"`, 2},
+	} {
+		_, err := run(bad.args...)
+		if err == nil || !strings.Contains(err.Error(), bad.want) || ExitCode(err) != bad.code {
+			t.Errorf("settle %v: %v (exit %d), want %q (exit %d)", bad.args, err, ExitCode(err), bad.want, bad.code)
+		}
+	}
+	if got := balance(bob); got != 0 {
+		t.Fatalf("bob holds %d after refused assignments", got)
+	}
+
+	var listed []struct {
+		ID, Status, Wallet string
+		AmountMicro        int64  `json:"amount_micro"`
+		AmountUSDC         string `json:"amount_usdc"`
+	}
+	out, err = run("unassigned", "-all", "-json")
+	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 2 {
+		t.Fatalf("settle unassigned -all -json: %v\n%s", err, out)
+	}
+	if l := listed[0]; l.ID != first || l.Status != "assigned" || l.Wallet != alice || l.AmountMicro != 3_000_000 || l.AmountUSDC != "3" {
+		t.Errorf("first listed %+v", l)
+	}
+	if out, err = run("unassigned", "-json"); err != nil || !strings.Contains(out, second) || strings.Contains(out, first) {
+		t.Errorf("settle unassigned -json lists the assigned one, or not the open one: %v\n%s", err, out)
+	}
 }
