@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,17 +104,19 @@ func TestMakeRunWalkthrough(t *testing.T) {
 	}
 
 	// Ctrl-C: everything stops, the temporary directory goes.
-	pids := childPIDs(run.Process.Pid)
+	procs := childProcs(run.Process.Pid)
 	if pm, err := os.ReadFile(runDir + "/pg/postmaster.pid"); err == nil { // PostgreSQL daemonizes: not a child
 		var pg int
 		if first, _, _ := strings.Cut(string(pm), "\n"); scanInt(first, &pg) {
-			pids = append(pids, pg)
+			if p, ok := readProc(pg); ok {
+				procs = append(procs, p)
+			}
 		}
 	} else {
 		t.Errorf("no PostgreSQL pid file in %s: %v", runDir, err)
 	}
-	if len(pids) < 6 {
-		t.Errorf("make run has %d processes (%v); want PostgreSQL, Redis, anvil, settle, the demo upstream, serve and the emulator", len(pids), pids)
+	if len(procs) < 7 {
+		t.Errorf("make run runs %d processes (%v); want PostgreSQL, Redis, anvil, settle, the demo upstream, serve and the emulator", len(procs), procs)
 	}
 	stopped = true
 	if err := run.Process.Signal(os.Interrupt); err != nil {
@@ -131,10 +135,12 @@ func TestMakeRunWalkthrough(t *testing.T) {
 	if _, err := os.Stat(runDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("make run left %s behind (%v)", runDir, err)
 	}
-	for _, pid := range pids {
-		if syscall.Kill(pid, 0) == nil {
-			t.Errorf("process %d, started by make run, is still running after Ctrl-C", pid)
-		}
+	for _, p := range procs {
+		// An orphan is reaped by init a moment after make run ends.
+		eventually(t, fmt.Sprintf("process %d (%s), started by make run, gone after Ctrl-C", p.pid, p.cmd), 5*time.Second, func() bool {
+			now, ok := readProc(p.pid)
+			return !ok || now.start != p.start || now.state == "Z"
+		})
 	}
 	if !strings.Contains(out.String(), "== stopping") {
 		t.Errorf("make run did not say it was stopping:\n%s", tail(out.String(), 10))
@@ -167,23 +173,50 @@ func cleanEnv() []string {
 	return env
 }
 
-// childPIDs lists the processes whose parent is pid (Linux /proc).
-func childPIDs(pid int) []int {
-	var pids []int
+// proc is a process as /proc shows it; start (its start time) tells a reused pid apart.
+type proc struct {
+	pid               int
+	ppid              int
+	state, start, cmd string
+}
+
+func (p proc) String() string { return fmt.Sprintf("%d %s", p.pid, p.cmd) }
+
+// readProc reads /proc/PID (Linux); ok is false if there is no such process.
+func readProc(pid int) (proc, bool) {
+	dir := "/proc/" + strconv.Itoa(pid)
+	stat, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return proc{}, false
+	}
+	// pid (comm) state ppid … starttime (field 22); comm may hold spaces: split after the last ')'.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 20 {
+		return proc{}, false
+	}
+	p := proc{pid: pid, state: fields[0], start: fields[19]}
+	if !scanInt(fields[1], &p.ppid) {
+		return proc{}, false
+	}
+	cmd, _ := os.ReadFile(dir + "/cmdline")
+	p.cmd = strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
+	return p, true
+}
+
+// childProcs lists the living processes whose parent is pid, but for sleep (run.sh's loop).
+func childProcs(pid int) []proc {
+	var out []proc
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
+		var n int
+		if !scanInt(e.Name(), &n) {
 			continue
 		}
-		// pid (comm) state ppid …; comm may hold spaces, so read after the last ')'.
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		var child, parent int
-		if len(fields) > 1 && scanInt(e.Name(), &child) && scanInt(fields[1], &parent) && parent == pid {
-			pids = append(pids, child)
+		if p, ok := readProc(n); ok && p.ppid == pid && p.state != "Z" && !strings.HasPrefix(p.cmd, "sleep ") {
+			out = append(out, p)
 		}
 	}
-	return pids
+	return out
 }
 
 func scanInt(s string, n *int) bool {
