@@ -181,8 +181,8 @@ settle:
 	c := s.client(key, user)
 	chat := func(t *testing.T) (string, string) {
 		t.Helper()
-		res, raw := ask(t, c)
-		return raw.Header.Get("x-tollgate-action"), res.Choices[0].Message.Content
+		res, hdr := ask(t, c)
+		return hdr.Get("x-tollgate-action"), res.Choices[0].Message.Content
 	}
 
 	// --- the user connects a wallet (Sign-In with Ethereum) --------------------------------

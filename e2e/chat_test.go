@@ -41,22 +41,23 @@ func chatParams() openai.ChatCompletionNewParams {
 	return openai.ChatCompletionNewParams{Model: model, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello there, how are you")}}
 }
 
-// ask sends a non-streamed completion and returns it with the HTTP response.
-func ask(t *testing.T, c openai.Client, opts ...option.RequestOption) (*openai.ChatCompletion, *http.Response) {
+// ask sends a non-streamed completion and returns it with the HTTP response's headers.
+func ask(t *testing.T, c openai.Client, opts ...option.RequestOption) (*openai.ChatCompletion, http.Header) {
 	t.Helper()
 	var raw *http.Response
 	res, err := c.Chat.Completions.New(t.Context(), chatParams(), append(opts, option.WithResponseInto(&raw))...)
 	if err != nil {
 		t.Fatalf("chat completion: %v", err)
 	}
-	return res, raw
+	_ = raw.Body.Close() // the SDK has read it
+	return res, raw.Header
 }
 
 // askStream sends a streamed completion and returns the text, the usage the client saw and
 // the stream's error.
 func askStream(ctx context.Context, c openai.Client, opts ...option.RequestOption) (string, openai.CompletionUsage, error) {
 	st := c.Chat.Completions.NewStreaming(ctx, chatParams(), opts...)
-	defer st.Close()
+	defer func() { _ = st.Close() }()
 	var text strings.Builder
 	var usage openai.CompletionUsage
 	for st.Next() {
@@ -123,9 +124,9 @@ func TestPaywallLifecycle(t *testing.T) {
 	c := s.client(key, "alice")
 
 	t.Run("unknown user gets the authorize message", func(t *testing.T) {
-		res, raw := ask(t, c)
-		if raw.Header.Get("x-tollgate-action") != "authorize" || !strings.Contains(res.Choices[0].Message.Content, "/connect?t=") {
-			t.Fatalf("got %q (action %q)", res.Choices[0].Message.Content, raw.Header.Get("x-tollgate-action"))
+		res, hdr := ask(t, c)
+		if hdr.Get("x-tollgate-action") != "authorize" || !strings.Contains(res.Choices[0].Message.Content, "/connect?t=") {
+			t.Fatalf("got %q (action %q)", res.Choices[0].Message.Content, hdr.Get("x-tollgate-action"))
 		}
 		text, _, err := askStream(t.Context(), c)
 		if err != nil || !strings.Contains(text, "/connect?t=") {
@@ -143,12 +144,12 @@ func TestPaywallLifecycle(t *testing.T) {
 	t.Run("authorized without funds gets the top-up message", func(t *testing.T) {
 		deadline := time.Now().Add(3 * time.Second) // caches learn of the authorization within a second
 		for {
-			res, raw := ask(t, c)
-			if raw.Header.Get("x-tollgate-action") == "topup" && strings.Contains(res.Choices[0].Message.Content, "/topup?t=") {
+			res, hdr := ask(t, c)
+			if hdr.Get("x-tollgate-action") == "topup" && strings.Contains(res.Choices[0].Message.Content, "/topup?t=") {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("got %q (action %q)", res.Choices[0].Message.Content, raw.Header.Get("x-tollgate-action"))
+				t.Fatalf("got %q (action %q)", res.Choices[0].Message.Content, hdr.Get("x-tollgate-action"))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -159,8 +160,8 @@ func TestPaywallLifecycle(t *testing.T) {
 	spent := int64(0)
 
 	t.Run("a completion is charged exactly usage × prices", func(t *testing.T) {
-		res, raw := ask(t, c)
-		if raw.Header.Get("x-tollgate-action") != "" || !strings.HasPrefix(res.Choices[0].Message.Content, "w1 ") {
+		res, hdr := ask(t, c)
+		if hdr.Get("x-tollgate-action") != "" || !strings.HasPrefix(res.Choices[0].Message.Content, "w1 ") {
 			t.Fatalf("not served: %q", res.Choices[0].Message.Content)
 		}
 		reqs := s.demo.Requests()
@@ -377,7 +378,7 @@ func apiCall(t *testing.T, method, url, key, user, body string, header map[strin
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

@@ -74,7 +74,7 @@ func newStack(t testing.TB) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	models, err := pricing.ParseOpenRouterModels(f)
 	if err != nil {
 		t.Fatal(err)

@@ -71,7 +71,7 @@ func wantLine(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fh.Close()
+	defer func() { _ = fh.Close() }()
 	sc := bufio.NewScanner(fh)
 	if !sc.Scan() {
 		t.Fatalf("%s: empty", path)

@@ -317,7 +317,8 @@ func compileHeaderMatcher(hm *routev3.HeaderMatcher) (func(headerMap) bool, erro
 			return ok == want != hm.GetInvertMatch()
 		}, nil
 	case *routev3.HeaderMatcher_ExactMatch:
-		valueMatch = func(v string) bool { return v == s.ExactMatch }
+		// Deprecated in favour of string_match, but Envoy still honours it, so configs may use it.
+		valueMatch = func(v string) bool { return v == s.ExactMatch } //nolint:staticcheck // SA1019, see above
 	case nil:
 		valueMatch = func(string) bool { return true } // presence
 	default:

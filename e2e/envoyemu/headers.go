@@ -250,7 +250,10 @@ func applyMutation(m *extprocv3.HeaderMutation, h *headerMap, c checker, replaci
 		if !headerNameValid(hv.GetKey()) || !headerValueValid(value) {
 			return ignored, fmt.Errorf("%w: invalid character in set_headers mutation", errMutation)
 		}
-		appendValue := sh.GetAppend().GetValue()
+		// Only the deprecated `append` flag is emulated, not append_action. Tollgate's server
+		// sends append_action OVERWRITE_IF_EXISTS_OR_ADD with `append` unset, which sets the
+		// header either way.
+		appendValue := sh.GetAppend().GetValue() //nolint:staticcheck // SA1019, see above
 		_, exists := h.get(name)
 		op := opSet
 		if appendValue && exists {

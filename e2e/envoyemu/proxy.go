@@ -84,6 +84,11 @@ type Proxy struct {
 	upstreams map[string]*http.Client // by cluster
 }
 
+// next returns the index of the next of n endpoints, round robin (Envoy's default policy).
+func (p *Proxy) next(n int) int {
+	return int((p.rr.Add(1) - 1) % uint64(n)) //nolint:gosec // G115: the remainder is below n, an int
+}
+
 // New loads and validates the config (the same checks as envoy's config test) and connects
 // to the ext_proc servers.
 func New(opts Options) (*Proxy, error) {
@@ -142,7 +147,7 @@ func New(opts Options) (*Proxy, error) {
 			conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
 			if err != nil {
-				p.Close()
+				_ = p.Close()
 				return nil, fmt.Errorf("emulator: ext_proc endpoint %s: %w", ep, err)
 			}
 			p.conns = append(p.conns, conn)
@@ -447,7 +452,7 @@ func (x *exchange) openSide() bool {
 		return true
 	}
 	clients := x.p.clients
-	c := clients[int(x.p.rr.Add(1)-1)%len(clients)]
+	c := clients[x.p.next(len(clients))]
 	s, err := openSideStream(c)
 	if err != nil {
 		x.grpcFailed(err)
@@ -574,7 +579,7 @@ func (x *exchange) route(vh *vhost, rt *route, req headerMap, body io.Reader, bo
 	if x.p.cfg.clusters[rt.cluster].tls {
 		scheme = "https"
 	}
-	ep := eps[int(x.p.rr.Add(1)-1)%len(eps)]
+	ep := eps[x.p.next(len(eps))]
 	url := scheme + "://" + ep + path
 	x.log.UpstreamURL = url
 	method, _ := req.get(":method")
@@ -610,7 +615,7 @@ func (x *exchange) route(vh *vhost, rt *route, req headerMap, body io.Reader, bo
 	if ureq.ContentLength == 0 {
 		ureq.Body = http.NoBody
 	}
-	resp, err := x.p.upstreams[rt.cluster].Do(ureq)
+	resp, err := x.p.upstreams[rt.cluster].Do(ureq) //nolint:bodyclose // the body goes to respond, which closes it
 	if err != nil {
 		if x.r.Context().Err() != nil {
 			return upstreamResponse{details: "downstream_remote_disconnect"}
@@ -646,7 +651,7 @@ func (x *exchange) respond(vh *vhost, rt *route, req headerMap, resp upstreamRes
 		x.clientLeft()
 		return
 	}
-	defer resp.body.Close()
+	defer func() { _ = resp.body.Close() }()
 	h := resp.headers
 	if vh != nil {
 		if rt != nil {

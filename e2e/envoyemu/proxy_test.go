@@ -28,8 +28,8 @@ const chatPath = "/v1/chat/completions"
 // through the response phases; the client's own routing header is stripped before ext_proc.
 func TestUnroutedRequestEndsAtTheDirectResponse(t *testing.T) {
 	h := newHarness(t, serve(func(*extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse { return nil }))
-	resp, body := h.do(t, "POST", chatPath, chatBody, map[string]string{"x-tollgate-upstream": "demo", "content-type": "application/json"})
-	if resp.StatusCode != 404 || !strings.Contains(body, "no_upstream") {
+	resp, body := h.do(t, http.MethodPost, chatPath, chatBody, map[string]string{"x-tollgate-upstream": "demo", "content-type": "application/json"})
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "no_upstream") {
 		t.Fatalf("status %d body %q, want the unrouted 404", resp.StatusCode, body)
 	}
 	l := h.log(t)
@@ -84,7 +84,7 @@ func TestRouteCache(t *testing.T) {
 				}
 				return nil
 			}))
-			resp, body := h.do(t, "POST", chatPath, chatBody, nil)
+			resp, body := h.do(t, http.MethodPost, chatPath, chatBody, nil)
 			if resp.StatusCode != tc.wantCode {
 				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tc.wantCode)
 			}
@@ -122,8 +122,8 @@ func TestHeaderMutationRules(t *testing.T) {
 			mut.RemoveHeaders = []string{":path", "host", "x-drop-me"}
 			return headersCont(true, &extprocv3.CommonResponse{HeaderMutation: mut, ClearRouteCache: true})
 		}))
-		resp, body := h.do(t, "POST", chatPath, chatBody, map[string]string{"authorization": "Bearer tg_key", "x-drop-me": "1"})
-		if resp.StatusCode != 200 {
+		resp, body := h.do(t, http.MethodPost, chatPath, chatBody, map[string]string{"authorization": "Bearer tg_key", "x-drop-me": "1"})
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d %s", resp.StatusCode, body)
 		}
 		got := h.demo.Requests()[0]
@@ -131,7 +131,7 @@ func TestHeaderMutationRules(t *testing.T) {
 			"authorization replaced":     got.Authorization == "Bearer upstream-key",
 			"x-custom set":               got.Header.Get("x-custom") == "yes",
 			"x-envoy-* ignored":          got.Header.Get("x-envoy-evil") == "",
-			":method ignored":            got.Method == "POST",
+			":method ignored":            got.Method == http.MethodPost,
 			":authority/host ignored":    !strings.Contains(got.Host, "evil"),
 			":path not removable":        got.Path == chatPath,
 			"x-drop-me removed":          got.Header.Get("x-drop-me") == "",
@@ -151,8 +151,8 @@ func TestHeaderMutationRules(t *testing.T) {
 			return headersCont(true, &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
 				{Header: &corev3.HeaderValue{Key: "x-a", Value: "1", RawValue: []byte("1")}}}}})
 		}))
-		resp, _ := h.do(t, "POST", chatPath, chatBody, nil)
-		if resp.StatusCode != 500 {
+		resp, _ := h.do(t, http.MethodPost, chatPath, chatBody, nil)
+		if resp.StatusCode != http.StatusInternalServerError {
 			t.Fatalf("status %d, want 500", resp.StatusCode)
 		}
 	})
@@ -178,7 +178,7 @@ func TestContentLength(t *testing.T) {
 				}
 				return bodyCont(true, cr)
 			}))
-			resp, _ := h.do(t, "POST", chatPath, chatBody, nil)
+			resp, _ := h.do(t, http.MethodPost, chatPath, chatBody, nil)
 			if resp.StatusCode != tc.wantCode {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tc.wantCode)
 			}
@@ -241,8 +241,8 @@ func TestModeOverride(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.script, tc.replacements...)
-			resp, body := h.do(t, "POST", chatPath, `{"model":"m","stream":true,"messages":[]}`, map[string]string{"x-fake-split-bytes": "40", "x-fake-delay-ms": "2"})
-			if resp.StatusCode != 200 {
+			resp, body := h.do(t, http.MethodPost, chatPath, `{"model":"m","stream":true,"messages":[]}`, map[string]string{"x-fake-split-bytes": "40", "x-fake-delay-ms": "2"})
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
 			if !strings.Contains(body, "DATA: [DONE]") {
@@ -285,8 +285,8 @@ func TestImmediateResponse(t *testing.T) {
 			t.Errorf("message after an ImmediateResponse: %v", kinds([]*extprocv3.ProcessingRequest{m}))
 			return nil
 		}))
-		resp, body := h.do(t, "POST", chatPath, chatBody, nil)
-		if resp.StatusCode != 402 || resp.Header.Get("x-tollgate-action") != "topup" || resp.Header.Get("content-type") != "application/json" || body != `{"error":{"message":"top up"}}` {
+		resp, body := h.do(t, http.MethodPost, chatPath, chatBody, nil)
+		if resp.StatusCode != http.StatusPaymentRequired || resp.Header.Get("x-tollgate-action") != "topup" || resp.Header.Get("content-type") != "application/json" || body != `{"error":{"message":"top up"}}` {
 			t.Fatalf("got %d %v %q", resp.StatusCode, resp.Header, body)
 		}
 		if l := h.log(t); l.Details != "tollgate_topup" {
@@ -303,8 +303,8 @@ func TestImmediateResponse(t *testing.T) {
 			}
 			return nil
 		}))
-		resp, body := h.do(t, "POST", chatPath, chatBody, nil)
-		if resp.StatusCode != 402 || !strings.Contains(body, "top up") {
+		resp, body := h.do(t, http.MethodPost, chatPath, chatBody, nil)
+		if resp.StatusCode != http.StatusPaymentRequired || !strings.Contains(body, "top up") {
 			t.Fatalf("got %d %q", resp.StatusCode, body)
 		}
 	})
@@ -318,12 +318,12 @@ func TestImmediateResponse(t *testing.T) {
 			}
 			return nil
 		}))
-		req, _ := http.NewRequestWithContext(t.Context(), "POST", h.url+chatPath, strings.NewReader(`{"model":"m","stream":true,"messages":[]}`))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, h.url+chatPath, strings.NewReader(`{"model":"m","stream":true,"messages":[]}`))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		if _, err := io.ReadAll(resp.Body); err == nil {
 			t.Fatal("the stream ended cleanly; want a reset")
 		}
@@ -371,7 +371,7 @@ func TestOneAnswerPerMessage(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.script, tc.replacements...)
-			resp, _ := h.do(t, "POST", chatPath, chatBody, nil)
+			resp, _ := h.do(t, http.MethodPost, chatPath, chatBody, nil)
 			if resp.StatusCode != tc.wantCode {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tc.wantCode)
 			}
@@ -390,8 +390,8 @@ func TestOneAnswerPerMessage(t *testing.T) {
 // 404, never an upstream.
 func TestServerCloseContinuesWithoutIt(t *testing.T) {
 	h := newHarness(t, func(s *scripted) error { s.recv(); return nil })
-	resp, _ := h.do(t, "POST", chatPath, chatBody, nil)
-	if resp.StatusCode != 404 || len(h.demo.Requests()) != 0 {
+	resp, _ := h.do(t, http.MethodPost, chatPath, chatBody, nil)
+	if resp.StatusCode != http.StatusNotFound || len(h.demo.Requests()) != 0 {
 		t.Fatalf("status %d, demo calls %d", resp.StatusCode, len(h.demo.Requests()))
 	}
 }
@@ -410,8 +410,8 @@ func TestStreamEnds(t *testing.T) {
 	}
 	t.Run("completed", func(t *testing.T) {
 		h := newHarness(t, streamed)
-		resp, _ := h.do(t, "POST", chatPath, `{"model":"m","stream":true,"messages":[]}`, nil)
-		if resp.StatusCode != 200 {
+		resp, _ := h.do(t, http.MethodPost, chatPath, `{"model":"m","stream":true,"messages":[]}`, nil)
+		if resp.StatusCode != http.StatusOK {
 			t.Fatal(resp.StatusCode)
 		}
 		if end, _ := h.end(t); !end.eof || end.cancelled {
@@ -421,7 +421,7 @@ func TestStreamEnds(t *testing.T) {
 	t.Run("client goes away", func(t *testing.T) {
 		h := newHarness(t, streamed)
 		ctx, cancel := context.WithCancel(t.Context())
-		req, _ := http.NewRequestWithContext(ctx, "POST", h.url+chatPath, strings.NewReader(`{"model":"m","stream":true,"messages":[]}`))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url+chatPath, strings.NewReader(`{"model":"m","stream":true,"messages":[]}`))
 		req.Header.Set("x-fake-delay-ms", "50")
 		req.Header.Set("x-fake-completion-tokens", "100")
 		resp, err := http.DefaultClient.Do(req)
@@ -431,7 +431,7 @@ func TestStreamEnds(t *testing.T) {
 		buf := make([]byte, 64)
 		_, _ = resp.Body.Read(buf)
 		cancel()
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if end, _ := h.end(t); !end.cancelled {
 			t.Fatalf("end %+v, want the stream cancelled", end)
 		}
@@ -441,14 +441,14 @@ func TestStreamEnds(t *testing.T) {
 	})
 	t.Run("upstream cuts the stream", func(t *testing.T) {
 		h := newHarness(t, streamed)
-		req, _ := http.NewRequestWithContext(t.Context(), "POST", h.url+chatPath, strings.NewReader(`{"model":"m","stream":true,"messages":[]}`))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, h.url+chatPath, strings.NewReader(`{"model":"m","stream":true,"messages":[]}`))
 		req.Header.Set("x-fake-disconnect-after", "3")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if err == nil {
 			t.Fatal("client saw a clean end of a cut stream")
 		}
@@ -463,8 +463,8 @@ func TestStreamEnds(t *testing.T) {
 func TestBufferLimit(t *testing.T) {
 	h := newHarness(t, serve(func(*extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse { return nil }),
 		"per_connection_buffer_limit_bytes: 16777216", "per_connection_buffer_limit_bytes: 1024")
-	resp, _ := h.do(t, "POST", chatPath, `{"x":"`+strings.Repeat("a", 2048)+`"}`, nil)
-	if resp.StatusCode != 413 {
+	resp, _ := h.do(t, http.MethodPost, chatPath, `{"x":"`+strings.Repeat("a", 2048)+`"}`, nil)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("status %d, want 413", resp.StatusCode)
 	}
 	_, msgs := h.end(t)
@@ -481,8 +481,8 @@ func TestAPIRoutesSkipExtProc(t *testing.T) {
 		return nil
 	})
 	for _, path := range []string{"/api/v1/balance", "/connect?t=abc", "/assets/app.js", "/pages/v1/topup?t=x"} {
-		resp, _ := h.do(t, "GET", path, "", nil)
-		if resp.StatusCode != 404 { // the fake answers 404 for paths it does not serve
+		resp, _ := h.do(t, http.MethodGet, path, "", nil)
+		if resp.StatusCode != http.StatusNotFound { // the fake answers 404 for paths it does not serve
 			t.Fatalf("%s: status %d", path, resp.StatusCode)
 		}
 		if l := h.log(t); l.Cluster != "tollgate_http" || len(l.Sent) != 0 {
@@ -505,8 +505,8 @@ func TestContinueAndReplace(t *testing.T) {
 		}
 		return nil
 	}))
-	resp, _ := h.do(t, "POST", chatPath, chatBody, nil)
-	if resp.StatusCode != 200 {
+	resp, _ := h.do(t, http.MethodPost, chatPath, chatBody, nil)
+	if resp.StatusCode != http.StatusOK {
 		t.Fatal(resp.StatusCode)
 	}
 	var got struct{ Model string }
@@ -529,8 +529,8 @@ func TestOverrideMessageTimeout(t *testing.T) {
 		}
 		return nil
 	}, "message_timeout: 2s", "message_timeout: 0.3s")
-	resp, _ := h.do(t, "POST", chatPath, chatBody, nil)
-	if resp.StatusCode != 504 {
+	resp, _ := h.do(t, http.MethodPost, chatPath, chatBody, nil)
+	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d, want 504", resp.StatusCode)
 	}
 }

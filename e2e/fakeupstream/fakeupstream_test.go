@@ -8,9 +8,10 @@ import (
 	"testing"
 )
 
-func post(t *testing.T, url, body string, h map[string]string) (*http.Response, string, error) {
+// post sends a chat completion and returns the status, the body and the error reading it.
+func post(t *testing.T, url, body string, h map[string]string) (int, string, error) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), "POST", url+"/v1/chat/completions", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer k")
 	for k, v := range h {
 		req.Header.Set(k, v)
@@ -19,9 +20,11 @@ func post(t *testing.T, url, body string, h map[string]string) (*http.Response, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return resp, string(b), err
+	if cerr := resp.Body.Close(); err == nil {
+		err = cerr
+	}
+	return resp.StatusCode, string(b), err
 }
 
 func TestFakeUpstream(t *testing.T) {
@@ -68,12 +71,12 @@ func TestFakeUpstream(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f.Reset()
-			resp, b, err := post(t, srv.URL, tc.body, tc.header)
+			status, b, err := post(t, srv.URL, tc.body, tc.header)
 			reqs := f.Requests()
 			if len(reqs) != 1 {
 				t.Fatalf("recorded %d requests", len(reqs))
 			}
-			tc.check(t, resp.StatusCode, b, err, reqs[0])
+			tc.check(t, status, b, err, reqs[0])
 		})
 	}
 }

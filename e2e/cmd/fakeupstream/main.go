@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,19 +39,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", *listen)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: fakeupstream.New(fakeupstream.Options{Name: *name, RequireKey: *key, CompletionTokens: *tokens, Delay: *delay}), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "fakeupstream: listening on http://%s\n", ln.Addr())
+	if _, err := fmt.Fprintf(stdout, "fakeupstream: listening on http://%s\n", ln.Addr()); err != nil {
+		return err
+	}
 	go func() {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
