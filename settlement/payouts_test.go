@@ -366,6 +366,45 @@ func TestStuckTransactionReplaced(t *testing.T) {
 	e.checkInvariants()
 }
 
+// TestStuckAtFeeCapRebroadcast: a payout transaction the node never got (as when a pool drops
+// it) and whose replacement would pass max_fee_cap_gwei is not replaced, but sent again from
+// its stored bytes; it is mined and paid once, and the worker forgets it once final.
+func TestStuckAtFeeCapRebroadcast(t *testing.T) {
+	e, _ := payoutEnv(t)
+	e.chain.MaxFeeCap = new(big.Int).Set(tipFloor) // the first fee cap is the cap: no 10% bump fits
+	node := &fakeNode{ChainClient: e.client}
+	node.dropSends.Store(true)
+	w := e.worker(node, nil)
+	e.clock.Advance(2 * time.Minute) // payoutEnv's worker stopped renewing its lease
+	payee := common.HexToAddress("0x00000000000000000000000000000000000b0b09")
+	p := e.requestPayout(payee, 1_000_000)
+	e.tick(w)
+	e.backend.Commit()
+	if e.tokenBalance(payee) != 0 || node.sends.Load() != 1 {
+		t.Fatalf("paid %d after %d lost broadcasts", e.tokenBalance(payee), node.sends.Load())
+	}
+	node.dropSends.Store(false)
+	e.clock.Advance(4 * time.Minute) // past stuck_after
+	e.tick(w)
+	e.backend.Commit()
+	if e.tokenBalance(payee) != 1_000_000 {
+		t.Fatalf("payee holds %d: the stuck transaction at the fee cap was not sent again", e.tokenBalance(payee))
+	}
+	var attempts int
+	if err := e.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM settlement_tx_attempts`).Scan(&attempts); err != nil || attempts != 1 {
+		t.Fatalf("%d attempts (%v), want the one signed within the cap", attempts, err)
+	}
+	e.finalize(w)
+	e.finalize(w)
+	if got := e.payout(p.ID); got.Status != ledger.PayoutSettled {
+		t.Fatalf("ledger payout %s", got.Status)
+	}
+	if len(w.broadcastAt) != 0 {
+		t.Errorf("the worker still remembers %d broadcasts of final transactions", len(w.broadcastAt))
+	}
+	e.checkInvariants()
+}
+
 // TestNoncesSurviveRestart: transactions signed but never broadcast hold their nonces across a
 // restart; a new process uses the next ones, and everything is mined in order.
 func TestNoncesSurviveRestart(t *testing.T) {

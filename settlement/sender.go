@@ -261,6 +261,7 @@ func (w *Worker) monitorTx(ctx context.Context, tx txRow, fin *types.Header, lat
 			WHERE id = $1 AND status = 'pending'`,
 			tx.id, toInt64(rcpt.Status), lowerHash(rcpt.TxHash), rcpt.BlockNumber.Int64())
 		if err == nil {
+			w.forgetBroadcasts(tx)
 			w.logger.InfoContext(ctx, "transaction final", "purpose", tx.purpose, "ref", tx.ref, "tx", rcpt.TxHash.Hex(),
 				"block", rcpt.BlockNumber, "success", rcpt.Status == types.ReceiptStatusSuccessful, "gas_used", rcpt.GasUsed)
 		}
@@ -281,30 +282,51 @@ func (w *Worker) monitorTx(ctx context.Context, tx txRow, fin *types.Header, lat
 		}
 		w.logger.WarnContext(ctx, "transaction lost: its nonce was used by another transaction", "purpose", tx.purpose, "ref", tx.ref, "nonce", tx.nonce)
 		_, err = w.pool.Exec(ctx, `UPDATE settlement_txs SET status = 'lost', updated_at = now() WHERE id = $1 AND status = 'pending'`, tx.id)
+		if err == nil {
+			w.forgetBroadcasts(tx)
+		}
 		return err
 	}
 	last := tx.attempts[len(tx.attempts)-1]
 	now := w.clock.Now()
+	capped := false
 	if now.Sub(last.createdAt) >= w.cfg.StuckAfter {
-		return w.replace(ctx, tx, last)
+		replaced, err := w.replace(ctx, tx, last)
+		if err != nil || replaced {
+			return err
+		}
+		capped = true // no replacement within max_fee_cap_gwei: keep the last attempt in the pool
 	}
 	if at, ok := w.broadcastAt[last.hash]; !ok || now.Sub(at) >= w.cfg.RebroadcastEvery {
 		var signed types.Transaction
 		if err := signed.UnmarshalBinary(last.raw); err != nil {
 			return fmt.Errorf("stored transaction does not decode: %w", err)
 		}
+		if capped {
+			w.logger.WarnContext(ctx, "stuck transaction cannot be replaced: the bump would pass max_fee_cap_gwei; rebroadcasting it",
+				"purpose", tx.purpose, "ref", tx.ref, "tx", last.hash.Hex(), "nonce", tx.nonce, "fee_cap_wei", last.feeCap.String())
+		}
 		w.broadcast(ctx, &signed)
 	}
 	return nil
 }
 
+// forgetBroadcasts drops a finished transaction's attempts from broadcastAt, which would
+// otherwise grow with every transaction the process ever sent.
+func (w *Worker) forgetBroadcasts(tx txRow) {
+	for _, a := range tx.attempts {
+		delete(w.broadcastAt, a.hash)
+	}
+}
+
 // replace signs the same transaction (nonce, gas, destination, data) with a tip and a fee cap
 // each at least 10% above the last attempt's (the pools' replacement rule), and not below what
-// the chain asks now; stores the attempt; broadcasts it.
-func (w *Worker) replace(ctx context.Context, tx txRow, last attemptRow) error {
+// the chain asks now; stores the attempt; broadcasts it. It reports false, doing nothing, when
+// such fees would pass the chain's MaxFeeCap.
+func (w *Worker) replace(ctx context.Context, tx txRow, last attemptRow) (bool, error) {
 	tip, feeCap, err := w.fees(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	minTip, minCap := bumped(last.tip), bumped(last.feeCap)
 	tip, feeCap = bigMax(tip, minTip), bigMax(feeCap, minCap)
@@ -312,14 +334,11 @@ func (w *Worker) replace(ctx context.Context, tx txRow, last attemptRow) error {
 		feeCap = new(big.Int).Set(tip)
 	}
 	if w.chain.MaxFeeCap != nil && feeCap.Cmp(w.chain.MaxFeeCap) > 0 {
-		w.logger.WarnContext(ctx, "stuck transaction cannot be replaced: the bump would pass max_fee_cap_gwei",
-			"tx", last.hash.Hex(), "nonce", tx.nonce, "fee_cap_wei", feeCap.String())
-		w.broadcastAt[last.hash] = time.Time{}
-		return nil
+		return false, nil
 	}
 	signed, raw, err := w.signDynamic(ctx, tx.nonce, tip, feeCap, tx.gas, tx.to, tx.data)
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = runTx(ctx, w.pool, func(dbtx pgx.Tx) error {
 		if err := w.lease.fence(ctx, dbtx); err != nil {
@@ -328,13 +347,13 @@ func (w *Worker) replace(ctx context.Context, tx txRow, last attemptRow) error {
 		return w.storeAttempt(ctx, dbtx, tx.id, signed, raw)
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	w.metrics.replacement()
 	w.logger.InfoContext(ctx, "stuck transaction replaced with higher fees", "purpose", tx.purpose, "ref", tx.ref,
 		"nonce", tx.nonce, "old_tx", last.hash.Hex(), "tx", signed.Hash().Hex(), "tip_wei", tip.String(), "fee_cap_wei", feeCap.String())
 	w.broadcast(ctx, signed)
-	return nil
+	return true, nil
 }
 
 // signDynamic signs an EIP-1559 transaction from the hot wallet and returns it with its bytes.
