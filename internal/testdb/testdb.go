@@ -53,7 +53,7 @@ func NewWithPool(t testing.TB, maxConns int32, sources ...migrate.Source) *DB {
 	if err != nil {
 		t.Fatalf("testdb: connect to %s: %v (is PostgreSQL running? see README)", redact(AdminURL()), err)
 	}
-	defer admin.Close(ctx)
+	defer func() { _ = admin.Close(ctx) }()
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		t.Fatalf("testdb: create database %s: %v", name, err)
 	}
@@ -90,7 +90,7 @@ func drop(t testing.TB, name string) {
 		t.Errorf("testdb: connect to drop %s: %v", name, err)
 		return
 	}
-	defer admin.Close(ctx)
+	defer func() { _ = admin.Close(ctx) }()
 	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 		t.Errorf("testdb: drop %s: %v", name, err)
 	}

@@ -81,13 +81,14 @@ func usage(w io.Writer, cmds map[string]command) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	fmt.Fprintln(w, "usage: tollgate COMMAND [flags]")
-	fmt.Fprintln(w)
+	var b strings.Builder
+	b.WriteString("usage: tollgate COMMAND [flags]\n\n")
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(&b, "  %-8s %s\n", n, cmds[n].summary)
 	}
-	fmt.Fprintln(w, "\nEvery command takes -config FILE (or TOLLGATE_CONFIG); settings can be overridden")
-	fmt.Fprintln(w, "with TOLLGATE_* environment variables (see README).")
+	b.WriteString("\nEvery command takes -config FILE (or TOLLGATE_CONFIG); settings can be overridden\n")
+	b.WriteString("with TOLLGATE_* environment variables (see README).\n")
+	_, _ = io.WriteString(w, b.String()) // usage is best effort: nowhere to report a failed write
 }
 
 // flagSet returns a FlagSet whose errors go to stderr and that has the -config flag.
@@ -105,7 +106,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelpShown
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func TestMainUsage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			err := Main(t.Context(), tt.args, &out, &errOut)
-			if !errors.Is(err, tt.wantErr) && !(err == nil && tt.wantErr == nil) {
+			if (tt.wantErr == nil && err != nil) || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) {
 				t.Fatalf("Main error = %v, want %v", err, tt.wantErr)
 			}
 			if err != nil && ExitCode(err) != tt.wantCode {

@@ -28,6 +28,6 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "migrate: %d migration(s) applied; schema is current\n", n)
-	return nil
+	_, err = fmt.Fprintf(env.stdout, "migrate: %d migration(s) applied; schema is current\n", n)
+	return err
 }
