@@ -93,6 +93,7 @@ REDIS_PORT=$(free_port)
 GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
+SETTLE_ADMIN_PORT=$(free_port)
 DEMO_PORT=$(free_port)
 ANVIL_PORT=$(free_port)
 # The front port: MAKE_RUN_PORT if set (it must be free), else 10000 (envoy.yaml's listener)
@@ -172,6 +173,7 @@ if built settle; then
   ANVIL_URL=http://127.0.0.1:$ANVIL_PORT
   status_anvil="$ANVIL_URL (chain 31337; test USDC at $TOKEN)"
   SETTLE_YAML="settle:
+  admin_addr: 127.0.0.1:$SETTLE_ADMIN_PORT
   treasury: \"$TREASURY\"
   hot_wallet:
     private_key: \"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\"
@@ -211,7 +213,7 @@ tail -n 1 "$RUN/log/migrate.log"
 if [[ -n $SETTLE_YAML ]]; then
   say "tollgate settle"
   start settle "$TG" settle
-  status_settle="running (pid $LAST_PID, log $RUN/log/settle.log)"
+  status_settle="running (pid $LAST_PID, log $RUN/log/settle.log, metrics http://127.0.0.1:$SETTLE_ADMIN_PORT/metrics)"
 fi
 
 # --- demo upstream, serve, front proxy ------------------------------------------------------
