@@ -25,6 +25,14 @@ type Options struct {
 	// ResolveTimeout bounds the lookup that settles an ambiguous commit (default 10s). The
 	// lookup runs even when the caller's context is already cancelled.
 	ResolveTimeout time.Duration
+	// Batch is how many concurrent calls of one kind — holds, or captures — may share one
+	// transaction: one statement writes them and one COMMIT makes them durable (default 64;
+	// 1 turns batching off). Each call keeps its own key, hash, result and errors; see
+	// docs/ledger.md, "Batching".
+	Batch int
+	// BatchesInFlight bounds how many batches of one kind write at once (default 1). A batch
+	// that has written no longer counts while it waits for its COMMIT, so the next one can fill.
+	BatchesInFlight int
 	// Faults, when set, is called at the given points of every transaction, and an error it
 	// returns is injected there (see FaultPoint). It exists for tests of the retry and
 	// ambiguous-commit paths; leave it nil in production.
@@ -50,6 +58,10 @@ type Ledger struct {
 	pool  *pgxpool.Pool
 	opts  Options
 	known sync.Map // Account → struct{}: accounts that exist (they are never deleted)
+	// holds and captures batch concurrent calls (nil when Options.Batch is 1).
+	holds       *batcher[holdCall, Hold]
+	captures    *batcher[captureCall, CaptureResult]
+	holdWallets holdWallets
 }
 
 // New returns a Ledger on a migrated database.
@@ -66,7 +78,19 @@ func New(pool *pgxpool.Pool, opts Options) *Ledger {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Ledger{pool: pool, opts: opts}
+	if opts.Batch <= 0 {
+		opts.Batch = 64
+	}
+	if opts.BatchesInFlight <= 0 {
+		opts.BatchesInFlight = 1
+	}
+	l := &Ledger{pool: pool, opts: opts}
+	if opts.Batch > 1 {
+		g := newBatchGroup()
+		l.holds = newBatcher(g, opts.Batch, opts.BatchesInFlight, l.execHolds)
+		l.captures = newBatcher(g, opts.Batch, opts.BatchesInFlight, l.execCaptures)
+	}
+	return l
 }
 
 // EnsureAccount creates an account (with its balance rows) if it does not exist. Creating it

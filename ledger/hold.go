@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -39,6 +40,33 @@ func (l *Ledger) hold(ctx context.Context, r HoldRequest) (Hold, error) {
 		return Hold{}, err
 	}
 	hash := requestHash("hold", wallet, r.Paywall, itoa(r.AmountMicro))
+	if l.holds != nil {
+		meta, err := metadataJSON(r.Metadata)
+		if err != nil {
+			return Hold{}, invalid("hold metadata: %v", err)
+		}
+		h, outcome, err := l.holds.do(ctx,
+			holdCall{r: r, wallet: wallet, hash: hash, meta: meta},
+			[]string{"k:" + r.Key}, []string{"w:" + wallet})
+		switch outcome {
+		case batchApplied:
+			l.holdWallets.put(h.ID, wallet)
+			return h, nil
+		case batchFailed:
+			return Hold{}, err
+		case batchAlone:
+			h, err = l.holdAlone(ctx, r, wallet, hash)
+		}
+		if err == nil {
+			l.holdWallets.put(h.ID, wallet)
+		}
+		return h, err
+	}
+	return l.holdAlone(ctx, r, wallet, hash)
+}
+
+// holdAlone makes a hold in a transaction of its own, and finds out why when it cannot.
+func (l *Ledger) holdAlone(ctx context.Context, r HoldRequest, wallet string, hash []byte) (Hold, error) {
 	out := Hold{Wallet: wallet, Paywall: r.Paywall, AmountMicro: r.AmountMicro, Status: HoldOpen}
 	applied := false
 	err := l.runTx(ctx, "hold", func(ctx context.Context, t *txn) error {
@@ -105,10 +133,7 @@ const captureGate = `UPDATE ledger_holds SET status = 'captured', finished_at = 
 func (l *Ledger) capturePosting(r CaptureRequest, hash []byte, split Split, charged, shortfall int64,
 	cond string, condArg int64, blocking bool) *posting {
 	gate := fmt.Sprintf(captureGate, cond)
-	meta := r.Metadata
-	if r.Estimated {
-		meta = cloneWith(meta, "estimated", "true")
-	}
+	meta := captureMetadata(r)
 	p := &posting{
 		kind: KindCapture, key: r.Key, hash: hash, metadata: meta,
 		gate: gate, gateArgs: []any{charged, shortfall, r.HoldID, condArg}, holdSQL: "g.id", extra: ", g.wallet, g.paywall, g.amount",
@@ -155,8 +180,46 @@ func (l *Ledger) capture(ctx context.Context, r CaptureRequest) (CaptureResult, 
 		return CaptureResult{}, err
 	}
 	hash := requestHash("capture", append([]string{r.HoldID}, splitFields(r.Split)...)...)
-	charge := r.Split.TotalMicro()
+	if l.captures != nil {
+		meta := captureMetadata(r)
+		metaJSON, err := metadataJSON(meta)
+		if err != nil {
+			return CaptureResult{}, invalid("capture metadata: %v", err)
+		}
+		var group []string
+		if w, ok := l.holdWallets.get(r.HoldID); ok {
+			group = []string{"w:" + w}
+		}
+		res, outcome, err := l.captures.do(ctx, captureCall{r: r, hash: hash, meta: meta, metaJSON: metaJSON},
+			[]string{"k:" + r.Key, "h:" + strings.ToLower(r.HoldID)}, group)
+		switch outcome {
+		case batchApplied:
+			l.holdWallets.drop(r.HoldID)
+			return res, nil
+		case batchFailed:
+			return CaptureResult{}, err
+		case batchAlone:
+			res, err = l.captureAlone(ctx, r, hash)
+		}
+		if err == nil {
+			l.holdWallets.drop(r.HoldID)
+		}
+		return res, err
+	}
+	return l.captureAlone(ctx, r, hash)
+}
 
+// captureMetadata is what a capture's transfer records as metadata.
+func captureMetadata(r CaptureRequest) map[string]string {
+	if r.Estimated {
+		return cloneWith(r.Metadata, "estimated", "true")
+	}
+	return r.Metadata
+}
+
+// captureAlone captures a hold in a transaction of its own, and finds out why when it cannot.
+func (l *Ledger) captureAlone(ctx context.Context, r CaptureRequest, hash []byte) (CaptureResult, error) {
+	charge := r.Split.TotalMicro()
 	blocking := false
 	for try := 0; ; try++ {
 		var res CaptureResult
@@ -405,7 +468,7 @@ func (l *Ledger) void(ctx context.Context, holdID string) (Hold, error) {
 // sweepSQL marks up to $1 expired open holds (by the database's clock) as expired, skipping any
 // that another replica or a capture has locked, and sums the release per wallet.
 const sweepSQL = `WITH x AS (
-	SELECT id FROM ledger_holds WHERE status = 'open' AND expires_at <= now()
+	SELECT id FROM ledger_holds WHERE finished_at IS NULL AND status = 'open' AND expires_at <= now()
 	ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
 ), h AS (
 	UPDATE ledger_holds AS hh SET status = 'expired', finished_at = now() FROM x

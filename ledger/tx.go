@@ -220,8 +220,16 @@ func (t *txn) final(ctx context.Context, sql string, args []any, scan func(pgx.R
 	return t.commit(ctx)
 }
 
+// writtenKey carries, in a context, a function to call once a transaction's statements have
+// answered and before its COMMIT is sent (batch.go: a batch of one runs the single-request code,
+// and the next batch may start writing while it commits).
+type writtenKey struct{}
+
 // commit sends COMMIT on its own.
 func (t *txn) commit(ctx context.Context) error {
+	if written, ok := ctx.Value(writtenKey{}).(func()); ok {
+		written()
+	}
 	if f := t.l.opts.Faults; f != nil {
 		if err := f(ctx, t.op, FaultBeforeCommit); err != nil {
 			var pgErr *pgconn.PgError
