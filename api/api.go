@@ -135,6 +135,8 @@ type Server struct {
 	mux    *http.ServeMux
 	// handler wraps mux with the access log and panic recovery.
 	handler http.Handler
+	// payoutGate bounds the withdrawals holding or waiting for a payout lock (lockPayouts).
+	payoutGate chan struct{}
 	// openAPI is the document as JSON, built once.
 	openAPI []byte
 }
@@ -188,7 +190,8 @@ func New(deps Deps, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{deps: deps, opts: opts, public: u, idem: &idempotency{pool: deps.Pool}, openAPI: doc}
+	s := &Server{deps: deps, opts: opts, public: u, idem: &idempotency{pool: deps.Pool}, openAPI: doc,
+		payoutGate: make(chan struct{}, max(1, deps.Pool.Config().MaxConns/4))}
 	s.routes = s.routeTable()
 	s.mux = http.NewServeMux()
 	for _, rt := range s.routes {

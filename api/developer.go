@@ -1,10 +1,13 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
@@ -68,7 +71,8 @@ type payoutRequest struct {
 }
 
 // postPayout asks for a withdrawal of earnings to the paywall's payout address, once per
-// Idempotency-Key, within the per-payout bounds and the paywall's 24-hour cap. The settlement
+// Idempotency-Key, within the per-payout bounds and the paywall's 24-hour cap (checked and
+// used atomically per paywall, see lockPayouts). The settlement
 // worker pays it on chain; GET /api/v1/payouts/{id} follows it.
 func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall) {
 	key, ok := idempotencyKey(w, r)
@@ -96,6 +100,14 @@ func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.P
 		AmountMicro int64
 		To          string
 	}{amount, pw.PayoutAddress}
+	// The lock covers the Idempotency-Key lookup and the stored answer too: a retry racing
+	// its first try waits, then gets the first answer rather than a cap the first one used.
+	unlock, err := s.lockPayouts(r.Context(), pw.ID)
+	if err != nil {
+		s.unavailable(w, r, "start the withdrawal", err)
+		return
+	}
+	defer unlock()
 	s.idempotent(w, r, pw, "payout", key, normalized, func(w http.ResponseWriter) {
 		s.payout(w, r, pw, key, amount)
 	})
@@ -104,8 +116,49 @@ func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.P
 // payoutWindow is the period of the per-paywall withdrawal cap.
 const payoutWindow = 24 * time.Hour
 
-// maxPayoutsScanned bounds the payouts read to check the 24-hour cap.
+// maxPayoutsScanned bounds the payouts read to check the 24-hour cap. A paywall that asked for
+// this many in 24 hours is refused more, whatever their sum, rather than counted short.
 const maxPayoutsScanned = 1000
+
+// lockPayouts serializes one paywall's withdrawals: it writes the paywall's row of
+// api_payout_guards in a transaction and returns the function that ends it. Until then
+// another withdrawal of the paywall, on any replica, waits at the same write, so the 24-hour
+// check and the ledger write run for one withdrawal at a time (postPayout holds it around the
+// whole idempotent request). A write, not SELECT … FOR UPDATE: its lock is held to the end of
+// the transaction on PostgreSQL and CockroachDB alike, at any isolation (CockroachDB's
+// SERIALIZABLE read locks are best-effort). Other paywalls' rows are not locked.
+//
+// The transaction keeps a pooled connection while the ledger calls inside it need others, so
+// a replica lets only a quarter of its pool (at least one) hold or wait for payout locks at
+// once (payoutGate): waiters can never take every connection from the holder.
+func (s *Server) lockPayouts(ctx context.Context, paywallID string) (unlock func(), err error) {
+	select {
+	case s.payoutGate <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("api: wait for the payout lock: %w", ctx.Err())
+	}
+	tx, err := s.deps.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		<-s.payoutGate
+		return nil, fmt.Errorf("api: begin the payout lock: %w", err)
+	}
+	if _, err = tx.Exec(ctx, `INSERT INTO api_payout_guards (paywall_id) VALUES ($1) ON CONFLICT (paywall_id) DO NOTHING`, paywallID); err == nil {
+		_, err = tx.Exec(ctx, `UPDATE api_payout_guards SET checked_at = now() WHERE paywall_id = $1`, paywallID)
+	}
+	if err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		<-s.payoutGate
+		return nil, fmt.Errorf("api: take the payout lock: %w", err)
+	}
+	return func() {
+		// Nothing is kept in this transaction; ending it releases the lock. If COMMIT fails,
+		// the server ends the transaction (and the lock) with the connection.
+		if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+			s.opts.Logger.WarnContext(ctx, "api: releasing the payout lock", "paywall", paywallID, "err", err)
+		}
+		<-s.payoutGate
+	}, nil
+}
 
 func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall, key string, amount int64) {
 	recent, err := s.deps.Ledger.Payouts(r.Context(), pw.ID, "", maxPayoutsScanned)
@@ -114,6 +167,11 @@ func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 		return
 	}
 	since := s.opts.Now().Add(-payoutWindow)
+	if len(recent) == maxPayoutsScanned && recent[len(recent)-1].CreatedAt.After(since) {
+		writeError(w, http.StatusTooManyRequests, "invalid_request_error", "payout_limit", "",
+			fmt.Sprintf("At most %d withdrawals can be requested per 24 hours; wait before asking for another.", maxPayoutsScanned))
+		return
+	}
 	var used int64
 	for _, p := range recent {
 		if p.Status != ledger.PayoutFailed && p.CreatedAt.After(since) {

@@ -2,9 +2,14 @@ package api
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
@@ -150,5 +155,121 @@ func TestPayoutRefusals(t *testing.T) {
 	expectStatus(t, r, http.StatusConflict)
 	if r.errorCode(t) != "no_payout_address" {
 		t.Errorf("code %q", r.errorCode(t))
+	}
+}
+
+// TestPayoutCapUnderConcurrency: many withdrawals of one paywall at the same moment, each
+// alone within the 24-hour cap, together may use the cap once: with 60 USDC per 24 hours,
+// exactly three of eight 20 USDC requests pass. Racing retries of one key get one payout.
+// Another paywall's withdrawal does not wait for them.
+func TestPayoutCapUnderConcurrency(t *testing.T) {
+	e := newEnv(t) // min 1, max 50, 60 per 24 hours
+	pw, key := e.newPaywall("Demo")
+	e.earn(pw, key, "200") // 198 available: the earnings are never the limit here
+	const n = 8
+	replies := make([]reply, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			replies[i] = e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": "20"}, "Idempotency-Key", fmt.Sprint("race-", i))
+		})
+	}
+	wg.Wait()
+	created := 0
+	for i, r := range replies {
+		switch r.status {
+		case http.StatusCreated:
+			created++
+		case http.StatusTooManyRequests:
+			if r.errorCode(t) != "payout_limit" {
+				t.Errorf("reply %d: %s", i, r.body)
+			}
+		default:
+			t.Errorf("reply %d: %d %s", i, r.status, r.body)
+		}
+	}
+	ps, err := e.ledger.Payouts(t.Context(), pw.ID, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, p := range ps {
+		sum += p.AmountMicro
+	}
+	if created != 3 || len(ps) != 3 || sum != 60_000_000 {
+		t.Errorf("%d answered 201, %d payouts in the ledger for %d micro-USDC; want 3 for 60 USDC (the cap)", created, len(ps), sum)
+	}
+
+	// Racing retries of one new key, with 20 USDC of cap back from a failed payout: one
+	// payout, every reply the same.
+	if _, err := e.ledger.FailPayout(t.Context(), ps[0].ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		wg.Go(func() {
+			replies[i] = e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": "20"}, "Idempotency-Key", "retry")
+		})
+	}
+	wg.Wait()
+	for i, r := range replies {
+		if r.status != http.StatusCreated || !bytes.Equal(r.body, replies[0].body) {
+			t.Errorf("retry %d: %d %s (first: %s)", i, r.status, r.body, replies[0].body)
+		}
+	}
+	if ps, _ := e.ledger.Payouts(t.Context(), pw.ID, ledger.PayoutRequested, 100); len(ps) != 3 {
+		t.Errorf("%d requested payouts after the retries, want 3", len(ps))
+	}
+}
+
+// TestPayoutLockAcrossReplicas: a paywall's payout lock held elsewhere (as another replica
+// would hold it, in its own transaction) makes this paywall's withdrawal wait until it is
+// released, and does not stop another paywall's.
+func TestPayoutLockAcrossReplicas(t *testing.T) {
+	e := newEnv(t)
+	pw1, key1 := e.newPaywall("One")
+	pw2, key2 := e.newPaywall("Two")
+	e.earn(pw1, key1, "10")
+	e.earn(pw2, key2, "10")
+	other, err := e.db.Pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Rollback(context.WithoutCancel(t.Context())) }()
+	if _, err := other.Exec(t.Context(), `INSERT INTO api_payout_guards (paywall_id) VALUES ($1)`, pw1.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan reply, 1)
+	go func() {
+		done <- e.app("POST", "/api/v1/payouts", key1, map[string]any{"amount": "5"}, "Idempotency-Key", "waits")
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("the withdrawal did not wait for the lock: %d %s", r.status, r.body)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// The gate admits one lock at a time with the test pool (4 connections): give the other
+	// paywall its turn through a second replica of the API on the same database.
+	replica, err := New(e.api.deps, e.api.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	req := httptest.NewRequestWithContext(t.Context(), "POST", "/api/v1/payouts", strings.NewReader(`{"amount":"5"}`))
+	req.Header.Set("Authorization", "Bearer "+key2)
+	req.Header.Set("Idempotency-Key", "other")
+	replica.ServeHTTP(w, req)
+	if w.Code != http.StatusCreated {
+		t.Errorf("another paywall's withdrawal: %d %s", w.Code, w.Body)
+	}
+
+	if err := other.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		expectStatus(t, r, http.StatusCreated)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the withdrawal did not go through after the lock was released")
 	}
 }
