@@ -57,6 +57,52 @@ type Serve struct {
 	// sweep.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 	SweepBatch    int           `yaml:"sweep_batch"`
+
+	// API bounds the HTTP API's money moves and how long it keeps idempotent answers.
+	API ServeAPI `yaml:"api"`
+}
+
+// ServeAPI configures the HTTP API (package api, docs/api.md).
+type ServeAPI struct {
+	// MaxChargeMicro bounds one manual charge (POST …/charges).
+	MaxChargeMicro int64 `yaml:"max_charge_micro"`
+	// MinPayoutMicro is the smallest withdrawal; the largest is settle.payouts.max_micro.
+	MinPayoutMicro int64 `yaml:"min_payout_micro"`
+	// DailyPayoutMicro caps what one paywall may ask to withdraw in any 24 hours.
+	DailyPayoutMicro int64 `yaml:"daily_payout_micro"`
+	// IdempotencyRetention is how long the answer to an Idempotency-Key is kept for retries.
+	IdempotencyRetention time.Duration `yaml:"idempotency_retention"`
+}
+
+func defaultServeAPI() ServeAPI {
+	return ServeAPI{
+		MaxChargeMicro:       1_000_000_000,  // 1,000 USDC
+		MinPayoutMicro:       1_000_000,      // 1 USDC
+		DailyPayoutMicro:     10_000_000_000, // 10,000 USDC
+		IdempotencyRetention: 24 * time.Hour,
+	}
+}
+
+// maxUSDCMicro bounds every amount setting: a billion USDC, far beyond any real one and far
+// from int64 overflow when amounts are added up.
+const maxUSDCMicro = 1_000_000_000 * 1_000_000
+
+func (a ServeAPI) problems() []error {
+	var p []error
+	bad := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	if a.MaxChargeMicro < 1 || a.MaxChargeMicro > maxUSDCMicro {
+		bad("serve.api.max_charge_micro: must be 1…%d micro-USDC, got %d", int64(maxUSDCMicro), a.MaxChargeMicro)
+	}
+	if a.MinPayoutMicro < 1 || a.MinPayoutMicro > maxUSDCMicro {
+		bad("serve.api.min_payout_micro: must be 1…%d micro-USDC, got %d", int64(maxUSDCMicro), a.MinPayoutMicro)
+	}
+	if a.DailyPayoutMicro < max(a.MinPayoutMicro, 1) || a.DailyPayoutMicro > maxUSDCMicro {
+		bad("serve.api.daily_payout_micro: must be min_payout_micro (%d)…%d micro-USDC, got %d", a.MinPayoutMicro, int64(maxUSDCMicro), a.DailyPayoutMicro)
+	}
+	if a.IdempotencyRetention < time.Hour || a.IdempotencyRetention > 30*24*time.Hour {
+		bad("serve.api.idempotency_retention: must be 1h…720h, got %s", a.IdempotencyRetention)
+	}
+	return p
 }
 
 // Provider is the built-in LLM provider.
@@ -92,6 +138,7 @@ func defaultServe() Serve {
 		MaxEventBytes:       1 << 20,
 		SweepInterval:       30 * time.Second,
 		SweepBatch:          500,
+		API:                 defaultServeAPI(),
 	}
 }
 
@@ -162,6 +209,7 @@ func (s Serve) problems() []error {
 	if s.SweepBatch < 1 {
 		bad("serve.sweep_batch: must be at least 1, got %d", s.SweepBatch)
 	}
+	p = append(p, s.API.problems()...)
 	return p
 }
 
