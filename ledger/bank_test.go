@@ -335,9 +335,15 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 	t.Logf("bank: ledger retries by cause: %s; ambiguous commits resolved: %d applied, %d not applied; ErrAmbiguous resolved by the test: %d",
 		logs.summary("retry/"), logs.get("resolved/applied"), logs.get("resolved/not applied"), unknown)
 	t.Logf("bank: %d consistent snapshots checked; sweeper released %d holds in %d sweeps", checks.Load(), swept.Load(), sweeps.Load())
+	t.Logf("bank: %d batches of holds and captures committed, writing %d of them; %d faults injected into batch transactions",
+		logs.get("batch/committed"), logs.get("batch/written"), faults.inBatches.Load())
 	if kills.Load() == 0 || faults.count[0].Load() == 0 || faults.count[2].Load() == 0 || logs.get("retry/57014") == 0 {
 		t.Errorf("a fault was never injected (kills %d, 40001 %d, ambiguous %d, statement timeouts %d): the run proves less than it claims",
 			kills.Load(), faults.count[0].Load(), faults.count[2].Load(), logs.get("retry/57014"))
+	}
+	if logs.get("batch/written") == 0 || faults.inBatches.Load() == 0 {
+		t.Errorf("no batch wrote anything (%d) or no fault hit a batch (%d): the run does not test batching",
+			logs.get("batch/written"), faults.inBatches.Load())
 	}
 	for i, f := range b.failures {
 		if i == 30 {
@@ -767,9 +773,18 @@ func (b *bank) compareWithModel(ctx context.Context) {
 type randomFaults struct {
 	serialization, ambiguousBefore, ambiguousAfter, lostAfter float64
 	count                                                     [4]atomic.Int64
+	inBatches                                                 atomic.Int64 // faults injected into batch transactions
 }
 
-func (f *randomFaults) hook(_ context.Context, _ string, p ledger.FaultPoint) error {
+func (f *randomFaults) hook(ctx context.Context, op string, p ledger.FaultPoint) error {
+	err := f.inject(p)
+	if err != nil && strings.HasSuffix(op, " batch") {
+		f.inBatches.Add(1)
+	}
+	return err
+}
+
+func (f *randomFaults) inject(p ledger.FaultPoint) error {
 	x := rand.Float64()
 	switch p {
 	case ledger.FaultBeforeCommit:
@@ -826,6 +841,18 @@ func (c *logCounter) Handle(_ context.Context, r slog.Record) error {
 		key = "resolved/applied"
 	case strings.Contains(r.Message, "resolved as not applied"):
 		key = "resolved/not applied"
+	case r.Message == "ledger: batch committed":
+		var written int64
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "written" {
+				written = a.Value.Int64()
+			}
+			return true
+		})
+		c.mu.Lock()
+		c.counts["batch/written"] += int(written)
+		c.mu.Unlock()
+		key = "batch/committed"
 	default:
 		return nil
 	}

@@ -18,14 +18,15 @@ import (
 // (TigerBeetle batches for the same reason; ../shared/reference/ledger.md §2). Idempotency stays
 // per request: every request keeps its own key, hash and result.
 //
-// A batch statement never waits for a row lock: it locks wallets, holds and shards with
+// A batch statement never waits for a row lock: it locks holds, wallets and shards with
 // SKIP LOCKED, so a busy row cannot hold up the unrelated requests of its batch. A request whose
 // row was busy goes into a later batch (a few times), then runs on its own. A request the batch
 // did not write (a replay, an overrun, insufficient funds, an expired hold …) runs on its own,
 // through the same code as without batching, which finds out why and answers. So does a request
-// that finds no company: a batch of one runs that code, which is cheaper. A batch whose
-// transaction fails as a whole leaves every request to run on its own; the only exception is
-// ErrAmbiguous for the requests the batch wrote, whose commit could not be settled.
+// that finds no company: a batch of one runs that code, which is cheaper (and may wait for a
+// lock; the next batch waits behind it at most soloGrace). A batch whose transaction fails as a
+// whole leaves every request to run on its own; the only exception is ErrAmbiguous for the
+// requests the batch wrote, whose commit could not be settled.
 //
 // Within one Ledger, a wallet is in at most one running batch of either kind (its group key), so
 // that batches of holds and of captures take turns on a busy wallet instead of skipping each
@@ -44,8 +45,10 @@ const (
 )
 
 const (
-	// maxCommitting bounds the batches of one kind that have written and wait for their COMMIT.
+	// maxCommitting bounds the batches of one kind (of more than one request) that are running.
 	maxCommitting = 8
+	// soloGrace is how long a request running on its own keeps the next batch from writing.
+	soloGrace = 20 * time.Millisecond
 	// maxBusy is how often a request may find its rows busy before it runs on its own (and waits).
 	maxBusy = 3
 )
@@ -84,21 +87,22 @@ func (g *batchGroup) startLocked() {
 // once; the next starts as soon as one has written (while it commits), so under load batches
 // grow by themselves and a lone request is never delayed.
 type batcher[Q, R any] struct {
-	g        *batchGroup
-	size     int
-	inFlight int
+	g         *batchGroup
+	size      int
+	inFlight  int
+	soloGrace time.Duration
 	// exec runs one batch and sets every call's outcome (and res or err). It calls written once
 	// its statement has answered, before its COMMIT.
 	exec func(ctx context.Context, calls []*batchCall[Q, R], written func())
 
 	// Guarded by g.mu.
 	queue   []*batchCall[Q, R]
-	writing int // batches whose statement has not answered yet
-	running int // batches not finished (writing or committing)
+	writing int // batches whose statement has not answered yet (a lone request: at most soloGrace)
+	running int // batches of more than one request not finished (writing or committing)
 }
 
 func newBatcher[Q, R any](g *batchGroup, size, inFlight int, exec func(context.Context, []*batchCall[Q, R], func())) *batcher[Q, R] {
-	b := &batcher[Q, R]{g: g, size: size, inFlight: inFlight, exec: exec}
+	b := &batcher[Q, R]{g: g, size: size, inFlight: inFlight, soloGrace: soloGrace, exec: exec}
 	g.members = append(g.members, b)
 	return b
 }
@@ -136,7 +140,9 @@ func (b *batcher[Q, R]) startLocked() {
 			return
 		}
 		b.writing++
-		b.running++
+		if len(batch) > 1 {
+			b.running++
+		}
 		go b.run(batch)
 	}
 }
@@ -217,12 +223,20 @@ func (b *batcher[Q, R]) run(batch []*batchCall[Q, R]) {
 			b.g.mu.Unlock()
 		})
 	}
+	if len(batch) == 1 {
+		// A request on its own runs the single-request code, which may wait for a row lock:
+		// the next batch must not wait long behind it.
+		t := time.AfterFunc(b.soloGrace, written)
+		defer t.Stop()
+	}
 	b.exec(ctx, batch, written)
 	written()
 	cancel()
 	b.g.mu.Lock()
 	defer b.g.mu.Unlock()
-	b.running--
+	if len(batch) > 1 {
+		b.running--
+	}
 	b.releaseLocked(batch)
 	var again []*batchCall[Q, R]
 	for _, c := range batch {
