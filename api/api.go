@@ -99,10 +99,12 @@ type Options struct {
 	RedisPrefix string
 	// FeeBps is the platform's fee on manual charges.
 	FeeBps int64
-	// MaxChargeMicro bounds one manual charge (default 1,000 USDC).
+	// MaxChargeMicro bounds one manual charge (default 1,000 USDC; serve.api.max_charge_micro).
 	MaxChargeMicro int64
 	// MinPayoutMicro, MaxPayoutMicro and DailyPayoutMicro bound withdrawals (defaults 1 USDC,
-	// 1,000 USDC, 10,000 USDC per paywall per 24 hours).
+	// 1,000 USDC, 10,000 USDC per paywall per 24 hours; serve.api.min_payout_micro,
+	// settle.payouts.max_micro, serve.api.daily_payout_micro). New refuses a minimum above
+	// the maximum or above the daily cap: no withdrawal could pass.
 	MinPayoutMicro, MaxPayoutMicro, DailyPayoutMicro int64
 	// PayoutChainID is the chain withdrawals are paid on (default: the first of ChainIDs).
 	PayoutChainID string
@@ -116,7 +118,7 @@ type Options struct {
 	// (default 30 minutes).
 	LinkTTL time.Duration
 	// IdempotencyRetention is how long the answer to an Idempotency-Key is kept (default
-	// DefaultIdempotencyRetention, 24 hours); Run prunes older ones every PruneInterval
+	// DefaultIdempotencyRetention, 24 hours; serve.api.idempotency_retention); Run prunes older ones every PruneInterval
 	// (default 10 minutes), PruneBatch rows per statement (default 1,000).
 	IdempotencyRetention time.Duration
 	PruneInterval        time.Duration
@@ -162,6 +164,10 @@ func New(deps Deps, opts Options) (*Server, error) {
 	setDefault(&opts.DailyPayoutMicro, 10_000_000_000)
 	setDefault(&opts.TopUpMinMicro, 100_000)
 	setDefault(&opts.TopUpMaxMicro, 10_000_000_000)
+	if opts.MinPayoutMicro > opts.MaxPayoutMicro || opts.MinPayoutMicro > opts.DailyPayoutMicro {
+		return nil, fmt.Errorf("api: the smallest withdrawal (%d micro-USDC) is above the largest (%d) or the daily cap (%d): no withdrawal could pass",
+			opts.MinPayoutMicro, opts.MaxPayoutMicro, opts.DailyPayoutMicro)
+	}
 	if opts.PayoutChainID == "" {
 		opts.PayoutChainID = fmt.Sprint(opts.ChainIDs[0])
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tollgate-dev/tollgate/internal/schema"
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/internal/testredis"
@@ -20,7 +22,8 @@ import (
 
 // TestServeHTTPAPI runs the real `tollgate serve` in-process with settlement chains configured
 // and checks that serve.http_addr serves the API, the pages and the OpenAPI document, with a
-// paywall made by `tollgate paywall create` and links signed with serve.link_secret.
+// paywall made by `tollgate paywall create` and links signed with serve.link_secret, and that
+// the serve.api settings (charge and withdrawal bounds, idempotency retention) take effect.
 func TestServeHTTPAPI(t *testing.T) {
 	db := testdb.New(t, schema.All()...)
 	_, prefix := testredis.New(t)
@@ -36,6 +39,7 @@ serve:
   public_url: https://pay.example.test
   link_secret: %q
   shutdown_grace: 1s
+  api: {max_charge_micro: 2000000, min_payout_micro: 5000000, daily_payout_micro: 6000000, idempotency_retention: 1h}
 settle:
   treasury: "0x00000000000000000000000000000000000000a1"
   chains:
@@ -46,14 +50,17 @@ settle:
 	}
 	c := &cli{t: t, config: config, db: db, prefix: prefix}
 	var created paywallJSON
-	if err := json.Unmarshal([]byte(c.mustRun("paywall", "create", "-name", "Demo", "-owner", "o", "-markup-bps", "600", "-json")), &created); err != nil {
+	if err := json.Unmarshal([]byte(c.mustRun("paywall", "create", "-name", "Demo", "-owner", "o", "-markup-bps", "600",
+		"-payout-address", "0x00000000000000000000000000000000000000d3", "-json")), &created); err != nil {
 		t.Fatal(err)
 	}
 
-	// An answer older than serve.api.idempotency_retention (24h): serve's pruner deletes it.
+	// Answers older and younger than serve.api.idempotency_retention (1h): serve's pruner
+	// deletes the old one only.
 	if _, err := db.Pool.Exec(t.Context(), `
 		INSERT INTO api_idempotency (paywall_id, operation, idempotency_key, request_hash, status, response, created_at)
-		VALUES ($1, 'charge', 'old', 'h', 201, '\x7b7d'::BYTEA, now() - INTERVAL '48 hours')`, created.ID); err != nil {
+		VALUES ($1, 'charge', 'old', 'h', 201, '\x7b7d'::BYTEA, now() - INTERVAL '2 hours'),
+		       ($1, 'charge', 'recent', 'h', 201, '\x7b7d'::BYTEA, now() - INTERVAL '30 minutes')`, created.ID); err != nil {
 		t.Fatal(err)
 	}
 
@@ -107,15 +114,46 @@ settle:
 		t.Errorf("connect page info: %d %v", code, m)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var n int
-		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM api_idempotency`).Scan(&n); err != nil {
+		rows, err := db.Pool.Query(t.Context(), `SELECT idempotency_key FROM api_idempotency ORDER BY 1`)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) == 1 && keys[0] == "recent" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("serve did not prune a 48-hour-old idempotent answer")
+			t.Fatalf("serve with a 1h retention left %v; want only the recent answer", keys)
+		}
+	}
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+created.APIKey)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", path+body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(raw)
+	}
+	for _, tt := range []struct {
+		path, body string
+		status     int
+		says       string
+	}{
+		{"/api/v1/users/alice/charges", `{"amount":"2.000001"}`, 400, "at most 2.00 USDC"},
+		{"/api/v1/payouts", `{"amount":"4.99"}`, 400, "at least 5.00 USDC"},
+		{"/api/v1/payouts", `{"amount":"6.01"}`, 429, "capped at 6.00 USDC per 24 hours"},
+	} {
+		if code, body := post(tt.path, tt.body); code != tt.status || !strings.Contains(body, tt.says) {
+			t.Errorf("POST %s %s: %d %s; want %d saying %q", tt.path, tt.body, code, body, tt.status, tt.says)
 		}
 	}
 	resp, err := http.Get(base + "/connect?t=x")
