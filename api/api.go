@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -106,8 +107,9 @@ type Options struct {
 	// settle.payouts.max_micro, serve.api.daily_payout_micro). New refuses a minimum above
 	// the maximum or above the daily cap: no withdrawal could pass.
 	MinPayoutMicro, MaxPayoutMicro, DailyPayoutMicro int64
-	// PayoutChainID is the chain withdrawals are paid on (default: the first of ChainIDs).
-	PayoutChainID string
+	// PayoutChains are the chains (decimal ids) a withdrawal may be paid on, in order; a
+	// request names one with chain_id, or gets the first (default: ChainIDs).
+	PayoutChains []string
 	// TopUpMinMicro and TopUpMaxMicro bound a top-up (defaults 0.10 and 10,000 USDC; keep
 	// them equal to settle.topups, which settlement enforces too).
 	TopUpMinMicro, TopUpMaxMicro int64
@@ -168,8 +170,15 @@ func New(deps Deps, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("api: the smallest withdrawal (%d micro-USDC) is above the largest (%d) or the daily cap (%d): no withdrawal could pass",
 			opts.MinPayoutMicro, opts.MaxPayoutMicro, opts.DailyPayoutMicro)
 	}
-	if opts.PayoutChainID == "" {
-		opts.PayoutChainID = fmt.Sprint(opts.ChainIDs[0])
+	if len(opts.PayoutChains) == 0 {
+		for _, id := range opts.ChainIDs {
+			opts.PayoutChains = append(opts.PayoutChains, strconv.FormatUint(id, 10))
+		}
+	}
+	for _, id := range opts.PayoutChains {
+		if n, err := strconv.ParseUint(id, 10, 64); err != nil || strconv.FormatUint(n, 10) != id {
+			return nil, fmt.Errorf("api: payout chain id %q is not a decimal chain id", id)
+		}
 	}
 	if opts.SignInTTL <= 0 {
 		opts.SignInTTL = 10 * time.Minute

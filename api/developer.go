@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -68,6 +71,27 @@ func toPayoutJSON(p ledger.Payout) payoutJSON {
 // payoutRequest is the body of POST /api/v1/payouts.
 type payoutRequest struct {
 	Amount string `json:"amount"`
+	// ChainID is the chain to be paid on, one of Options.PayoutChains ("" = the first),
+	// decimal or 0x-hex.
+	ChainID string `json:"chain_id,omitempty"`
+}
+
+// payoutChain resolves a withdrawal's chain: "" is the first configured one; any other must
+// be configured. On a problem it has answered 400.
+func (s *Server) payoutChain(w http.ResponseWriter, raw string) (string, bool) {
+	if raw == "" {
+		return s.opts.PayoutChains[0], true
+	}
+	if id, err := parseChainID(raw); err == nil {
+		want := strconv.FormatUint(id, 10)
+		if slices.Contains(s.opts.PayoutChains, want) {
+			return want, true
+		}
+	}
+	badRequest(w, "unsupported_chain", "chain_id",
+		fmt.Sprintf("Withdrawals are paid on these chains (chain_id): %s; %q is not one of them. Leave chain_id out for %s.",
+			strings.Join(s.opts.PayoutChains, ", "), raw, s.opts.PayoutChains[0]))
+	return "", false
 }
 
 // postPayout asks for a withdrawal of earnings to the paywall's payout address, once per
@@ -92,6 +116,10 @@ func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.P
 			fmt.Sprintf("A withdrawal must be at least %s USDC.", pricing.FormatUSDC(s.opts.MinPayoutMicro)))
 		return
 	}
+	chainID, ok := s.payoutChain(w, req.ChainID)
+	if !ok {
+		return
+	}
 	if pw.PayoutAddress == "" {
 		conflict(w, "no_payout_address", "This paywall has no payout address; set one with `tollgate paywall create -payout-address` before withdrawing.")
 		return
@@ -99,7 +127,8 @@ func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.P
 	normalized := struct {
 		AmountMicro int64
 		To          string
-	}{amount, pw.PayoutAddress}
+		ChainID     string
+	}{amount, pw.PayoutAddress, chainID}
 	// The lock covers the Idempotency-Key lookup and the stored answer too: a retry racing
 	// its first try waits, then gets the first answer rather than a cap the first one used.
 	unlock, err := s.lockPayouts(r.Context(), pw.ID)
@@ -109,7 +138,7 @@ func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.P
 	}
 	defer unlock()
 	s.idempotent(w, r, pw, "payout", key, normalized, func(w http.ResponseWriter) {
-		s.payout(w, r, pw, key, amount)
+		s.payout(w, r, pw, key, amount, chainID)
 	})
 }
 
@@ -160,7 +189,7 @@ func (s *Server) lockPayouts(ctx context.Context, paywallID string) (unlock func
 	}, nil
 }
 
-func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall, key string, amount int64) {
+func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall, key string, amount int64, chainID string) {
 	recent, err := s.deps.Ledger.Payouts(r.Context(), pw.ID, "", maxPayoutsScanned)
 	if err != nil {
 		s.unavailable(w, r, "read the payouts", err)
@@ -185,7 +214,7 @@ func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 		return
 	}
 	p, err := s.deps.Ledger.RequestPayout(r.Context(), ledger.PayoutRequest{
-		Key: "api:payout:" + pw.ID + ":" + key, Paywall: pw.ID, ChainID: s.opts.PayoutChainID,
+		Key: "api:payout:" + pw.ID + ":" + key, Paywall: pw.ID, ChainID: chainID,
 		To: pw.PayoutAddress, AmountMicro: amount,
 	})
 	switch {

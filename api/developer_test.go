@@ -273,3 +273,69 @@ func TestPayoutLockAcrossReplicas(t *testing.T) {
 		t.Fatal("the withdrawal did not go through after the lock was released")
 	}
 }
+
+// TestPayoutChains: the developer picks the chain among the configured ones (decimal or
+// 0x-hex), gets the first when naming none, and an unknown chain is refused with the list.
+func TestPayoutChains(t *testing.T) {
+	e := newEnv(t, func(_ *Deps, o *Options) { o.PayoutChains = []string{"1337", "137"} })
+	pw, key := e.newPaywall("Demo")
+	e.earn(pw, key, "100")
+	tests := []struct {
+		name, chain string
+		status      int
+		want        string // the payout's chain_id, or the error code
+	}{
+		{"default: the first", "", 201, "1337"},
+		{"the second, decimal", "137", 201, "137"},
+		{"the second, hex", "0x89", 201, "137"},
+		{"unknown", "1", 400, "unsupported_chain"},
+		{"not a number", "polygon", 400, "unsupported_chain"},
+		{"negative", "-137", 400, "unsupported_chain"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := map[string]any{"amount": "2"}
+			if tt.chain != "" {
+				body["chain_id"] = tt.chain
+			}
+			r := e.app("POST", "/api/v1/payouts", key, body, "Idempotency-Key", fmt.Sprint("chain-", i))
+			expectStatus(t, r, tt.status)
+			if tt.status == 201 {
+				if got := r.json(t)["chain_id"]; got != tt.want {
+					t.Errorf("chain_id %v, want %s", got, tt.want)
+				}
+				return
+			}
+			if r.errorCode(t) != tt.want || !strings.Contains(string(r.body), "1337, 137") {
+				t.Errorf("refusal: %s", r.body)
+			}
+		})
+	}
+	// The ledger holds each payout on its chain's in-flight account.
+	ps, err := e.ledger.Payouts(t.Context(), pw.ID, ledger.PayoutRequested, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains := map[string]int{}
+	for _, p := range ps {
+		chains[p.ChainID]++
+	}
+	if chains["1337"] != 1 || chains["137"] != 2 {
+		t.Errorf("payouts by chain %v", chains)
+	}
+	// The chain is part of the request: the same key on another chain is a conflict, the
+	// same chain spelled otherwise a replay.
+	r := e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": "2", "chain_id": "1337"}, "Idempotency-Key", "chain-1")
+	expectStatus(t, r, http.StatusConflict)
+	r = e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": "2", "chain_id": "137"}, "Idempotency-Key", "chain-2")
+	if r.status != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("replay with the chain spelled in decimal: %d %s", r.status, r.body)
+	}
+
+	// New refuses a payout chain that is not a decimal chain id.
+	o := e.api.opts
+	o.PayoutChains = []string{"0x89"}
+	if _, err := New(e.api.deps, o); err == nil {
+		t.Error("New accepted a hex payout chain id")
+	}
+}

@@ -277,15 +277,17 @@ func (s *Server) connectChallenge(w http.ResponseWriter, r *http.Request, c payw
 	writeJSON(w, http.StatusOK, challengeJSON{Message: m.String()})
 }
 
+// parseChainID reads a chain id as wallets and apps write it: "137" or "0x89".
+func parseChainID(raw string) (uint64, error) {
+	if strings.HasPrefix(raw, "0x") {
+		return hexutil.DecodeUint64(raw)
+	}
+	return strconv.ParseUint(raw, 10, 64)
+}
+
 // acceptedChain parses a chain id ("137" or "0x89") and reports whether it is accepted.
 func (s *Server) acceptedChain(raw string) (uint64, bool) {
-	var id uint64
-	var err error
-	if strings.HasPrefix(raw, "0x") {
-		id, err = hexutil.DecodeUint64(raw)
-	} else {
-		id, err = strconv.ParseUint(raw, 10, 64)
-	}
+	id, err := parseChainID(raw)
 	if err != nil {
 		return 0, false
 	}

@@ -28,6 +28,7 @@ func apiHandler(s *services) (*api.Server, error) {
 	cfg := s.cfg
 	logger := s.logger.With("part", "api")
 	var chainIDs []uint64
+	var payoutChains []string // withdrawals: the settlement chains, the first by default
 	callers := siwe.Chains{}
 	for _, c := range cfg.Settle.Chains {
 		id, err := strconv.ParseUint(c.ID, 10, 64)
@@ -35,6 +36,7 @@ func apiHandler(s *services) (*api.Server, error) {
 			return nil, fmt.Errorf("settle.chains: chain id %q: %w", c.ID, err)
 		}
 		chainIDs = append(chainIDs, id)
+		payoutChains = append(payoutChains, c.ID)
 		// Over http(s) this dials nothing yet; the first EIP-1271 check connects.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		client, err := ethclient.DialContext(ctx, c.RPCURL)
@@ -79,6 +81,7 @@ func apiHandler(s *services) (*api.Server, error) {
 	}, api.Options{
 		PublicURL:            sc.PublicURL,
 		ChainIDs:             chainIDs,
+		PayoutChains:         payoutChains,
 		RedisPrefix:          cfg.Redis.Prefix,
 		FeeBps:               sc.FeeBps,
 		MaxChargeMicro:       sc.API.MaxChargeMicro,

@@ -151,6 +151,7 @@ settle:
 		{"/api/v1/users/alice/charges", `{"amount":"2.000001"}`, 400, "at most 2.00 USDC"},
 		{"/api/v1/payouts", `{"amount":"4.99"}`, 400, "at least 5.00 USDC"},
 		{"/api/v1/payouts", `{"amount":"6.01"}`, 429, "capped at 6.00 USDC per 24 hours"},
+		{"/api/v1/payouts", `{"amount":"5","chain_id":"137"}`, 400, "paid on these chains (chain_id): 31337;"},
 	} {
 		if code, body := post(tt.path, tt.body); code != tt.status || !strings.Contains(body, tt.says) {
 			t.Errorf("POST %s %s: %d %s; want %d saying %q", tt.path, tt.body, code, body, tt.status, tt.says)
