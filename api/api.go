@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -131,12 +132,14 @@ type Options struct {
 
 // Server serves the API and the pages. It is safe for concurrent use.
 type Server struct {
-	deps   Deps
-	opts   Options
-	public *url.URL
-	idem   *idempotency
-	routes []route
-	mux    *http.ServeMux
+	deps Deps
+	opts Options
+	// signInDomain and signInURI are what sign-in messages name: the public URL's authority
+	// and its connect page, as a browser shows them (see signInOrigin).
+	signInDomain, signInURI string
+	idem                    *idempotency
+	routes                  []route
+	mux                     *http.ServeMux
 	// handler wraps mux with the access log and panic recovery.
 	handler http.Handler
 	// payoutGate bounds the withdrawals holding or waiting for a payout lock (lockPayouts).
@@ -205,8 +208,10 @@ func New(deps Deps, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{deps: deps, opts: opts, public: u, idem: &idempotency{pool: deps.Pool}, openAPI: doc,
-		payoutGate: make(chan struct{}, max(1, deps.Pool.Config().MaxConns/4))}
+	domain, origin := signInOrigin(u)
+	s := &Server{deps: deps, opts: opts, idem: &idempotency{pool: deps.Pool}, openAPI: doc,
+		payoutGate:   make(chan struct{}, max(1, deps.Pool.Config().MaxConns/4)),
+		signInDomain: domain, signInURI: origin + strings.TrimRight(u.EscapedPath(), "/") + "/connect"}
 	s.routes = s.routeTable()
 	s.mux = http.NewServeMux()
 	for _, rt := range s.routes {
@@ -215,6 +220,24 @@ func New(deps Deps, opts Options) (*Server, error) {
 	s.mux.HandleFunc("/", s.notFound)
 	s.handler = s.newHandler()
 	return s, nil
+}
+
+// signInOrigin returns the public URL's authority as EIP-4361 wants it in a message's domain,
+// and its origin (scheme://authority). A wallet compares the domain with the page's
+// location.host, which a browser writes with a lower-case host, brackets around an IPv6
+// address, and no port when it is the scheme's default: so https://Pay.Example.com:443 signs
+// in as "pay.example.com", http://x:80 as "x", and https://x:8443 keeps "x:8443".
+func signInOrigin(u *url.URL) (domain, origin string) {
+	scheme := strings.ToLower(u.Scheme)
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	domain = host
+	if port := u.Port(); port != "" && !(scheme == "https" && port == "443") && !(scheme == "http" && port == "80") {
+		domain = host + ":" + port
+	}
+	return domain, scheme + "://" + domain
 }
 
 func setDefault(v *int64, d int64) {

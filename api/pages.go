@@ -220,9 +220,6 @@ type challengeJSON struct {
 	Message string `json:"message"`
 }
 
-// signInURI is the URI the sign-in message names: the connect page.
-func (s *Server) signInURI() string { return strings.TrimRight(s.opts.PublicURL, "/") + "/connect" }
-
 // connectChallenge writes the Sign-In with Ethereum message for the wallet to sign, with a
 // fresh single-use nonce and the link's random id as Request ID, so the signature is good for
 // this link only, for SignInTTL.
@@ -263,10 +260,10 @@ func (s *Server) connectChallenge(w http.ResponseWriter, r *http.Request, c payw
 	}
 	now := s.opts.Now().UTC().Truncate(time.Second)
 	m := siwe.Message{
-		Domain:         s.public.Host,
+		Domain:         s.signInDomain,
 		Address:        common.HexToAddress(req.Address),
 		Statement:      signInStatement(pw.Name, c.UserID),
-		URI:            s.signInURI(),
+		URI:            s.signInURI,
 		Version:        "1",
 		ChainID:        chainID,
 		Nonce:          nonce,
@@ -347,7 +344,7 @@ func (s *Server) connectVerify(w http.ResponseWriter, r *http.Request, c paywall
 		return
 	}
 	err = m.Check(siwe.Expect{
-		Domain: s.public.Host, URI: s.signInURI(), ChainIDs: s.opts.ChainIDs, RequestID: c.ID,
+		Domain: s.signInDomain, URI: s.signInURI, ChainIDs: s.opts.ChainIDs, RequestID: c.ID,
 		Now: s.opts.Now(), MaxAge: s.opts.SignInTTL,
 	})
 	switch {
