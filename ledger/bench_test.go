@@ -1,23 +1,31 @@
 package ledger_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 // runClients runs b.N operations spread over n concurrent clients (client i calls op(i, seq))
-// and reports the rate, the median and the 99th percentile latency. It returns the rate.
-func runClients(b *testing.B, n int, unit string, op func(ctx context.Context, client int, seq int64) error) float64 {
+// and reports the rate, the median and the 99th percentile latency, and (when db's backends run
+// on this machine) the PostgreSQL CPU time per operation. It returns the rate.
+func runClients(b *testing.B, db *testdb.DB, n int, unit string, op func(ctx context.Context, client int, seq int64) error) float64 {
 	b.Helper()
 	ctx := context.Background()
+	cpu0, cpuOK := backendCPU(db)
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -46,6 +54,9 @@ func runClients(b *testing.B, n int, unit string, op func(ctx context.Context, c
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	if cpu1, ok := backendCPU(db); ok && cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "pg-cpu-us/op")
+	}
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
@@ -62,7 +73,9 @@ func runClients(b *testing.B, n int, unit string, op func(ctx context.Context, c
 // call, a capture after it, both on one paywall) at 1, 8 and 32 concurrent wallets and on one
 // hot wallet, beside the ceiling of the same PostgreSQL in the same run: one single-statement
 // conditional UPDATE per operation on one row per client, as pgbench -M prepared would run it.
-// ratio-to-ceiling is pairs/s divided by the ceiling's updates/s at the same concurrency.
+// ratio-to-ceiling is pairs/s divided by the ceiling's updates/s at the same concurrency. The
+// ledger runs with its default options (holds and captures batched); pairs-unbatched repeats the
+// 32-wallet case with batching off.
 func BenchmarkHoldCapture(b *testing.B) {
 	db := testdb.NewWithPool(b, 40, ledger.Migrations)
 	ctx := context.Background()
@@ -82,7 +95,7 @@ func BenchmarkHoldCapture(b *testing.B) {
 		}
 	}
 	run := 0
-	pair := func(wallet func(client int) string) func(context.Context, int, int64) error {
+	pair := func(l *ledger.Ledger, wallet func(client int) string) func(context.Context, int, int64) error {
 		run++
 		prefix := fmt.Sprintf("r%d-%d", run, time.Now().UnixNano())
 		return func(ctx context.Context, client int, seq int64) error {
@@ -98,21 +111,27 @@ func BenchmarkHoldCapture(b *testing.B) {
 	own := func(client int) int { return client }
 	for _, n := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("ceiling/clients=%d", n), func(b *testing.B) {
-			ceiling[fmt.Sprint(n)] = runClients(b, n, "updates", update(own))
+			ceiling[fmt.Sprint(n)] = runClients(b, db, n, "updates", update(own))
 		})
 	}
 	b.Run("ceiling/hot-row/clients=32", func(b *testing.B) {
-		ceiling["hot"] = runClients(b, 32, "updates", update(func(int) int { return 0 }))
+		ceiling["hot"] = runClients(b, db, 32, "updates", update(func(int) int { return 0 }))
 	})
 	for _, n := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("pairs/wallets=%d", n), func(b *testing.B) {
-			rate := runClients(b, n, "pairs", pair(func(client int) string { return addr(client) }))
+			rate := runClients(b, db, n, "pairs", pair(l, func(client int) string { return addr(client) }))
 			b.ReportMetric(rate/ceiling[fmt.Sprint(n)], "ratio-to-ceiling")
 		})
 	}
 	b.Run("pairs/hot-wallet/clients=32", func(b *testing.B) {
-		rate := runClients(b, 32, "pairs", pair(func(int) string { return addr(0) }))
+		rate := runClients(b, db, 32, "pairs", pair(l, func(int) string { return addr(0) }))
 		b.ReportMetric(rate/ceiling["hot"], "ratio-to-ceiling")
+	})
+	// The same pairs with batching off (every call its own transaction), for comparison.
+	unbatched := ledger.New(db.Pool, ledger.Options{Batch: 1})
+	b.Run("pairs-unbatched/wallets=32", func(b *testing.B) {
+		rate := runClients(b, db, 32, "pairs", pair(unbatched, func(client int) string { return addr(client) }))
+		b.ReportMetric(rate/ceiling["32"], "ratio-to-ceiling")
 	})
 }
 
@@ -148,7 +167,7 @@ func BenchmarkSharedPaywall(b *testing.B) {
 				}
 				holds[i] = h.ID
 			}
-			runClients(b, 32, "captures", func(ctx context.Context, _ int, seq int64) error {
+			runClients(b, db, 32, "captures", func(ctx context.Context, _ int, seq int64) error {
 				_, err := l.Capture(ctx, ledger.CaptureRequest{Key: fmt.Sprintf("c%d-%d", run, seq), HoldID: holds[seq],
 					Split: ledger.Split{ProviderMicro: 400, Provider: "openrouter", FeeMicro: 100, DeveloperMicro: 200}})
 				return err
@@ -156,4 +175,38 @@ func BenchmarkSharedPaywall(b *testing.B) {
 		})
 		db.Pool.Close()
 	}
+}
+
+// backendCPU is the CPU time the database's backends have used so far, read from /proc: it is
+// known only when PostgreSQL runs on this machine (ok is false otherwise). Backends of the
+// benchmark's pools live as long as the pools, so a difference measures what ran in between.
+func backendCPU(db *testdb.DB) (total time.Duration, ok bool) {
+	rows, err := db.Pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		return 0, false
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, false
+	}
+	tick := 10 * time.Millisecond // USER_HZ = 100 on Linux
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, false
+		}
+		// Fields after the command name (which may contain spaces): state is the 1st, utime
+		// the 12th, stime the 13th.
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		if len(f) < 13 {
+			return 0, false
+		}
+		user, err1 := strconv.ParseInt(f[11], 10, 64)
+		system, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		total += time.Duration(user+system) * tick
+	}
+	return total, true
 }
