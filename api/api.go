@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -272,8 +273,51 @@ func (s *Server) newHandler() http.Handler {
 			s.opts.Logger.Log(r.Context(), level, "api request", "method", r.Method, "path", r.URL.Path,
 				"status", rec.status, "duration", s.opts.Now().Sub(start))
 		}()
+		if !s.canonical(rec, r) {
+			return
+		}
 		s.mux.ServeHTTP(rec, r)
 	})
+}
+
+// canonical answers, as JSON, the requests http.ServeMux would answer itself with a redirect
+// or a plain-text page, and reports whether r may go on to the mux: a path with empty, "." or
+// ".." segments (ServeMux redirects it to the cleaned path with an HTML body) and a request
+// without a path (CONNECT host:port, OPTIONS *). Such a path is 404, not a redirect: clients
+// build paths from a base URL, a redirect would hide their mistake, and following one with a
+// POST that moves money is not something to invite.
+func (s *Server) canonical(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.EscapedPath()
+	if !strings.HasPrefix(p, "/") {
+		writeError(w, http.StatusNotFound, "invalid_request_error", "not_found", "",
+			fmt.Sprintf("No such endpoint: %s %s. The API is described at /api/v1/openapi.json.", r.Method, r.RequestURI))
+		return false
+	}
+	if r.Method == http.MethodConnect { // ServeMux matches CONNECT paths as they are
+		return true
+	}
+	if clean := cleanPath(p); clean != p {
+		writeError(w, http.StatusNotFound, "invalid_request_error", "not_found", "",
+			fmt.Sprintf("No such endpoint: %s %s. Paths must be canonical (no empty, . or .. segments); did you mean %s?", r.Method, p, clean))
+		return false
+	}
+	return true
+}
+
+// cleanPath is the path http.ServeMux serves for p (its own canonical form): path.Clean,
+// keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // statusRecorder remembers the status a handler wrote, for the access log.

@@ -133,7 +133,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	server.Register(grpcServer)
-	httpServer := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	// DisableGeneralOptionsHandler: `OPTIONS *` reaches the API too, which answers it in JSON.
+	httpServer := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		DisableGeneralOptionsHandler: true}
 	adminServer := &http.Server{Handler: adminMux(reg, server), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 4)

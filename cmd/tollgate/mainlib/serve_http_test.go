@@ -1,10 +1,12 @@
 package mainlib
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -155,6 +157,28 @@ settle:
 	} {
 		if code, body := post(tt.path, tt.body); code != tt.status || !strings.Contains(body, tt.says) {
 			t.Errorf("POST %s %s: %d %s; want %d saying %q", tt.path, tt.body, code, body, tt.status, tt.says)
+		}
+	}
+	// Every answer is JSON, also to a non-canonical path and to OPTIONS * (which net/http
+	// would answer itself).
+	if code, m := get("//api/v1/openapi.json"); code != http.StatusNotFound || m["error"] == nil {
+		t.Errorf("non-canonical path: %d %v", code, m)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if _, err := io.WriteString(conn, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatal(err)
+	} else {
+		raw, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("OPTIONS *: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), raw)
 		}
 	}
 	resp, err := http.Get(base + "/connect?t=x")
