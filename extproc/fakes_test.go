@@ -22,6 +22,7 @@ type fakeLedger struct {
 	captures map[string]ledger.CaptureRequest
 	charged  map[string]int64 // hold id → micro-USDC debited by its capture
 	voids    int
+	balances int   // Balance calls
 	failHold error // returned by Hold when set
 	n        int
 }
@@ -123,6 +124,7 @@ func (l *fakeLedger) Void(ctx context.Context, holdID string) (ledger.Hold, erro
 func (l *fakeLedger) Balance(ctx context.Context, wallet string) (ledger.WalletBalance, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.balances++
 	w := l.wallets[wallet]
 	if w == nil {
 		return ledger.WalletBalance{}, ledger.ErrUnknownAccount
@@ -206,4 +208,11 @@ func (c fakeClock) Now() time.Time { return c.t }
 // price returns a price of in and out micro-USDC per token (USDC per 1M tokens).
 func price(in, out int64) pricing.Price {
 	return pricing.Price{Input: pricing.NewDecimal(in, 0), Output: pricing.NewDecimal(out, 0)}
+}
+
+// balanceReads is how many times Balance was called.
+func (l *fakeLedger) balanceReads() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.balances
 }

@@ -39,6 +39,21 @@ const (
 
 var phaseNames = [numPhases]string{"request_headers", "request_body", "response_headers", "response_body", "settle"}
 
+// Store calls, the label of tollgate_extproc_store_seconds: what a phase waits on.
+const (
+	callPaywallKey = iota
+	callPrice
+	callAuthorization
+	callCaps
+	callBalance
+	callHold
+	callCapture
+	callVoid
+	numCalls
+)
+
+var callNames = [numCalls]string{"paywall_key", "price", "authorization", "caps", "balance", "hold", "capture", "void"}
+
 // Metrics are the server's Prometheus metrics. Register them on a private registry.
 type Metrics struct {
 	requests      *prometheus.CounterVec
@@ -56,6 +71,7 @@ type Metrics struct {
 	settleRetries    *prometheus.CounterVec
 	settleBackground *prometheus.CounterVec
 	phases           [numPhases]prometheus.Observer
+	calls            [numCalls]prometheus.Observer
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not registered, for tests
@@ -111,13 +127,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i, n := range phaseNames {
 		m.phases[i] = phase.WithLabelValues(n)
 	}
+	call := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tollgate_extproc_store_seconds",
+		Help:    "Time of one call to a store (paywall_key, price, authorization: cached lookups; caps: Redis; balance, hold, capture, void: the ledger), whatever its result.",
+		Buckets: []float64{5e-6, 20e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+	}, []string{"call"})
+	for i, n := range callNames {
+		m.calls[i] = call.WithLabelValues(n)
+	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
-			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.settleRetries, m.settleBackground, phase)
+			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.settleRetries, m.settleBackground, phase, call)
 	}
 	return m
 }
 
 func (m *Metrics) observe(phase int, start time.Time) {
 	m.phases[phase].Observe(time.Since(start).Seconds())
+}
+
+// storeCall records one store call's time.
+func (m *Metrics) storeCall(call int, start time.Time) {
+	m.calls[call].Observe(time.Since(start).Seconds())
 }

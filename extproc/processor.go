@@ -197,7 +197,9 @@ func (p *processor) findPaywall(auth string) *extprocv3.ProcessingResponse {
 	p.apiKey = key
 	ctx, cancel := p.phaseContext()
 	defer cancel()
+	start := time.Now()
 	pw, err := p.s.deps.Paywalls.ByKey(ctx, key)
+	p.s.metrics.storeCall(callPaywallKey, start)
 	switch {
 	case errors.Is(err, paywall.ErrUnknownKey):
 		return p.fail(OutcomeUnauthenticated, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error",
@@ -239,7 +241,9 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 
 	ctx, cancel := p.phaseContext()
 	defer cancel()
+	start := time.Now()
 	price, err := p.s.deps.Prices.Lookup(ctx, p.pw.ID, req.Model)
+	p.s.metrics.storeCall(callPrice, start)
 	switch {
 	case errors.Is(err, pricing.ErrUnpricedModel):
 		return p.fail(OutcomeBadRequest, badRequest("model_not_priced", "model",
@@ -249,7 +253,9 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	}
 	p.price = price
 
+	start = time.Now()
 	auth, err := p.s.deps.Paywalls.Authorization(ctx, p.pw.ID, p.userID)
+	p.s.metrics.storeCall(callAuthorization, start)
 	switch {
 	case errors.Is(err, paywall.ErrNotAuthorized):
 		return p.paywallMessage(ActionAuthorize, 0)
@@ -277,7 +283,9 @@ func (p *processor) acquireSlot(ctx context.Context) *extprocv3.ProcessingRespon
 	if lim == nil || (p.pw.MaxConcurrent <= 0 && p.pw.RatePerMinute <= 0) {
 		return nil
 	}
+	start := time.Now()
 	rel, err := lim.Acquire(ctx, p.pw.ID+":"+p.userID, p.pw.MaxConcurrent, p.pw.RatePerMinute, p.id)
+	p.s.metrics.storeCall(callCaps, start)
 	switch {
 	case errors.Is(err, limits.ErrTooManyConcurrent):
 		return p.fail(OutcomeRateLimited, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "too_many_concurrent_requests",
@@ -295,11 +303,20 @@ func (p *processor) acquireSlot(ctx context.Context) *extprocv3.ProcessingRespon
 	return nil
 }
 
-// maxHoldAttempts bounds the retries of a hold that lost a race for the same wallet.
+// maxHoldAttempts bounds the sized holds of one request: after the optimistic hold was
+// refused, each one reads the balance, clamps the budget to it, and holds; another request of
+// the same wallet may take the money in between, so a refused one sizes again.
 const maxHoldAttempts = 3
 
 // reserve sizes the completion budget to what the wallet can afford, reserves the hold and
 // forwards the rewritten request; or answers with the top-up message.
+//
+// Most requests are affordable, so it first holds the whole budget without reading the
+// balance: one ledger write before the request can leave. Only when the ledger refuses that
+// hold for lack of funds does it read the balance and apply the affordability clamp. The
+// outcome is the clamp's either way: the ledger refuses a hold exactly when its amount
+// exceeds the available balance, which is exactly when the clamp lowers the budget below
+// what was asked (pricing.AffordableTokens inverts CostMicro).
 func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 	markup := p.pw.MarkupBps
 	prompt := withMargin(p.req.PromptTokens, p.s.cfg.PromptMarginPct)
@@ -316,10 +333,26 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 		minTokens = p.s.cfg.MinCompletionTokens
 	}
 	minTokens = min(minTokens, want)
+	choices := max(p.req.Choices, 1)
+
+	// The optimistic hold. A budget too expensive to price is left to the clamp below, which
+	// may lower it to something the wallet affords.
+	if amount, err := p.holdAmount(prompt, want*choices, markup); err == nil {
+		p.budget = want
+		if amount == 0 {
+			// A free model: nothing to hold or charge.
+			p.outcome = OutcomeFree
+			return p.forward()
+		}
+		resp, refused := p.tryHold(ctx, 0, amount)
+		if !refused {
+			return resp
+		}
+	}
 
 	var available int64
-	for attempt := range maxHoldAttempts {
-		bal, err := p.s.deps.Ledger.Balance(ctx, p.wallet)
+	for attempt := 1; attempt <= maxHoldAttempts; attempt++ {
+		bal, err := p.balance(ctx)
 		switch {
 		case errors.Is(err, ledger.ErrUnknownAccount):
 			bal = ledger.WalletBalance{}
@@ -329,51 +362,68 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 		available = bal.AvailableMicro
 		budget := want
 		// With n choices every choice may use the whole budget: the wallet must cover n of them.
-		if afford := pricing.AffordableTokens(p.price, markup, available, prompt) / max(p.req.Choices, 1); afford < budget {
+		if afford := pricing.AffordableTokens(p.price, markup, available, prompt) / choices; afford < budget {
 			if afford < minTokens {
 				p.s.metrics.holds.WithLabelValues("insufficient").Inc()
 				return p.paywallMessage(ActionTopUp, available)
 			}
 			budget = afford
 		}
-		amount, err := p.holdAmount(prompt, budget*max(p.req.Choices, 1), markup)
+		amount, err := p.holdAmount(prompt, budget*choices, markup)
 		if err != nil {
 			return p.fail(OutcomeBadRequest, badRequest("request_too_expensive", "max_tokens",
 				"The request's worst-case cost is too large to reserve. Lower 'max_tokens'."))
 		}
 		p.budget = budget
 		if amount == 0 {
-			// A free model: nothing to hold or charge.
 			p.outcome = OutcomeFree
 			return p.forward()
 		}
-		hold, err := p.s.deps.Ledger.Hold(ctx, ledger.HoldRequest{
-			Key:         fmt.Sprintf("tg:hold:%s:%d", p.id, attempt),
-			Wallet:      p.wallet,
-			AmountMicro: amount,
-			Paywall:     p.pw.ID,
-			TTL:         p.s.cfg.HoldTTL,
-			Metadata:    map[string]string{"request_id": p.id, "envoy_request_id": p.envoyID, "model": p.req.Model, "user": p.userID},
-		})
-		switch {
-		case err == nil:
-			p.hold, p.holdOpen = hold, true
-			p.s.metrics.holds.WithLabelValues("reserved").Inc()
-			p.s.metrics.heldMicro.Add(float64(amount))
-			return p.forward()
-		case errors.Is(err, ledger.ErrInsufficientFunds):
-			// Another request of the same wallet took the money first: size again.
-			p.s.metrics.holds.WithLabelValues("insufficient").Inc()
-			continue
-		case errors.Is(err, ledger.ErrUnknownAccount):
-			p.s.metrics.holds.WithLabelValues("insufficient").Inc()
-			return p.paywallMessage(ActionTopUp, 0)
-		default:
-			p.s.metrics.holds.WithLabelValues("error").Inc()
-			return p.unavailable("reserve the hold", err)
+		if resp, refused := p.tryHold(ctx, attempt, amount); !refused {
+			return resp
 		}
+		// Another request of the same wallet took the money first: size again.
 	}
 	return p.paywallMessage(ActionTopUp, available)
+}
+
+// tryHold reserves amount for p.budget and forwards the request. refused reports that the
+// wallet could not cover the amount (the caller sizes the hold again); otherwise resp is the
+// answer: the forwarded request, the top-up message for a wallet that was never funded, or
+// 503 when the ledger failed.
+func (p *processor) tryHold(ctx context.Context, attempt int, amount int64) (resp *extprocv3.ProcessingResponse, refused bool) {
+	start := time.Now()
+	hold, err := p.s.deps.Ledger.Hold(ctx, ledger.HoldRequest{
+		Key:         fmt.Sprintf("tg:hold:%s:%d", p.id, attempt),
+		Wallet:      p.wallet,
+		AmountMicro: amount,
+		Paywall:     p.pw.ID,
+		TTL:         p.s.cfg.HoldTTL,
+		Metadata:    map[string]string{"request_id": p.id, "envoy_request_id": p.envoyID, "model": p.req.Model, "user": p.userID},
+	})
+	p.s.metrics.storeCall(callHold, start)
+	switch {
+	case err == nil:
+		p.hold, p.holdOpen = hold, true
+		p.s.metrics.holds.WithLabelValues("reserved").Inc()
+		p.s.metrics.heldMicro.Add(float64(amount))
+		return p.forward(), false
+	case errors.Is(err, ledger.ErrInsufficientFunds):
+		p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+		return nil, true
+	case errors.Is(err, ledger.ErrUnknownAccount):
+		p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+		return p.paywallMessage(ActionTopUp, 0), false
+	default:
+		p.s.metrics.holds.WithLabelValues("error").Inc()
+		return p.unavailable("reserve the hold", err), false
+	}
+}
+
+// balance reads the wallet's balance, timed.
+func (p *processor) balance(ctx context.Context) (ledger.WalletBalance, error) {
+	defer p.s.metrics.storeCall(callBalance, time.Now())
+	return p.s.deps.Ledger.Balance(ctx, p.wallet)
 }
 
 // holdAmount is the worst case of a request: the prompt estimate plus completion tokens (the

@@ -286,6 +286,31 @@ func TestAffordabilityClamp(t *testing.T) {
 	if posted, held, _ := env.ledger.state(testWallet); posted < 0 || held != 0 {
 		t.Errorf("posted %d held %d", posted, held)
 	}
+	// The whole budget was refused first; only then was the balance read to size the hold.
+	if n := env.ledger.balanceReads(); n != 1 {
+		t.Errorf("%d balance reads, want 1 after the refused optimistic hold", n)
+	}
+}
+
+// TestAffordableHoldReadsNoBalance: a request the wallet can afford costs one ledger call
+// before it leaves, the hold of its whole budget; the balance is not read.
+func TestAffordableHoldReadsNoBalance(t *testing.T) {
+	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+	c := startServer(t, s)
+	res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: []string{usageChunk(11, 20), "data: [DONE]\n\n"}})
+	var sent map[string]any
+	if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
+		t.Fatal(err)
+	}
+	if sent["max_tokens"] != float64(100) {
+		t.Errorf("max_tokens %v, want the 100 asked for", sent["max_tokens"])
+	}
+	if n := env.ledger.balanceReads(); n != 0 {
+		t.Errorf("%d balance reads for an affordable request, want 0", n)
+	}
+	if _, ok := env.ledger.onlyCapture(); !ok {
+		t.Error("not charged")
+	}
 }
 
 func TestUserFromPathPrefix(t *testing.T) {

@@ -90,6 +90,7 @@ func (p *processor) settle(reason string) {
 	s := p.s
 	var res ledger.CaptureResult
 	capture := func(ctx context.Context) error {
+		defer s.metrics.storeCall(callCapture, time.Now())
 		var err error
 		res, err = s.deps.Ledger.Capture(ctx, req)
 		return err
@@ -171,6 +172,7 @@ func (p *processor) voidNow(why string) {
 	defer cancel()
 	s := p.s
 	void := func(ctx context.Context) error {
+		defer s.metrics.storeCall(callVoid, time.Now())
 		_, err := s.deps.Ledger.Void(ctx, p.hold.ID)
 		return err
 	}
