@@ -144,17 +144,22 @@ func applyEnv(cfg *Config, env []string) []error {
 
 // ignoredEnv are TOLLGATE_ variables that are not settings (read by tests and scripts).
 var ignoredEnv = map[string]bool{
-	"TOLLGATE_CONFIG":             true,
-	"TOLLGATE_TEST_DATABASE_URL":  true,
-	"TOLLGATE_TEST_REDIS_ADDR":    true,
-	"TOLLGATE_TEST_ANVIL":         true,
-	"TOLLGATE_TEST_CHROMIUM":      true,
-	"TOLLGATE_TEST_PLAYWRIGHT":    true,
-	"TOLLGATE_RUN_DIR":            true,
-	"TOLLGATE_BENCH":              true,
-	"TOLLGATE_LOADTEST_STREAMS":   true,
-	"TOLLGATE_LOADTEST_DURATION":  true,
-	"TOLLGATE_TEST_KEEP_ARTIFACT": true,
+	"TOLLGATE_CONFIG":              true,
+	"TOLLGATE_TEST_DATABASE_URL":   true,
+	"TOLLGATE_TEST_REDIS_ADDR":     true,
+	"TOLLGATE_TEST_ANVIL":          true,
+	"TOLLGATE_TEST_CHROMIUM":       true,
+	"TOLLGATE_TEST_PLAYWRIGHT":     true,
+	"TOLLGATE_RUN_DIR":             true,
+	"TOLLGATE_BENCH":               true,
+	"TOLLGATE_LOADTEST_STREAMS":    true,
+	"TOLLGATE_LOADTEST_DURATION":   true,
+	"TOLLGATE_LOADTEST_SATURATION": true,
+	"TOLLGATE_LOADTEST_TTFT":       true,
+	"TOLLGATE_LOADTEST_CHUNKS":     true,
+	"TOLLGATE_LOADTEST_INTERVAL":   true,
+	"TOLLGATE_LOADTEST_MAX_CONNS":  true,
+	"TOLLGATE_TEST_KEEP_ARTIFACT":  true,
 }
 
 var durationType = reflect.TypeFor[time.Duration]()

@@ -1,37 +1,96 @@
 package e2e
 
 import (
+	"bufio"
+	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 
 	"github.com/tollgate-dev/tollgate/e2e/envoyemu"
+	"github.com/tollgate-dev/tollgate/e2e/fakeupstream"
+	"github.com/tollgate-dev/tollgate/internal/schema"
+	"github.com/tollgate-dev/tollgate/internal/testdb"
+	"github.com/tollgate-dev/tollgate/internal/testredis"
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/pricing"
 )
 
-// loadResult is one run of the load generator against one target.
+// loadShape is how the fake upstream plays one stream, set per request with its headers: like
+// an LLM, a pause before the first token, then one token per chunk at an interval.
+type loadShape struct {
+	TTFT     time.Duration // the upstream's pause before it answers (time to first token)
+	Chunks   int           // content chunks, one token each
+	Interval time.Duration // pause after every event: role, each chunk, finish, usage
+}
+
+// length is how long one stream lasts at the upstream.
+func (s loadShape) length() time.Duration {
+	return s.TTFT + time.Duration(s.Chunks+3)*s.Interval
+}
+
+func (s loadShape) String() string {
+	if s.TTFT == 0 && s.Interval == 0 {
+		return fmt.Sprintf("%d chunks, no pauses", s.Chunks)
+	}
+	return fmt.Sprintf("first token after %s, %d chunks every %s (%s a stream)", s.TTFT, s.Chunks, s.Interval, s.length().Round(time.Millisecond))
+}
+
+func (s loadShape) setHeaders(h http.Header) {
+	h.Set("x-fake-ttfb-ms", strconv.FormatInt(s.TTFT.Milliseconds(), 10))
+	h.Set("x-fake-completion-tokens", strconv.Itoa(s.Chunks))
+	h.Set("x-fake-delay-ms", strconv.FormatInt(s.Interval.Milliseconds(), 10))
+}
+
+// loadRun is one run of the generator: workers streams kept in flight, each worker starting
+// its next stream when the last one ended. The workers start spread over one stream's length
+// (so that their streams do not move in lockstep), and only streams started in the measure
+// window after that ramp are counted.
+type loadRun struct {
+	workers int
+	measure time.Duration
+	shape   loadShape
+}
+
+// loadResult is one run against one target.
 type loadResult struct {
-	streams int // completed streams
-	failed  int
-	// failures counts failed streams by HTTP status (0: the connection failed; 200: the
-	// stream broke or was a paywall message).
-	failures map[int]int
-	ttfb     []time.Duration // sorted
-	duration time.Duration
+	ok int // streams that ended with [DONE]
+	// failures counts the failed streams by kind ("503 billing_unavailable", "504",
+	// "200 cut short", "connection error", …).
+	failures map[string]int
+	ttfb     []time.Duration // of the streams that succeeded, sorted
+	measure  time.Duration
+}
+
+func (r loadResult) failed() int {
+	n := 0
+	for _, c := range r.failures {
+		n += c
+	}
+	return n
 }
 
 func (r loadResult) pct(p float64) time.Duration {
@@ -41,138 +100,514 @@ func (r loadResult) pct(p float64) time.Duration {
 	return r.ttfb[min(len(r.ttfb)-1, int(float64(len(r.ttfb))*p))]
 }
 
-func (r loadResult) rate() float64 { return float64(r.streams) / r.duration.Seconds() }
+func (r loadResult) rate() float64 { return float64(r.ok) / r.measure.Seconds() }
 
-// runLoad keeps `workers` streaming chat completions in flight against url for d (bounded:
-// loopback only, stops by itself), each worker with its own headers, and measures the time
-// to the first byte of each reply's body.
-func runLoad(ctx context.Context, url string, workers int, d time.Duration, headers func(i int) http.Header) loadResult {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: 0, DisableCompression: true}}
+// runLoad drives streamed chat completions at url (loopback only; it stops by itself) and
+// measures each one's time to the first byte of its body.
+func runLoad(ctx context.Context, url string, run loadRun, headers func(worker int) http.Header) loadResult {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: run.workers, DisableCompression: true}}
 	defer client.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	ramp := run.shape.length()
+	from := time.Now().Add(ramp)
+	until := from.Add(run.measure)
 	var mu sync.Mutex
-	res := loadResult{failures: map[int]int{}}
-	body := `{"model":"` + model + `","stream":true,"messages":[{"role":"user","content":"hello there, how are you"}]}`
-	start := time.Now()
+	res := loadResult{failures: map[string]int{}, measure: run.measure}
 	var wg sync.WaitGroup
-	for i := range workers {
+	for i := range run.workers {
 		wg.Go(func() {
 			h := headers(i)
+			run.shape.setHeaders(h)
+			t := time.NewTimer(time.Duration(i) * ramp / time.Duration(run.workers))
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 			for ctx.Err() == nil {
-				req, _ := http.NewRequestWithContext(context.WithoutCancel(ctx), "POST", url+"/v1/chat/completions", strings.NewReader(body))
-				req.Header = h.Clone()
 				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					mu.Lock()
-					res.failed++
-					res.failures[0]++
-					mu.Unlock()
-					continue
+				if !t0.Before(until) {
+					return
 				}
-				var one [1]byte
-				_, err = io.ReadFull(resp.Body, one[:])
-				ttfb := time.Since(t0)
-				rest, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				ok := err == nil && resp.StatusCode == 200 && strings.Contains(string(rest), "[DONE]") && resp.Header.Get("x-tollgate-action") == ""
+				ttfb, failure := oneStream(ctx, client, url, h)
+				if t0.Before(from) {
+					continue // ramp
+				}
 				mu.Lock()
-				if ok {
-					res.streams++
+				if failure == "" {
+					res.ok++
 					res.ttfb = append(res.ttfb, ttfb)
 				} else {
-					res.failed++
-					res.failures[resp.StatusCode]++
+					res.failures[failure]++
 				}
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	res.duration = time.Since(start)
 	slices.Sort(res.ttfb)
 	return res
 }
 
-// TestLoad reports, in one run, the p50/p99 time to first byte and the throughput of streamed
-// completions through emulator + ext_proc server (real PostgreSQL and Redis, every stream
-// authorized, held and captured) beside the same streams straight to the fake upstream.
-//
-// `make test` runs it briefly; `make bench` (TOLLGATE_LOADTEST_STREAMS=200,
-// TOLLGATE_LOADTEST_DURATION=20s) runs the full size. The goal (p99 added ≤ 5 ms) is reported,
-// not asserted: a timed assertion would fail on a loaded CI machine for reasons of its own.
-func TestLoad(t *testing.T) {
-	workers, d := 16, 2*time.Second
-	if v := os.Getenv("TOLLGATE_LOADTEST_STREAMS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			t.Fatalf("TOLLGATE_LOADTEST_STREAMS=%q: want 1…1000", v)
-		}
-		workers = n
-	}
-	if v := os.Getenv("TOLLGATE_LOADTEST_DURATION"); v != "" {
-		dd, err := time.ParseDuration(v)
-		if err != nil || dd <= 0 || dd > 5*time.Minute {
-			t.Fatalf("TOLLGATE_LOADTEST_DURATION=%q: want a duration up to 5m", v)
-		}
-		d = dd
-	}
-	s := newStack(t)
-	pw, key := s.createPaywall(t, paywall.Paywall{Mode: paywall.ModeBYOK, Upstream: "demo", UpstreamKey: byokKey, MarkupBps: 1500})
-	// One user and wallet per worker, as real traffic spreads over users.
-	for i := range workers {
-		w := newWallet()
-		if _, err := s.paywalls.Authorize(t.Context(), pw.ID, fmt.Sprintf("load-%d", i), w); err != nil {
-			t.Fatal(err)
-		}
-		s.deposit(t, w, 1_000_000_000)
-	}
-	direct := httptest.NewServer(s.demo)
-	t.Cleanup(direct.Close)
+const loadBody = `{"model":"` + model + `","stream":true,"messages":[{"role":"user","content":"hello there, how are you"}]}`
 
-	base := runLoad(t.Context(), direct.URL, workers, d, func(int) http.Header {
-		return http.Header{"Authorization": {"Bearer " + byokKey}, "Content-Type": {"application/json"}}
-	})
-	full := runLoad(t.Context(), s.url, workers, d, func(i int) http.Header {
-		return http.Header{"Authorization": {"Bearer " + key}, "X-Paywall-User": {fmt.Sprintf("load-%d", i)}, "Content-Type": {"application/json"}}
-	})
-	noop := runLoad(t.Context(), noopFront(t, s), workers, d, func(int) http.Header {
-		return http.Header{"Content-Type": {"application/json"}}
-	})
-	if full.streams == 0 || base.streams == 0 || noop.streams == 0 {
-		t.Fatalf("no stream completed: direct %+v, tollgate %d ok / %d failed", base.streams, full.streams, full.failed)
+// oneStream sends one streamed completion and reads it to the end. It returns the time to
+// the body's first byte, and a failure kind ("" when the stream ended with [DONE]).
+func oneStream(ctx context.Context, client *http.Client, url string, h http.Header) (time.Duration, string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(loadBody))
+	if err != nil {
+		return 0, "bad request: " + err.Error()
 	}
-	// Overloaded, the path fails closed: the server sheds a request whose store call misses its
-	// budget (503 billing_unavailable) or Envoy gives up on a message (504). Both move no money;
-	// any other failure is a bug.
-	for status, n := range full.failures {
-		if status != http.StatusGatewayTimeout && status != http.StatusServiceUnavailable {
-			t.Errorf("%d streams through tollgate failed with status %d", n, status)
+	req.Header = h.Clone()
+	t0 := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "connection error"
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var first [1]byte
+	_, err = io.ReadFull(resp.Body, first[:])
+	ttfb := time.Since(t0)
+	rest, rerr := io.ReadAll(resp.Body)
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		var e struct {
+			Error struct {
+				Code string `json:"code"`
+			} `json:"error"`
 		}
+		_ = json.Unmarshal(append(first[:], rest...), &e) // best effort: the kind is the status
+		return 0, strings.TrimSpace(strconv.Itoa(resp.StatusCode) + " " + e.Error.Code)
+	case resp.Header.Get("x-tollgate-action") != "":
+		return 0, "200 paywall message (" + resp.Header.Get("x-tollgate-action") + ")"
+	case err != nil || rerr != nil || !strings.Contains(string(rest), "[DONE]"):
+		return 0, "200 cut short"
 	}
-	s.mu.Lock()
-	for outcome, n := range s.outcomes {
-		t.Logf("emulator outcome %q: %d", outcome, n)
-	}
-	s.mu.Unlock()
-	if n := full.failures[http.StatusGatewayTimeout] + full.failures[http.StatusServiceUnavailable]; n > 0 {
-		t.Logf("%d streams failed closed under overload (503 from the server, 504 from Envoy)", n)
-	}
-	t.Logf("load: %d concurrent streams for %s each, loopback", workers, d)
-	t.Logf("%-28s %8s %10s %10s %12s", "target", "streams", "p50 TTFB", "p99 TTFB", "streams/s")
-	for _, row := range []struct {
-		name string
-		r    loadResult
-	}{{"fake upstream (direct)", base}, {"emulator + no-op ext_proc", noop}, {"emulator + tollgate serve", full}} {
-		t.Logf("%-28s %8d %10s %10s %12.0f", row.name, row.r.streams, row.r.pct(0.50).Round(10*time.Microsecond), row.r.pct(0.99).Round(10*time.Microsecond), row.r.rate())
-	}
-	added := full.pct(0.99) - base.pct(0.99)
-	t.Logf("p99 TTFB added: %s (goal ≤ 5ms: %v)", added.Round(10*time.Microsecond), added <= 5*time.Millisecond)
+	return ttfb, ""
 }
 
-// noopExtProc routes every request to the demo upstream with its key and otherwise answers
-// CONTINUE: the emulator's and gRPC's share of the cost, without Tollgate's work.
+// loadEnv reads the load test's size from the environment (`make bench` sets the full size).
+type loadEnv struct {
+	workers    int
+	measure    time.Duration // each paced run
+	saturation time.Duration // each closed-loop run (0: none)
+	shape      loadShape
+	maxConns   string // serve's database.max_conns ("": its default)
+}
+
+func readLoadEnv(t *testing.T) loadEnv {
+	t.Helper()
+	e := loadEnv{workers: 20, measure: time.Second, saturation: 500 * time.Millisecond,
+		shape: loadShape{TTFT: 50 * time.Millisecond, Chunks: 30, Interval: 5 * time.Millisecond}}
+	dur := func(name string, into *time.Duration, least time.Duration) {
+		if v := os.Getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < least || d > 5*time.Minute {
+				t.Fatalf("%s=%q: want a duration from %s up to 5m", name, v, least)
+			}
+			*into = d
+		}
+	}
+	num := func(name string, into *int, most int) {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > most {
+				t.Fatalf("%s=%q: want 1…%d", name, v, most)
+			}
+			*into = n
+		}
+	}
+	num("TOLLGATE_LOADTEST_STREAMS", &e.workers, 1000)
+	dur("TOLLGATE_LOADTEST_DURATION", &e.measure, time.Millisecond)
+	dur("TOLLGATE_LOADTEST_SATURATION", &e.saturation, 0)
+	dur("TOLLGATE_LOADTEST_TTFT", &e.shape.TTFT, 0)
+	dur("TOLLGATE_LOADTEST_INTERVAL", &e.shape.Interval, 0)
+	num("TOLLGATE_LOADTEST_CHUNKS", &e.shape.Chunks, 10_000)
+	if v := os.Getenv("TOLLGATE_LOADTEST_MAX_CONNS"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("TOLLGATE_LOADTEST_MAX_CONNS=%q: want a positive number", v)
+		}
+		e.maxConns = v
+	}
+	return e
+}
+
+// TestLoad reports, in one run, what Tollgate adds to the time to first byte of LLM-like
+// streams: p50/p99 TTFB and throughput of the same streams straight to the fake upstream,
+// through the Envoy emulator with a no-op ext_proc server (the proxy's and gRPC's own share),
+// and through the emulator with `tollgate serve` (its own process, from a configuration file,
+// real PostgreSQL and Redis; every stream authorized, held, metered and captured, one user
+// and wallet per worker). The streams are paced like an LLM's (TOLLGATE_LOADTEST_TTFT,
+// _CHUNKS, _INTERVAL), so the concurrency is a realistic offered load, not a saturation test;
+// a separate closed-loop run without pauses gives each target's throughput ceiling.
+//
+// `make test` runs it briefly; `make bench` (scripts/bench.sh) runs the full size: 200
+// streams. The goal (p99 added ≤ 5 ms) is reported, not asserted: a timed assertion would
+// fail on a loaded CI machine for reasons of its own. What is asserted: streams complete, a
+// stream through Tollgate fails only closed (503 billing_unavailable, 504), and no hold is
+// left open.
+func TestLoad(t *testing.T) {
+	env := readLoadEnv(t)
+	// This process hosts the stand-ins: the load generator, the Envoy emulator and the fake
+	// upstream. Envoy and a real upstream have no garbage collector; at the default setting this
+	// heap's collections put ~15 ms on the emulator's p99 (measured: no-op vs direct, +14.6 ms at
+	// GOGC 100, +3.9 ms at 800), which is the harness's cost, not Tollgate's. tollgate serve
+	// runs in its own process at the default setting (startLoadServe).
+	defer debug.SetGCPercent(debug.SetGCPercent(800))
+	db := testdb.NewWithPool(t, 4, schema.All()...)
+	rdb, prefix := testredis.New(t)
+	paywalls := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{})
+	t.Cleanup(func() { _ = paywalls.Close() })
+	prices := pricing.NewCatalog(db.Pool, rdb, prefix)
+	t.Cleanup(func() { _ = prices.Close() })
+	book := ledger.New(db.Pool, ledger.Options{})
+	importPrices(t, prices)
+	pw, key, err := paywalls.Create(t.Context(), paywall.Paywall{Name: "load", Owner: "dev@example.com",
+		Mode: paywall.ModeBYOK, Upstream: "demo", UpstreamKey: byokKey, MarkupBps: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One user and wallet per worker, as real traffic spreads over users.
+	for i := range env.workers {
+		w := newWallet()
+		if _, err := paywalls.Authorize(t.Context(), pw.ID, loadUser(i), w); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := book.Deposit(t.Context(), ledger.DepositRequest{Key: "load:" + w, ChainID: "31337", Wallet: w, AmountMicro: 1_000_000_000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	up := fakeupstream.New(fakeupstream.Options{Name: "demo", RequireKey: byokKey})
+	direct := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up.ServeHTTP(w, r)
+		up.Reset() // keep no history: a long run would pile it up
+	}))
+	t.Cleanup(direct.Close)
+	upstreamAddr := strings.TrimPrefix(direct.URL, "http://")
+
+	noopOut, tollOut := &outcomeCount{m: map[string]int{}}, &outcomeCount{m: map[string]int{}}
+	noopURL := emulatorFront(t, startNoop(t), upstreamAddr, noopOut)
+	srv := startLoadServe(t, db.URL, prefix, env.maxConns)
+	tollURL := emulatorFront(t, srv.grpc, upstreamAddr, tollOut)
+
+	targets := []struct {
+		name, url string
+		headers   func(int) http.Header
+	}{
+		{"fake upstream (direct)", direct.URL, func(int) http.Header {
+			return http.Header{"Authorization": {"Bearer " + byokKey}, "Content-Type": {"application/json"}}
+		}},
+		{"emulator + no-op ext_proc", noopURL, func(int) http.Header {
+			return http.Header{"Content-Type": {"application/json"}}
+		}},
+		{"emulator + tollgate serve", tollURL, func(i int) http.Header {
+			return http.Header{"Authorization": {"Bearer " + key}, "X-Paywall-User": {loadUser(i)}, "Content-Type": {"application/json"}}
+		}},
+	}
+	// Warm up first, unmeasured: connections opened, caches filled, accounts known, the way a
+	// server that has been running is.
+	for _, tg := range targets {
+		runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: max(time.Second, 2*env.shape.length()), shape: env.shape}, tg.headers)
+	}
+	paced := make([]loadResult, len(targets))
+	var phases serverMetrics
+	for i, tg := range targets {
+		before := srv.scrape(t) // only the tollgate run moves serve's counters
+		paced[i] = runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: env.measure, shape: env.shape}, tg.headers)
+		phases = srv.scrape(t).minus(before)
+	}
+	var saturated []loadResult
+	satShape := loadShape{Chunks: 16}
+	if env.saturation > 0 {
+		for _, tg := range targets {
+			saturated = append(saturated, runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: env.saturation, shape: satShape}, tg.headers))
+		}
+	}
+
+	for i, r := range paced {
+		if r.ok == 0 {
+			t.Errorf("%s: no stream completed (failures %v)", targets[i].name, r.failures)
+		}
+	}
+	// Overloaded, the path fails closed: the server sheds a request whose store call missed its
+	// budget (503 billing_unavailable) or Envoy gives up on a message (504). Both move no money;
+	// any other failure is a bug.
+	for _, r := range [][]loadResult{paced, saturated} {
+		if len(r) < 3 {
+			continue
+		}
+		for kind, n := range r[2].failures {
+			if kind != "503 billing_unavailable" && kind != "504" {
+				t.Errorf("%d streams through tollgate failed with %q", n, kind)
+			}
+		}
+	}
+	waitNoOpenHolds(t, db)
+
+	t.Logf("load: %d concurrent streams, loopback; the generator, emulator, server, fake upstream and PostgreSQL share this machine's cores", env.workers)
+	t.Logf("paced: each stream %s; measured for %s after a %s ramp", env.shape, env.measure, env.shape.length().Round(time.Millisecond))
+	logRows(t, targets[0].name, targets[1].name, targets[2].name, paced)
+	if len(paced) == 3 {
+		d, n, tg := paced[0], paced[1], paced[2]
+		p99 := tg.pct(0.99) - d.pct(0.99)
+		t.Logf("added by tollgate vs direct:    p50 %s, p99 %s (goal p99 ≤ 5ms: %v)", fmtDelta(tg.pct(0.5)-d.pct(0.5)), fmtDelta(p99), p99 <= 5*time.Millisecond)
+		t.Logf("added by tollgate vs no-op:     p50 %s, p99 %s", fmtDelta(tg.pct(0.5)-n.pct(0.5)), fmtDelta(tg.pct(0.99)-n.pct(0.99)))
+		t.Logf("added by the emulator (no-op vs direct): p50 %s, p99 %s", fmtDelta(n.pct(0.5)-d.pct(0.5)), fmtDelta(n.pct(0.99)-d.pct(0.99)))
+	}
+	phases.log(t)
+	if len(saturated) == 3 {
+		t.Logf("saturation (throughput ceiling): closed loop, each stream %s, measured for %s", satShape, env.saturation)
+		logRows(t, targets[0].name, targets[1].name, targets[2].name, saturated)
+	}
+	for _, c := range []struct {
+		name string
+		o    *outcomeCount
+	}{{"no-op", noopOut}, {"tollgate", tollOut}} {
+		c.o.mu.Lock()
+		for outcome, n := range c.o.m {
+			t.Logf("emulator (%s) outcome %q: %d", c.name, outcome, n)
+		}
+		c.o.mu.Unlock()
+	}
+}
+
+func loadUser(i int) string { return fmt.Sprintf("load-%d", i) }
+
+func fmtDelta(d time.Duration) string {
+	if d >= 0 {
+		return "+" + d.Round(10*time.Microsecond).String()
+	}
+	return d.Round(10 * time.Microsecond).String()
+}
+
+func logRows(t *testing.T, n0, n1, n2 string, rows []loadResult) {
+	t.Helper()
+	t.Logf("  %-28s %8s %10s %10s %10s %s", "target", "streams", "p50 TTFB", "p99 TTFB", "streams/s", "failed")
+	for i, r := range rows {
+		name := []string{n0, n1, n2}[i]
+		var fails []string
+		for kind, n := range r.failures {
+			fails = append(fails, fmt.Sprintf("%d × %s", n, kind))
+		}
+		slices.Sort(fails)
+		t.Logf("  %-28s %8d %10s %10s %10.0f %d %s", name, r.ok, r.pct(0.50).Round(10*time.Microsecond),
+			r.pct(0.99).Round(10*time.Microsecond), r.rate(), r.failed(), strings.Join(fails, ", "))
+	}
+}
+
+func importPrices(t *testing.T, prices *pricing.Catalog) {
+	t.Helper()
+	f, err := os.Open("demo/models.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	models, err := pricing.ParseOpenRouterModels(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prices.Import(t.Context(), models); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitNoOpenHolds waits until every hold the run made was captured or voided.
+func waitNoOpenHolds(t *testing.T, db *testdb.DB) {
+	t.Helper()
+	var open int
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM ledger_holds WHERE status = 'open'`).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		if open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d holds still open 20s after the load ended", open)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// loadServe is `tollgate serve` run in-process for the load test.
+type loadServe struct {
+	grpc, admin string
+}
+
+// startLoadServe runs `tollgate serve` in a process of its own (the test binary, see
+// childEnv) from a configuration file, as an operator would, on the test's database and Redis
+// prefix; maxConns sets database.max_conns ("" keeps serve's
+// default).
+func startLoadServe(t *testing.T, dbURL, prefix, maxConns string) loadServe {
+	t.Helper()
+	conns := ""
+	if maxConns != "" {
+		conns = "  max_conns: " + maxConns + "\n"
+	}
+	cfg := fmt.Sprintf("database:\n  url: %q\n%sredis:\n  addr: %q\n  prefix: %q\nlog:\n  level: warn\n"+
+		"serve:\n  grpc_addr: 127.0.0.1:0\n  http_addr: 127.0.0.1:0\n  admin_addr: 127.0.0.1:0\n"+
+		"  public_url: http://tollgate.test\n  link_secret: %q\n  shutdown_grace: 5s\n  provider:\n    api_key: %q\n",
+		dbURL, conns, testredis.Addr(), prefix, strings.Repeat("s", 32), operatorKey)
+	path := filepath.Join(t.TempDir(), "tollgate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ready := startChild(t, "serve", "-config", path)
+	var s loadServe
+	for _, f := range strings.Fields(ready) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			switch k {
+			case "grpc":
+				s.grpc = v
+			case "admin":
+				s.admin = v
+			}
+		}
+	}
+	if s.grpc == "" || s.admin == "" {
+		t.Fatalf("no addresses in %q", ready)
+	}
+	return s
+}
+
+// serverMetrics are tollgate serve's own figures from its /metrics: every
+// tollgate_extproc_ sample, by its name with labels.
+type serverMetrics map[string]float64
+
+func (s loadServe) scrape(t *testing.T) serverMetrics {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.admin+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape serve's metrics: %v", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out := serverMetrics{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !strings.HasPrefix(name, "tollgate_extproc_") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read serve's metrics: %v", err)
+	}
+	return out
+}
+
+func (s serverMetrics) minus(before serverMetrics) serverMetrics {
+	d := serverMetrics{}
+	for k, v := range s {
+		d[k] = v - before[k]
+	}
+	return d
+}
+
+// histogram summarizes one series of a histogram: how many, the mean, and the upper bounds
+// of the buckets holding the median and the 99th percentile.
+func (s serverMetrics) histogram(metric, label, value string) string {
+	sel := label + `="` + value + `"`
+	n := s[metric+"_count{"+sel+"}"]
+	if n == 0 {
+		return ""
+	}
+	mean := time.Duration(s[metric+"_sum{"+sel+"}"] / n * float64(time.Second))
+	type bucket struct {
+		le    float64
+		count float64
+	}
+	var buckets []bucket
+	prefix := metric + "_bucket{" + sel + `,le="`
+	for k, v := range s {
+		if le, ok := strings.CutPrefix(k, prefix); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSuffix(le, `"}`), 64); err == nil {
+				buckets = append(buckets, bucket{f, v})
+			}
+		}
+	}
+	slices.SortFunc(buckets, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	upTo := func(q float64) string {
+		for _, b := range buckets {
+			if b.count >= q*n {
+				if math.IsInf(b.le, 1) {
+					return "> " + time.Duration(buckets[len(buckets)-2].le*float64(time.Second)).String()
+				}
+				return "≤ " + time.Duration(b.le*float64(time.Second)).String()
+			}
+		}
+		return "?"
+	}
+	return fmt.Sprintf("%-16s %7.0f  mean %9s  p50 %-9s p99 %s", value, n, mean.Round(time.Microsecond), upTo(0.5), upTo(0.99))
+}
+
+// log reports where tollgate serve's time went during the paced run: per ext_proc phase and
+// per store call, and the holds and requests by result.
+func (s serverMetrics) log(t *testing.T) {
+	t.Helper()
+	t.Logf("tollgate serve during the paced run (its own metrics; p50/p99 are histogram bucket bounds):")
+	for _, ph := range []string{"request_headers", "request_body", "response_headers", "response_body", "settle"} {
+		if line := s.histogram("tollgate_extproc_phase_seconds", "phase", ph); line != "" {
+			t.Logf("  phase %s", line)
+		}
+	}
+	for _, c := range []string{"paywall_key", "price", "authorization", "caps", "balance", "hold", "capture", "void"} {
+		if line := s.histogram("tollgate_extproc_store_seconds", "call", c); line != "" {
+			t.Logf("  call  %s", line)
+		}
+	}
+	var counts []string
+	for k, v := range s {
+		if v != 0 && (strings.HasPrefix(k, "tollgate_extproc_holds_total") || strings.HasPrefix(k, "tollgate_extproc_requests_total")) {
+			counts = append(counts, fmt.Sprintf("%s %.0f", strings.TrimPrefix(k, "tollgate_extproc_"), v))
+		}
+	}
+	slices.Sort(counts)
+	t.Logf("  %s", strings.Join(counts, ", "))
+}
+
+// outcomeCount counts the emulator's response details of requests that did not end normally.
+type outcomeCount struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// emulatorFront is the Envoy emulator (envoy/envoy.yaml) with its ext_proc cluster at
+// extproc and the demo cluster at upstream.
+func emulatorFront(t *testing.T, extproc, upstream string, outcomes *outcomeCount) string {
+	t.Helper()
+	p, err := envoyemu.New(envoyemu.Options{Config: "../envoy/envoy.yaml",
+		Endpoints: map[string][]string{"tollgate_extproc": {extproc}, "demo": {upstream}},
+		OnRequest: func(l envoyemu.RequestLog) {
+			if l.Status != http.StatusOK || l.Details != "via_upstream" || l.Reset || l.ClientGone {
+				outcomes.mu.Lock()
+				outcomes.m[fmt.Sprintf("%d %s", l.Status, l.Details)]++
+				outcomes.mu.Unlock()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	front := httptest.NewServer(p)
+	t.Cleanup(front.Close)
+	return front.URL
+}
+
+// noopExtProc routes every request to the demo upstream with its key, streams the response
+// body as Tollgate does for SSE, and otherwise answers CONTINUE: the same messages as through
+// Tollgate, so the emulator's and gRPC's share of the cost, without Tollgate's work.
 type noopExtProc struct {
 	extprocv3.UnimplementedExternalProcessorServer
 }
@@ -180,8 +615,11 @@ type noopExtProc struct {
 func (noopExtProc) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
 	for {
 		m, err := st.Recv()
-		if err != nil {
+		if errors.Is(err, io.EOF) {
 			return nil
+		}
+		if err != nil {
+			return err // the stream is over; Envoy (the emulator) saw why
 		}
 		var a *extprocv3.ProcessingResponse
 		switch m.GetRequest().(type) {
@@ -194,20 +632,30 @@ func (noopExtProc) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
 		case *extprocv3.ProcessingRequest_RequestBody:
 			a = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
-			a = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
+			// As Tollgate does for SSE: stream the body, chunk by chunk (BUFFERED would hold the
+			// first byte back until the stream ended).
+			a = &extprocv3.ProcessingResponse{
+				Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}},
+				ModeOverride: &extprocfilterv3.ProcessingMode{
+					RequestHeaderMode: extprocfilterv3.ProcessingMode_SEND, RequestBodyMode: extprocfilterv3.ProcessingMode_BUFFERED,
+					ResponseHeaderMode: extprocfilterv3.ProcessingMode_SEND, ResponseBodyMode: extprocfilterv3.ProcessingMode_STREAMED,
+					RequestTrailerMode: extprocfilterv3.ProcessingMode_SKIP, ResponseTrailerMode: extprocfilterv3.ProcessingMode_SKIP,
+				},
+			}
 		default:
 			a = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
 		}
 		if err := st.Send(a); err != nil {
-			return nil
+			return err
 		}
 	}
 }
 
-// noopFront is the emulator in front of noopExtProc and the stack's demo upstream.
-func noopFront(t *testing.T, s *stack) string {
+// startNoop serves noopExtProc on a loopback port and returns its address.
+func startNoop(t *testing.T) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	lis, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,16 +663,65 @@ func noopFront(t *testing.T, s *stack) string {
 	extprocv3.RegisterExternalProcessorServer(gs, noopExtProc{})
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
-	demo := httptest.NewServer(s.demo)
-	t.Cleanup(demo.Close)
-	p, err := envoyemu.New(envoyemu.Options{Config: "../envoy/envoy.yaml", Endpoints: map[string][]string{
-		"tollgate_extproc": {lis.Addr().String()}, "demo": {strings.TrimPrefix(demo.URL, "http://")},
-	}})
+	return lis.Addr().String()
+}
+
+// startChild starts `tollgate args…` in a child process (the test binary, see childEnv), waits
+// for its ready line and returns it. When the test ends the child gets SIGTERM, as from an
+// orchestrator, and must shut down cleanly (serve settles what is still open); its output is
+// shown if the test failed.
+func startChild(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out := &background{name: args[0]}
+	cmd.Stdout = out
+	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.Close() })
-	front := httptest.NewServer(p)
-	t.Cleanup(front.Close)
-	return front.URL
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready, exited := make(chan string, 1), make(chan struct{})
+	var waitErr error
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			_, _ = fmt.Fprintln(out, line)
+			if strings.HasPrefix(line, "tollgate "+args[0]+": ready") {
+				select {
+				case ready <- line:
+				default:
+				}
+			}
+		}
+		waitErr = cmd.Wait() // after the pipe is drained, as Wait requires
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+			if waitErr != nil {
+				t.Errorf("tollgate %s (pid %d) exited with %v after SIGTERM", args[0], cmd.Process.Pid, waitErr)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("tollgate %s did not stop within 30s of SIGTERM", args[0])
+		}
+		if t.Failed() {
+			t.Logf("tollgate %s's output:\n%s", args[0], tail(out.String(), 60))
+		}
+	})
+	select {
+	case line := <-ready:
+		return line
+	case <-exited:
+		t.Fatalf("tollgate %s exited before it was ready (%v):\n%s", args[0], waitErr, tail(out.String(), 60))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tollgate %s not ready within 30s:\n%s", args[0], tail(out.String(), 60))
+	}
+	return ""
 }

@@ -8,6 +8,10 @@ go test -run '^$' -bench . -benchmem ./ledger/... "$@"
 # 1,000 open streams' memory (docs/extproc.md).
 go test -run '^$' -bench 'Request|Chunk|Scan' -benchmem ./extproc/... "$@"
 go test -run '^$' -bench 'OpenStreams' -benchtime 1x ./extproc/ "$@"
-# End-to-end load: p50/p99 time to first byte and throughput at 200 concurrent streams, through
-# the Envoy emulator + tollgate serve beside straight to the fake upstream (docs/e2e.md).
-TOLLGATE_LOADTEST_STREAMS=200 TOLLGATE_LOADTEST_DURATION=20s go test -count=1 -run '^TestLoad$' -v ./e2e/
+# End-to-end load: p50/p99 time to first byte and throughput at 200 concurrent LLM-like streams
+# (first token after 300 ms, 100 tokens 20 ms apart), through the Envoy emulator + tollgate serve
+# beside straight to the fake upstream and beside a no-op ext_proc server; then each target's
+# closed-loop throughput ceiling (docs/e2e.md, "Load test").
+TOLLGATE_LOADTEST_STREAMS=200 TOLLGATE_LOADTEST_DURATION=20s TOLLGATE_LOADTEST_SATURATION=5s \
+	TOLLGATE_LOADTEST_TTFT=300ms TOLLGATE_LOADTEST_CHUNKS=100 TOLLGATE_LOADTEST_INTERVAL=20ms \
+	go test -count=1 -run '^TestLoad$' -v ./e2e/
