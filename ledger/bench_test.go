@@ -74,8 +74,9 @@ func runClients(b *testing.B, db *testdb.DB, n int, unit string, op func(ctx con
 // hot wallet, beside the ceiling of the same PostgreSQL in the same run: one single-statement
 // conditional UPDATE per operation on one row per client, as pgbench -M prepared would run it.
 // ratio-to-ceiling is pairs/s divided by the ceiling's updates/s at the same concurrency. The
-// ledger runs with its default options (holds and captures batched); pairs-unbatched repeats the
-// 32-wallet case with batching off.
+// ledger runs with its default options (holds and captures batched, one batch of each kind
+// writing at a time); pairs-inflight=N repeats the 32-wallet case with N batches writing at once,
+// and pairs-unbatched with batching off.
 func BenchmarkHoldCapture(b *testing.B) {
 	db := testdb.NewWithPool(b, 40, ledger.Migrations)
 	ctx := context.Background()
@@ -127,6 +128,13 @@ func BenchmarkHoldCapture(b *testing.B) {
 		rate := runClients(b, db, 32, "pairs", pair(l, func(int) string { return addr(0) }))
 		b.ReportMetric(rate/ceiling["hot"], "ratio-to-ceiling")
 	})
+	for _, f := range []int{2, 4} {
+		lf := ledger.New(db.Pool, ledger.Options{BatchesInFlight: f})
+		b.Run(fmt.Sprintf("pairs-inflight=%d/wallets=32", f), func(b *testing.B) {
+			rate := runClients(b, db, 32, "pairs", pair(lf, func(client int) string { return addr(client) }))
+			b.ReportMetric(rate/ceiling["32"], "ratio-to-ceiling")
+		})
+	}
 	// The same pairs with batching off (every call its own transaction), for comparison.
 	unbatched := ledger.New(db.Pool, ledger.Options{Batch: 1})
 	b.Run("pairs-unbatched/wallets=32", func(b *testing.B) {
