@@ -235,7 +235,8 @@ func signInOrigin(u *url.URL) (domain, origin string) {
 		host = "[" + host + "]"
 	}
 	domain = host
-	if port := u.Port(); port != "" && !(scheme == "https" && port == "443") && !(scheme == "http" && port == "80") {
+	port := u.Port()
+	if defaultPort := (scheme == "https" && port == "443") || (scheme == "http" && port == "80"); port != "" && !defaultPort {
 		domain = host + ":" + port
 	}
 	return domain, scheme + "://" + domain

@@ -803,7 +803,7 @@ func (f *randomFaults) inject(p ledger.FaultPoint) error {
 		}
 		if x < f.ambiguousAfter+f.lostAfter {
 			f.count[3].Add(1)
-			return connectionLost
+			return errConnectionLost
 		}
 	}
 	return nil
@@ -914,7 +914,7 @@ func TestBankCheckerCatchesBrokenLedger(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		defer tx.Rollback(ctx)
+		defer func() { _ = tx.Rollback(ctx) }() // a read-only snapshot: nothing to keep
 		var posted, earned int64
 		if err := tx.QueryRow(ctx, `SELECT posted FROM ledger_balances WHERE kind = 'wallet' AND ref = $1`, wallet).Scan(&posted); err != nil {
 			return err

@@ -380,7 +380,7 @@ func TestBatchFaults(t *testing.T) {
 	}{
 		{"40001 before commit, twice", ledger.FaultBeforeCommit, serializationFailure, 2, false, false},
 		{"40003 after a real commit", ledger.FaultAfterCommit, ambiguousResult, 1, false, false},
-		{"connection lost after a real commit", ledger.FaultAfterCommit, connectionLost, 1, false, false},
+		{"connection lost after a real commit", ledger.FaultAfterCommit, errConnectionLost, 1, false, false},
 		{"40003 instead of a commit", ledger.FaultBeforeCommit, ambiguousResult, 1, false, false},
 		{"40003 after a real commit, lookup impossible", ledger.FaultAfterCommit, ambiguousResult, 1, true, true},
 		{"40003 instead of a commit, lookup impossible", ledger.FaultBeforeCommit, ambiguousResult, 1, true, false},

@@ -139,7 +139,7 @@ func (l *Ledger) execCaptures(ctx context.Context, calls []*batchCall[captureCal
 			providers[i] = s.Provider
 		}
 	}
-	args := []any{keys, hashes, holds, charges, provs, providers, fees, devs, metas, rand.IntN(l.opts.Shards)}
+	args := []any{keys, hashes, holds, charges, provs, providers, fees, devs, metas, rand.IntN(l.opts.Shards)} //nolint:gosec // spreads captures over shards; nothing secret
 	runBatch(ctx, l, batchSpec[captureCall, CaptureResult, capturedHold]{
 		op:   "capture batch",
 		keys: func(q captureCall) string { return q.r.Key },

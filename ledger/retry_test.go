@@ -74,7 +74,7 @@ var (
 	serializationFailure = &pgconn.PgError{Severity: "ERROR", Code: "40001", Message: "injected: could not serialize access"}
 	deadlock             = &pgconn.PgError{Severity: "ERROR", Code: "40P01", Message: "injected: deadlock detected"}
 	ambiguousResult      = &pgconn.PgError{Severity: "ERROR", Code: "40003", Message: "injected: result is ambiguous"}
-	connectionLost       = fmt.Errorf("injected: read tcp: %w", io.ErrUnexpectedEOF)
+	errConnectionLost    = fmt.Errorf("injected: read tcp: %w", io.ErrUnexpectedEOF)
 )
 
 func TestRetriesInjectedFailures(t *testing.T) {
@@ -148,7 +148,7 @@ func TestAmbiguousCommits(t *testing.T) {
 		err   error
 	}{
 		{"40003 after a real commit", ledger.FaultAfterCommit, ambiguousResult},
-		{"connection lost after a real commit", ledger.FaultAfterCommit, connectionLost},
+		{"connection lost after a real commit", ledger.FaultAfterCommit, errConnectionLost},
 		{"40003 instead of a commit", ledger.FaultBeforeCommit, ambiguousResult},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -437,8 +437,7 @@ func TestSharedPaywallCapturesDoNotWait(t *testing.T) {
 					t.Errorf("bob's capture waited for alice's: captures on one paywall serialize")
 					dumpWaits(t, f.db.Pool)
 					unpause()
-					<-aliceDone
-					<-bobDone
+					t.Logf("alice: %v, bob: %v", <-aliceDone, <-bobDone)
 					return
 				}
 			}

@@ -153,7 +153,7 @@ func (l *Ledger) resolve(ctx context.Context, r resolver) (bool, error) {
 func (l *Ledger) backoff(ctx context.Context, attempt int) error {
 	ceiling := 2 * time.Millisecond << min(attempt-1, 7)
 	ceiling = min(ceiling, 250*time.Millisecond)
-	d := time.Duration(rand.Int64N(int64(ceiling))) + time.Millisecond
+	d := time.Duration(rand.Int64N(int64(ceiling))) + time.Millisecond //nolint:gosec // jitter; nothing secret
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
