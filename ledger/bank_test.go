@@ -25,7 +25,8 @@ import (
 
 // The bank test, after Jepsen's (../shared/reference/ledger.md §5): many workers call the real
 // ledger API with a skewed mix of every operation, duplicates included, while backends are
-// killed, serialization failures and ambiguous commits are injected and statements time out.
+// killed, serialization failures and ambiguous commits are injected, and statements time out
+// (a nemesis holds random wallet rows longer than the faulty pool's statement_timeout).
 // A checker reads consistent snapshots during the run and at the end; every operation whose
 // outcome the client could not know is resolved through its key; and the money the database
 // holds is compared, account by account, with a model replayed from what the clients were told.
@@ -182,7 +183,7 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 	stop := make(chan struct{})
 	var bg sync.WaitGroup
 	var kills, checks, sweeps, swept atomic.Int64
-	bg.Add(4)
+	bg.Add(5)
 	go func() { // nemesis: kill a random worker session every ~200ms, mostly mid-transaction
 		defer bg.Done()
 		for {
@@ -199,6 +200,18 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 			if err == nil {
 				kills.Add(n)
 			}
+		}
+	}()
+	go func() { // nemesis: hold a random wallet's row for longer than the faulty pool's
+		// statement_timeout, so that statements waiting for it time out (57014) and are retried
+		defer bg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(150+rand.IntN(150)) * time.Millisecond):
+			}
+			lockWalletRow(db.Pool, addr(rand.IntN(bankWallets)), 350*time.Millisecond)
 		}
 	}()
 	go func() { // checker: consistent snapshots during the run
@@ -355,6 +368,21 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 }
 
 // bankPool opens a pool for the workers, tagged so the nemesis can find its backends.
+// lockWalletRow holds a wallet's balance row locked for d, as a slow transaction elsewhere
+// would, then rolls back (it changes nothing).
+func lockWalletRow(pool *pgxpool.Pool, wallet string, d time.Duration) {
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return // the nemesis is best effort; the fault count below says whether it bit
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM ledger_balances WHERE kind = 'wallet' AND ref = $1 FOR UPDATE`, wallet); err != nil {
+		return
+	}
+	time.Sleep(d)
+}
+
 func bankPool(t *testing.T, url string, size int32, statementTimeout string) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
