@@ -220,6 +220,14 @@ func (l *Ledger) Payouts(ctx context.Context, paywallID string, status PayoutSta
 	return l.payouts(ctx, paywallID, status, limit)
 }
 
+// RequestedPayouts lists one chain's payouts still in flight (requested, neither settled nor
+// failed), oldest first, up to limit (default 100, at most 1000) after the payout after: pass the
+// last payout of the previous page, or the zero Payout for the first page. The settlement worker
+// pages through them all, so that no chain's payouts wait behind another's.
+func (l *Ledger) RequestedPayouts(ctx context.Context, chainID string, after Payout, limit int) ([]Payout, error) {
+	return l.requestedPayouts(ctx, chainID, after, limit)
+}
+
 // SweepExpiredHolds releases up to limit (default 1000) holds whose expiry passed by the
 // database's clock, and reports how many it released. Safe to run in every replica at once:
 // each takes holds no other has locked (SKIP LOCKED) and locks wallets in one order.

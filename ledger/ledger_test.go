@@ -3,6 +3,8 @@ package ledger_test
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -600,6 +602,70 @@ func TestPayouts(t *testing.T) {
 	wantErr(t, err, ledger.ErrInvalid)
 	_, err = f.l.Earnings(ctx, "nobody")
 	wantErr(t, err, ledger.ErrUnknownAccount)
+	f.check()
+}
+
+// TestRequestedPayoutsPages: one chain's payouts in flight, oldest first, page by page, with
+// other chains' payouts and finished ones left out.
+func TestRequestedPayoutsPages(t *testing.T) {
+	f := newFixture(t, ledger.Options{})
+	ctx := t.Context()
+	w := addr(1)
+	f.fund(w, 100_000)
+	if _, err := f.l.Charge(ctx, ledger.ChargeRequest{Key: "ch", Wallet: w, Paywall: "pw", Split: ledger.Split{DeveloperMicro: 50_000}}); err != nil {
+		t.Fatal(err)
+	}
+	var want []string // chain 137's requested payouts, in order
+	for i := range 12 {
+		chain := "137"
+		if i%3 == 0 {
+			chain = "8453"
+		}
+		p, err := f.l.RequestPayout(ctx, ledger.PayoutRequest{Key: fmt.Sprintf("po%d", i), Paywall: "pw", ChainID: chain, To: addr(0xbeef), AmountMicro: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case chain != "137":
+		case i == 4:
+			if _, err := f.l.SettlePayout(ctx, p.ID, "0x"+strings.Repeat("ab", 32)); err != nil {
+				t.Fatal(err)
+			}
+		case i == 7:
+			if _, err := f.l.FailPayout(ctx, p.ID, "payee blacklisted"); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			want = append(want, p.ID)
+		}
+	}
+	var got []string
+	var after ledger.Payout
+	for pages := 0; ; pages++ {
+		if pages > len(want) {
+			t.Fatalf("paging does not end: %v", got)
+		}
+		ps, err := f.l.RequestedPayouts(ctx, "137", after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			if p.ChainID != "137" || p.Status != ledger.PayoutRequested {
+				t.Errorf("listed %+v", p)
+			}
+		}
+		got = append(got, ids(ps)...)
+		if len(ps) < 3 {
+			break
+		}
+		after = ps[len(ps)-1]
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("requested payouts of chain 137 = %v, want %v", got, want)
+	}
+	if ps, err := f.l.RequestedPayouts(ctx, "1", ledger.Payout{}, 0); err != nil || len(ps) != 0 {
+		t.Errorf("a chain without payouts = %v, %v", ids(ps), err)
+	}
 	f.check()
 }
 

@@ -202,6 +202,29 @@ func (l *Ledger) getPayout(ctx context.Context, id string) (Payout, error) {
 	return p, err
 }
 
+func (l *Ledger) requestedPayouts(ctx context.Context, chainID string, after Payout, limit int) ([]Payout, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	afterID := after.ID
+	if afterID == "" {
+		afterID = "00000000-0000-0000-0000-000000000000"
+	}
+	var out []Payout
+	err := l.read(ctx, func() error {
+		rows, err := l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
+			WHERE status = 'requested' AND chain_id = $1 AND (created_at, id) > ($2, $3::UUID)
+			ORDER BY created_at, id LIMIT $4`, chainID, after.CreatedAt, afterID, limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Payout, error) { return scanPayout(r) })
+		return err
+	})
+	return out, err
+}
+
 func (l *Ledger) payouts(ctx context.Context, paywallID string, status PayoutStatus, limit int) ([]Payout, error) {
 	switch status {
 	case "", PayoutRequested, PayoutSettled, PayoutFailed:

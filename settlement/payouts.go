@@ -51,16 +51,31 @@ const (
 // payoutBatch bounds the payouts handled per tick.
 const payoutBatch = 50
 
-// syncPayouts copies the ledger's requested payouts for this chain into settlement_payouts.
+// syncPayoutsPage is how many requested payouts syncPayouts reads from the ledger at a time.
+const syncPayoutsPage = 500
+
+// syncPayouts copies the ledger's requested payouts for this chain into settlement_payouts,
+// every one of them, a page at a time.
 func (w *Worker) syncPayouts(ctx context.Context) error {
-	ps, err := w.ledger.Payouts(ctx, "", ledger.PayoutRequested, 500)
-	if err != nil {
-		return fmt.Errorf("ledger payouts: %w", err)
-	}
-	for _, p := range ps {
-		if p.ChainID != w.chain.ID {
-			continue
+	var after ledger.Payout
+	for {
+		ps, err := w.ledger.RequestedPayouts(ctx, w.chain.ID, after, syncPayoutsPage)
+		if err != nil {
+			return fmt.Errorf("ledger payouts: %w", err)
 		}
+		if err := w.queuePayouts(ctx, ps); err != nil {
+			return err
+		}
+		if len(ps) < syncPayoutsPage {
+			return nil
+		}
+		after = ps[len(ps)-1]
+	}
+}
+
+// queuePayouts adds payouts to settlement_payouts; one already there is left as it is.
+func (w *Worker) queuePayouts(ctx context.Context, ps []ledger.Payout) error {
+	for _, p := range ps {
 		if _, err := w.pool.Exec(ctx, `
 			INSERT INTO settlement_payouts (payout_id, chain_id, to_addr, amount_micro, nonce, status, next_attempt_at)
 			VALUES ($1, $2, $3, $4, $5, 'queued', $6) ON CONFLICT (payout_id) DO NOTHING`,

@@ -20,7 +20,7 @@ import (
 // Ledger is what the worker needs of the book of record; *ledger.Ledger has it.
 type Ledger interface {
 	Deposit(ctx context.Context, r ledger.DepositRequest) (ledger.Transfer, error)
-	Payouts(ctx context.Context, paywallID string, status ledger.PayoutStatus, limit int) ([]ledger.Payout, error)
+	RequestedPayouts(ctx context.Context, chainID string, after ledger.Payout, limit int) ([]ledger.Payout, error)
 	SettlePayout(ctx context.Context, payoutID, txHash string) (ledger.Payout, error)
 	FailPayout(ctx context.Context, payoutID, reason string) (ledger.Payout, error)
 }
