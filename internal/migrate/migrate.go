@@ -10,6 +10,7 @@ package migrate
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -27,6 +28,22 @@ import (
 type Source struct {
 	Name string // the owning package, e.g. "ledger"
 	FS   fs.FS
+}
+
+// Embedded is the Source named name whose files are the folder dir of an embedded FS, as in
+//
+//	//go:embed migrations/*.sql
+//	var migrationFiles embed.FS
+//	var Migrations = migrate.Embedded("ledger", migrationFiles, "migrations")
+//
+// It panics only if dir is not a valid path, a mistake in the source code that the first test
+// of the package reveals.
+func Embedded(name string, files embed.FS, dir string) Source {
+	sub, err := fs.Sub(files, dir)
+	if err != nil {
+		panic(fmt.Sprintf("migrate: %s migrations: %v", name, err))
+	}
+	return Source{Name: name, FS: sub}
 }
 
 // Migration is one parsed migration file.

@@ -2,6 +2,8 @@ package migrate_test
 
 import (
 	"context"
+	"embed"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -82,4 +84,19 @@ func TestApplyReportsFailingMigration(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "apply demo/0001_bad.sql") {
 		t.Fatalf("Apply error = %v, want it to name the failing file", err)
 	}
+}
+
+func TestEmbedded(t *testing.T) {
+	// A folder that is not embedded is reported when the migrations are read, naming the source.
+	_, err := migrate.Load(migrate.Embedded("demo", embed.FS{}, "migrations"))
+	if err == nil || !strings.Contains(err.Error(), "read demo migrations") {
+		t.Fatalf("Load of a missing folder: error = %v, want it to name the source", err)
+	}
+	// A folder name that is not a valid path is a mistake in the source code: it panics.
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "demo migrations") {
+			t.Fatalf("Embedded with an invalid folder: recover() = %v, want a panic naming the source", r)
+		}
+	}()
+	migrate.Embedded("demo", embed.FS{}, "../migrations")
 }

@@ -5,7 +5,6 @@ package schema
 
 import (
 	"embed"
-	"io/fs"
 
 	"github.com/tollgate-dev/tollgate/internal/migrate"
 )
@@ -16,12 +15,4 @@ var migrationFiles embed.FS
 // Migrations are the settlement tables: top-up intents, deposits, the watcher's cursors, hot
 // wallet leases, signed transactions and their attempts, payouts in progress, and transfers
 // from unlinked addresses waiting to be assigned to a wallet.
-var Migrations = migrate.Source{Name: "settlement", FS: mustSub(migrationFiles, "migrations")}
-
-func mustSub(f fs.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err) // the directory is embedded at build time; this cannot fail
-	}
-	return sub
-}
+var Migrations = migrate.Embedded("settlement", migrationFiles, "migrations")
