@@ -171,10 +171,9 @@ func (s *Server) lockPayouts(ctx context.Context, paywallID string) (unlock func
 		<-s.payoutGate
 		return nil, fmt.Errorf("api: begin the payout lock: %w", err)
 	}
-	if _, err = tx.Exec(ctx, `INSERT INTO api_payout_guards (paywall_id) VALUES ($1) ON CONFLICT (paywall_id) DO NOTHING`, paywallID); err == nil {
-		_, err = tx.Exec(ctx, `UPDATE api_payout_guards SET checked_at = now() WHERE paywall_id = $1`, paywallID)
-	}
-	if err != nil {
+	// One upsert creates the row on a paywall's first withdrawal and writes it on every other.
+	if _, err = tx.Exec(ctx, `INSERT INTO api_payout_guards (paywall_id) VALUES ($1)
+		ON CONFLICT (paywall_id) DO UPDATE SET checked_at = now()`, paywallID); err != nil {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		<-s.payoutGate
 		return nil, fmt.Errorf("api: take the payout lock: %w", err)
