@@ -36,12 +36,15 @@ import (
 type batchOutcome int
 
 const (
-	batchQueued  batchOutcome = iota
-	batchApplied              // written and committed by the batch; res is the answer
-	batchAlone                // not written: run the request on its own
-	batchBusy                 // a row it needs was locked by another transaction: try a later batch
-	batchFailed               // err is the answer (ErrAmbiguous, or the caller's context ended in the queue)
-	batchDone                 // run on its own by the batcher (a batch of one): res and err are the answer
+	// batchAlone: not written (or not run yet): the request runs on its own, whose code finds
+	// out why and answers.
+	batchAlone batchOutcome = iota
+	// batchAnswered: res and err are the answer. The batch wrote and committed the request, or
+	// its commit could not be settled (ErrAmbiguous), or the caller's context ended while it
+	// was queued, or the batcher ran it on its own (a batch of one).
+	batchAnswered
+	// batchBusy: a row it needs was locked by another transaction: it tries a later batch.
+	batchBusy
 )
 
 const (
@@ -107,10 +110,11 @@ func newBatcher[Q, R any](g *batchGroup, size, inFlight int, exec func(context.C
 	return b
 }
 
-// do submits a request and waits for what its batch did with it. A request still queued when
-// ctx ends leaves the queue (nothing applied); one whose batch is running is waited for, since
-// only the batch can tell whether it was applied.
-func (b *batcher[Q, R]) do(ctx context.Context, req Q, uniq, group []string) (R, batchOutcome, error) {
+// do submits a request and waits for what its batch did with it: answered reports whether res
+// and err are the answer; if not, the caller runs the request on its own. A request still queued
+// when ctx ends leaves the queue (nothing applied); one whose batch is running is waited for,
+// since only the batch can tell whether it was applied.
+func (b *batcher[Q, R]) do(ctx context.Context, req Q, uniq, group []string) (res R, answered bool, err error) {
 	c := &batchCall[Q, R]{ctx: ctx, req: req, uniq: uniq, group: group, done: make(chan struct{})}
 	b.g.mu.Lock()
 	b.queue = append(b.queue, c)
@@ -123,13 +127,12 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q, uniq, group []string) (R,
 		if i := slices.Index(b.queue, c); i >= 0 {
 			b.queue = slices.Delete(b.queue, i, i+1)
 			b.g.mu.Unlock()
-			var zero R
-			return zero, batchFailed, fmt.Errorf("ledger: not applied: %w", ctx.Err())
+			return res, true, fmt.Errorf("ledger: not applied: %w", ctx.Err())
 		}
 		b.g.mu.Unlock()
 		<-c.done
 	}
-	return c.res, c.outcome, c.err
+	return c.res, c.outcome == batchAnswered, c.err
 }
 
 // startLocked starts batches while there is room and work.
@@ -155,7 +158,7 @@ func (b *batcher[Q, R]) takeLocked() []*batchCall[Q, R] {
 	rest := b.queue[:0]
 	for _, c := range b.queue {
 		if c.ctx.Err() != nil {
-			b.finishLocked(c, batchFailed, fmt.Errorf("ledger: not applied: %w", c.ctx.Err()))
+			b.finishLocked(c, batchAnswered, fmt.Errorf("ledger: not applied: %w", c.ctx.Err()))
 			continue
 		}
 		if len(batch) >= b.size || b.conflicts(c, groups) {
@@ -243,9 +246,9 @@ func (b *batcher[Q, R]) run(batch []*batchCall[Q, R]) {
 		switch {
 		case c.outcome == batchBusy && c.busy < maxBusy && c.ctx.Err() == nil:
 			c.busy++
-			c.outcome = batchQueued
+			c.outcome = batchAlone
 			again = append(again, c)
-		case c.outcome == batchBusy || c.outcome == batchQueued:
+		case c.outcome == batchBusy:
 			b.finishLocked(c, batchAlone, nil)
 		default:
 			close(c.done)
@@ -346,7 +349,7 @@ func runBatch[Q, R, W any](ctx context.Context, l *Ledger, spec batchSpec[Q, R, 
 	if len(calls) == 1 {
 		c := calls[0]
 		c.res, c.err = spec.solo(context.WithValue(c.ctx, writtenKey{}, written), c)
-		c.outcome = batchDone
+		c.outcome = batchAnswered
 		return
 	}
 	var w batchWrite[W]
@@ -366,9 +369,9 @@ func runBatch[Q, R, W any](ctx context.Context, l *Ledger, spec batchSpec[Q, R, 
 		switch {
 		case err == nil && ok:
 			spec.done(c, row)
-			c.outcome = batchApplied
+			c.outcome = batchAnswered
 		case ambiguous && ok:
-			c.outcome, c.err = batchFailed, err
+			c.outcome, c.err = batchAnswered, err
 		case (err == nil || ambiguous) && w.busy[i]:
 			c.outcome = batchBusy
 		default:

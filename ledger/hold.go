@@ -45,16 +45,10 @@ func (l *Ledger) hold(ctx context.Context, r HoldRequest) (Hold, error) {
 		if err != nil {
 			return Hold{}, invalid("hold metadata: %v", err)
 		}
-		h, outcome, err := l.holds.do(ctx,
+		h, answered, err := l.holds.do(ctx,
 			holdCall{r: r, wallet: wallet, hash: hash, meta: meta},
 			[]string{"k:" + r.Key}, []string{"w:" + wallet})
-		switch outcome {
-		case batchApplied:
-			l.holdWallets.put(h.ID, wallet)
-			return h, nil
-		case batchFailed:
-			return Hold{}, err
-		case batchAlone:
+		if !answered {
 			h, err = l.holdAlone(ctx, r, wallet, hash)
 		}
 		if err == nil {
@@ -190,15 +184,9 @@ func (l *Ledger) capture(ctx context.Context, r CaptureRequest) (CaptureResult, 
 		if w, ok := l.holdWallets.get(r.HoldID); ok {
 			group = []string{"w:" + w}
 		}
-		res, outcome, err := l.captures.do(ctx, captureCall{r: r, hash: hash, meta: meta, metaJSON: metaJSON},
+		res, answered, err := l.captures.do(ctx, captureCall{r: r, hash: hash, meta: meta, metaJSON: metaJSON},
 			[]string{"k:" + r.Key, "h:" + strings.ToLower(r.HoldID)}, group)
-		switch outcome {
-		case batchApplied:
-			l.holdWallets.drop(r.HoldID)
-			return res, nil
-		case batchFailed:
-			return CaptureResult{}, err
-		case batchAlone:
+		if !answered {
 			res, err = l.captureAlone(ctx, r, hash)
 		}
 		if err == nil {
