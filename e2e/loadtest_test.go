@@ -281,17 +281,24 @@ func TestLoad(t *testing.T) {
 	}
 
 	up := fakeupstream.New(fakeupstream.Options{Name: "demo", RequireKey: byokKey})
+	var usageMu sync.Mutex
+	usages := map[fakeupstream.Usage]bool{} // every usage the upstream reported
 	direct := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		up.ServeHTTP(w, r)
+		usageMu.Lock()
+		for _, rec := range up.Requests() {
+			usages[rec.Usage] = true
+		}
+		usageMu.Unlock()
 		up.Reset() // keep no history: a long run would pile it up
 	}))
 	t.Cleanup(direct.Close)
 	upstreamAddr := strings.TrimPrefix(direct.URL, "http://")
 
-	noopOut, tollOut := &outcomeCount{m: map[string]int{}}, &outcomeCount{m: map[string]int{}}
-	noopURL := emulatorFront(t, startNoop(t), upstreamAddr, noopOut)
+	var noopOut, tollOut outcomeCount
+	noopURL := emulatorFront(t, startNoop(t), upstreamAddr, &noopOut)
 	srv := startLoadServe(t, db.URL, prefix, env.maxConns)
-	tollURL := emulatorFront(t, srv.grpc, upstreamAddr, tollOut)
+	tollURL := emulatorFront(t, srv.grpc, upstreamAddr, &tollOut)
 
 	targets := []struct {
 		name, url string
@@ -309,15 +316,18 @@ func TestLoad(t *testing.T) {
 	}
 	// Warm up first, unmeasured: connections opened, caches filled, accounts known, the way a
 	// server that has been running is.
-	for _, tg := range targets {
-		runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: max(time.Second, 2*env.shape.length()), shape: env.shape}, tg.headers)
+	warm := make([]loadResult, len(targets))
+	for i, tg := range targets {
+		warm[i] = runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: max(time.Second, 2*env.shape.length()), shape: env.shape}, tg.headers)
 	}
 	paced := make([]loadResult, len(targets))
-	var phases serverMetrics
+	var phases serverMetrics // serve's own figures over its paced run (the last target)
 	for i, tg := range targets {
-		before := srv.scrape(t) // only the tollgate run moves serve's counters
+		before := srv.scrape(t)
 		paced[i] = runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: env.measure, shape: env.shape}, tg.headers)
-		phases = srv.scrape(t).minus(before)
+		if i == len(targets)-1 {
+			phases = srv.scrape(t).minus(before)
+		}
 	}
 	var saturated []loadResult
 	satShape := loadShape{Chunks: 16}
@@ -327,50 +337,96 @@ func TestLoad(t *testing.T) {
 		}
 	}
 
+	tollFailed := 0
 	for i, r := range paced {
 		if r.ok == 0 {
 			t.Errorf("%s: no stream completed (failures %v)", targets[i].name, r.failures)
 		}
 	}
-	// Overloaded, the path fails closed: the server sheds a request whose store call missed its
-	// budget (503 billing_unavailable) or Envoy gives up on a message (504). Both move no money;
-	// any other failure is a bug.
-	for _, r := range [][]loadResult{paced, saturated} {
-		if len(r) < 3 {
-			continue
-		}
-		for kind, n := range r[2].failures {
-			if kind != "503 billing_unavailable" && kind != "504" {
-				t.Errorf("%d streams through tollgate failed with %q", n, kind)
+	for _, runs := range [][]loadResult{warm, paced, saturated} {
+		for i, r := range runs {
+			if i < len(runs)-1 {
+				// The baselines have no reason to fail: a failure there is the harness's.
+				if r.failed() > 0 {
+					t.Errorf("%s failed %d streams: %v", targets[i].name, r.failed(), r.failures)
+				}
+				continue
+			}
+			// Overloaded, the path through Tollgate fails closed: the server sheds a request whose
+			// store call missed its budget (503 billing_unavailable) or Envoy gives up on a
+			// message (504). Both move no money; any other failure is a bug.
+			tollFailed += r.failed()
+			for kind, n := range r.failures {
+				if kind != "503 billing_unavailable" && kind != "504" {
+					t.Errorf("%d streams through tollgate failed with %q", n, kind)
+				}
 			}
 		}
 	}
 	waitNoOpenHolds(t, db)
+	checkCharges(t, db, prices, pw, usages, tollFailed == 0)
 
 	t.Logf("load: %d concurrent streams, loopback; the generator, emulator, server, fake upstream and PostgreSQL share this machine's cores", env.workers)
 	t.Logf("paced: each stream %s; measured for %s after a %s ramp", env.shape, env.measure, env.shape.length().Round(time.Millisecond))
-	logRows(t, targets[0].name, targets[1].name, targets[2].name, paced)
-	if len(paced) == 3 {
-		d, n, tg := paced[0], paced[1], paced[2]
-		p99 := tg.pct(0.99) - d.pct(0.99)
-		t.Logf("added by tollgate vs direct:    p50 %s, p99 %s (goal p99 ≤ 5ms: %v)", fmtDelta(tg.pct(0.5)-d.pct(0.5)), fmtDelta(p99), p99 <= 5*time.Millisecond)
-		t.Logf("added by tollgate vs no-op:     p50 %s, p99 %s", fmtDelta(tg.pct(0.5)-n.pct(0.5)), fmtDelta(tg.pct(0.99)-n.pct(0.99)))
-		t.Logf("added by the emulator (no-op vs direct): p50 %s, p99 %s", fmtDelta(n.pct(0.5)-d.pct(0.5)), fmtDelta(n.pct(0.99)-d.pct(0.99)))
-	}
+	names := []string{targets[0].name, targets[1].name, targets[2].name}
+	logRows(t, names, paced)
+	d, n, tg := paced[0], paced[1], paced[2]
+	p99 := tg.pct(0.99) - d.pct(0.99)
+	t.Logf("added by tollgate vs direct:    p50 %s, p99 %s (goal p99 ≤ 5ms: %v)", fmtDelta(tg.pct(0.5)-d.pct(0.5)), fmtDelta(p99), p99 <= 5*time.Millisecond)
+	t.Logf("added by tollgate vs no-op:     p50 %s, p99 %s", fmtDelta(tg.pct(0.5)-n.pct(0.5)), fmtDelta(tg.pct(0.99)-n.pct(0.99)))
+	t.Logf("added by the emulator (no-op vs direct): p50 %s, p99 %s", fmtDelta(n.pct(0.5)-d.pct(0.5)), fmtDelta(n.pct(0.99)-d.pct(0.99)))
 	phases.log(t)
-	if len(saturated) == 3 {
+	if len(saturated) > 0 {
 		t.Logf("saturation (throughput ceiling): closed loop, each stream %s, measured for %s", satShape, env.saturation)
-		logRows(t, targets[0].name, targets[1].name, targets[2].name, saturated)
+		logRows(t, names, saturated)
 	}
-	for _, c := range []struct {
-		name string
-		o    *outcomeCount
-	}{{"no-op", noopOut}, {"tollgate", tollOut}} {
-		c.o.mu.Lock()
-		for outcome, n := range c.o.m {
-			t.Logf("emulator (%s) outcome %q: %d", c.name, outcome, n)
+	noopOut.log(t, "no-op")
+	tollOut.log(t, "tollgate")
+}
+
+// checkCharges checks the money the run moved: no capture fell short, and, when no stream
+// through Tollgate failed, every capture charged exactly what one of the usages the upstream
+// reported costs at the paywall's prices and markup. (A failed stream may be settled from an
+// estimate, which is none of those.)
+func checkCharges(t *testing.T, db *testdb.DB, prices *pricing.Catalog, pw paywall.Paywall, usages map[fakeupstream.Usage]bool, exact bool) {
+	t.Helper()
+	price, err := prices.Lookup(t.Context(), pw.ID, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]bool{}
+	for u := range usages {
+		c, err := price.CostMicro(pricing.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}, pw.MarkupBps)
+		if err != nil {
+			t.Fatal(err)
 		}
-		c.o.mu.Unlock()
+		want[c] = true
+	}
+	rows, err := db.Pool.Query(t.Context(), `SELECT charged_micro, shortfall_micro, count(*) FROM ledger_holds
+		WHERE status = 'captured' GROUP BY charged_micro, shortfall_micro`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	captured := 0
+	for rows.Next() {
+		var charged, shortfall, n int64
+		if err := rows.Scan(&charged, &shortfall, &n); err != nil {
+			t.Fatal(err)
+		}
+		captured += int(n)
+		if shortfall != 0 {
+			t.Errorf("%d captures fell %d micro-USDC short (every wallet holds 1,000 USDC)", n, shortfall)
+		}
+		if exact && !want[charged] {
+			t.Errorf("%d captures charged %d micro-USDC; the reported usages cost %v", n, charged, want)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if captured == 0 {
+		t.Error("no hold was captured")
 	}
 }
 
@@ -383,11 +439,11 @@ func fmtDelta(d time.Duration) string {
 	return d.Round(10 * time.Microsecond).String()
 }
 
-func logRows(t *testing.T, n0, n1, n2 string, rows []loadResult) {
+func logRows(t *testing.T, names []string, rows []loadResult) {
 	t.Helper()
 	t.Logf("  %-28s %8s %10s %10s %10s %s", "target", "streams", "p50 TTFB", "p99 TTFB", "streams/s", "failed")
 	for i, r := range rows {
-		name := []string{n0, n1, n2}[i]
+		name := names[i]
 		var fails []string
 		for kind, n := range r.failures {
 			fails = append(fails, fmt.Sprintf("%d × %s", n, kind))
@@ -398,7 +454,7 @@ func logRows(t *testing.T, n0, n1, n2 string, rows []loadResult) {
 	}
 }
 
-func importPrices(t *testing.T, prices *pricing.Catalog) {
+func importPrices(t testing.TB, prices *pricing.Catalog) {
 	t.Helper()
 	f, err := os.Open("demo/models.json")
 	if err != nil {
@@ -583,19 +639,34 @@ type outcomeCount struct {
 	m  map[string]int
 }
 
+func (o *outcomeCount) add(l envoyemu.RequestLog) {
+	if l.Status == http.StatusOK && l.Details == "via_upstream" && !l.Reset && !l.ClientGone {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = map[string]int{}
+	}
+	o.m[fmt.Sprintf("%d %s", l.Status, l.Details)]++
+}
+
+func (o *outcomeCount) log(t *testing.T, emulator string) {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for outcome, n := range o.m {
+		t.Logf("emulator (%s) outcome %q: %d", emulator, outcome, n)
+	}
+}
+
 // emulatorFront is the Envoy emulator (envoy/envoy.yaml) with its ext_proc cluster at
 // extproc and the demo cluster at upstream.
 func emulatorFront(t *testing.T, extproc, upstream string, outcomes *outcomeCount) string {
 	t.Helper()
 	p, err := envoyemu.New(envoyemu.Options{Config: "../envoy/envoy.yaml",
 		Endpoints: map[string][]string{"tollgate_extproc": {extproc}, "demo": {upstream}},
-		OnRequest: func(l envoyemu.RequestLog) {
-			if l.Status != http.StatusOK || l.Details != "via_upstream" || l.Reset || l.ClientGone {
-				outcomes.mu.Lock()
-				outcomes.m[fmt.Sprintf("%d %s", l.Status, l.Details)]++
-				outcomes.mu.Unlock()
-			}
-		}})
+		OnRequest: outcomes.add})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,9 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"net"
 	"net/http/httptest"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,11 +44,6 @@ type stack struct {
 	demo       *fakeupstream.Server // the BYOK upstream (cluster "demo")
 	openrouter *fakeupstream.Server // the built-in provider (cluster "openrouter", TLS)
 	logs       chan envoyemu.RequestLog
-
-	mu sync.Mutex
-	// outcomes counts the emulator's response details of requests that did not end normally
-	// (not via_upstream with 200), for the load test's report.
-	outcomes map[string]int
 }
 
 func newStack(t testing.TB) *stack {
@@ -67,21 +59,9 @@ func newStack(t testing.TB) *stack {
 		demo:       fakeupstream.New(fakeupstream.Options{Name: "demo", RequireKey: byokKey}),
 		openrouter: fakeupstream.New(fakeupstream.Options{Name: "openrouter", RequireKey: operatorKey}),
 		logs:       make(chan envoyemu.RequestLog, 1024),
-		outcomes:   map[string]int{},
 	}
 	t.Cleanup(func() { _ = s.paywalls.Close(); _ = s.prices.Close() })
-	f, err := os.Open("demo/models.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	models, err := pricing.ParseOpenRouterModels(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.prices.Import(t.Context(), models); err != nil {
-		t.Fatal(err)
-	}
+	importPrices(t, s.prices)
 
 	srv, err := extproc.NewServer(extproc.Config{ProviderKey: operatorKey, Provider: "openrouter"}, extproc.Deps{
 		Ledger: s.ledger, Paywalls: s.paywalls, Prices: s.prices, Links: s.links,
@@ -125,11 +105,6 @@ func newStack(t testing.TB) *stack {
 		},
 		UpstreamTLS: testTLS(roots),
 		OnRequest: func(l envoyemu.RequestLog) {
-			if l.Status != 200 || l.Details != "via_upstream" || l.Reset || l.ClientGone {
-				s.mu.Lock()
-				s.outcomes[fmt.Sprintf("%d %s", l.Status, l.Details)]++
-				s.mu.Unlock()
-			}
 			select {
 			case s.logs <- l:
 			default:
