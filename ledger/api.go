@@ -213,9 +213,9 @@ func (l *Ledger) GetPayout(ctx context.Context, payoutID string) (Payout, error)
 	return l.getPayout(ctx, payoutID)
 }
 
-// Payouts lists a paywall's payouts, newest first ("" lists every paywall's, oldest first, for
-// the settlement worker), optionally only those in one status. limit defaults to 100, at most
-// 1000. It can return: ErrInvalid (unknown status).
+// Payouts lists a paywall's payouts, newest first, optionally only those in one status. limit
+// defaults to 100, at most 1000. (The settlement worker reads a chain's with RequestedPayouts.)
+// It can return: ErrInvalid (empty paywall id, unknown status).
 func (l *Ledger) Payouts(ctx context.Context, paywallID string, status PayoutStatus, limit int) ([]Payout, error) {
 	return l.payouts(ctx, paywallID, status, limit)
 }

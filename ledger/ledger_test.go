@@ -586,19 +586,26 @@ func TestPayouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, err := f.l.Payouts(ctx, "", "", 0)
-	if err != nil || len(all) != 3 || all[0].ID != p.ID || all[2].ID != open.ID {
-		t.Fatalf("all payouts oldest first = %v, %v", ids(all), err)
+	all, err := f.l.Payouts(ctx, "pw", "", 0)
+	if err != nil || !slices.Equal(ids(all), []string{open.ID, q.ID, p.ID}) {
+		t.Fatalf("all payouts newest first = %v, %v", ids(all), err)
 	}
 	mine, err := f.l.Payouts(ctx, "pw", "", 2)
 	if err != nil || len(mine) != 2 || mine[0].ID != open.ID {
 		t.Fatalf("paywall payouts newest first = %v, %v", ids(mine), err)
 	}
-	pending, err := f.l.Payouts(ctx, "", ledger.PayoutRequested, 10)
-	if err != nil || len(pending) != 1 || pending[0].ID != open.ID {
-		t.Fatalf("requested payouts = %v, %v", ids(pending), err)
+	for status, want := range map[ledger.PayoutStatus]string{ledger.PayoutRequested: open.ID, ledger.PayoutSettled: p.ID, ledger.PayoutFailed: q.ID} {
+		ps, err := f.l.Payouts(ctx, "pw", status, 10)
+		if err != nil || len(ps) != 1 || ps[0].ID != want {
+			t.Fatalf("%s payouts = %v, %v; want [%s]", status, ids(ps), err, want)
+		}
 	}
-	_, err = f.l.Payouts(ctx, "", "bogus", 10)
+	if ps, err := f.l.Payouts(ctx, "nobody", "", 10); err != nil || len(ps) != 0 {
+		t.Fatalf("payouts of another paywall = %v, %v", ids(ps), err)
+	}
+	_, err = f.l.Payouts(ctx, "pw", "bogus", 10)
+	wantErr(t, err, ledger.ErrInvalid)
+	_, err = f.l.Payouts(ctx, "", "", 10)
 	wantErr(t, err, ledger.ErrInvalid)
 	_, err = f.l.Earnings(ctx, "nobody")
 	wantErr(t, err, ledger.ErrUnknownAccount)

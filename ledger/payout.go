@@ -203,51 +203,37 @@ func (l *Ledger) getPayout(ctx context.Context, id string) (Payout, error) {
 }
 
 func (l *Ledger) requestedPayouts(ctx context.Context, chainID string, after Payout, limit int) ([]Payout, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
 	afterID := after.ID
 	if afterID == "" {
 		afterID = "00000000-0000-0000-0000-000000000000"
 	}
-	var out []Payout
-	err := l.read(ctx, func() error {
-		rows, err := l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
-			WHERE status = 'requested' AND chain_id = $1 AND (created_at, id) > ($2, $3::UUID)
-			ORDER BY created_at, id LIMIT $4`, chainID, after.CreatedAt, afterID, limit)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Payout, error) { return scanPayout(r) })
-		return err
-	})
-	return out, err
+	return l.listPayouts(ctx, limit, `WHERE status = 'requested' AND chain_id = $2 AND (created_at, id) > ($3, $4::UUID)
+		ORDER BY created_at, id`, chainID, after.CreatedAt, afterID)
 }
 
 func (l *Ledger) payouts(ctx context.Context, paywallID string, status PayoutStatus, limit int) ([]Payout, error) {
+	if err := validRef("paywall", paywallID); err != nil {
+		return nil, err
+	}
 	switch status {
 	case "", PayoutRequested, PayoutSettled, PayoutFailed:
 	default:
 		return nil, invalid("unknown payout status %q", status)
 	}
+	return l.listPayouts(ctx, limit, `WHERE paywall = $2 AND ($3 = '' OR status = $3)
+		ORDER BY created_at DESC, id DESC`, paywallID, string(status))
+}
+
+// listPayouts reads up to limit payouts (default 100, at most 1000) that where selects and
+// orders; its arguments are $2 onwards.
+func (l *Ledger) listPayouts(ctx context.Context, limit int, where string, args ...any) ([]Payout, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	limit = min(limit, 1000)
+	args = append([]any{min(limit, 1000)}, args...)
 	var out []Payout
 	err := l.read(ctx, func() error {
-		var (
-			rows pgx.Rows
-			err  error
-		)
-		if paywallID == "" {
-			rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
-				WHERE ($1 = '' OR status = $1) ORDER BY created_at, id LIMIT $2`, string(status), limit)
-		} else {
-			rows, err = l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts
-				WHERE paywall = $3 AND ($1 = '' OR status = $1) ORDER BY created_at DESC, id DESC LIMIT $2`, string(status), limit, paywallID)
-		}
+		rows, err := l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts `+where+` LIMIT $1`, args...)
 		if err != nil {
 			return err
 		}
