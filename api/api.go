@@ -388,22 +388,11 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(allow) > 0 {
-		w.Header().Set("Allow", joinComma(allow))
+		w.Header().Set("Allow", strings.Join(allow, ", "))
 		writeError(w, http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", "",
-			fmt.Sprintf("%s is not allowed on %s; use %s.", r.Method, r.URL.Path, joinComma(allow)))
+			fmt.Sprintf("%s is not allowed on %s; use %s.", r.Method, r.URL.Path, strings.Join(allow, ", ")))
 		return
 	}
 	writeError(w, http.StatusNotFound, "invalid_request_error", "not_found", "",
 		fmt.Sprintf("No such endpoint: %s %s. The API is described at /api/v1/openapi.json.", r.Method, r.URL.Path))
-}
-
-func joinComma(ss []string) string {
-	out := ""
-	for i, s := range ss {
-		if i > 0 {
-			out += ", "
-		}
-		out += s
-	}
-	return out
 }

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -285,33 +286,17 @@ func parseChainID(raw string) (uint64, error) {
 // acceptedChain parses a chain id ("137" or "0x89") and reports whether it is accepted.
 func (s *Server) acceptedChain(raw string) (uint64, bool) {
 	id, err := parseChainID(raw)
-	if err != nil {
+	if err != nil || !slices.Contains(s.opts.ChainIDs, id) {
 		return 0, false
 	}
-	for _, c := range s.opts.ChainIDs {
-		if c == id {
-			return id, true
-		}
-	}
-	return 0, false
+	return id, true
 }
 
 // signInStatement is the sentence the wallet shows. EIP-4361 allows only RFC 3986 characters
-// and spaces in it, so anything else in the paywall's name becomes a space.
+// and spaces in it, so anything else in the paywall's name becomes a space (user ids are made
+// of allowed characters only, see paywall.ValidUserID).
 func signInStatement(paywallName, user string) string {
-	clean := func(s string) string {
-		var b strings.Builder
-		for i := 0; i < len(s); i++ {
-			c := s[i]
-			if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~:/?#[]@!$&'()*+,;= ", c) >= 0 {
-				b.WriteByte(c)
-			} else {
-				b.WriteByte(' ')
-			}
-		}
-		return strings.Join(strings.Fields(b.String()), " ")
-	}
-	name := clean(paywallName)
+	name := siwe.SanitizeStatement(paywallName)
 	if name == "" {
 		name = "this app"
 	}

@@ -375,13 +375,34 @@ func validAuthority(s string) bool {
 	return err == nil && u.Host != "" && u.Path == "" && u.RawQuery == "" && u.Fragment == ""
 }
 
+// isStatementChar reports whether c may appear in a statement: RFC 3986 reserved and
+// unreserved characters, and space.
+func isStatementChar(c byte) bool {
+	return isUnreserved(c) || isSubDelim(c) || isGenDelim(c) || c == ' '
+}
+
 func validStatement(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !isUnreserved(c) && !isSubDelim(c) && !isGenDelim(c) && c != ' ' {
+		if !isStatementChar(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// SanitizeStatement makes text fit a message's statement: every byte EIP-4361 does not allow
+// there (anything but RFC 3986 reserved and unreserved characters and space: line breaks and
+// non-ASCII too) becomes a space, and runs of spaces one.
+func SanitizeStatement(text string) string {
+	var b strings.Builder
+	for i := 0; i < len(text); i++ {
+		if c := text[i]; isStatementChar(c) {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte(' ')
+		}
+	}
+	return strings.Join(strings.Fields(b.String()), " ")
 }
 
 func validNonce(s string) bool {

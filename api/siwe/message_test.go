@@ -250,3 +250,27 @@ func FuzzParse(f *testing.F) {
 		assertSame(t, again, m)
 	})
 }
+
+// TestSanitizeStatement: any text, a paywall's name say, becomes a statement Parse accepts,
+// keeping what EIP-4361 allows.
+func TestSanitizeStatement(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"Demo App", "Demo App"},
+		{"R&D: [beta] (v2)!", "R&D: [beta] (v2)!"},
+		{"Café\nBar|Baz", "Caf Bar Baz"},
+		{"  \t ", ""},
+		{`a"b<c>d\e^f` + "`g{h}", "a b c d e f g h"},
+	} {
+		got := SanitizeStatement(tt.in)
+		if got != tt.want {
+			t.Errorf("SanitizeStatement(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if got == "" {
+			continue
+		}
+		m, err := Parse(strings.Replace(eipExample, "I accept the ExampleOrg Terms of Service: https://example.com/tos", got, 1))
+		if err != nil || m.Statement != got {
+			t.Errorf("a message with statement %q: %+v %v", got, m.Statement, err)
+		}
+	}
+}
