@@ -32,11 +32,6 @@ func (p *processor) settle(reason string) {
 		p.voidNow(reason)
 		return
 	}
-	start := time.Now()
-	defer p.s.metrics.observe(phaseSettle, start)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
-	defer cancel()
-
 	usage, estimated := p.chargedUsage()
 	why := reason
 	if estimated && why == "" {
@@ -95,28 +90,23 @@ func (p *processor) settle(reason string) {
 		res, err = s.deps.Ledger.Capture(ctx, req)
 		return err
 	}
-	err = retry(ctx, func() error { return capture(ctx) }, captureFinal...)
+	background, err := p.runSettlement("capture", capture, captureFinal, func(err error) {
+		o := OutcomeSettleFailed
+		if err == nil {
+			o = s.captured(res, estimated, why)
+		}
+		s.metrics.requests.WithLabelValues(string(o)).Inc()
+	})
 	switch {
+	case background:
 	case err == nil:
 		p.holdOpen = false
 		p.end(s.captured(res, estimated, why))
 		s.log.Debug("captured", "request_id", p.id, "hold_id", p.hold.ID, "charged_micro", res.ChargedMicro,
 			"released_micro", res.ReleasedMicro, "estimated", estimated, "reason", why)
-	case isFinal(err, captureFinal):
+	default:
 		s.log.Error("capture failed", "request_id", p.id, "hold_id", p.hold.ID, "charge_micro", charge, "err", err)
 		p.end(OutcomeSettleFailed)
-	default:
-		// The ledger is unreachable or kept failing: keep trying in the background, with the
-		// same request (and so the same idempotency key), until the hold is about to expire.
-		s.settler.start(&settleJob{op: "capture", requestID: p.id, holdID: p.hold.ID, deadline: p.retryDeadline(),
-			try: capture, final: captureFinal,
-			done: func(err error) {
-				o := OutcomeSettleFailed
-				if err == nil {
-					o = s.captured(res, estimated, why)
-				}
-				s.metrics.requests.WithLabelValues(string(o)).Inc()
-			}})
 	}
 }
 
@@ -166,43 +156,59 @@ func (p *processor) voidNow(why string) {
 	if !p.holdOpen {
 		return
 	}
-	start := time.Now()
-	defer p.s.metrics.observe(phaseSettle, start)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
-	defer cancel()
 	s := p.s
 	void := func(ctx context.Context) error {
 		defer s.metrics.storeCall(callVoid, time.Now())
 		_, err := s.deps.Ledger.Void(ctx, p.hold.ID)
 		return err
 	}
-	err := retry(ctx, func() error { return void(ctx) }, voidFinal...)
+	// Nothing is charged either way, but until it is voided the hold keeps the user's money
+	// from other requests, so a void that keeps failing goes on in the background too.
+	background, err := p.runSettlement("void", void, voidFinal, func(err error) {
+		if voided(err) {
+			s.metrics.voids.Inc()
+		}
+	})
 	switch {
-	case err == nil || errors.Is(err, ledger.ErrHoldFinished) || errors.Is(err, ledger.ErrHoldExpired):
+	case background:
+	case voided(err):
 		p.holdOpen = false
 		s.metrics.voids.Inc()
-	case isFinal(err, voidFinal):
+	default:
 		s.log.Error("void failed", "request_id", p.id, "hold_id", p.hold.ID, "why", why, "err", err)
 		p.end(OutcomeSettleFailed)
-	default:
-		// Nothing is charged either way, but until it is voided the hold keeps the user's
-		// money from other requests: keep trying in the background.
-		s.settler.start(&settleJob{op: "void", requestID: p.id, holdID: p.hold.ID, deadline: p.retryDeadline(),
-			try: void, final: voidFinal,
-			done: func(err error) {
-				if err == nil || errors.Is(err, ledger.ErrHoldFinished) || errors.Is(err, ledger.ErrHoldExpired) {
-					s.metrics.voids.Inc()
-				}
-			}})
 	}
 }
 
-// retry runs op up to maxSettleAttempts times with a short backoff, stopping at success, at
+// voided reports whether a void's result leaves nothing held: it succeeded, or the hold had
+// already been captured or had expired.
+func voided(err error) bool {
+	return err == nil || errors.Is(err, ledger.ErrHoldFinished) || errors.Is(err, ledger.ErrHoldExpired)
+}
+
+// runSettlement runs one capture or void, try, within the request's settle_timeout, retried a
+// few times. When it still fails with an error retries may change (the ledger is unreachable
+// or kept failing), it hands try to the settler, which keeps trying with the same request (so
+// the same idempotency key) until the hold is about to expire and then calls done: background
+// is true and err the last failure. Otherwise err is try's last result.
+func (p *processor) runSettlement(op string, try func(context.Context) error, final []error, done func(error)) (background bool, err error) {
+	defer p.s.metrics.observe(phaseSettle, time.Now())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
+	defer cancel()
+	if err = retry(ctx, try, final); err == nil || isFinal(err, final) {
+		return false, err
+	}
+	p.s.settler.start(&settleJob{op: op, requestID: p.id, holdID: p.hold.ID, deadline: p.retryDeadline(),
+		try: try, final: final, done: done})
+	return true, err
+}
+
+// retry runs try up to maxSettleAttempts times with a short backoff, stopping at success, at
 // one of the final errors, or when ctx ends.
-func retry(ctx context.Context, op func() error, final ...error) error {
+func retry(ctx context.Context, try func(context.Context) error, final []error) error {
 	var err error
 	for attempt := range maxSettleAttempts {
-		if err = op(); err == nil || isFinal(err, final) {
+		if err = try(ctx); err == nil || isFinal(err, final) {
 			return err
 		}
 		if attempt == maxSettleAttempts-1 {
