@@ -204,12 +204,6 @@ func (t *txn) rollback() {
 	}
 }
 
-// query runs one statement in the transaction, beginning it first if needed (pipelined), and
-// hands each row to scan.
-func (t *txn) query(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error) error {
-	return t.send(ctx, sql, args, scan)
-}
-
 // final runs the transaction's last statement and commits it (see the comment at the top for
 // why COMMIT is a round trip of its own). The statement must be safe to commit whatever rows it
 // returns: a statement that cannot apply completely must fail.
@@ -271,9 +265,10 @@ func commitError(err error) error {
 	return &ambiguousError{err}
 }
 
-// send pipelines [BEGIN and] the statement in one round trip and reads the answers in order,
-// so that an error is attributed to the message that caused it.
-func (t *txn) send(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error) error {
+// query runs one statement in the transaction and hands each row to scan (nil: the rows are
+// discarded). A transaction's first statement is pipelined with BEGIN in one round trip; the
+// answers are read in order, so that an error is attributed to the message that caused it.
+func (t *txn) query(ctx context.Context, sql string, args []any, scan func(pgx.Rows) error) error {
 	b := &pgx.Batch{}
 	if !t.began {
 		b.Queue(beginSQL)

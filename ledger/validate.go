@@ -22,9 +22,7 @@ const (
 	reservedKeyPrefix = "ledger:"
 )
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
-}
+func invalid(format string, args ...any) error { return wrapf(ErrInvalid, format, args...) }
 
 func validKey(k string) error {
 	switch {
