@@ -15,6 +15,17 @@ import (
 // lock; the transaction is tried again, locking every shard of the accounts.
 var errDrained = errors.New("ledger: chosen shards drained before they were locked")
 
+// runTxDebiting is runTx for a body that debits sharded accounts through debitLegs, passing it
+// all: false at first, and true for one more run when the shards it chose were drained
+// (errDrained) before it locked them.
+func (l *Ledger) runTxDebiting(ctx context.Context, op string, body func(ctx context.Context, t *txn, all bool) error, resolve resolver) error {
+	err := l.runTx(ctx, op, func(ctx context.Context, t *txn) error { return body(ctx, t, false) }, resolve)
+	if errors.Is(err, errDrained) {
+		err = l.runTx(ctx, op, func(ctx context.Context, t *txn) error { return body(ctx, t, true) }, resolve)
+	}
+	return err
+}
+
 // shardRow is one balance row of a sharded account.
 type shardRow struct {
 	acct   Account

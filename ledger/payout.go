@@ -20,53 +20,45 @@ func (l *Ledger) requestPayout(ctx context.Context, r PayoutRequest) (Payout, er
 	}
 	hash := requestHash("payout_request", r.Paywall, r.ChainID, to, itoa(r.AmountMicro))
 	var payoutID string
-	all := false
-	var err error
-	for try := 0; try < 2; try++ {
-		err = l.runTx(ctx, "request payout", func(ctx context.Context, t *txn) error {
-			payoutID = ""
-			if err := keyFree(ctx, t, r.Key); err != nil {
-				return err
-			}
-			legs, err := debitLegs(ctx, t, []Entry{{Account: Earnings(r.Paywall), AmountMicro: r.AmountMicro}}, all)
-			if errors.Is(err, ErrInsufficientFunds) {
-				if ok, lerr := l.accountExists(ctx, Earnings(r.Paywall)); lerr == nil && !ok {
-					return unknown(Earnings(r.Paywall))
-				}
-			}
-			if err != nil {
-				return err
-			}
-			legs = append(legs, leg{acct: PayoutsInFlight(r.ChainID), posted: r.AmountMicro})
-			p := &posting{
-				kind: KindPayoutRequest, key: r.Key, hash: hash, legs: legs,
-				gate: `INSERT INTO ledger_payouts (paywall, chain_id, to_address, amount, status)
-				VALUES ($1, $2, $3, $4, 'requested') RETURNING id`,
-				gateArgs:  []any{r.Paywall, r.ChainID, to, r.AmountMicro},
-				payoutSQL: "g.id", extra: ", g.id",
-			}
-			var id string
-			out, err := p.run(ctx, t, &id)
-			if err != nil {
-				return err
-			}
-			if !out.ok {
-				return fmt.Errorf("%w: payout row not written", errBroken)
-			}
-			payoutID = id
-			return nil
-		}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
-			if !bytes.Equal(st.hash, hash) || st.payoutID == nil {
-				return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
-			}
-			payoutID = *st.payoutID
-			return nil
-		}))
-		if !errors.Is(err, errDrained) {
-			break
+	err := l.runTxDebiting(ctx, "request payout", func(ctx context.Context, t *txn, all bool) error {
+		payoutID = ""
+		if err := keyFree(ctx, t, r.Key); err != nil {
+			return err
 		}
-		all = true
-	}
+		legs, err := debitLegs(ctx, t, []Entry{{Account: Earnings(r.Paywall), AmountMicro: r.AmountMicro}}, all)
+		if errors.Is(err, ErrInsufficientFunds) {
+			if ok, lerr := l.accountExists(ctx, Earnings(r.Paywall)); lerr == nil && !ok {
+				return unknown(Earnings(r.Paywall))
+			}
+		}
+		if err != nil {
+			return err
+		}
+		legs = append(legs, leg{acct: PayoutsInFlight(r.ChainID), posted: r.AmountMicro})
+		p := &posting{
+			kind: KindPayoutRequest, key: r.Key, hash: hash, legs: legs,
+			gate: `INSERT INTO ledger_payouts (paywall, chain_id, to_address, amount, status)
+			VALUES ($1, $2, $3, $4, 'requested') RETURNING id`,
+			gateArgs:  []any{r.Paywall, r.ChainID, to, r.AmountMicro},
+			payoutSQL: "g.id", extra: ", g.id",
+		}
+		var id string
+		out, err := p.run(ctx, t, &id)
+		if err != nil {
+			return err
+		}
+		if !out.ok {
+			return fmt.Errorf("%w: payout row not written", errBroken)
+		}
+		payoutID = id
+		return nil
+	}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
+		if !bytes.Equal(st.hash, hash) || st.payoutID == nil {
+			return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
+		}
+		payoutID = *st.payoutID
+		return nil
+	}))
 	err = mapConstraint(err)
 	if errors.Is(err, errKeyExists) {
 		st, found, lerr := l.replayTransfer(ctx, r.Key, hash)

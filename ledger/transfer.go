@@ -135,73 +135,65 @@ func (l *Ledger) reverse(ctx context.Context, r ReverseRequest) (Transfer, error
 	}
 	var tr Transfer
 	applied := false
-	all := false
-	var err error
-	for try := 0; try < 2; try++ {
-		err = l.runTx(ctx, "reverse", func(ctx context.Context, t *txn) error {
-			applied = false
-			if err := keyFree(ctx, t, r.Key); err != nil {
-				return err
-			}
-			var kind string
-			found := false
-			err := t.query(ctx, `SELECT kind FROM ledger_transfers WHERE id = $1`, []any{r.TransferID},
-				func(rows pgx.Rows) error { found = true; return rows.Scan(&kind) })
-			switch {
-			case err != nil:
-				return err
-			case !found:
-				return wrapf(ErrTransferNotFound, "transfer %s", r.TransferID)
-			case !reversible(TransferKind(kind)):
-				return wrapf(ErrNotReversible, "transfer %s is a %s", r.TransferID, kind)
-			}
-			reversed := false
-			if err := t.query(ctx, `SELECT 1 FROM ledger_transfers WHERE reverses = $1`, []any{r.TransferID},
-				func(pgx.Rows) error { reversed = true; return nil }); err != nil {
-				return err
-			}
-			if reversed {
-				return wrapf(ErrAlreadyReversed, "transfer %s", r.TransferID)
-			}
-			// The opposite of every account's change.
-			var opposite []Entry
-			err = t.query(ctx, `SELECT kind, ref, -SUM(amount)::BIGINT FROM ledger_entries WHERE transfer_id = $1
-			GROUP BY kind, ref ORDER BY kind, ref`, []any{r.TransferID}, func(rows pgx.Rows) error {
-				var e Entry
-				if err := rows.Scan(&e.Account.Kind, &e.Account.Ref, &e.AmountMicro); err != nil {
-					return err
-				}
-				opposite = append(opposite, e)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			legs, err := l.reversalLegs(ctx, t, opposite, all)
-			if err != nil {
-				return err
-			}
-			p := &posting{kind: KindReversal, key: r.Key, hash: hash, metadata: meta, reverses: r.TransferID,
-				legs: legs, start: l.shardStart(r.Key), blocking: l.opts.ShardPick == PickHashed}
-			out, err := p.run(ctx, t)
-			if err != nil {
-				return err
-			}
-			applied = true
-			tr = Transfer{ID: out.id, Kind: KindReversal, IdempotencyKey: r.Key, Entries: out.entries, CreatedAt: out.created, Metadata: meta}
-			return nil
-		}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
-			if !bytes.Equal(st.hash, hash) {
-				return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
-			}
-			tr, applied = st.Transfer, true
-			return nil
-		}))
-		if !errors.Is(err, errDrained) {
-			break
+	err := l.runTxDebiting(ctx, "reverse", func(ctx context.Context, t *txn, all bool) error {
+		applied = false
+		if err := keyFree(ctx, t, r.Key); err != nil {
+			return err
 		}
-		all = true
-	}
+		var kind string
+		found := false
+		err := t.query(ctx, `SELECT kind FROM ledger_transfers WHERE id = $1`, []any{r.TransferID},
+			func(rows pgx.Rows) error { found = true; return rows.Scan(&kind) })
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			return wrapf(ErrTransferNotFound, "transfer %s", r.TransferID)
+		case !reversible(TransferKind(kind)):
+			return wrapf(ErrNotReversible, "transfer %s is a %s", r.TransferID, kind)
+		}
+		reversed := false
+		if err := t.query(ctx, `SELECT 1 FROM ledger_transfers WHERE reverses = $1`, []any{r.TransferID},
+			func(pgx.Rows) error { reversed = true; return nil }); err != nil {
+			return err
+		}
+		if reversed {
+			return wrapf(ErrAlreadyReversed, "transfer %s", r.TransferID)
+		}
+		// The opposite of every account's change.
+		var opposite []Entry
+		err = t.query(ctx, `SELECT kind, ref, -SUM(amount)::BIGINT FROM ledger_entries WHERE transfer_id = $1
+			GROUP BY kind, ref ORDER BY kind, ref`, []any{r.TransferID}, func(rows pgx.Rows) error {
+			var e Entry
+			if err := rows.Scan(&e.Account.Kind, &e.Account.Ref, &e.AmountMicro); err != nil {
+				return err
+			}
+			opposite = append(opposite, e)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		legs, err := l.reversalLegs(ctx, t, opposite, all)
+		if err != nil {
+			return err
+		}
+		p := &posting{kind: KindReversal, key: r.Key, hash: hash, metadata: meta, reverses: r.TransferID,
+			legs: legs, start: l.shardStart(r.Key), blocking: l.opts.ShardPick == PickHashed}
+		out, err := p.run(ctx, t)
+		if err != nil {
+			return err
+		}
+		applied = true
+		tr = Transfer{ID: out.id, Kind: KindReversal, IdempotencyKey: r.Key, Entries: out.entries, CreatedAt: out.created, Metadata: meta}
+		return nil
+	}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
+		if !bytes.Equal(st.hash, hash) {
+			return wrapf(ErrIdempotencyConflict, "key %q", r.Key)
+		}
+		tr, applied = st.Transfer, true
+		return nil
+	}))
 	err = mapConstraint(err)
 	if err == nil && applied {
 		return tr, nil
