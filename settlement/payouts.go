@@ -73,15 +73,26 @@ func (w *Worker) syncPayouts(ctx context.Context) error {
 	}
 }
 
-// queuePayouts adds payouts to settlement_payouts; one already there is left as it is.
+// queuePayouts adds a page of payouts to settlement_payouts in one statement; one already there
+// is left as it is. Each row keeps the ledger's request time as its created_at, so that
+// processPayouts takes them oldest first, as the ledger lists them.
 func (w *Worker) queuePayouts(ctx context.Context, ps []ledger.Payout) error {
-	for _, p := range ps {
-		if _, err := w.pool.Exec(ctx, `
-			INSERT INTO settlement_payouts (payout_id, chain_id, to_addr, amount_micro, nonce, status, next_attempt_at)
-			VALUES ($1, $2, $3, $4, $5, 'queued', $6) ON CONFLICT (payout_id) DO NOTHING`,
-			p.ID, p.ChainID, p.To, p.AmountMicro, lowerHash(NonceFor(p.ID)), w.clock.Now()); err != nil {
-			return fmt.Errorf("queue payout %s: %w", p.ID, err)
-		}
+	if len(ps) == 0 {
+		return nil
+	}
+	ids, tos, nonces := make([]string, len(ps)), make([]string, len(ps)), make([]string, len(ps))
+	amounts, requested := make([]int64, len(ps)), make([]time.Time, len(ps))
+	for i, p := range ps {
+		ids[i], tos[i], nonces[i] = p.ID, p.To, lowerHash(NonceFor(p.ID))
+		amounts[i], requested[i] = p.AmountMicro, p.CreatedAt
+	}
+	if _, err := w.pool.Exec(ctx, `
+		INSERT INTO settlement_payouts (payout_id, chain_id, to_addr, amount_micro, nonce, status, next_attempt_at, created_at)
+		SELECT id, $6, to_addr, amount_micro, nonce, 'queued', $7, requested_at
+		FROM unnest($1::UUID[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::TIMESTAMPTZ[]) AS p(id, to_addr, amount_micro, nonce, requested_at)
+		ON CONFLICT (payout_id) DO NOTHING`,
+		ids, tos, amounts, nonces, requested, w.chain.ID, w.clock.Now()); err != nil {
+		return fmt.Errorf("queue %d payouts: %w", len(ps), err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package settlement
 import (
 	"context"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/ethereum/go-ethereum/eth/ethconfig"
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 	"github.com/ethereum/go-ethereum/node"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-dev/tollgate/ledger"
 )
@@ -446,3 +448,49 @@ func TestNoncesSurviveRestart(t *testing.T) {
 type lowTipNode struct{ ChainClient }
 
 func (lowTipNode) SuggestGasTipCap(context.Context) (*big.Int, error) { return big.NewInt(1), nil }
+
+// TestSyncPayoutsQueuesEveryPage: the worker queues every payout its chain has in flight, over
+// more than one page of the ledger's list, in the ledger's order, and none of another chain's;
+// syncing again adds nothing and leaves a payout in progress as it is.
+func TestSyncPayoutsQueuesEveryPage(t *testing.T) {
+	e, w := payoutEnv(t)
+	ctx := t.Context()
+	payee := common.HexToAddress("0x00000000000000000000000000000000000b0b0c")
+	var want []string
+	for range syncPayoutsPage + 1 {
+		want = append(want, e.requestPayout(payee, 1_000).ID)
+	}
+	if _, err := e.ledger.RequestPayout(ctx, ledger.PayoutRequest{Key: "other-chain", Paywall: e.paywall, ChainID: "8453",
+		To: lowerHex(payee), AmountMicro: 1_000}); err != nil {
+		t.Fatal(err)
+	}
+	queued := func() []string {
+		t.Helper()
+		rows, err := e.db.Pool.Query(ctx, `SELECT payout_id::TEXT FROM settlement_payouts ORDER BY created_at, payout_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if err := w.syncPayouts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := queued(); !slices.Equal(got, want) {
+		t.Fatalf("queued %d payouts, want this chain's %d in the ledger's order", len(got), len(want))
+	}
+	e.db.Must(t, `UPDATE settlement_payouts SET status = 'sending' WHERE payout_id = $1`, want[0])
+	if err := w.syncPayouts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := queued(); !slices.Equal(got, want) {
+		t.Fatalf("a second sync left %d payouts queued, want the same %d", len(got), len(want))
+	}
+	if status, _ := e.payoutRow(want[0]); status != payoutSending {
+		t.Fatalf("a second sync moved a payout in progress to %s", status)
+	}
+	e.checkInvariants()
+}
