@@ -218,20 +218,20 @@ var errMutation = errors.New("header mutation rejected")
 // applyMutation applies a HeaderMutation the way Envoy's MutationUtils::applyHeaderMutations
 // does: removals first, then sets; values from raw_value (a header set through the
 // deprecated `value` field ends up empty); content-length skipped when the body mode lets
-// Envoy drop it. It reports how many mutations were ignored; an error means Envoy answers 500.
-func applyMutation(m *extprocv3.HeaderMutation, h *headerMap, c checker, replacingMessage, removeContentLength bool) (ignored int, err error) {
+// Envoy drop it. A mutation the checker ignores is skipped; an error means Envoy answers 500.
+func applyMutation(m *extprocv3.HeaderMutation, h *headerMap, c checker, replacingMessage, removeContentLength bool) error {
 	for _, name := range m.GetRemoveHeaders() {
 		if !headerNameValid(name) {
-			return ignored, fmt.Errorf("%w: invalid character in remove_headers mutation", errMutation)
+			return fmt.Errorf("%w: invalid character in remove_headers mutation", errMutation)
 		}
 		name = strings.ToLower(name)
 		switch c.check(opRemove, name, "") {
 		case checkOK:
 			h.del(name)
 		case checkIgnore:
-			ignored++
+			// skipped, as Envoy does
 		case checkFail:
-			return ignored, fmt.Errorf("%w: invalid attempt to remove %s", errMutation, name)
+			return fmt.Errorf("%w: invalid attempt to remove %s", errMutation, name)
 		}
 	}
 	for _, sh := range m.GetSetHeaders() {
@@ -244,11 +244,11 @@ func applyMutation(m *extprocv3.HeaderMutation, h *headerMap, c checker, replaci
 			continue
 		}
 		if hv.GetValue() != "" && len(hv.GetRawValue()) > 0 {
-			return ignored, fmt.Errorf("%w: only one of value or raw_value in the HeaderValue message should be set", errMutation)
+			return fmt.Errorf("%w: only one of value or raw_value in the HeaderValue message should be set", errMutation)
 		}
 		value := string(hv.GetRawValue())
 		if !headerNameValid(hv.GetKey()) || !headerValueValid(value) {
-			return ignored, fmt.Errorf("%w: invalid character in set_headers mutation", errMutation)
+			return fmt.Errorf("%w: invalid character in set_headers mutation", errMutation)
 		}
 		// Only the deprecated `append` flag is emulated, not append_action. Tollgate's server
 		// sends append_action OVERWRITE_IF_EXISTS_OR_ADD with `append` unset, which sets the
@@ -271,12 +271,12 @@ func applyMutation(m *extprocv3.HeaderMutation, h *headerMap, c checker, replaci
 				h.set(name, value)
 			}
 		case checkIgnore:
-			ignored++
+			// skipped, as Envoy does
 		case checkFail:
-			return ignored, fmt.Errorf("%w: invalid attempt to modify %s", errMutation, name)
+			return fmt.Errorf("%w: invalid attempt to modify %s", errMutation, name)
 		}
 	}
-	return ignored, nil
+	return nil
 }
 
 // applyBodyMutation returns the body after a BodyMutation.

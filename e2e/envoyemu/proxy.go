@@ -349,7 +349,7 @@ func (x *exchange) run() {
 	if x.routeCleared {
 		vh, rt = x.p.cfg.match(req)
 	}
-	x.respond(vh, rt, req, x.route(vh, rt, req, body, bodyLen))
+	x.respond(vh, rt, req, x.route(rt, req, body, bodyLen))
 }
 
 func bodyMutationBytes(bm *extprocv3.BodyMutation) []byte {
@@ -532,7 +532,7 @@ func (x *exchange) overrideMode(o *extprocfilterv3.ProcessingMode) {
 // mutate applies a header mutation with the filter's rules; a refused mutation ends the
 // request with a 500, as handleErrorResponse does.
 func (x *exchange) mutate(m *extprocv3.HeaderMutation, h *headerMap, replacing, removeCL bool) error {
-	_, err := applyMutation(m, h, x.ep.checker, replacing, removeCL)
+	err := applyMutation(m, h, x.ep.checker, replacing, removeCL)
 	if err != nil {
 		x.fail(http.StatusInternalServerError, strings.TrimPrefix(err.Error(), errMutation.Error()+": "))
 	}
@@ -554,7 +554,7 @@ func (x *exchange) clearRouteCache(cr *extprocv3.CommonResponse) {
 }
 
 // route is the router filter: pick the cluster, rewrite, send upstream.
-func (x *exchange) route(vh *vhost, rt *route, req headerMap, body io.Reader, bodyLen int64) upstreamResponse {
+func (x *exchange) route(rt *route, req headerMap, body io.Reader, bodyLen int64) upstreamResponse {
 	if rt == nil {
 		return x.routerReply(http.StatusNotFound, "", "route_not_found")
 	}
@@ -1008,7 +1008,7 @@ func (x *exchange) immediate(ir *extprocv3.ImmediateResponse) {
 		h.set("content-type", "text/plain")
 	}
 	if m := ir.GetHeaders(); m != nil {
-		if _, err := applyMutation(m, &h, permissiveChecker, false, false); err != nil {
+		if err := applyMutation(m, &h, permissiveChecker, false, false); err != nil {
 			x.p.log.Error("envoyemu: immediate response mutations failed", "err", err)
 		}
 	}
