@@ -10,8 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/config"
@@ -76,19 +77,24 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func usage(w io.Writer, cmds map[string]command) {
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	var b strings.Builder
 	b.WriteString("usage: tollgate COMMAND [flags]\n\n")
-	for _, n := range names {
-		fmt.Fprintf(&b, "  %-8s %s\n", n, cmds[n].summary)
-	}
+	writeCommands(&b, cmds)
 	b.WriteString("\nEvery command takes -config FILE (or TOLLGATE_CONFIG); settings can be overridden\n")
 	b.WriteString("with TOLLGATE_* environment variables (see README).\n")
 	_, _ = io.WriteString(w, b.String()) // usage is best effort: nowhere to report a failed write
+}
+
+// writeCommands lists commands by name, one a line, with their summaries aligned.
+func writeCommands(b *strings.Builder, cmds map[string]command) {
+	names := slices.Sorted(maps.Keys(cmds))
+	width := 0
+	for _, n := range names {
+		width = max(width, len(n))
+	}
+	for _, n := range names {
+		fmt.Fprintf(b, "  %-*s %s\n", width, n, cmds[n].summary)
+	}
 }
 
 // flagSet returns a FlagSet whose errors go to stderr and that has the -config flag.

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -51,16 +50,9 @@ func runSubcommand(ctx context.Context, env *environment, name string, subs map[
 }
 
 func subUsage(w io.Writer, name string, subs map[string]command) {
-	names := make([]string, 0, len(subs))
-	for n := range subs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	var b strings.Builder
 	fmt.Fprintf(&b, "usage: tollgate %s SUBCOMMAND [flags] [args]\n\n", name)
-	for _, n := range names {
-		fmt.Fprintf(&b, "  %-11s %s\n", n, subs[n].summary)
-	}
+	writeCommands(&b, subs)
 	fmt.Fprintf(&b, "\n`tollgate %s SUBCOMMAND -h` lists a subcommand's flags.\n", name)
 	_, _ = io.WriteString(w, b.String())
 }
@@ -74,11 +66,8 @@ func parseArgs(fs *flag.FlagSet, args []string, usage string, want int) ([]strin
 	}
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, errHelpShown
-			}
-			return nil, fmt.Errorf("%w: %w", errUsage, err)
+		if err := parse(fs, args); err != nil {
+			return nil, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -170,7 +159,7 @@ func runPaywallCreate(ctx context.Context, env *environment, args []string) erro
 	fs.StringVar(&p.Templates.TopUp, "topup-template", "", "text/template of the top-up message; must show {{.Link}}")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseArgs(fs, args, "-name NAME -owner OWNER [flags]", 0); err != nil {
-		return helpOK(err)
+		return err
 	}
 	p.Mode = paywall.Mode(mode)
 	return withStores(ctx, env, *path, func(svc *services) error {
@@ -189,19 +178,11 @@ func runPaywallCreate(ctx context.Context, env *environment, args []string) erro
 	})
 }
 
-// helpOK turns "help was shown" into success.
-func helpOK(err error) error {
-	if errors.Is(err, errHelpShown) {
-		return nil
-	}
-	return err
-}
-
 func runPaywallList(ctx context.Context, env *environment, args []string) error {
 	fs, path := flagSet(env, "paywall list")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseArgs(fs, args, "[-json]", 0); err != nil {
-		return helpOK(err)
+		return err
 	}
 	return withStores(ctx, env, *path, func(svc *services) error {
 		ps, err := svc.paywallStore().List(ctx)
@@ -233,7 +214,7 @@ func runPaywallRotateKey(ctx context.Context, env *environment, args []string) e
 	fs, path := flagSet(env, "paywall rotate-key")
 	pos, err := parseArgs(fs, args, "ID", 1)
 	if err != nil {
-		return helpOK(err)
+		return err
 	}
 	id := pos[0]
 	return withStores(ctx, env, *path, func(svc *services) error {
@@ -250,7 +231,7 @@ func runPaywallSetMarkup(ctx context.Context, env *environment, args []string) e
 	fs, path := flagSet(env, "paywall set-markup")
 	pos, err := parseArgs(fs, args, "ID BPS", 2)
 	if err != nil {
-		return helpOK(err)
+		return err
 	}
 	id := pos[0]
 	bps, err := strconv.ParseInt(pos[1], 10, 64)
@@ -287,7 +268,7 @@ func runPaywallSetPrice(ctx context.Context, env *environment, args []string) er
 	}
 	pos, err := parseArgs(fs, args, "ID MODEL -input USDC -output USDC [flags]", 2)
 	if err != nil {
-		return helpOK(err)
+		return err
 	}
 	id, model := pos[0], pos[1]
 	var price pricing.Price

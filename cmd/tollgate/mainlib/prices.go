@@ -28,7 +28,7 @@ func runPricesImport(ctx context.Context, env *environment, args []string) error
 	fs, path := flagSet(env, "prices import")
 	pos, err := parseArgs(fs, args, "FILE", 1)
 	if err != nil {
-		return helpOK(err)
+		return err
 	}
 	file := pos[0]
 	f, err := os.Open(file) //nolint:gosec // the operator names the file to import

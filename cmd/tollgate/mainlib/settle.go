@@ -238,7 +238,7 @@ func runSettleUnassigned(ctx context.Context, env *environment, args []string) e
 	all := fs.Bool("all", false, "also list the transfers assigned already")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseArgs(fs, args, "[-all] [-json]", 0); err != nil {
-		return helpOK(err)
+		return err
 	}
 	return withLedger(ctx, env, *path, func(u *settlement.Unassigned) error {
 		list, err := u.List(ctx, *all)
@@ -276,7 +276,7 @@ func runSettleAssign(ctx context.Context, env *environment, args []string) error
 	wallet := fs.String("wallet", "", "the 0x `address` of the wallet to credit (required)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parseArgs(fs, args, "-deposit ID -wallet 0xADDRESS", 0); err != nil {
-		return helpOK(err)
+		return err
 	}
 	if *id == "" || *wallet == "" {
 		fs.Usage()
