@@ -40,9 +40,9 @@ func TestLoadBad(t *testing.T) {
 	}{
 		{"bad_unknown_key.yaml", []string{"field max_con not found"}},
 		{"bad_syntax.yaml", []string{"testdata/bad_syntax.yaml: yaml:"}},
-		{"bad_log_level.yaml", []string{`log.level: must be debug, info, warn or error, got "loud"`}},
-		{"bad_public_url.yaml", []string{`serve.public_url: must be an absolute http(s) URL, got "pay.example.com"`}},
-		{"bad_short_secret.yaml", []string{"serve.link_secret: must be at least 32 bytes"}},
+		{"bad_log_level.yaml", []string{"1 problem(s)", `log.level: must be debug, info, warn or error, got "loud"`}},
+		{"bad_public_url.yaml", []string{"1 problem(s)", `serve.public_url: must be an absolute http(s) URL, got "pay.example.com"`}},
+		{"bad_short_secret.yaml", []string{"1 problem(s)", "serve.link_secret: must be at least 32 bytes"}},
 		{"bad_many.yaml", []string{
 			"4 problem(s)",
 			"database.url: required",
@@ -54,17 +54,25 @@ func TestLoadBad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			_, err := Load(filepath.Join("testdata", tt.file), nil)
-			if err == nil {
-				t.Fatal("Load succeeded, want an error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q\ndoes not contain %q", err, w)
-				}
-			}
+			loadFails(t, filepath.Join("testdata", tt.file), nil, tt.want...)
 		})
 	}
+}
+
+// loadFails loads path with env and requires an error that contains every string of want; it
+// returns the error's text for further checks.
+func loadFails(t *testing.T, path string, env []string, want ...string) string {
+	t.Helper()
+	cfg, err := Load(path, env)
+	if err == nil || cfg != nil {
+		t.Fatalf("Load(%q) = %+v, %v; want only an error", path, cfg, err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error\n%v\ndoes not contain %q", err, w)
+		}
+	}
+	return err.Error()
 }
 
 func TestEnvOverrides(t *testing.T) {
@@ -94,19 +102,11 @@ func TestEnvOverrideProblems(t *testing.T) {
 		"TOLLGATE_SERVE_LINK_TTL=soon",
 		"TOLLGATE_NO_SUCH_THING=1",
 	}
-	_, err := Load("", env)
-	if err == nil {
-		t.Fatal("Load succeeded, want errors")
-	}
-	for _, w := range []string{
+	loadFails(t, "", env,
 		`TOLLGATE_DATABASE_MAX_CONNS: not an integer: "many"`,
 		`TOLLGATE_SERVE_LINK_TTL: not a duration (like 250ms or 10s): "soon"`,
 		"TOLLGATE_NO_SUCH_THING: no such setting",
-	} {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("error %q\ndoes not contain %q", err, w)
-		}
-	}
+	)
 }
 
 func TestRedacted(t *testing.T) {
