@@ -151,7 +151,7 @@ var ignoredEnv = map[string]bool{
 	"TOLLGATE_TEST_CHROMIUM":       true,
 	"TOLLGATE_TEST_PLAYWRIGHT":     true,
 	"TOLLGATE_RUN_DIR":             true,
-	"TOLLGATE_BENCH":               true,
+	"TOLLGATE_BANK_OPS":            true,
 	"TOLLGATE_LOADTEST_STREAMS":    true,
 	"TOLLGATE_LOADTEST_DURATION":   true,
 	"TOLLGATE_LOADTEST_SATURATION": true,
@@ -159,7 +159,6 @@ var ignoredEnv = map[string]bool{
 	"TOLLGATE_LOADTEST_CHUNKS":     true,
 	"TOLLGATE_LOADTEST_INTERVAL":   true,
 	"TOLLGATE_LOADTEST_MAX_CONNS":  true,
-	"TOLLGATE_TEST_KEEP_ARTIFACT":  true,
 }
 
 var durationType = reflect.TypeFor[time.Duration]()
