@@ -311,12 +311,13 @@ const maxHoldAttempts = 3
 // reserve sizes the completion budget to what the wallet can afford, reserves the hold and
 // forwards the rewritten request; or answers with the top-up message.
 //
-// Most requests are affordable, so it first holds the whole budget without reading the
+// Most requests are affordable, so attempt 0 holds the whole budget without reading the
 // balance: one ledger write before the request can leave. Only when the ledger refuses that
-// hold for lack of funds does it read the balance and apply the affordability clamp. The
-// outcome is the clamp's either way: the ledger refuses a hold exactly when its amount
-// exceeds the available balance, which is exactly when the clamp lowers the budget below
-// what was asked (pricing.AffordableTokens inverts CostMicro).
+// hold for lack of funds do the later attempts read the balance and apply the affordability
+// clamp. The outcome is the clamp's either way: the ledger refuses a hold exactly when its
+// amount exceeds the available balance, which is exactly when the clamp lowers the budget below
+// what was asked (pricing.AffordableTokens inverts CostMicro). Each attempt has its own hold
+// key, tg:hold:<request id>:<attempt>.
 func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 	markup := p.pw.MarkupBps
 	prompt := withMargin(p.req.PromptTokens, p.s.cfg.PromptMarginPct)
@@ -335,54 +336,47 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 	minTokens = min(minTokens, want)
 	choices := max(p.req.Choices, 1)
 
-	// The optimistic hold. A budget too expensive to price is left to the clamp below, which
-	// may lower it to something the wallet affords.
-	if amount, err := p.holdAmount(prompt, want*choices, markup); err == nil {
-		p.budget = want
-		if amount == 0 {
-			// A free model: nothing to hold or charge.
-			p.outcome = OutcomeFree
-			return p.forward()
-		}
-		resp, refused := p.tryHold(ctx, 0, amount)
-		if !refused {
-			return resp
-		}
-	}
-
 	var available int64
-	for attempt := 1; attempt <= maxHoldAttempts; attempt++ {
-		bal, err := p.balance(ctx)
-		switch {
-		case errors.Is(err, ledger.ErrUnknownAccount):
-			bal = ledger.WalletBalance{}
-		case err != nil:
-			return p.unavailable("read the balance", err)
-		}
-		available = bal.AvailableMicro
+	for attempt := range maxHoldAttempts + 1 {
 		budget := want
-		// With n choices every choice may use the whole budget: the wallet must cover n of them.
-		if afford := pricing.AffordableTokens(p.price, markup, available, prompt) / choices; afford < budget {
-			if afford < minTokens {
-				p.s.metrics.holds.WithLabelValues("insufficient").Inc()
-				return p.paywallMessage(ActionTopUp, available)
+		if attempt > 0 {
+			bal, err := p.balance(ctx)
+			switch {
+			case errors.Is(err, ledger.ErrUnknownAccount):
+				bal = ledger.WalletBalance{}
+			case err != nil:
+				return p.unavailable("read the balance", err)
 			}
-			budget = afford
+			available = bal.AvailableMicro
+			// With n choices every choice may use the whole budget: the wallet must cover n of them.
+			if afford := pricing.AffordableTokens(p.price, markup, available, prompt) / choices; afford < budget {
+				if afford < minTokens {
+					p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+					return p.paywallMessage(ActionTopUp, available)
+				}
+				budget = afford
+			}
 		}
 		amount, err := p.holdAmount(prompt, budget*choices, markup)
-		if err != nil {
+		switch {
+		case err != nil && attempt == 0:
+			// Too expensive to price whole: the clamp may lower it to what the wallet affords.
+			continue
+		case err != nil:
 			return p.fail(OutcomeBadRequest, badRequest("request_too_expensive", "max_tokens",
 				"The request's worst-case cost is too large to reserve. Lower 'max_tokens'."))
 		}
 		p.budget = budget
 		if amount == 0 {
+			// A free model: nothing to hold or charge.
 			p.outcome = OutcomeFree
 			return p.forward()
 		}
 		if resp, refused := p.tryHold(ctx, attempt, amount); !refused {
 			return resp
 		}
-		// Another request of the same wallet took the money first: size again.
+		// The wallet could not cover it (or another request of the same wallet took the money
+		// first): size again.
 	}
 	return p.paywallMessage(ActionTopUp, available)
 }
