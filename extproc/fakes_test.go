@@ -24,6 +24,10 @@ type fakeLedger struct {
 	voids    int
 	balances int   // Balance calls
 	failHold error // returned by Hold when set
+	// refuse makes the next refuse holds fail with ErrInsufficientFunds whatever the balance,
+	// as when another request of the same wallet takes the money first.
+	refuse   int
+	holdKeys []string // the key of every Hold call, in order
 	n        int
 }
 
@@ -48,8 +52,13 @@ func (l *fakeLedger) deposit(wallet string, micro int64) {
 func (l *fakeLedger) Hold(ctx context.Context, r ledger.HoldRequest) (ledger.Hold, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.holdKeys = append(l.holdKeys, r.Key)
 	if l.failHold != nil {
 		return ledger.Hold{}, l.failHold
+	}
+	if l.refuse > 0 {
+		l.refuse--
+		return ledger.Hold{}, ledger.ErrInsufficientFunds
 	}
 	if id, ok := l.byKey[r.Key]; ok {
 		return *l.holds[id], nil

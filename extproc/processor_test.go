@@ -55,6 +55,16 @@ func usageChunk(prompt, completion int) string {
 	return fmt.Sprintf("data: {\"id\":\"gen-42\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n", prompt, completion, prompt+completion)
 }
 
+// sentBody decodes the request body the server sent upstream.
+func sentBody(t *testing.T, res result) map[string]any {
+	t.Helper()
+	var sent map[string]any
+	if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
+		t.Fatalf("rewritten body is not JSON: %v", err)
+	}
+	return sent
+}
+
 const streamBody = `{"model":"m1","stream":true,"messages":[{"role":"user","content":"Hello there"}]}`
 
 func TestStreamChargedFromUsage(t *testing.T) {
@@ -163,9 +173,7 @@ func TestNonStreamCharged(t *testing.T) {
 	if res.clientBody != resp {
 		t.Errorf("JSON body changed: %q", res.clientBody)
 	}
-	var sent map[string]any
-	_ = json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent)
-	if _, ok := sent["stream_options"]; ok {
+	if _, ok := sentBody(t, res)["stream_options"]; ok {
 		t.Error("stream_options set on a non-stream request")
 	}
 	// (10×1 + 5×2) × 1.2 = 24.
@@ -269,47 +277,67 @@ func assertCompletion(t *testing.T, ir interface {
 	return text.String()
 }
 
-func TestAffordabilityClamp(t *testing.T) {
+// TestHoldSizing: an affordable request costs one ledger call before it leaves, the hold of
+// its whole budget; a refused one reads the balance, clamps the budget to it and holds again;
+// a hold refused after that (another request of the wallet took the money first) is sized
+// again, at most maxHoldAttempts times, and then the user gets the top-up message. Every
+// attempt has its own hold key.
+func TestHoldSizing(t *testing.T) {
 	// The prompt estimate is 3 + 4 + 1 (role) + 3 ("Hello there") = 11 tokens, 14 with the
 	// 20 % margin: 14 × 1 × 1.2 = 16.8 micro. 200 micro leaves room for
 	// ⌊(200/1.2 − 14) / 2⌋ = 76 completion tokens of the 100 asked for.
-	env, s := newFakeEnv(t, testPaywall(), 200)
-	c := startServer(t, s)
-	res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: []string{usageChunk(11, 76), "data: [DONE]\n\n"}})
-	var sent map[string]any
-	if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name         string
+		balance      int64
+		refuse       int     // holds refused whatever the balance
+		maxTokens    float64 // the budget sent upstream; 0: the top-up message instead
+		balanceReads int
+		holds        int
+	}{
+		{"affordable: the whole budget, no balance read", 1_000_000, 0, 100, 0, 1},
+		{"clamped after the whole budget was refused", 200, 0, 76, 1, 2},
+		{"sized again after losing the money to another request", 1_000_000, 2, 100, 2, 3},
+		{"top-up message after losing it every time", 1_000_000, maxHoldAttempts + 1, 0, maxHoldAttempts, maxHoldAttempts + 1},
 	}
-	if sent["max_tokens"] != float64(76) {
-		t.Errorf("max_tokens %v, want the clamp 76", sent["max_tokens"])
-	}
-	if posted, held, _ := env.ledger.state(testWallet); posted < 0 || held != 0 {
-		t.Errorf("posted %d held %d", posted, held)
-	}
-	// The whole budget was refused first; only then was the balance read to size the hold.
-	if n := env.ledger.balanceReads(); n != 1 {
-		t.Errorf("%d balance reads, want 1 after the refused optimistic hold", n)
-	}
-}
-
-// TestAffordableHoldReadsNoBalance: a request the wallet can afford costs one ledger call
-// before it leaves, the hold of its whole budget; the balance is not read.
-func TestAffordableHoldReadsNoBalance(t *testing.T) {
-	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
-	c := startServer(t, s)
-	res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: []string{usageChunk(11, 20), "data: [DONE]\n\n"}})
-	var sent map[string]any
-	if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
-		t.Fatal(err)
-	}
-	if sent["max_tokens"] != float64(100) {
-		t.Errorf("max_tokens %v, want the 100 asked for", sent["max_tokens"])
-	}
-	if n := env.ledger.balanceReads(); n != 0 {
-		t.Errorf("%d balance reads for an affordable request, want 0", n)
-	}
-	if _, ok := env.ledger.onlyCapture(); !ok {
-		t.Error("not charged")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, s := newFakeEnv(t, testPaywall(), tt.balance)
+			env.ledger.refuse = tt.refuse
+			c := startServer(t, s)
+			res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: []string{usageChunk(11, 76), "data: [DONE]\n\n"}})
+			if tt.maxTokens == 0 {
+				if a, _ := header(res.immediate.GetHeaders(), ActionHeader); a != string(ActionTopUp) {
+					t.Fatalf("answer %v, want the top-up message", res.immediate)
+				}
+			} else {
+				if res.immediate != nil {
+					t.Fatalf("refused: %s", res.immediate.GetBody())
+				}
+				if sent := sentBody(t, res); sent["max_tokens"] != tt.maxTokens {
+					t.Errorf("max_tokens %v, want %v", sent["max_tokens"], tt.maxTokens)
+				}
+				if _, ok := env.ledger.onlyCapture(); !ok {
+					t.Error("not charged")
+				}
+			}
+			if posted, held, open := env.ledger.state(testWallet); posted < 0 || held != 0 || open != 0 {
+				t.Errorf("posted %d held %d, %d holds open", posted, held, open)
+			}
+			if n := env.ledger.balanceReads(); n != tt.balanceReads {
+				t.Errorf("%d balance reads, want %d", n, tt.balanceReads)
+			}
+			env.ledger.mu.Lock()
+			keys := env.ledger.holdKeys
+			env.ledger.mu.Unlock()
+			if len(keys) != tt.holds {
+				t.Fatalf("hold keys %q, want %d holds", keys, tt.holds)
+			}
+			for i, k := range keys {
+				if want := strings.TrimSuffix(keys[0], ":0") + fmt.Sprintf(":%d", i); !strings.HasPrefix(k, "tg:hold:") || k != want {
+					t.Errorf("hold %d has key %q, want %q: one key per attempt", i, k, want)
+				}
+			}
+		})
 	}
 }
 
@@ -351,9 +379,7 @@ func TestBYOKCredentials(t *testing.T) {
 	if u, _ := header(m, "x-tollgate-upstream"); u != "demo" {
 		t.Errorf("routing %q", u)
 	}
-	var sent map[string]any
-	_ = json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent)
-	if _, ok := sent["usage"]; ok {
+	if _, ok := sentBody(t, res)["usage"]; ok {
 		t.Error("OpenRouter's usage flag sent to a BYOK upstream")
 	}
 	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Split.ProviderMicro != 0 {
@@ -479,10 +505,7 @@ func TestMaxTokensKeys(t *testing.T) {
 		c := startServer(t, s)
 		res := run(t, c, exchange{key: testKey, user: testUser, body: `{"model":"m1",` + tt.in + `"messages":[{"role":"user","content":"x"}]}`,
 			ctype: "application/json", chunks: []string{`{"usage":{"prompt_tokens":1,"completion_tokens":1}}`}})
-		var sent map[string]any
-		if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
-			t.Fatal(err)
-		}
+		sent := sentBody(t, res)
 		for _, k := range []string{"max_tokens", "max_completion_tokens"} {
 			_, got := sent[k]
 			if want := slices.Contains(tt.want, k); got != want {
@@ -534,10 +557,7 @@ func TestChoicesHeldForEach(t *testing.T) {
 	c := startServer(t, s)
 	body := `{"model":"m1","n":4,"stream":true,"messages":[{"role":"user","content":"Hello there"}]}`
 	res := run(t, c, exchange{key: testKey, user: testUser, body: body, chunks: []string{usageChunk(11, 76), "data: [DONE]\n\n"}})
-	var sent map[string]any
-	if err := json.Unmarshal(res.reqBody.GetResponse().GetBodyMutation().GetBody(), &sent); err != nil {
-		t.Fatal(err)
-	}
+	sent := sentBody(t, res)
 	if sent["max_tokens"] != float64(19) || sent["n"] != float64(4) {
 		t.Errorf("max_tokens %v n %v, want 19 per choice for 4 choices", sent["max_tokens"], sent["n"])
 	}
