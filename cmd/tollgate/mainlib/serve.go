@@ -63,10 +63,6 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	})
 	reg.MustRegister(swept)
 
-	upstream := sc.Provider.Upstream
-	if upstream == "" {
-		upstream = sc.Provider.Name
-	}
 	// One paywall store per process, shared with the API (services closes it): one cache, one
 	// invalidation subscription.
 	paywalls := svc.paywallStore()
@@ -80,7 +76,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		FeeBps:              sc.FeeBps,
 		Provider:            sc.Provider.Name,
 		ProviderKey:         sc.Provider.APIKey,
-		BuiltinUpstream:     upstream,
+		BuiltinUpstream:     svc.builtinUpstream(),
 		RoutingHeader:       sc.RoutingHeader,
 		HoldTTL:             sc.HoldTTL,
 		DefaultMaxTokens:    sc.DefaultMaxTokens,
@@ -95,7 +91,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		Ledger:   svc.ledger,
 		Paywalls: paywalls,
 		Prices:   catalog,
-		Links:    paywall.Links{BaseURL: sc.PublicURL, Secret: []byte(sc.LinkSecret), TTL: sc.LinkTTL, Now: time.Now},
+		Links:    svc.links(),
 		Limiter:  limits.New(svc.redis, cfg.Redis.Prefix+"limits:", sc.HoldTTL),
 		Logger:   logger.With("part", "extproc"),
 		Metrics:  metrics,

@@ -74,7 +74,7 @@ func apiHandler(s *services) (*api.Server, error) {
 		Redis:      s.redis,
 		Paywalls:   s.paywallStore(),
 		Ledger:     s.ledger,
-		Links:      paywall.Links{BaseURL: sc.PublicURL, Secret: []byte(sc.LinkSecret), TTL: sc.LinkTTL, Now: time.Now},
+		Links:      s.links(),
 		Nonces:     paywall.NewNonces(s.redis, cfg.Redis.Prefix),
 		TopUps:     topUps,
 		Signatures: siwe.Verifier{Contracts: callers},

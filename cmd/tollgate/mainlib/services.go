@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -70,15 +71,27 @@ func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 // without paywalls need not run). Close closes it.
 func (s *services) paywallStore() *paywall.Store {
 	s.paywallsOnce.Do(func() {
-		upstream := s.cfg.Serve.Provider.Upstream
-		if upstream == "" {
-			upstream = s.cfg.Serve.Provider.Name
-		}
 		s.paywalls = paywall.NewStore(s.pool, s.redis, s.cfg.Redis.Prefix, paywall.Options{
-			PlatformFeeBps: s.cfg.Serve.FeeBps, BuiltinUpstream: upstream, Logger: s.logger.With("part", "paywall"),
+			PlatformFeeBps: s.cfg.Serve.FeeBps, BuiltinUpstream: s.builtinUpstream(), Logger: s.logger.With("part", "paywall"),
 		})
 	})
 	return s.paywalls
+}
+
+// builtinUpstream is the routing header value of the operator's provider's route:
+// serve.provider.upstream, or its name.
+func (s *services) builtinUpstream() string {
+	if u := s.cfg.Serve.Provider.Upstream; u != "" {
+		return u
+	}
+	return s.cfg.Serve.Provider.Name
+}
+
+// links signs and checks the hosted pages' link tokens with serve.link_secret; the ext_proc
+// server makes them, the API checks them.
+func (s *services) links() paywall.Links {
+	sc := s.cfg.Serve
+	return paywall.Links{BaseURL: sc.PublicURL, Secret: []byte(sc.LinkSecret), TTL: sc.LinkTTL, Now: time.Now}
 }
 
 func (s *services) Close() {
