@@ -36,6 +36,15 @@
     return data;
   }
 
+  // setStatusLink shows an error sentence that ends in a link (to the connect page, say).
+  function setStatusLink(text, href, label) {
+    setStatus('error', text);
+    const a = document.createElement('a');
+    a.href = href;
+    a.textContent = label;
+    $('status').appendChild(a);
+  }
+
   function ethereum() {
     if (!window.ethereum || typeof window.ethereum.request !== 'function') {
       throw new Error('No browser wallet found. Install one (for example MetaMask or Rabby), then reload this page.');
@@ -178,11 +187,7 @@
       return;
     }
     if (!info.authorized) {
-      setStatus('error', 'Connect a wallet first: ');
-      const a = document.createElement('a');
-      a.href = info.connect_url;
-      a.textContent = 'connect';
-      $('status').appendChild(a);
+      setStatusLink('Connect a wallet first: ', info.connect_url, 'connect');
       return;
     }
     showBalance(info.balance);
@@ -254,11 +259,7 @@
     const info = await api('GET', 'pages/v1/wallet');
     fill(info);
     if (!info.authorized) {
-      setStatus('error', 'No wallet is connected for this app. ');
-      const a = document.createElement('a');
-      a.href = info.connect_url;
-      a.textContent = 'Connect one';
-      $('status').appendChild(a);
+      setStatusLink('No wallet is connected for this app. ', info.connect_url, 'Connect one');
       return;
     }
     $('wallet').textContent = info.balance.wallet;
