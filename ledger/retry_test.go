@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -352,7 +353,8 @@ func TestStatementTimeoutIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	l := ledger.New(pool, ledger.Options{MaxRetries: 20})
+	retries := &logCounter{counts: map[string]int{}}
+	l := ledger.New(pool, ledger.Options{MaxRetries: 20, Logger: slog.New(retries)})
 	ctx := t.Context()
 	w := addr(1)
 	if _, err := l.Deposit(ctx, ledger.DepositRequest{Key: "d", ChainID: "137", Wallet: w, AmountMicro: 100}); err != nil {
@@ -372,6 +374,9 @@ func TestStatementTimeoutIsRetried(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < 100*time.Millisecond {
 		t.Fatalf("charge finished after %s: it did not wait for the lock", waited)
+	}
+	if retries.get("retry/57014") == 0 {
+		t.Fatalf("no statement timeout was retried (retries: %s)", retries.summary("retry/"))
 	}
 	f := &fixture{t: t, db: db, l: l}
 	f.wantBalance(w, 70, 0)
