@@ -56,6 +56,18 @@ func (e *simEnv) earnings() ledger.EarningsBalance {
 	return b
 }
 
+// wantPaidOnce checks that the ledger settled the payout and that its payee holds its amount
+// on chain, paid by a single transaction of the hot wallet.
+func (e *simEnv) wantPaidOnce(p ledger.Payout, payee common.Address) {
+	e.t.Helper()
+	if got := e.payout(p.ID); got.Status != ledger.PayoutSettled || got.TxHash == "" {
+		e.t.Fatalf("ledger payout %+v, want settled with a tx hash", got)
+	}
+	if e.tokenBalance(payee) != p.AmountMicro || e.countTxs(purposePayout, p.ID) != 1 {
+		e.t.Fatalf("payee holds %d after %d transactions, want %d after one", e.tokenBalance(payee), e.countTxs(purposePayout, p.ID), p.AmountMicro)
+	}
+}
+
 // TestPayoutPaidAtFinality: the hot wallet pays with its own authorization, at a tip at least
 // the chain's floor, and the ledger settles only at finality.
 func TestPayoutPaidAtFinality(t *testing.T) {
@@ -83,17 +95,12 @@ func TestPayoutPaidAtFinality(t *testing.T) {
 		t.Fatalf("payee holds %d on chain", e.tokenBalance(payee))
 	}
 	e.finalize(w)
-	got := e.payout(p.ID)
-	if got.Status != ledger.PayoutSettled || got.TxHash == "" {
-		t.Fatalf("ledger payout %+v, want settled with a tx hash", got)
-	}
+	e.wantPaidOnce(p, payee)
 	if eb := e.earnings(); eb.PaidOutMicro != 6_000_000 || eb.InFlightMicro != 0 || eb.AvailableMicro != 144_000_000 {
 		t.Fatalf("earnings %+v", eb)
 	}
 	e.finalize(w)
-	if e.tokenBalance(payee) != 6_000_000 || e.countTxs(purposePayout, p.ID) != 1 {
-		t.Fatalf("paid %d in %d transactions", e.tokenBalance(payee), e.countTxs(purposePayout, p.ID))
-	}
+	e.wantPaidOnce(p, payee)
 	e.checkInvariants()
 }
 
@@ -128,12 +135,7 @@ func TestPayoutCrashBetweenSigningAndBroadcast(t *testing.T) {
 	e.backend.Commit()
 	e.finalize(restarted)
 	e.finalize(restarted)
-	if got := e.payout(p.ID); got.Status != ledger.PayoutSettled {
-		t.Fatalf("ledger payout %s, want settled", got.Status)
-	}
-	if e.tokenBalance(payee) != 5_000_000 || e.countTxs(purposePayout, p.ID) != 1 {
-		t.Fatalf("payee holds %d after %d transactions", e.tokenBalance(payee), e.countTxs(purposePayout, p.ID))
-	}
+	e.wantPaidOnce(p, payee)
 	e.checkInvariants()
 }
 
@@ -162,12 +164,7 @@ func TestPayoutCrashBetweenBroadcastAndSettle(t *testing.T) {
 	restarted := e.worker(nil, nil)
 	e.finalize(restarted)
 	e.finalize(restarted)
-	if got := e.payout(p.ID); got.Status != ledger.PayoutSettled {
-		t.Fatalf("ledger payout %s, want settled", got.Status)
-	}
-	if e.tokenBalance(payee) != 7_000_000 || e.countTxs(purposePayout, p.ID) != 1 {
-		t.Fatalf("payee holds %d after %d transactions", e.tokenBalance(payee), e.countTxs(purposePayout, p.ID))
-	}
+	e.wantPaidOnce(p, payee)
 	e.checkInvariants()
 }
 
@@ -196,9 +193,7 @@ func TestPayoutPausedToken(t *testing.T) {
 	}
 	e.clock.Advance(2 * time.Minute)
 	e.until(w, "payout settled", func() bool { return e.payout(p.ID).Status == ledger.PayoutSettled })
-	if e.tokenBalance(payee) != 3_000_000 {
-		t.Fatalf("payee holds %d", e.tokenBalance(payee))
-	}
+	e.wantPaidOnce(p, payee)
 	e.checkInvariants()
 }
 
@@ -359,12 +354,7 @@ func TestStuckTransactionReplaced(t *testing.T) {
 	}
 	e.finalize(w)
 	e.finalize(w)
-	if got := e.payout(p.ID); got.Status != ledger.PayoutSettled {
-		t.Fatalf("ledger payout %s", got.Status)
-	}
-	if e.tokenBalance(payee) != 1_000_000 {
-		t.Fatalf("payee holds %d", e.tokenBalance(payee))
-	}
+	e.wantPaidOnce(p, payee)
 	e.checkInvariants()
 }
 
@@ -398,9 +388,7 @@ func TestStuckAtFeeCapRebroadcast(t *testing.T) {
 	}
 	e.finalize(w)
 	e.finalize(w)
-	if got := e.payout(p.ID); got.Status != ledger.PayoutSettled {
-		t.Fatalf("ledger payout %s", got.Status)
-	}
+	e.wantPaidOnce(p, payee)
 	if len(w.broadcastAt) != 0 {
 		t.Errorf("the worker still remembers %d broadcasts of final transactions", len(w.broadcastAt))
 	}
@@ -418,13 +406,17 @@ func TestNoncesSurviveRestart(t *testing.T) {
 	a := e.requestPayout(common.HexToAddress("0x00000000000000000000000000000000000b0b09"), 1_000_000)
 	b := e.requestPayout(common.HexToAddress("0x00000000000000000000000000000000000b0b0a"), 1_000_000)
 	e.tick(dying)
-	chainNonce, _ := e.client.PendingNonceAt(context.Background(), addrOf(e.hot))
-	var nonces []int64
-	rows, _ := e.db.Pool.Query(t.Context(), `SELECT nonce FROM settlement_txs ORDER BY nonce`)
-	for rows.Next() {
-		var n int64
-		_ = rows.Scan(&n)
-		nonces = append(nonces, n)
+	chainNonce, err := e.client.PendingNonceAt(t.Context(), addrOf(e.hot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := e.db.Pool.Query(t.Context(), `SELECT nonce FROM settlement_txs ORDER BY nonce`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonces, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(nonces) != 2 || nonces[0] != int64(chainNonce) || nonces[1] != nonces[0]+1 {
 		t.Fatalf("nonces %v, node's next %d", nonces, chainNonce)
@@ -437,7 +429,9 @@ func TestNoncesSurviveRestart(t *testing.T) {
 			e.payout(c.ID).Status == ledger.PayoutSettled
 	})
 	var maxNonce int64
-	_ = e.db.Pool.QueryRow(t.Context(), `SELECT max(nonce) FROM settlement_txs`).Scan(&maxNonce)
+	if err := e.db.Pool.QueryRow(t.Context(), `SELECT max(nonce) FROM settlement_txs`).Scan(&maxNonce); err != nil {
+		t.Fatal(err)
+	}
 	if maxNonce != nonces[1]+1 {
 		t.Fatalf("third payout at nonce %d, want %d", maxNonce, nonces[1]+1)
 	}

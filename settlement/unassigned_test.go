@@ -25,8 +25,8 @@ func TestUnassignedDeposits(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	w := e.workerWith(func(c *WorkerConfig) { c.Metrics = NewMetrics(reg) })
 	metric := func(name string, labels ...string) float64 {
-		v, _ := metricValue(t, reg, name, append([]string{"chain", e.chain.ID}, labels...)...)
-		return v
+		t.Helper()
+		return chainMetric(t, reg, e.chain.ID, name, labels...)
 	}
 	first, second := mustKey(t), mustKey(t)
 	e.fund(first, 5_000_000)
