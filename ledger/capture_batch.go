@@ -117,8 +117,8 @@ const probeTransfersSQL = `INSERT INTO ledger_transfers (kind, idempotency_key, 
 // capturedHold is what a capture batch wrote for one request.
 type capturedHold struct {
 	writtenRow
-	wallet, paywall string
-	amount          int64
+	amount  int64   // the hold's
+	entries []Entry // the transfer's (captureEntries)
 }
 
 // execCaptures runs a batch of captures.
@@ -163,8 +163,9 @@ func (l *Ledger) execCaptures(ctx context.Context, calls []*batchCall[captureCal
 				case err != nil:
 					return err
 				case id != nil:
-					w.wrote[k] = capturedHold{writtenRow{*id, *at}, *wallet, *paywall, *amount}
-					wantEntries += int64(len(captureEntries(calls[k].req.r.Split, *wallet, *paywall)))
+					es := captureEntries(calls[k].req.r.Split, *wallet, *paywall)
+					w.wrote[k] = capturedHold{writtenRow{*id, *at}, *amount, es}
+					wantEntries += int64(len(es))
 				case isBusy:
 					w.busy[k] = true
 				}
@@ -183,7 +184,7 @@ func (l *Ledger) execCaptures(ctx context.Context, calls []*batchCall[captureCal
 			charge := r.Split.TotalMicro()
 			c.res = CaptureResult{
 				Transfer: Transfer{ID: w.id, Kind: KindCapture, IdempotencyKey: r.Key, CreatedAt: w.at, Metadata: c.req.meta,
-					Entries: captureEntries(r.Split, w.wallet, w.paywall)},
+					Entries: w.entries},
 				ChargedMicro:  charge,
 				ReleasedMicro: w.amount - charge,
 			}
