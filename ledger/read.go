@@ -82,18 +82,16 @@ func (l *Ledger) history(ctx context.Context, a Account, cursor string, limit in
 		limit = 50
 	}
 	limit = min(limit, 500)
-	var after *historyCursor
+	var (
+		at *time.Time // with id, where the page starts; nil for the first page
+		id *string
+	)
 	if cursor != "" {
 		c, err := decodeCursor(cursor)
 		if err != nil {
 			return HistoryPage{}, err
 		}
-		after = &c
-	}
-	var at *time.Time
-	var id *string
-	if after != nil {
-		at, id = &after.at, &after.id
+		at, id = &c.at, &c.id
 	}
 	var items []HistoryItem
 	err := l.read(ctx, func() error {
@@ -121,7 +119,7 @@ func (l *Ledger) history(ctx context.Context, a Account, cursor string, limit in
 	if err != nil {
 		return HistoryPage{}, err
 	}
-	if len(items) == 0 && after == nil {
+	if len(items) == 0 && cursor == "" {
 		if err := l.unknownAccount(ctx, a); err != nil {
 			return HistoryPage{}, err
 		}
