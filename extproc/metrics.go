@@ -78,68 +78,58 @@ type Metrics struct {
 // and benchmarks).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_extproc_requests_total", Help: "Requests seen by the ext_proc server, by how they ended.",
-		}, []string{"outcome"}),
-		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_extproc_holds_total", Help: "Hold attempts by result (reserved, insufficient, error).",
-		}, []string{"result"}),
-		heldMicro: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tollgate_extproc_held_micro_usdc_total", Help: "Micro-USDC reserved by holds.",
-		}),
-		captures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_extproc_captures_total", Help: "Captures by source of the usage (reported, estimated).",
-		}, []string{"usage"}),
-		capturedMicro: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tollgate_extproc_captured_micro_usdc_total", Help: "Micro-USDC charged by captures.",
-		}),
-		shortfall: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tollgate_extproc_shortfall_micro_usdc_total", Help: "Micro-USDC of overruns the wallet could not cover.",
-		}),
-		estimated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_extproc_estimated_settlements_total", Help: "Settlements from an estimate, by reason.",
-		}, []string{"reason"}),
-		voids: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tollgate_extproc_voids_total", Help: "Holds voided (upstream errors, requests never sent).",
-		}),
-		limitErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tollgate_extproc_limit_errors_total", Help: "Requests admitted without caps because Redis failed.",
-		}),
+		requests:      counterVec("tollgate_extproc_requests_total", "Requests seen by the ext_proc server, by how they ended.", "outcome"),
+		holds:         counterVec("tollgate_extproc_holds_total", "Hold attempts by result (reserved, insufficient, error).", "result"),
+		heldMicro:     counter("tollgate_extproc_held_micro_usdc_total", "Micro-USDC reserved by holds."),
+		captures:      counterVec("tollgate_extproc_captures_total", "Captures by source of the usage (reported, estimated).", "usage"),
+		capturedMicro: counter("tollgate_extproc_captured_micro_usdc_total", "Micro-USDC charged by captures."),
+		shortfall:     counter("tollgate_extproc_shortfall_micro_usdc_total", "Micro-USDC of overruns the wallet could not cover."),
+		estimated:     counterVec("tollgate_extproc_estimated_settlements_total", "Settlements from an estimate, by reason.", "reason"),
+		voids:         counter("tollgate_extproc_voids_total", "Holds voided (upstream errors, requests never sent)."),
+		limitErrors:   counter("tollgate_extproc_limit_errors_total", "Requests admitted without caps because Redis failed."),
 		openStreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_extproc_open_streams", Help: "ext_proc streams being processed.",
 		}),
 		settlePending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_extproc_settlements_retrying", Help: "Captures and voids being retried in the background.",
 		}),
-		settleRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_extproc_settle_retries_total", Help: "Background capture or void attempts that failed and were retried, by op.",
-		}, []string{"op"}),
-		settleBackground: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_extproc_background_settlements_total",
-			Help: "Captures and voids handed to the background, by op and how they ended (settled, failed, expiring, abandoned).",
-		}, []string{"op", "result"}),
+		settleRetries: counterVec("tollgate_extproc_settle_retries_total",
+			"Background capture or void attempts that failed and were retried, by op.", "op"),
+		settleBackground: counterVec("tollgate_extproc_background_settlements_total",
+			"Captures and voids handed to the background, by op and how they ended (settled, failed, expiring, abandoned).", "op", "result"),
 	}
-	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "tollgate_extproc_phase_seconds",
-		Help:    "Time spent answering one ext_proc message, by phase (settle: the capture or void).",
-		Buckets: []float64{5e-6, 20e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
-	}, []string{"phase"})
-	for i, n := range phaseNames {
-		m.phases[i] = phase.WithLabelValues(n)
-	}
-	call := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "tollgate_extproc_store_seconds",
-		Help:    "Time of one call to a store (paywall_key, price, authorization: cached lookups; caps: Redis; balance, hold, capture, void: the ledger), whatever its result.",
-		Buckets: []float64{5e-6, 20e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
-	}, []string{"call"})
-	for i, n := range callNames {
-		m.calls[i] = call.WithLabelValues(n)
-	}
+	phase := latencies("tollgate_extproc_phase_seconds",
+		"Time spent answering one ext_proc message, by phase (settle: the capture or void).",
+		"phase", phaseNames[:], m.phases[:])
+	call := latencies("tollgate_extproc_store_seconds",
+		"Time of one call to a store (paywall_key, price, authorization: cached lookups; caps: Redis; balance, hold, capture, void: the ledger), whatever its result.",
+		"call", callNames[:], m.calls[:])
 	if reg != nil {
 		reg.MustRegister(m.requests, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
 			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.settleRetries, m.settleBackground, phase, call)
 	}
 	return m
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+// latencyBuckets span a cached lookup (microseconds) to a slow ledger call (a second).
+var latencyBuckets = []float64{5e-6, 20e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1}
+
+// latencies returns a histogram of seconds by label and puts its observer for values[i] in
+// observers[i], so the request path never looks a label up.
+func latencies(name, help, label string, values []string, observers []prometheus.Observer) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets}, []string{label})
+	for i, v := range values {
+		observers[i] = h.WithLabelValues(v)
+	}
+	return h
 }
 
 func (m *Metrics) observe(phase int, start time.Time) {
