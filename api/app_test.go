@@ -190,12 +190,11 @@ func TestHistoryShowsOnlyThisPaywallsCharges(t *testing.T) {
 	e := newEnv(t)
 	pwA, keyA := e.newPaywall("A")
 	pwB, keyB := e.newPaywall("B")
-	key, wallet := e.authorize(pwA, "alice")
+	_, wallet := e.authorize(pwA, "alice")
 	// The same person connects the same wallet to B.
 	if _, err := e.store.Authorize(t.Context(), pwB.ID, "alice-at-b", wallet); err != nil {
 		t.Fatal(err)
 	}
-	_ = key
 	e.deposit(wallet, 10_000_000)
 	charge := func(apiKey, user, idem, amount string) {
 		t.Helper()
@@ -248,14 +247,21 @@ func TestPaywallIsolation(t *testing.T) {
 	_, wallet := e.authorize(pwA, "alice")
 	e.deposit(wallet, 5_000_000)
 
-	for _, tt := range []struct{ method, path string }{
-		{"GET", "/api/v1/users/alice/authorization"},
-		{"GET", "/api/v1/users/alice/balance"},
-		{"GET", "/api/v1/users/alice/topup-link"},
-		{"GET", "/api/v1/users/alice/menu"},
-		{"GET", "/api/v1/users/alice/history"},
+	// To B, alice is a user who never authorized it.
+	for _, tt := range []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", "/api/v1/users/alice/authorization", http.StatusOK},
+		{"GET", "/api/v1/users/alice/balance", http.StatusForbidden},
+		{"GET", "/api/v1/users/alice/topup-link", http.StatusForbidden},
+		{"GET", "/api/v1/users/alice/menu", http.StatusOK},
+		{"GET", "/api/v1/users/alice/history", http.StatusForbidden},
 	} {
 		r := e.app(tt.method, tt.path, keyB, nil)
+		if r.status != tt.status {
+			t.Errorf("B's %s %s: %d, want %d: %s", tt.method, tt.path, r.status, tt.status, r.body)
+		}
 		if strings.Contains(string(r.body), wallet) || strings.Contains(string(r.body), "5.00") {
 			t.Errorf("B's %s %s shows A's user: %s", tt.method, tt.path, r.body)
 		}

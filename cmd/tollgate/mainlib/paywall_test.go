@@ -58,6 +58,18 @@ func (c *cli) mustRun(args ...string) string {
 	return out
 }
 
+// createPaywall runs `tollgate paywall create … -json` with a name, owner and markup that pass,
+// and returns what it printed.
+func (c *cli) createPaywall() paywallJSON {
+	c.t.Helper()
+	var created paywallJSON
+	out := c.mustRun("paywall", "create", "-name", "Demo", "-owner", "o", "-markup-bps", "600", "-json")
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ID == "" {
+		c.t.Fatalf("create -json printed %q: %v", out, err)
+	}
+	return created
+}
+
 // store is a paywall store like a running server's (cached, listening for invalidations).
 func (c *cli) store() *paywall.Store {
 	c.t.Helper()
@@ -146,8 +158,7 @@ func TestPaywallCreateRefusals(t *testing.T) {
 // second of `rotate-key`.
 func TestPaywallRotateKeyReachesServers(t *testing.T) {
 	c := newCLI(t)
-	var created paywallJSON
-	_ = json.Unmarshal([]byte(c.mustRun("paywall", "create", "-name", "Demo", "-owner", "o", "-markup-bps", "600", "-json")), &created)
+	created := c.createPaywall()
 	server := c.store()
 	if _, err := server.ByKey(t.Context(), created.APIKey); err != nil { // now cached
 		t.Fatal(err)
@@ -179,8 +190,7 @@ func TestPaywallRotateKeyReachesServers(t *testing.T) {
 
 func TestPaywallSetMarkupAndPrice(t *testing.T) {
 	c := newCLI(t)
-	var created paywallJSON
-	_ = json.Unmarshal([]byte(c.mustRun("paywall", "create", "-name", "Demo", "-owner", "o", "-markup-bps", "600", "-json")), &created)
+	created := c.createPaywall()
 	store := c.store()
 
 	c.mustRun("paywall", "set-markup", created.ID, "900")
