@@ -156,11 +156,6 @@ func (a *Anvil) SetBalance(ctx context.Context, account common.Address, wei *big
 	return a.RPC.CallContext(ctx, nil, "anvil_setBalance", account, hexutil.EncodeBig(wei))
 }
 
-// Mine mines n blocks at once with anvil_mine.
-func (a *Anvil) Mine(ctx context.Context, n uint64) error {
-	return a.RPC.CallContext(ctx, nil, "anvil_mine", hexutil.EncodeUint64(n))
-}
-
 func freePort(ctx context.Context) (int, error) {
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
