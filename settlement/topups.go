@@ -305,15 +305,11 @@ func (t *TopUps) Get(ctx context.Context, id string) (TopUp, error) {
 // PendingDeposits lists a wallet's deposits that the watcher saw on chain but that are not
 // final yet (so not in the ledger balance), oldest first.
 func (t *TopUps) PendingDeposits(ctx context.Context, wallet string) ([]Deposit, error) {
-	return pendingDeposits(ctx, t.pool, strings.ToLower(strings.TrimSpace(wallet)))
-}
-
-func pendingDeposits(ctx context.Context, q querier, wallet string) ([]Deposit, error) {
-	rows, err := q.Query(ctx, `
+	rows, err := t.pool.Query(ctx, `
 		SELECT chain_id, tx_hash, log_pos, wallet, amount_micro, block_number, kind,
 			COALESCE(topup_id::TEXT, ''), status, seen_at
 		FROM settlement_deposits WHERE wallet = $1 AND status = 'pending'
-		ORDER BY seen_at, tx_hash, log_pos`, wallet)
+		ORDER BY seen_at, tx_hash, log_pos`, strings.ToLower(strings.TrimSpace(wallet)))
 	if err != nil {
 		return nil, fmt.Errorf("settlement: pending deposits: %w", err)
 	}
@@ -350,12 +346,6 @@ type topUpRow struct {
 const topUpColumns = `id::TEXT, chain_id, token, wallet, treasury, amount_micro, nonce, valid_after,
 	valid_before, paywall_id, user_id, status, signature, tx_hash, reason, created_at, updated_at`
 
-// querier is what pgxpool.Pool and pgx.Tx have in common.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 func scanTopUp(r pgx.Row) (topUpRow, error) {
 	var row topUpRow
 	var token, wallet, treasury, nonce string
@@ -369,11 +359,11 @@ func scanTopUp(r pgx.Row) (topUpRow, error) {
 	return row, err
 }
 
-func loadTopUp(ctx context.Context, q querier, id string) (topUpRow, error) {
+func loadTopUp(ctx context.Context, pool *pgxpool.Pool, id string) (topUpRow, error) {
 	if !isUUID(id) {
 		return topUpRow{}, fmt.Errorf("%w: %q", ErrTopUpNotFound, id)
 	}
-	row, err := scanTopUp(q.QueryRow(ctx, `SELECT `+topUpColumns+` FROM settlement_topups WHERE id = $1`, id))
+	row, err := scanTopUp(pool.QueryRow(ctx, `SELECT `+topUpColumns+` FROM settlement_topups WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return topUpRow{}, fmt.Errorf("%w: %s", ErrTopUpNotFound, id)
 	}

@@ -202,11 +202,11 @@ func scanUnassigned(r pgx.Row) (UnassignedDeposit, error) {
 	return d, err
 }
 
-func loadUnassigned(ctx context.Context, q querier, id string) (UnassignedDeposit, error) {
+func loadUnassigned(ctx context.Context, pool *pgxpool.Pool, id string) (UnassignedDeposit, error) {
 	if !isUUID(id) {
 		return UnassignedDeposit{}, fmt.Errorf("%w: %q (`tollgate settle unassigned` lists the ids)", ErrDepositNotFound, id)
 	}
-	d, err := scanUnassigned(q.QueryRow(ctx, `SELECT `+unassignedColumns+` FROM settlement_unassigned WHERE id = $1`, id))
+	d, err := scanUnassigned(pool.QueryRow(ctx, `SELECT `+unassignedColumns+` FROM settlement_unassigned WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return UnassignedDeposit{}, fmt.Errorf("%w: %s (`tollgate settle unassigned` lists the ids)", ErrDepositNotFound, id)
 	}
