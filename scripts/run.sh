@@ -6,8 +6,6 @@
 # envoy/envoy.yaml. It writes $RUN/env.sh for the curl walk-through of docs/e2e.md. Ctrl-C
 # stops everything and removes the temporary directory (keep it with TOLLGATE_RUN_DIR=path).
 # Works as root too (PostgreSQL then runs as the postgres user).
-#
-# Pieces that are not built yet are reported as such and not started; nothing is faked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -117,14 +115,6 @@ go build -o "$RUN/bin/envoyemu" ./e2e/cmd/envoyemu
 go build -o "$RUN/bin/fakeupstream" ./e2e/cmd/fakeupstream
 TG="$RUN/bin/tollgate"
 
-# built reports whether a tollgate subcommand exists yet (placeholders say "not built yet").
-# (An unknown flag: a real command stops at flag parsing; a placeholder answers without parsing.)
-built() {
-  local out
-  out=$("$TG" "$1" -no-such-flag-probe 2>&1 || true)
-  [[ $out != *"not built yet"* ]]
-}
-
 # --- PostgreSQL (throwaway cluster) ---------------------------------------------------------
 say "PostgreSQL 15 on 127.0.0.1:$PG_PORT (throwaway cluster in $RUN/pg)"
 if [[ $(id -u) == 0 ]]; then
@@ -154,39 +144,17 @@ HOT_WALLET=0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266
 TREASURY=0x70997970C51812dc3A010C7d01b50e0d17dc79C8
 DEMO_WALLET=0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC
 PAYOUT_ADDRESS=0x90F79bf6EB2c4f870365E785982E1f101E93b906
-ANVIL_URL=""
-TOKEN=""
-SETTLE_YAML=""
-status_settle="not built yet (issue 6): not started"
-status_anvil="not started (only needed by tollgate settle)"
-if built settle; then
-  ANVIL=$ROOT/tools/node/node_modules/.bin/anvil
-  [[ -x $ANVIL ]] || die "anvil is missing: run 'make tools' (npm ci in tools/node)"
-  say "anvil on 127.0.0.1:$ANVIL_PORT (chain 31337, a block a second)"
-  start anvil "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --block-time 1
-  wait_port anvil "$ANVIL_PORT" "$LAST_PID"
-  go build -o "$RUN/bin/devchain" ./e2e/cmd/devchain
-  # The test USDC (at a fixed address), 1,000 to the hot wallet (#0, which pays payouts) and 100
-  # to the demo user's wallet (#2, which tops up in the walk-through).
-  TOKEN=$("$RUN/bin/devchain" -rpc "http://127.0.0.1:$ANVIL_PORT" -mint "$HOT_WALLET=1000" -mint "$DEMO_WALLET=100" 2>"$RUN/log/devchain.log") ||
-    die "deploying the test token on anvil failed: $(cat "$RUN/log/devchain.log")"
-  ANVIL_URL=http://127.0.0.1:$ANVIL_PORT
-  status_anvil="$ANVIL_URL (chain 31337; test USDC at $TOKEN)"
-  SETTLE_YAML="settle:
-  admin_addr: 127.0.0.1:$SETTLE_ADMIN_PORT
-  treasury: \"$TREASURY\"
-  hot_wallet:
-    private_key: \"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\"
-  chains:
-    - id: \"31337\"
-      name: anvil
-      rpc_url: http://127.0.0.1:$ANVIL_PORT
-      usdc: \"$TOKEN\"
-      eip712_name: USD Coin
-      eip712_version: \"2\"
-      finality: confirmations
-      confirmations: 2"
-fi
+ANVIL=$ROOT/tools/node/node_modules/.bin/anvil
+[[ -x $ANVIL ]] || die "anvil is missing: run 'make tools' (npm ci in tools/node)"
+say "anvil on 127.0.0.1:$ANVIL_PORT (chain 31337, a block a second)"
+start anvil "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --chain-id 31337 --block-time 1
+wait_port anvil "$ANVIL_PORT" "$LAST_PID"
+go build -o "$RUN/bin/devchain" ./e2e/cmd/devchain
+# The test USDC (at a fixed address), 1,000 to the hot wallet (#0, which pays payouts) and 100
+# to the demo user's wallet (#2, which tops up in the walk-through).
+TOKEN=$("$RUN/bin/devchain" -rpc "http://127.0.0.1:$ANVIL_PORT" -mint "$HOT_WALLET=1000" -mint "$DEMO_WALLET=100" 2>"$RUN/log/devchain.log") ||
+  die "deploying the test token on anvil failed: $(cat "$RUN/log/devchain.log")"
+ANVIL_URL=http://127.0.0.1:$ANVIL_PORT
 
 # --- configuration --------------------------------------------------------------------------
 LINK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -202,7 +170,20 @@ serve:
   admin_addr: 127.0.0.1:$ADMIN_PORT
   public_url: http://127.0.0.1:$FRONT_PORT
   link_secret: $LINK_SECRET
-$SETTLE_YAML
+settle:
+  admin_addr: 127.0.0.1:$SETTLE_ADMIN_PORT
+  treasury: "$TREASURY"
+  hot_wallet:
+    private_key: "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+  chains:
+    - id: "31337"
+      name: anvil
+      rpc_url: $ANVIL_URL
+      usdc: "$TOKEN"
+      eip712_name: USD Coin
+      eip712_version: "2"
+      finality: confirmations
+      confirmations: 2
 EOF
 export TOLLGATE_CONFIG="$RUN/tollgate.yaml"
 
@@ -210,11 +191,9 @@ say "tollgate migrate"
 "$TG" migrate >"$RUN/log/migrate.log" 2>&1 || die "migrate failed: $(cat "$RUN/log/migrate.log")"
 tail -n 1 "$RUN/log/migrate.log"
 
-if [[ -n $SETTLE_YAML ]]; then
-  say "tollgate settle"
-  start settle "$TG" settle
-  status_settle="running (pid $LAST_PID, log $RUN/log/settle.log, metrics http://127.0.0.1:$SETTLE_ADMIN_PORT/metrics)"
-fi
+say "tollgate settle"
+start settle "$TG" settle
+SETTLE_PID=$LAST_PID
 
 # --- demo upstream, serve, front proxy ------------------------------------------------------
 DEMO_KEY=demo-upstream-key
@@ -222,14 +201,10 @@ say "demo upstream (fake OpenAI) on 127.0.0.1:$DEMO_PORT"
 start demo "$RUN/bin/fakeupstream" -listen "127.0.0.1:$DEMO_PORT" -name demo -key "$DEMO_KEY"
 wait_port demo "$DEMO_PORT" "$LAST_PID"
 
-status_serve="not built yet (issue 3): not started; /v1/ requests fail closed (500)"
-if built serve; then
-  say "tollgate serve (ext_proc 127.0.0.1:$GRPC_PORT, API 127.0.0.1:$HTTP_PORT)"
-  start serve "$TG" serve
-  SERVE_PID=$LAST_PID
-  wait_port serve "$GRPC_PORT" "$SERVE_PID"
-  status_serve="running (pid $SERVE_PID, log $RUN/log/serve.log)"
-fi
+say "tollgate serve (ext_proc 127.0.0.1:$GRPC_PORT, API 127.0.0.1:$HTTP_PORT)"
+start serve "$TG" serve
+SERVE_PID=$LAST_PID
+wait_port serve "$GRPC_PORT" "$SERVE_PID"
 
 say "Envoy emulator on 127.0.0.1:$FRONT_PORT (envoy/envoy.yaml)"
 start envoyemu "$RUN/bin/envoyemu" -config envoy/envoy.yaml -listen "127.0.0.1:$FRONT_PORT" \
@@ -239,18 +214,15 @@ wait_port envoyemu "$FRONT_PORT" "$LAST_PID"
 
 # --- demo paywall ---------------------------------------------------------------------------
 API_KEY=""
-status_paywall="not created: 'tollgate paywall' is not built yet (issue 5)"
-if built paywall; then
-  if "$TG" prices import "$ROOT/e2e/demo/models.json" >"$RUN/log/prices.log" 2>&1; then :; else
-    warn "tollgate prices import failed: $(cat "$RUN/log/prices.log")"
-  fi
-  if out=$("$TG" paywall create -name "Demo app" -owner demo@localhost -mode byok -upstream demo -upstream-key "$DEMO_KEY" \
-    -markup-bps 1000 -payout-address "$PAYOUT_ADDRESS" 2>&1); then
-    API_KEY=$(grep -o 'tg_[A-Za-z0-9_-]*' <<<"$out" | head -n 1)
-    status_paywall="Demo app (BYOK, upstream 'demo', payouts to $PAYOUT_ADDRESS): API key $API_KEY"
-  else
-    status_paywall="tollgate paywall create failed: $out"
-  fi
+if "$TG" prices import "$ROOT/e2e/demo/models.json" >"$RUN/log/prices.log" 2>&1; then :; else
+  warn "tollgate prices import failed: $(cat "$RUN/log/prices.log")"
+fi
+if out=$("$TG" paywall create -name "Demo app" -owner demo@localhost -mode byok -upstream demo -upstream-key "$DEMO_KEY" \
+  -markup-bps 1000 -payout-address "$PAYOUT_ADDRESS" 2>&1); then
+  API_KEY=$(grep -o 'tg_[A-Za-z0-9_-]*' <<<"$out" | head -n 1)
+  status_paywall="Demo app (BYOK, upstream 'demo', payouts to $PAYOUT_ADDRESS): API key $API_KEY"
+else
+  status_paywall="tollgate paywall create failed: $out"
 fi
 
 # The walk-through's variables (docs/e2e.md): `. $RUN/env.sh` in another shell.
@@ -269,9 +241,9 @@ cat <<EOF
 
 $(say "Tollgate is running")
   front (Envoy emulator)  http://127.0.0.1:$FRONT_PORT     <- send requests here
-  tollgate serve          $status_serve
-  tollgate settle         $status_settle
-  anvil                   $status_anvil
+  tollgate serve          running (pid $SERVE_PID, log $RUN/log/serve.log)
+  tollgate settle         running (pid $SETTLE_PID, log $RUN/log/settle.log, metrics http://127.0.0.1:$SETTLE_ADMIN_PORT/metrics)
+  anvil                   $ANVIL_URL (chain 31337; test USDC at $TOKEN)
   PostgreSQL              postgres://postgres@127.0.0.1:$PG_PORT/tollgate
   Redis                   127.0.0.1:$REDIS_PORT
   demo upstream           http://127.0.0.1:$DEMO_PORT (fake OpenAI; needs Bearer $DEMO_KEY)
