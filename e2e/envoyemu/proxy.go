@@ -319,20 +319,8 @@ func (x *exchange) run() {
 				return
 			}
 			cr := br.RequestBody.GetResponse()
-			if cr.GetHeaderMutation() != nil {
-				if err := x.mutate(cr.GetHeaderMutation(), &req, false, false); err != nil {
-					return
-				}
-			}
-			if bm := cr.GetBodyMutation(); bm != nil {
-				nb := applyBodyMutation(bm, buf)
-				if cl, ok := req.get("content-length"); ok {
-					if n, err := strconv.ParseUint(cl, 10, 64); err == nil && n != uint64(len(bodyMutationBytes(bm))) {
-						x.fail(http.StatusInternalServerError, "mismatch_between_content_length_and_the_length_of_the_mutated_body")
-						return
-					}
-				}
-				buf = nb
+			if buf, ok = x.applyBodyAnswer(cr, &req, buf); !ok {
+				return
 			}
 			x.clearRouteCache(cr)
 		}
@@ -736,20 +724,8 @@ func (x *exchange) respond(vh *vhost, rt *route, req headerMap, resp upstreamRes
 				x.spurious()
 				return
 			}
-			cr := br.ResponseBody.GetResponse()
-			if cr.GetHeaderMutation() != nil {
-				if err := x.mutate(cr.GetHeaderMutation(), &h, false, false); err != nil {
-					return
-				}
-			}
-			if bm := cr.GetBodyMutation(); bm != nil {
-				if cl, ok := h.get("content-length"); ok {
-					if n, err := strconv.ParseUint(cl, 10, 64); err == nil && n != uint64(len(bodyMutationBytes(bm))) {
-						x.fail(http.StatusInternalServerError, "mismatch_between_content_length_and_the_length_of_the_mutated_body")
-						return
-					}
-				}
-				buf = applyBodyMutation(bm, buf)
+			if buf, ok = x.applyBodyAnswer(br.ResponseBody.GetResponse(), &h, buf); !ok {
+				return
 			}
 			x.graceful = true
 		}
@@ -766,6 +742,28 @@ func (x *exchange) respond(vh *vhost, rt *route, req headerMap, resp upstreamRes
 	default:
 		x.unimplemented("response body mode " + x.mode.respBody.String())
 	}
+}
+
+// applyBodyAnswer applies the answer to a buffered body: its header mutation to h, then its
+// body mutation to buf. Envoy answers 500 when h keeps a content-length that the mutated body
+// does not have. ok is false when the exchange has ended.
+func (x *exchange) applyBodyAnswer(cr *extprocv3.CommonResponse, h *headerMap, buf []byte) (_ []byte, ok bool) {
+	if m := cr.GetHeaderMutation(); m != nil {
+		if err := x.mutate(m, h, false, false); err != nil {
+			return nil, false
+		}
+	}
+	bm := cr.GetBodyMutation()
+	if bm == nil {
+		return buf, true
+	}
+	if cl, ok := h.get("content-length"); ok {
+		if n, err := strconv.ParseUint(cl, 10, 64); err == nil && n != uint64(len(bodyMutationBytes(bm))) {
+			x.fail(http.StatusInternalServerError, "mismatch_between_content_length_and_the_length_of_the_mutated_body")
+			return nil, false
+		}
+	}
+	return applyBodyMutation(bm, buf), true
 }
 
 // checkIdleAfterLast is checkIdle for the moment between the last answer and writing: a
