@@ -197,6 +197,44 @@ func TestContentLength(t *testing.T) {
 	}
 }
 
+// TestContentLengthResponse: the same rule for a BUFFERED response body: a body mutation with
+// the upstream's content-length still in place fails with 500; with it removed the mutated
+// body reaches the client.
+func TestContentLengthResponse(t *testing.T) {
+	newBody := `{"replaced":true,"by":"the ext_proc server"}`
+	for _, tc := range []struct {
+		name     string
+		removeCL bool
+		wantCode int
+	}{{"length removed", true, 200}, {"stale length", false, 500}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, routed("demo", func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+				switch {
+				case m.GetResponseHeaders() != nil:
+					cr := &extprocv3.CommonResponse{}
+					if tc.removeCL {
+						cr.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}
+					}
+					return headersCont(false, cr)
+				case m.GetResponseBody() != nil:
+					return bodyCont(false, &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: []byte(newBody)}}})
+				}
+				return nil
+			}))
+			resp, body := h.do(t, http.MethodPost, chatPath, chatBody, nil)
+			if resp.StatusCode != tc.wantCode {
+				t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, tc.wantCode, body)
+			}
+			if tc.wantCode == 200 && body != newBody {
+				t.Errorf("client got %q, want the mutated body", body)
+			}
+			if l := h.log(t); tc.wantCode == 500 && l.Details != "mismatch_between_content_length_and_the_length_of_the_mutated_body" {
+				t.Errorf("details %q", l.Details)
+			}
+		})
+	}
+}
+
 var streamedOverride = &extprocfilterv3.ProcessingMode{ResponseBodyMode: extprocfilterv3.ProcessingMode_STREAMED}
 
 // upperChunks answers response headers with a STREAMED override (when override is set) and
