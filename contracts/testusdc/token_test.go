@@ -89,9 +89,16 @@ func (e *tokenEnv) balance(k *ecdsa.PrivateKey) int64 {
 	return b
 }
 
+// sign signs a transfer authorization as its From would.
 func (e *tokenEnv) sign(key *ecdsa.PrivateKey, a settlement.Authorization) (uint8, [32]byte, [32]byte) {
 	e.t.Helper()
-	sig, err := crypto.Sign(e.chain.Digest(a).Bytes(), key)
+	return e.signDigest(key, e.chain.Digest(a).Bytes())
+}
+
+// signDigest signs an EIP-712 digest and returns it as the token takes it: v (27 or 28), r, s.
+func (e *tokenEnv) signDigest(key *ecdsa.PrivateKey, digest []byte) (uint8, [32]byte, [32]byte) {
+	e.t.Helper()
+	sig, err := crypto.Sign(digest, key)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -201,11 +208,7 @@ func TestReceiveAndCancelAuthorization(t *testing.T) {
 		common.LeftPadBytes(a.From.Bytes(), 32), common.LeftPadBytes(a.To.Bytes(), 32),
 		common.LeftPadBytes(a.Value.Bytes(), 32), common.LeftPadBytes(new(big.Int).SetUint64(a.ValidAfter).Bytes(), 32),
 		common.LeftPadBytes(new(big.Int).SetUint64(a.ValidBefore).Bytes(), 32), a.Nonce.Bytes())
-	rsig, _ := crypto.Sign(crypto.Keccak256([]byte("\x19\x01"), e.chain.DomainSeparator().Bytes(), structHash.Bytes()), e.alice)
-	v := rsig[64] + 27
-	var r, s [32]byte
-	copy(r[:], rsig[:32])
-	copy(s[:], rsig[32:64])
+	v, r, s := e.signDigest(e.alice, crypto.Keccak256([]byte("\x19\x01"), e.chain.DomainSeparator().Bytes(), structHash.Bytes()))
 	data := chaintest.Token.PackReceiveWithAuthorization(a.From, a.To, a.Value,
 		new(big.Int).SetUint64(a.ValidAfter), new(big.Int).SetUint64(a.ValidBefore), a.Nonce, v, r, s)
 	e.wantRevert(e.carl, data, "caller must be the payee")
@@ -220,13 +223,10 @@ func TestReceiveAndCancelAuthorization(t *testing.T) {
 		crypto.Keccak256([]byte("CancelAuthorization(address authorizer,bytes32 nonce)")),
 		common.LeftPadBytes(c.From.Bytes(), 32), c.Nonce.Bytes())
 	digest := crypto.Keccak256Hash([]byte("\x19\x01"), e.chain.DomainSeparator().Bytes(), cancelHash.Bytes())
-	sig, _ := crypto.Sign(digest.Bytes(), e.alice)
-	var cr, cs [32]byte
-	copy(cr[:], sig[:32])
-	copy(cs[:], sig[32:64])
-	e.send(e.carl, chaintest.Token.PackCancelAuthorization(c.From, c.Nonce, sig[64]+27, cr, cs))
-	cv, rr, ss := e.sign(e.alice, c)
-	e.wantRevert(e.carl, packTWA(c, cv, rr, ss), "authorization is used or canceled")
+	cv, cr, cs := e.signDigest(e.alice, digest.Bytes())
+	e.send(e.carl, chaintest.Token.PackCancelAuthorization(c.From, c.Nonce, cv, cr, cs))
+	tv, tr, ts := e.sign(e.alice, c)
+	e.wantRevert(e.carl, packTWA(c, tv, tr, ts), "authorization is used or canceled")
 }
 
 func TestPermit(t *testing.T) {
@@ -247,17 +247,14 @@ func TestPermit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, _ := crypto.Sign(digest, e.alice)
-	var r, s [32]byte
-	copy(r[:], sig[:32])
-	copy(s[:], sig[32:64])
-	e.send(e.carl, chaintest.Token.PackPermit(addr(e.alice), addr(e.carl), big.NewInt(777), big.NewInt(1<<40), sig[64]+27, r, s))
+	v, r, s := e.signDigest(e.alice, digest)
+	e.send(e.carl, chaintest.Token.PackPermit(addr(e.alice), addr(e.carl), big.NewInt(777), big.NewInt(1<<40), v, r, s))
 	out, _ := e.s.Call(t.Context(), e.token, chaintest.Token.PackAllowance(addr(e.alice), addr(e.carl)))
 	if got, _ := chaintest.Token.UnpackAllowance(out); got.Int64() != 777 {
 		t.Fatalf("allowance %s, want 777", got)
 	}
 	// The permit's nonce moved on: the same signature cannot be replayed.
-	e.wantRevert(e.carl, chaintest.Token.PackPermit(addr(e.alice), addr(e.carl), big.NewInt(777), big.NewInt(1<<40), sig[64]+27, r, s), "invalid signature")
+	e.wantRevert(e.carl, chaintest.Token.PackPermit(addr(e.alice), addr(e.carl), big.NewInt(777), big.NewInt(1<<40), v, r, s), "invalid signature")
 	e.send(e.carl, chaintest.Token.PackTransferFrom(addr(e.alice), addr(e.bob), big.NewInt(700)))
 	if got := e.balance(e.bob); got != 700 {
 		t.Fatalf("bob has %d, want 700", got)
