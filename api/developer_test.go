@@ -339,3 +339,30 @@ func TestPayoutChains(t *testing.T) {
 		t.Error("New accepted a hex payout chain id")
 	}
 }
+
+// TestPayoutCountCap: the 24-hour cap is summed over at most maxPayoutsScanned payouts, so a
+// paywall that asked for that many in 24 hours is refused another, however small, rather than
+// have the ones it did not read left out of the sum; 24 hours later it may withdraw again.
+func TestPayoutCountCap(t *testing.T) {
+	e := newEnv(t, func(_ *Deps, o *Options) { o.MinPayoutMicro = 1 })
+	pw, key := e.newPaywall("Demo")
+	e.earn(pw, key, "1") // 0.99 available: a thousand payouts of 1 micro-USDC use none of the cap
+	for i := range maxPayoutsScanned - 1 {
+		if _, err := e.ledger.RequestPayout(t.Context(), ledger.PayoutRequest{
+			Key: fmt.Sprint("many-", i), Paywall: pw.ID, ChainID: "1337", To: pw.PayoutAddress, AmountMicro: 1,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withdraw := func(idem string) reply {
+		return e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": "0.000001"}, "Idempotency-Key", idem)
+	}
+	expectStatus(t, withdraw("the-thousandth"), http.StatusCreated)
+	r := withdraw("one-more")
+	expectStatus(t, r, http.StatusTooManyRequests)
+	if r.errorCode(t) != "payout_limit" || !strings.Contains(string(r.body), "At most 1000 withdrawals") {
+		t.Errorf("the 1001st withdrawal in 24 hours: %s", r.body)
+	}
+	e.clock.Advance(payoutWindow + time.Hour)
+	expectStatus(t, withdraw("a-day-later"), http.StatusCreated)
+}
