@@ -129,7 +129,7 @@ func (noopRegistrar) Register(g *grpc.Server) {
 // benchTarget is a server to measure: the no-op baseline or Tollgate.
 type benchTarget struct {
 	name string
-	srv  interface{ Register(*grpc.Server) }
+	srv  registrar
 }
 
 func benchTargets(b *testing.B) []benchTarget {
@@ -145,7 +145,7 @@ func BenchmarkRequest(b *testing.B) {
 	var baseline float64
 	for _, tc := range benchTargets(b) {
 		b.Run(tc.name, func(b *testing.B) {
-			c := startRegistered(b, tc.srv)
+			c := startServer(b, tc.srv)
 			if err := drive(c, msgs); err != nil { // warm the connection
 				b.Fatal(err)
 			}
@@ -173,7 +173,7 @@ func BenchmarkRequest(b *testing.B) {
 func BenchmarkRequestPaired(b *testing.B) {
 	msgs := benchMessages()
 	targets := benchTargets(b)
-	noop, tollgate := startRegistered(b, targets[0].srv), startRegistered(b, targets[1].srv)
+	noop, tollgate := startServer(b, targets[0].srv), startServer(b, targets[1].srv)
 	for _, c := range []extprocv3.ExternalProcessorClient{noop, tollgate} {
 		if err := drive(c, msgs); err != nil {
 			b.Fatal(err)
@@ -224,7 +224,7 @@ func BenchmarkOpenStreams(b *testing.B) {
 	msgs := benchMessages()[:4]
 	for _, tc := range benchTargets(b) {
 		b.Run(tc.name, func(b *testing.B) {
-			c := startRegistered(b, tc.srv)
+			c := startServer(b, tc.srv)
 			for b.Loop() {
 				heap0, rss0 := memory()
 				ctx, cancel := context.WithCancel(context.Background())

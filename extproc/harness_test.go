@@ -18,14 +18,19 @@ import (
 	"github.com/tollgate-dev/tollgate/paywall"
 )
 
-// startServer serves s on a real loopback listener and returns a client of it.
-func startServer(t testing.TB, s *Server) extprocv3.ExternalProcessorClient {
+// startServer serves what s registers (Server.Register) on a real loopback listener and
+// returns a client of it.
+func startServer(t testing.TB, s registrar) extprocv3.ExternalProcessorClient {
 	t.Helper()
-	return startRegistered(t, s)
+	addr, _ := serve(t, s)
+	return dial(t, addr)
 }
 
-// startRegistered serves what s registers on a real loopback listener.
-func startRegistered(t testing.TB, s interface{ Register(*grpc.Server) }) extprocv3.ExternalProcessorClient {
+type registrar interface{ Register(*grpc.Server) }
+
+// serve serves what s registers on a real loopback listener until the test ends; it returns
+// the listener's address and the gRPC server.
+func serve(t testing.TB, s registrar) (string, *grpc.Server) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +40,13 @@ func startRegistered(t testing.TB, s interface{ Register(*grpc.Server) }) extpro
 	s.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	return lis.Addr().String(), g
+}
+
+// dial returns a client of the ext_proc server at addr, closed when the test ends.
+func dial(t testing.TB, addr string) extprocv3.ExternalProcessorClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package extproc
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tollgate-dev/tollgate/extproc/limits"
 	"github.com/tollgate-dev/tollgate/internal/schema"
@@ -129,26 +127,14 @@ func (e *realEnv) replicaWith(t *testing.T, maxConns int32, tweak func(*Config))
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
-	s.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Registered first, so run last: after the client is closed and the server stopped.
 	t.Cleanup(func() {
-		_ = conn.Close()
-		g.Stop()
 		_ = store.Close()
 		_ = catalog.Close()
 		pool.Close()
 	})
-	return s, g, extprocv3.NewExternalProcessorClient(conn)
+	addr, g := serve(t, s)
+	return s, g, dial(t, addr)
 }
 
 // openHolds counts the holds still open in the database.

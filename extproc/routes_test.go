@@ -5,14 +5,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
-
-	"google.golang.org/grpc"
 
 	"github.com/tollgate-dev/tollgate/e2e/envoyemu"
 	"github.com/tollgate-dev/tollgate/e2e/fakeupstream"
@@ -265,14 +262,7 @@ func TestModelsThroughEnvoyEmulator(t *testing.T) {
 	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
 	env.paywalls.keys["tg_byok"] = byok
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	s.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
+	addr, _ := serve(t, s)
 	or := fakeupstream.New(fakeupstream.Options{Name: "openrouter", RequireKey: "sk-or-operator"})
 	demo := fakeupstream.New(fakeupstream.Options{Name: "demo", RequireKey: "sk-dev-own"})
 	orSrv := httptest.NewTLSServer(or)
@@ -285,7 +275,7 @@ func TestModelsThroughEnvoyEmulator(t *testing.T) {
 	p, err := envoyemu.New(envoyemu.Options{
 		Config: "../envoy/envoy.yaml",
 		Endpoints: map[string][]string{
-			"tollgate_extproc": {lis.Addr().String()}, "tollgate_http": {hostPort(demoSrv.URL)},
+			"tollgate_extproc": {addr}, "tollgate_http": {hostPort(demoSrv.URL)},
 			"demo": {hostPort(demoSrv.URL)}, "openrouter": {hostPort(orSrv.URL)},
 		},
 		// httptest's certificate names example.com, the cluster's sni openrouter.ai.
