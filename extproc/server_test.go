@@ -146,8 +146,8 @@ func TestLedgerDown(t *testing.T) {
 			t.Fatalf("answer %v", res.immediate)
 		}
 	}
-	if n, _ := lim.InFlight(t.Context(), pw.ID+":"+testUser); n != 0 {
-		t.Errorf("%d slots leaked", n)
+	if n, err := lim.InFlight(t.Context(), pw.ID+":"+testUser); err != nil || n != 0 {
+		t.Errorf("%d slots leaked (%v)", n, err)
 	}
 }
 

@@ -36,8 +36,8 @@ func TestConcurrencyCap(t *testing.T) {
 	}
 	r2(ctx)
 	r3(ctx)
-	if n, _ := l.InFlight(ctx, "pw:u"); n != 0 {
-		t.Fatalf("in flight %d after releasing all", n)
+	if n, err := l.InFlight(ctx, "pw:u"); err != nil || n != 0 {
+		t.Fatalf("in flight %d (%v) after releasing all", n, err)
 	}
 }
 
