@@ -184,21 +184,11 @@ func New(deps Deps, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("api: payout chain id %q is not a decimal chain id", id)
 		}
 	}
-	if opts.SignInTTL <= 0 {
-		opts.SignInTTL = 10 * time.Minute
-	}
-	if opts.LinkTTL <= 0 {
-		opts.LinkTTL = 30 * time.Minute
-	}
-	if opts.IdempotencyRetention <= 0 {
-		opts.IdempotencyRetention = DefaultIdempotencyRetention
-	}
-	if opts.PruneInterval <= 0 {
-		opts.PruneInterval = defaultPruneInterval
-	}
-	if opts.PruneBatch <= 0 {
-		opts.PruneBatch = defaultPruneBatch
-	}
+	setDefault(&opts.SignInTTL, 10*time.Minute)
+	setDefault(&opts.LinkTTL, 30*time.Minute)
+	setDefault(&opts.IdempotencyRetention, DefaultIdempotencyRetention)
+	setDefault(&opts.PruneInterval, defaultPruneInterval)
+	setDefault(&opts.PruneBatch, defaultPruneBatch)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -242,7 +232,8 @@ func signInOrigin(u *url.URL) (domain, origin string) {
 	return domain, scheme + "://" + domain
 }
 
-func setDefault(v *int64, d int64) {
+// setDefault sets *v to d unless it is positive.
+func setDefault[T ~int | ~int64](v *T, d T) {
 	if *v <= 0 {
 		*v = d
 	}
