@@ -153,21 +153,31 @@ func (p Price) cost(u Usage, markupBps int64) (int64, error) {
 	if err := p.Validate(); err != nil {
 		return 0, err
 	}
-	uncached, cached, written, plainOut, reasoning, err := u.counts()
+	terms, err := p.terms(u)
 	if err != nil {
 		return 0, err
-	}
-	in, cachedRate, writeRate, out, reasoningRate := p.rates()
-	terms := [6]term{
-		{uncached, in}, {cached, cachedRate}, {written, writeRate},
-		{plainOut, out}, {reasoning, reasoningRate},
-		{1, p.Request.Shift(6)}, // USDC per request = 10^6 micro-USDC per request
 	}
 	e0 := minExp(terms[:])
 	if micro, ok := costFast(terms[:], e0, markupBps); ok {
 		return micro, nil
 	}
 	return costBig(terms[:], e0, markupBps)
+}
+
+// terms splits a usage into what each kind of token costs, fallback rates applied, plus the
+// request fee.
+// It can return: ErrNegativeUsage.
+func (p Price) terms(u Usage) ([6]term, error) {
+	uncached, cached, written, plainOut, reasoning, err := u.counts()
+	if err != nil {
+		return [6]term{}, err
+	}
+	in, cachedRate, writeRate, out, reasoningRate := p.rates()
+	return [6]term{
+		{uncached, in}, {cached, cachedRate}, {written, writeRate},
+		{plainOut, out}, {reasoning, reasoningRate},
+		{1, p.Request.Shift(6)}, // USDC per request = 10^6 micro-USDC per request
+	}, nil
 }
 
 // costBig is the cost rule in arbitrary precision:
@@ -292,21 +302,28 @@ func AffordableTokens(p Price, markupBps, availableMicro, promptTokens int64) in
 		p.Validate() != nil {
 		return 0
 	}
-	in, _, _, out, reasoning := p.rates()
-	perToken := out
-	if reasoning.Cmp(out) > 0 {
-		perToken = reasoning
-	}
-	fixed := [2]term{{promptTokens, in}, {1, p.Request.Shift(6)}}
-	all := [3]term{fixed[0], fixed[1], {1, perToken}}
+	fixed, perToken := p.affordTerms(promptTokens)
+	all := [3]term{fixed[0], fixed[1], perToken}
 	e0 := minExp(all[:])
 	// Using the common exponent e0 of all three: cost(n) ≤ A ⟺
 	// (F + n·R) × (10000+m) ≤ A × 10^(4−e0), with F, R the fixed and per-token numerators.
 	k := uint64(bpsDenom + markupBps)
-	if n, ok := affordableFast(fixed[:], term{1, perToken}, e0, k, availableMicro); ok {
+	if n, ok := affordableFast(fixed[:], perToken, e0, k, availableMicro); ok {
 		return n
 	}
-	return affordableBig(fixed[:], term{1, perToken}, e0, k, availableMicro)
+	return affordableBig(fixed[:], perToken, e0, k, availableMicro)
+}
+
+// affordTerms are what AffordableTokens weighs: the fixed cost of a request (the prompt at
+// the uncached Input rate, the request fee) and one completion token at the dearer of Output
+// and Reasoning.
+func (p Price) affordTerms(promptTokens int64) (fixed [2]term, perToken term) {
+	in, _, _, out, reasoning := p.rates()
+	rate := out
+	if reasoning.Cmp(out) > 0 {
+		rate = reasoning
+	}
+	return [2]term{{promptTokens, in}, {1, p.Request.Shift(6)}}, term{1, rate}
 }
 
 // affordableBig is AffordableTokens' arithmetic in arbitrary precision.

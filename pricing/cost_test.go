@@ -248,15 +248,13 @@ func TestAffordableTokensIsTheLargestBudget(t *testing.T) {
 // costPaths returns both paths' answers for a price and usage.
 func costPaths(t testing.TB, p Price, u Usage, m int64) (fast int64, fastOK bool, slow int64, slowErr error) {
 	t.Helper()
-	uncached, cached, written, plainOut, reasoning, err := u.counts()
+	terms, err := p.terms(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, cr, wr, out, rr := p.rates()
-	terms := []term{{uncached, in}, {cached, cr}, {written, wr}, {plainOut, out}, {reasoning, rr}, {1, p.Request.Shift(6)}}
-	e0 := minExp(terms)
-	fast, fastOK = costFast(terms, e0, m)
-	slow, slowErr = costBig(terms, e0, m)
+	e0 := minExp(terms[:])
+	fast, fastOK = costFast(terms[:], e0, m)
+	slow, slowErr = costBig(terms[:], e0, m)
 	return
 }
 
@@ -316,20 +314,15 @@ func TestAffordableFastPathMatchesBig(t *testing.T) {
 			prompt, avail = r.Int64(), r.Int64()
 			p.Output = NewDecimal(r.Int64N(1000), -int32(r.IntN(18)))
 		}
-		in, _, _, out, reasoning := p.rates()
-		perToken := out
-		if reasoning.Cmp(out) > 0 {
-			perToken = reasoning
-		}
-		fixed := []term{{prompt, in}, {1, p.Request.Shift(6)}}
-		e0 := minExp(append(fixed, term{1, perToken}))
+		fixed, perToken := p.affordTerms(prompt)
+		e0 := minExp([]term{fixed[0], fixed[1], perToken})
 		k := uint64(10000 + m)
-		fast, ok := affordableFast(fixed, term{1, perToken}, e0, k, avail)
+		fast, ok := affordableFast(fixed[:], perToken, e0, k, avail)
 		if !ok {
 			continue
 		}
 		answered++
-		if slow := affordableBig(fixed, term{1, perToken}, e0, k, avail); fast != slow {
+		if slow := affordableBig(fixed[:], perToken, e0, k, avail); fast != slow {
 			t.Fatalf("price %v markup %d prompt %d available %d: fast %d, big %d", p, m, prompt, avail, fast, slow)
 		}
 	}
