@@ -1,6 +1,7 @@
 package pricing
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/big"
@@ -191,22 +192,10 @@ func (d Decimal) cmpFast(e Decimal) (int, bool) {
 	}
 	dh, dl := bits.Mul64(d.coef.Uint64(), pow10u[ds])
 	eh, el := bits.Mul64(e.coef.Uint64(), pow10u[es])
-	switch {
-	case dh != eh:
-		return cmpUint(dh, eh), true
-	default:
-		return cmpUint(dl, el), true
+	if dh != eh {
+		return cmp.Compare(dh, eh), true
 	}
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Compare(dl, el), true
 }
 
 // rat returns the exact value as a big.Rat.
