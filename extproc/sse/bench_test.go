@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// BenchStream returns a realistic streamed completion cut into chunks as an upstream flushes
+// benchChunks returns a realistic streamed completion cut into chunks as an upstream flushes
 // it: n content chunks, the usage chunk and [DONE], one event per chunk.
 func benchChunks(n int) [][]byte {
 	var chunks [][]byte
