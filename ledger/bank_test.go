@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/ledger/ledgercheck"
 )
 
 // The bank test, after Jepsen's (../shared/reference/ledger.md §5): many workers call the real
@@ -222,7 +223,7 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 				return
 			case <-time.After(750 * time.Millisecond):
 			}
-			v, err := checkInvariants(context.Background(), db.Pool)
+			v, err := ledgercheck.Check(context.Background(), db.Pool)
 			if err != nil {
 				b.violation("checker could not read a snapshot: %v", err)
 				continue
@@ -305,7 +306,7 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 			break
 		}
 	}
-	final, err := checkInvariants(ctx, db.Pool)
+	final, err := ledgercheck.Check(ctx, db.Pool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -925,7 +926,7 @@ func TestBankCheckerCatchesBrokenLedger(t *testing.T) {
 	if err := l.EnsureAccount(ctx, ledger.Earnings("pw")); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := checkInvariants(ctx, db.Pool); err != nil || len(v) != 0 {
+	if v, err := ledgercheck.Check(ctx, db.Pool); err != nil || len(v) != 0 {
 		t.Fatalf("before the broken workload: %v, %v", v, err)
 	}
 	for _, c := range []string{"ledger_balances_available_nonnegative", "ledger_transfers_complete"} {
@@ -990,7 +991,7 @@ func TestBankCheckerCatchesBrokenLedger(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	v, err := checkInvariants(ctx, db.Pool)
+	v, err := ledgercheck.Check(ctx, db.Pool)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/ledger/ledgercheck"
 )
 
 // fixture is a ledger on a fresh database.
@@ -80,7 +81,7 @@ func (f *fixture) sum(a ledger.Account) int64 {
 // check runs the invariant checker and fails on any violation.
 func (f *fixture) check() {
 	f.t.Helper()
-	v, err := checkInvariants(f.t.Context(), f.db.Pool)
+	v, err := ledgercheck.Check(f.t.Context(), f.db.Pool)
 	if err != nil {
 		f.t.Fatalf("checker: %v", err)
 	}

@@ -1,4 +1,9 @@
-package ledger_test
+// Package ledgercheck is the ledger's invariant checker: every promise of the double-entry
+// ledger (docs/ledger.md, "Invariants") as a query whose rows are violations, evaluated from one
+// consistent snapshot. The ledger's bank test runs it during and after its run, and every test
+// elsewhere that moves money (settlement, end to end) runs it at its end. It imports nothing
+// from package ledger.
+package ledgercheck
 
 import (
 	"context"
@@ -15,7 +20,8 @@ type invariant struct {
 }
 
 // invariants are the ledger's promises, checked from one consistent snapshot. They read the
-// tables directly and share no code with the package, so a bug in the ledger cannot hide itself.
+// tables directly and share no code with package ledger, so a bug in the ledger cannot hide
+// itself.
 var invariants = []invariant{
 	{"every transfer's entries sum to zero",
 		`SELECT transfer_id, SUM(amount) FROM ledger_entries GROUP BY transfer_id HAVING SUM(amount) <> 0`},
@@ -86,10 +92,10 @@ var invariants = []invariant{
 		 GROUP BY a.kind, a.ref, a.shards HAVING count(b.shard) <> a.shards`},
 }
 
-// checkInvariants evaluates every invariant in one REPEATABLE READ READ ONLY transaction (one
+// Check evaluates every invariant in one REPEATABLE READ READ ONLY transaction (one
 // snapshot, so concurrent writers cannot make a consistent ledger look broken) and describes
 // each violation found.
-func checkInvariants(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
+func Check(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, err
