@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/ledger/ledgercheck"
 )
 
 // TestTopUpRelayedAndCreditedAtFinality: the user signs, the hot wallet relays and pays the gas,
@@ -246,11 +248,11 @@ func TestLedgerChecksCatchCorruption(t *testing.T) {
 	e := newSimEnv(t)
 	w := e.worker(nil, nil)
 	user := e.earnedUser(w, 1_000_000)
-	if p, err := ledgerProblems(t.Context(), e.db); err != nil || len(p) != 0 {
+	if p, err := ledgercheck.Check(t.Context(), e.db.Pool); err != nil || len(p) != 0 {
 		t.Fatalf("a healthy ledger: %v, %v", p, err)
 	}
 	e.db.Must(t, `UPDATE ledger_balances SET posted = posted + 1 WHERE kind = 'wallet' AND ref = $1`, lowerHex(addrOf(user)))
-	p, err := ledgerProblems(t.Context(), e.db)
+	p, err := ledgercheck.Check(t.Context(), e.db.Pool)
 	if err != nil || len(p) < 2 {
 		t.Fatalf("a corrupted balance: problems %v, %v", p, err)
 	}
