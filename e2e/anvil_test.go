@@ -88,6 +88,7 @@ func TestAnvilPaidChatAndPayout(t *testing.T) {
 
 	// --- tollgate: one configuration, migrate, the admin CLI, settle, serve, Envoy ------------
 	db := testdb.NewWithPool(t, 4) // empty: `tollgate migrate` makes the schema
+	checkLedgerAtEnd(t, db)
 	rdb, prefix := testredis.New(t)
 	front, err := net.Listen("tcp", "127.0.0.1:0") // the public URL must be known before serve starts
 	if err != nil {

@@ -257,6 +257,7 @@ func TestLoad(t *testing.T) {
 	// runs in its own process at the default setting (startLoadServe).
 	defer debug.SetGCPercent(debug.SetGCPercent(800))
 	db := testdb.NewWithPool(t, 4, schema.All()...)
+	checkLedgerAtEnd(t, db)
 	rdb, prefix := testredis.New(t)
 	paywalls := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{})
 	t.Cleanup(func() { _ = paywalls.Close() })

@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/ledger/ledgercheck"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
 )
@@ -49,6 +51,7 @@ type stack struct {
 func newStack(t testing.TB) *stack {
 	t.Helper()
 	db := testdb.NewWithPool(t, 64, schema.All()...)
+	checkLedgerAtEnd(t, db)
 	rdb, prefix := testredis.New(t)
 	s := &stack{
 		db:         db,
@@ -152,4 +155,19 @@ func (s *stack) createPaywall(t testing.TB, p paywall.Paywall) (paywall.Paywall,
 
 func byokPaywall() paywall.Paywall {
 	return paywall.Paywall{Mode: paywall.ModeBYOK, Upstream: "demo", UpstreamKey: byokKey, MarkupBps: 1500}
+}
+
+// checkLedgerAtEnd runs the ledger's invariant checker when the test ends, after the servers
+// it starts later have stopped (cleanups run last registered first) and before the database
+// is dropped.
+func checkLedgerAtEnd(t testing.TB, db *testdb.DB) {
+	t.Cleanup(func() {
+		problems, err := ledgercheck.Check(context.Background(), db.Pool)
+		if err != nil {
+			t.Errorf("ledger invariant check: %v", err)
+		}
+		for _, p := range problems {
+			t.Errorf("ledger invariant broken: %s", p)
+		}
+	})
 }
