@@ -4,7 +4,6 @@ package schema
 
 import (
 	"embed"
-	"io/fs"
 
 	"github.com/tollgate-dev/tollgate/internal/migrate"
 )
@@ -13,12 +12,4 @@ import (
 var files embed.FS
 
 // Migrations are the API's tables, for `tollgate migrate` and tests.
-var Migrations = migrate.Source{Name: "api", FS: sub()}
-
-func sub() fs.FS {
-	f, err := fs.Sub(files, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded at build time; this cannot fail
-	}
-	return f
-}
+var Migrations = migrate.Embedded("api", files, "migrations")

@@ -30,7 +30,8 @@ const (
 	// KindDone is "data: [DONE]", the end of an OpenAI stream.
 	KindDone
 	// KindInvalid is bytes the scanner could not split into events: an event over
-	// MaxEventBytes, or everything after one (see Broken). They should be passed on unchanged.
+	// MaxEventBytes and everything after it (the scanner finds no more events once one was too
+	// large). They should be passed on unchanged.
 	KindInvalid
 )
 
@@ -91,10 +92,6 @@ type Scanner struct {
 	brokenPending      bool // the chunk's remaining bytes still have to be handed out
 	ev                 Event
 }
-
-// Broken reports whether the scanner met an event larger than MaxEventBytes; from then on it
-// hands out every byte as KindInvalid and finds no more events.
-func (s *Scanner) Broken() bool { return s.broken }
 
 // Pending reports how many bytes of an unfinished event the scanner holds.
 func (s *Scanner) Pending() int {
