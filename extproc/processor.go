@@ -351,7 +351,6 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 			// With n choices every choice may use the whole budget: the wallet must cover n of them.
 			if afford := pricing.AffordableTokens(p.price, markup, available, prompt) / choices; afford < budget {
 				if afford < minTokens {
-					p.s.metrics.holds.WithLabelValues("insufficient").Inc()
 					return p.paywallMessage(ActionTopUp, available)
 				}
 				budget = afford

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
@@ -298,6 +300,7 @@ func TestHoldSizing(t *testing.T) {
 		{"clamped after the whole budget was refused", 200, 0, 76, 1, 2},
 		{"sized again after losing the money to another request", 1_000_000, 2, 100, 2, 3},
 		{"top-up message after losing it every time", 1_000_000, maxHoldAttempts + 1, 0, maxHoldAttempts, maxHoldAttempts + 1},
+		{"top-up message when the clamp leaves too little", 20, 0, 0, 1, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,6 +334,17 @@ func TestHoldSizing(t *testing.T) {
 			env.ledger.mu.Unlock()
 			if len(keys) != tt.holds {
 				t.Fatalf("hold keys %q, want %d holds", keys, tt.holds)
+			}
+			// holds_total counts hold attempts: each refused one once, the clamp's verdict not at all.
+			reserved := 0
+			if tt.maxTokens != 0 {
+				reserved = 1
+			}
+			if got := testutil.ToFloat64(s.metrics.holds.WithLabelValues("insufficient")); got != float64(tt.holds-reserved) {
+				t.Errorf("holds_total{insufficient} = %v, want %d", got, tt.holds-reserved)
+			}
+			if got := testutil.ToFloat64(s.metrics.holds.WithLabelValues("reserved")); got != float64(reserved) {
+				t.Errorf("holds_total{reserved} = %v, want %d", got, reserved)
 			}
 			for i, k := range keys {
 				if want := strings.TrimSuffix(keys[0], ":0") + fmt.Sprintf(":%d", i); !strings.HasPrefix(k, "tg:hold:") || k != want {
