@@ -218,10 +218,14 @@ func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 	})
 	switch {
 	case errors.Is(err, ledger.ErrInsufficientFunds), errors.Is(err, ledger.ErrUnknownAccount):
-		e, _ := s.deps.Ledger.Earnings(r.Context(), pw.ID)
-		conflict(w, "insufficient_earnings",
-			fmt.Sprintf("Your available earnings (%s USDC) cannot cover a withdrawal of %s USDC.",
-				pricing.FormatUSDC(e.AvailableMicro), pricing.FormatUSDC(amount)))
+		msg := fmt.Sprintf("Your available earnings cannot cover a withdrawal of %s USDC.", pricing.FormatUSDC(amount))
+		// A paywall that never earned has no account: its earnings are zero. A failed read leaves
+		// the figure out rather than showing 0.
+		if e, err := s.deps.Ledger.Earnings(r.Context(), pw.ID); err == nil || errors.Is(err, ledger.ErrUnknownAccount) {
+			msg = fmt.Sprintf("Your available earnings (%s USDC) cannot cover a withdrawal of %s USDC.",
+				pricing.FormatUSDC(e.AvailableMicro), pricing.FormatUSDC(amount))
+		}
+		conflict(w, "insufficient_earnings", msg)
 	case errors.Is(err, ledger.ErrIdempotencyConflict):
 		conflict(w, "idempotency_key_reused",
 			"This Idempotency-Key was already used with a different request. Use a new key for a new withdrawal.")
