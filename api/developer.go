@@ -145,9 +145,10 @@ func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.P
 // payoutWindow is the period of the per-paywall withdrawal cap.
 const payoutWindow = 24 * time.Hour
 
-// maxPayoutsScanned bounds the payouts read to check the 24-hour cap. A paywall that asked for
-// this many in 24 hours is refused more, whatever their sum, rather than counted short.
-const maxPayoutsScanned = 1000
+// maxPayoutsScanned bounds the payouts read to check the 24-hour cap: the ledger's one page. A
+// paywall that asked for this many in 24 hours is refused more, whatever their sum, rather than
+// counted short.
+const maxPayoutsScanned = ledger.MaxPayoutsPage
 
 // lockPayouts serializes one paywall's withdrawals: it writes the paywall's row of
 // api_payout_guards in a transaction and returns the function that ends it. Until then

@@ -214,14 +214,14 @@ func (l *Ledger) GetPayout(ctx context.Context, payoutID string) (Payout, error)
 }
 
 // Payouts lists a paywall's payouts, newest first, optionally only those in one status. limit
-// defaults to 100, at most 1000. (The settlement worker reads a chain's with RequestedPayouts.)
+// defaults to 100, at most MaxPayoutsPage. (The settlement worker reads a chain's with RequestedPayouts.)
 // It can return: ErrInvalid (empty paywall id, unknown status).
 func (l *Ledger) Payouts(ctx context.Context, paywallID string, status PayoutStatus, limit int) ([]Payout, error) {
 	return l.payouts(ctx, paywallID, status, limit)
 }
 
 // RequestedPayouts lists one chain's payouts still in flight (requested, neither settled nor
-// failed), oldest first, up to limit (default 100, at most 1000) after the payout after: pass the
+// failed), oldest first, up to limit (default 100, at most MaxPayoutsPage) after the payout after: pass the
 // last payout of the previous page, or the zero Payout for the first page. The settlement worker
 // pages through them all, so that no chain's payouts wait behind another's.
 func (l *Ledger) RequestedPayouts(ctx context.Context, chainID string, after Payout, limit int) ([]Payout, error) {

@@ -216,13 +216,16 @@ func (l *Ledger) payouts(ctx context.Context, paywallID string, status PayoutSta
 		ORDER BY created_at DESC, id DESC`, paywallID, string(status))
 }
 
-// listPayouts reads up to limit payouts (default 100, at most 1000) that where selects and
+// MaxPayoutsPage is the most payouts one call of Payouts or RequestedPayouts returns.
+const MaxPayoutsPage = 1000
+
+// listPayouts reads up to limit payouts (default 100, at most MaxPayoutsPage) that where selects and
 // orders; its arguments are $2 onwards.
 func (l *Ledger) listPayouts(ctx context.Context, limit int, where string, args ...any) ([]Payout, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	args = append([]any{min(limit, 1000)}, args...)
+	args = append([]any{min(limit, MaxPayoutsPage)}, args...)
 	var out []Payout
 	err := l.read(ctx, func() error {
 		rows, err := l.pool.Query(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts `+where+` LIMIT $1`, args...)
