@@ -1,14 +1,14 @@
 package settlement
 
 import (
-	"context"
 	"crypto/ecdsa"
+	"errors"
 	"math/big"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -86,6 +86,24 @@ func TestAnvilTopUpAndPayout(t *testing.T) {
 	if _, err := topups.Submit(ctx, in.ID, signHex(t, chain, user, row.authorization())); err != nil {
 		t.Fatal(err)
 	}
+	// gasOf waits until the worker has marked ref's transaction final (it may credit the
+	// deposit a tick before it records its own transaction as final) and returns its gas.
+	gasOf := func(ref string) uint64 {
+		t.Helper()
+		var hash string
+		runUntil("the transaction of "+ref+" final", func() bool {
+			err := db.Pool.QueryRow(ctx, `SELECT mined_hash FROM settlement_txs WHERE ref = $1 AND status = 'final'`, ref).Scan(&hash)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				t.Fatal(err)
+			}
+			return err == nil
+		})
+		r, err := node.Client.TransactionReceipt(ctx, common.HexToHash(hash))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GasUsed
+	}
 	sawPending := false
 	runUntil("top-up credited", func() bool {
 		if p, _ := topups.PendingDeposits(ctx, addrOf(user).Hex()); len(p) == 1 {
@@ -100,7 +118,7 @@ func TestAnvilTopUpAndPayout(t *testing.T) {
 	if !sawPending {
 		t.Log("the deposit became final before a tick saw it pending (anvil finalizes within ~2 blocks)")
 	}
-	relayGas := gasOf(t, node.Client, in.ID, db)
+	relayGas := gasOf(in.ID)
 
 	// The user spends 15 USDC at a paywall; the developer withdraws 12.
 	pw := "0b6a3c7e-4f1d-4b8a-9c2e-5d7f8a9b0c1d"
@@ -122,7 +140,7 @@ func TestAnvilTopUpAndPayout(t *testing.T) {
 	if got, _ := send.BalanceOf(ctx, tokenAddr, treasury); got != 8_000_000 {
 		t.Fatalf("treasury holds %d, want 8000000", got)
 	}
-	payoutGas := gasOf(t, node.Client, p.ID, db)
+	payoutGas := gasOf(p.ID)
 	t.Logf("anvil gas: top-up relay (transferWithAuthorization) %d, payout %d", relayGas, payoutGas)
 	if userGas, _ := node.Client.BalanceAt(ctx, addrOf(user), nil); userGas.Sign() != 0 {
 		t.Fatalf("the user spent or received native currency: %s", userGas)
@@ -136,24 +154,12 @@ func TestAnvilTopUpAndPayout(t *testing.T) {
 	}
 	checkLedgerSums(t, db)
 	var credited int64
-	_ = db.Pool.QueryRow(ctx, `SELECT COALESCE(SUM(amount_micro), 0) FROM settlement_deposits WHERE status = 'credited'`).Scan(&credited)
+	if err := db.Pool.QueryRow(ctx, `SELECT COALESCE(SUM(amount_micro), 0) FROM settlement_deposits WHERE status = 'credited'`).Scan(&credited); err != nil {
+		t.Fatal(err)
+	}
 	if credited != 20_000_000 {
 		t.Fatalf("credited deposits %d, want 20000000", credited)
 	}
 }
 
 // gasOf returns the gas used by the final transaction of a top-up or payout.
-func gasOf(t *testing.T, c interface {
-	TransactionReceipt(context.Context, common.Hash) (*types.Receipt, error)
-}, ref string, db *testdb.DB) uint64 {
-	t.Helper()
-	var hash string
-	if err := db.Pool.QueryRow(t.Context(), `SELECT mined_hash FROM settlement_txs WHERE ref = $1 AND status = 'final'`, ref).Scan(&hash); err != nil {
-		t.Fatalf("final transaction of %s: %v", ref, err)
-	}
-	r, err := c.TransactionReceipt(t.Context(), common.HexToHash(hash))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r.GasUsed
-}
