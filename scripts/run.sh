@@ -56,10 +56,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Ports come from below the kernel's ephemeral range: a port picked inside it can be taken, between
+# the check and the bind, by any outgoing connection on the machine (a test suite running beside
+# us, a database client), and then the service that was meant to listen on it fails to start.
+read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LOW=32768
+if ((EPHEMERAL_LOW > 12000)); then
+  PORT_LOW=$((EPHEMERAL_LOW > 30000 ? 20000 : 10001)) PORT_SPAN=$((EPHEMERAL_LOW - PORT_LOW))
+else
+  PORT_LOW=20000 PORT_SPAN=30000 # an unusual ephemeral range: any port, and hope
+fi
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((PORT_LOW + RANDOM % PORT_SPAN))
     if port_free "$p" && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
       USED_PORTS="${USED_PORTS:-} $p"
       echo "$p"
