@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -296,12 +295,11 @@ func startAnvilWith(t *testing.T, args []string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := chaintest.FreePort(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	_ = l.Close()
+	port := strconv.Itoa(p)
 	args = slices.Clone(args)
 	for flag, v := range map[string]string{"--host": "127.0.0.1", "--port": port} {
 		i := slices.Index(args, flag)

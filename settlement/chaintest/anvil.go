@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/big"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -81,7 +82,7 @@ func StartAnvil(t testing.TB, opts AnvilOptions) *Anvil {
 	if opts.BaseFeeWei == nil {
 		opts.BaseFeeWei = big.NewInt(30_000_000_000)
 	}
-	port, err := freePort(t.Context())
+	port, err := FreePort(t.Context())
 	if err != nil {
 		t.Fatalf("chaintest: find a free port: %v", err)
 	}
@@ -156,12 +157,29 @@ func (a *Anvil) SetBalance(ctx context.Context, account common.Address, wei *big
 	return a.RPC.CallContext(ctx, nil, "anvil_setBalance", account, hexutil.EncodeBig(wei))
 }
 
-func freePort(ctx context.Context) (int, error) {
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// FreePort finds a free loopback port for a child process to listen on. It looks below the
+// kernel's ephemeral range: a port from inside it (what listening on port 0 gives) can be taken,
+// between this check and the child's bind, by any outgoing connection on the machine — other test
+// packages run beside this one — and the child then fails to start.
+func FreePort(ctx context.Context) (int, error) {
+	low := 20000
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if eph, err := strconv.Atoi(f[0]); err == nil && eph > 12000 {
+				low = eph
+			}
+		}
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	start := low - 10000
+	var lc net.ListenConfig
+	for range 100 {
+		port := start + rand.IntN(low-start) //nolint:gosec // spreads test ports; nothing secret
+		l, err := lc.Listen(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		_ = l.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("chaintest: no free port in %d–%d after 100 tries", start, low-1)
 }
