@@ -26,6 +26,8 @@ type captureCall struct {
 //     newest version and, while the lock lasts, nobody can change it: it is captured under the
 //     same conditions as a single capture. Holds are found by id only (no condition on their
 //     status), so that the planner uses the primary key.
+//   - Wallet rows are found by = ANY (ARRAY(…)), an index condition (as a join, the planner
+//     scanned every wallet row).
 //   - Each wallet row changes once, by the sums of its captured holds; each shared account gets
 //     one credit, the sum of its shares, on one shard picked as in a single capture (the first
 //     free one from a start; SKIP LOCKED).
@@ -49,8 +51,8 @@ const captureBatchSQL = `WITH r AS MATERIALIZED (
 	FROM r JOIN ledger_holds AS h ON h.id = r.hold_id
 	ORDER BY h.id FOR UPDATE OF h SKIP LOCKED
 ), wl AS MATERIALIZED (
-	SELECT b.ref FROM (SELECT DISTINCT wallet FROM c WHERE ok) AS w
-	JOIN ledger_balances AS b ON b.kind = 'wallet' AND b.ref = w.wallet AND b.shard = 0
+	SELECT b.ref FROM ledger_balances AS b
+	WHERE b.kind = 'wallet' AND b.shard = 0 AND b.ref = ANY (ARRAY(SELECT wallet FROM c WHERE ok))
 	ORDER BY b.ref FOR UPDATE OF b SKIP LOCKED
 ), g AS (
 	UPDATE ledger_holds AS h SET status = 'captured', finished_at = now(), charged_micro = r.charge, shortfall_micro = 0

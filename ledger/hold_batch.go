@@ -24,7 +24,9 @@ type holdCall struct {
 // another transaction holds is reported busy, and its holds try a later batch.
 //
 // The taken-key test is a scalar subquery, one index probe per request: written as NOT EXISTS,
-// the planner may turn it into an anti-join that hashes the whole holds table.
+// the planner may turn it into an anti-join that hashes the whole holds table. Wallet rows are
+// found by = ANY (ARRAY(…)) of the batch's wallets, an index condition: written as a join, the
+// planner scans every wallet row (it did, twice per batch).
 //
 // It returns one row per request whose key was free: its ordinal, the hold's id and expiry if
 // written, and whether its wallet was busy.
@@ -36,11 +38,12 @@ const holdBatchSQL = `WITH r AS MATERIALIZED (
 ), s AS MATERIALIZED (
 	SELECT wallet, SUM(amount)::BIGINT AS total FROM r GROUP BY wallet
 ), l AS MATERIALIZED (
-	SELECT b.ref FROM s JOIN ledger_balances AS b ON b.kind = 'wallet' AND b.ref = s.wallet AND b.shard = 0
+	SELECT b.ref FROM ledger_balances AS b
+	WHERE b.kind = 'wallet' AND b.shard = 0 AND b.ref = ANY (ARRAY(SELECT wallet FROM s))
 	ORDER BY b.ref FOR UPDATE OF b SKIP LOCKED
 ), w AS (
 	UPDATE ledger_balances AS b SET held = b.held + s.total FROM s
-	WHERE b.kind = 'wallet' AND b.shard = 0 AND b.ref = s.wallet AND b.ref IN (SELECT ref FROM l)
+	WHERE b.kind = 'wallet' AND b.shard = 0 AND b.ref = ANY (ARRAY(SELECT ref FROM l)) AND b.ref = s.wallet
 		AND b.posted - b.held >= s.total
 	RETURNING b.ref
 ), h AS (

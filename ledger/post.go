@@ -93,7 +93,9 @@ func (p *posting) build() (string, []any) {
 		}
 	}
 	if len(walletRefs) > 0 {
-		fmt.Fprintf(&b, "w AS MATERIALIZED (SELECT ref FROM ledger_balances WHERE kind = 'wallet' AND shard = 0 AND ref IN (%s)%s ORDER BY ref FOR UPDATE),\n",
+		// = ANY (ARRAY[…]), not IN (…): a ref that is a subquery over g would make IN a semi-join,
+		// which the planner runs as a scan of every wallet row (each capture then read them all).
+		fmt.Fprintf(&b, "w AS MATERIALIZED (SELECT ref FROM ledger_balances WHERE kind = 'wallet' AND shard = 0 AND ref = ANY (ARRAY[%s])%s ORDER BY ref FOR UPDATE),\n",
 			strings.Join(walletRefs, ", "), gated)
 		gated += " AND EXISTS (SELECT 1 FROM w)"
 	}
