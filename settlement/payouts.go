@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/pricing"
 )
 
 // Payouts. The ledger moved the developer's earnings to in-flight when the payout was
@@ -155,7 +156,7 @@ func (w *Worker) payQueued(ctx context.Context, p payoutRow) error {
 	}
 	to := common.HexToAddress(p.to)
 	if !signed && p.amountMicro > w.cfg.MaxPayoutMicro {
-		return w.failPayout(ctx, p, fmt.Sprintf("the amount exceeds the per-payout limit of %s USDC; request smaller payouts", FormatMicro(w.cfg.MaxPayoutMicro)))
+		return w.failPayout(ctx, p, fmt.Sprintf("the amount exceeds the per-payout limit of %s USDC; request smaller payouts", pricing.FormatUSDC(w.cfg.MaxPayoutMicro)))
 	}
 	paused, err := tok.paused(ctx)
 	if err != nil {
@@ -195,7 +196,7 @@ func (w *Worker) payQueued(ctx context.Context, p payoutRow) error {
 		return w.deferPayout(ctx, p, "the hot wallet's USDC balance is too low; waiting for a refill")
 	}
 	if !signed && lastDay+p.amountMicro > w.cfg.DailyPayoutMicro {
-		return w.deferPayout(ctx, p, fmt.Sprintf("the daily payout limit of %s USDC is reached; waiting", FormatMicro(w.cfg.DailyPayoutMicro)))
+		return w.deferPayout(ctx, p, fmt.Sprintf("the daily payout limit of %s USDC is reached; waiting", pricing.FormatUSDC(w.cfg.DailyPayoutMicro)))
 	}
 
 	now := w.clock.Now()

@@ -13,6 +13,8 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-dev/tollgate/pricing"
 )
 
 // TopUpStatus is where a top-up is.
@@ -150,7 +152,7 @@ func (t *TopUps) Create(ctx context.Context, r TopUpRequest) (TopUpIntent, error
 	}
 	if r.AmountMicro < t.opts.MinMicro || r.AmountMicro > t.opts.MaxMicro {
 		return TopUpIntent{}, fmt.Errorf("%w: amount must be between %s and %s USDC", ErrInvalidTopUp,
-			FormatMicro(t.opts.MinMicro), FormatMicro(t.opts.MaxMicro))
+			pricing.FormatUSDC(t.opts.MinMicro), pricing.FormatUSDC(t.opts.MaxMicro))
 	}
 	c, err := t.chain(r.ChainID)
 	if err != nil {
@@ -390,19 +392,6 @@ func (r topUpRow) public() TopUp {
 		Status: r.status, TxHash: r.txHash, Reason: r.reason, PaywallID: r.paywallID, UserID: r.userID,
 		ValidBefore: time.Unix(r.validBefore, 0), CreatedAt: r.createdAt, UpdatedAt: r.updatedAt,
 	}
-}
-
-// FormatMicro writes micro-USDC as a decimal amount of USDC ("1.5", "0.000001").
-func FormatMicro(micro int64) string {
-	sign := ""
-	whole, frac := micro/1_000_000, micro%1_000_000
-	if micro < 0 {
-		sign, whole, frac = "-", -whole, -frac
-	}
-	if frac == 0 {
-		return fmt.Sprintf("%s%d", sign, whole)
-	}
-	return strings.TrimRight(fmt.Sprintf("%s%d.%06d", sign, whole, frac), "0")
 }
 
 func isAddress(s string) bool {

@@ -334,14 +334,3 @@ func TestParseSignature(t *testing.T) {
 		})
 	}
 }
-
-func TestFormatMicro(t *testing.T) {
-	for in, want := range map[int64]string{
-		0: "0", 1: "0.000001", 1_500_000: "1.5", 10_000_000_000: "10000", -2_250_000: "-2.25",
-		-9223372036854775808: "-9223372036854.775808",
-	} {
-		if got := FormatMicro(in); got != want {
-			t.Errorf("FormatMicro(%d) = %q, want %q", in, got, want)
-		}
-	}
-}

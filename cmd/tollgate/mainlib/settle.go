@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/pricing"
 	"github.com/tollgate-dev/tollgate/settlement"
 )
 
@@ -228,7 +229,7 @@ type unassignedJSON struct {
 func toUnassignedJSON(d settlement.UnassignedDeposit) unassignedJSON {
 	return unassignedJSON{
 		ID: d.ID, ChainID: d.ChainID, TxHash: d.TxHash, LogPos: d.LogPos, Token: d.Token, From: d.From,
-		AmountMicro: d.AmountMicro, AmountUSDC: settlement.FormatMicro(d.AmountMicro), BlockNumber: d.BlockNumber,
+		AmountMicro: d.AmountMicro, AmountUSDC: pricing.FormatUSDC(d.AmountMicro), BlockNumber: d.BlockNumber,
 		Status: d.Status, Wallet: d.Wallet, AssignedBy: d.AssignedBy, TransferID: d.TransferID, SeenAt: d.SeenAt.UTC(),
 	}
 }
@@ -259,7 +260,7 @@ func runSettleUnassigned(ctx context.Context, env *environment, args []string) e
 		tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0) // write errors surface at Flush
 		_, _ = fmt.Fprintln(tw, "ID\tCHAIN\tUSDC\tFROM\tTX\tLOG\tBLOCK\tSEEN\tSTATUS\tWALLET")
 		for _, d := range list {
-			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", d.ID, d.ChainID, settlement.FormatMicro(d.AmountMicro),
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", d.ID, d.ChainID, pricing.FormatUSDC(d.AmountMicro),
 				d.From, d.TxHash, d.LogPos, d.BlockNumber, d.SeenAt.UTC().Format(time.RFC3339), d.Status, d.Wallet)
 		}
 		if err := tw.Flush(); err != nil {
@@ -291,7 +292,7 @@ func runSettleAssign(ctx context.Context, env *environment, args []string) error
 			return printJSON(env.stdout, toUnassignedJSON(d))
 		}
 		_, err = fmt.Fprintf(env.stdout, "Deposit %s (%s USDC from %s, tx %s log %d on chain %s) is credited to %s (ledger transfer %s).\n",
-			d.ID, settlement.FormatMicro(d.AmountMicro), d.From, d.TxHash, d.LogPos, d.ChainID, d.Wallet, d.TransferID)
+			d.ID, pricing.FormatUSDC(d.AmountMicro), d.From, d.TxHash, d.LogPos, d.ChainID, d.Wallet, d.TransferID)
 		return err
 	})
 }

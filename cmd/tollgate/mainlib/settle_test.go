@@ -551,7 +551,7 @@ func TestSettleUnassignedAndAssign(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 2 {
 		t.Fatalf("settle unassigned -all -json: %v\n%s", err, out)
 	}
-	if l := listed[0]; l.ID != first || l.Status != "assigned" || l.Wallet != alice || l.AmountMicro != 3_000_000 || l.AmountUSDC != "3" {
+	if l := listed[0]; l.ID != first || l.Status != "assigned" || l.Wallet != alice || l.AmountMicro != 3_000_000 || l.AmountUSDC != "3.00" {
 		t.Errorf("first listed %+v", l)
 	}
 	if out, err = run("unassigned", "-json"); err != nil || !strings.Contains(out, second) || strings.Contains(out, first) {
