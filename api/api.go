@@ -59,6 +59,7 @@ type Ledger interface {
 	RequestPayout(ctx context.Context, r ledger.PayoutRequest) (ledger.Payout, error)
 	GetPayout(ctx context.Context, payoutID string) (ledger.Payout, error)
 	Payouts(ctx context.Context, paywallID string, status ledger.PayoutStatus, limit int) ([]ledger.Payout, error)
+	PayoutsSince(ctx context.Context, paywallID string, window time.Duration) (ledger.PayoutWindow, error)
 }
 
 // Links make and check the hosted pages' link tokens (paywall.Links).

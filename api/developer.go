@@ -142,13 +142,9 @@ func (s *Server) postPayout(w http.ResponseWriter, r *http.Request, pw paywall.P
 	})
 }
 
-// payoutWindow is the period of the per-paywall withdrawal cap.
+// payoutWindow is the period of the per-paywall withdrawal cap, measured by the database's
+// clock (ledger.PayoutsSince), the clock that dates the payouts.
 const payoutWindow = 24 * time.Hour
-
-// maxPayoutsScanned bounds the payouts read to check the 24-hour cap: the ledger's one page. A
-// paywall that asked for this many in 24 hours is refused more, whatever their sum, rather than
-// counted short.
-const maxPayoutsScanned = ledger.MaxPayoutsPage
 
 // lockPayouts serializes one paywall's withdrawals: it writes the paywall's row of
 // api_payout_guards in a transaction and returns the function that ends it. Until then
@@ -190,27 +186,17 @@ func (s *Server) lockPayouts(ctx context.Context, paywallID string) (unlock func
 }
 
 func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywall, key string, amount int64, chainID string) {
-	recent, err := s.deps.Ledger.Payouts(r.Context(), pw.ID, "", maxPayoutsScanned)
+	recent, err := s.deps.Ledger.PayoutsSince(r.Context(), pw.ID, payoutWindow)
 	if err != nil {
 		s.unavailable(w, r, "read the payouts", err)
 		return
 	}
-	since := s.opts.Now().Add(-payoutWindow)
-	if len(recent) == maxPayoutsScanned && recent[len(recent)-1].CreatedAt.After(since) {
-		writeError(w, http.StatusTooManyRequests, "invalid_request_error", "payout_limit", "",
-			fmt.Sprintf("At most %d withdrawals can be requested per 24 hours; wait before asking for another.", maxPayoutsScanned))
-		return
-	}
-	var used int64
-	for _, p := range recent {
-		if p.Status != ledger.PayoutFailed && p.CreatedAt.After(since) {
-			used += p.AmountMicro
-		}
-	}
-	if used+amount > s.opts.DailyPayoutMicro {
+	// No overflow: the amount is at most MaxPayoutMicro and the window's total is what this
+	// check let through, both bounded by config far inside int64.
+	if recent.TotalMicro+amount > s.opts.DailyPayoutMicro {
 		writeError(w, http.StatusTooManyRequests, "invalid_request_error", "payout_limit", "amount",
 			fmt.Sprintf("Withdrawals are capped at %s USDC per 24 hours; %s USDC were requested in the last 24 hours.",
-				pricing.FormatUSDC(s.opts.DailyPayoutMicro), pricing.FormatUSDC(used)))
+				pricing.FormatUSDC(s.opts.DailyPayoutMicro), pricing.FormatUSDC(recent.TotalMicro)))
 		return
 	}
 	p, err := s.deps.Ledger.RequestPayout(r.Context(), ledger.PayoutRequest{

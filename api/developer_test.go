@@ -340,29 +340,51 @@ func TestPayoutChains(t *testing.T) {
 	}
 }
 
-// TestPayoutCountCap: the 24-hour cap is summed over at most maxPayoutsScanned payouts, so a
-// paywall that asked for that many in 24 hours is refused another, however small, rather than
-// have the ones it did not read left out of the sum; 24 hours later it may withdraw again.
-func TestPayoutCountCap(t *testing.T) {
-	e := newEnv(t, func(_ *Deps, o *Options) { o.MinPayoutMicro = 1 })
+// TestPayoutCapCountsEveryPayout: the 24-hour cap sums every payout of the window, however
+// many (more than a page of the ledger's listing here), on the database's clock: the API's
+// own clock moving a day on frees nothing, while payouts dated more than 24 hours back by the
+// database (aged by moving created_at, as time passing would) no longer count.
+func TestPayoutCapCountsEveryPayout(t *testing.T) {
+	const n = ledger.MaxPayoutsPage + 1
+	e := newEnv(t, func(_ *Deps, o *Options) { o.MinPayoutMicro = 1; o.DailyPayoutMicro = n * 10_000 })
 	pw, key := e.newPaywall("Demo")
-	e.earn(pw, key, "1") // 0.99 available: a thousand payouts of 1 micro-USDC use none of the cap
-	for i := range maxPayoutsScanned - 1 {
+	e.earn(pw, key, "20") // 19.80 available
+	// 0.01 USDC each: 10.01 USDC in all, the whole cap.
+	for i := range n {
 		if _, err := e.ledger.RequestPayout(t.Context(), ledger.PayoutRequest{
-			Key: fmt.Sprint("many-", i), Paywall: pw.ID, ChainID: "1337", To: pw.PayoutAddress, AmountMicro: 1,
+			Key: fmt.Sprint("many-", i), Paywall: pw.ID, ChainID: "1337", To: pw.PayoutAddress, AmountMicro: 10_000,
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	withdraw := func(idem string) reply {
-		return e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": "0.000001"}, "Idempotency-Key", idem)
+	withdraw := func(idem, amount string) reply {
+		return e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": amount}, "Idempotency-Key", idem)
 	}
-	expectStatus(t, withdraw("the-thousandth"), http.StatusCreated)
-	r := withdraw("one-more")
-	expectStatus(t, r, http.StatusTooManyRequests)
-	if r.errorCode(t) != "payout_limit" || !strings.Contains(string(r.body), "At most 1000 withdrawals") {
-		t.Errorf("the 1001st withdrawal in 24 hours: %s", r.body)
+	refused := func(r reply, used string) {
+		t.Helper()
+		expectStatus(t, r, http.StatusTooManyRequests)
+		if r.errorCode(t) != "payout_limit" || !strings.Contains(string(r.body), used+" USDC were requested in the last 24 hours") {
+			t.Errorf("want payout_limit with %s USDC used: %s", used, r.body)
+		}
 	}
+	age := func(limit int) {
+		t.Helper()
+		if _, err := e.db.Pool.Exec(t.Context(), `UPDATE ledger_payouts SET created_at = created_at - INTERVAL '25 hours'
+			WHERE id IN (SELECT id FROM ledger_payouts WHERE paywall = $1 ORDER BY created_at, id LIMIT $2)`, pw.ID, limit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A sum over one page (1,000 payouts, 10.00 USDC) would let this through.
+	refused(withdraw("over", "0.000001"), "10.01")
+
 	e.clock.Advance(payoutWindow + time.Hour)
-	expectStatus(t, withdraw("a-day-later"), http.StatusCreated)
+	refused(withdraw("app-clock", "0.000001"), "10.01")
+	e.clock.Advance(-payoutWindow - time.Hour)
+
+	age(500) // 5.00 USDC leave the window
+	expectStatus(t, withdraw("half-a-day-later", "5"), http.StatusCreated)
+	refused(withdraw("over-again", "0.000001"), "10.01")
+
+	age(n + 1) // all of them
+	expectStatus(t, withdraw("a-day-later", "4"), http.StatusCreated)
 }

@@ -220,6 +220,15 @@ func (l *Ledger) Payouts(ctx context.Context, paywallID string, status PayoutSta
 	return l.payouts(ctx, paywallID, status, limit)
 }
 
+// PayoutsSince sums what a paywall asked to withdraw within window before now: the payouts
+// not failed (requested or settled) created after now() − window, by the database's clock,
+// with their count. It reads every such payout, however many (no page bound), in one statement
+// on the index of (paywall, created_at). A paywall without payouts gets the zero PayoutWindow.
+// It can return: ErrInvalid (empty paywall id, window shorter than a microsecond).
+func (l *Ledger) PayoutsSince(ctx context.Context, paywallID string, window time.Duration) (PayoutWindow, error) {
+	return l.payoutsSince(ctx, paywallID, window)
+}
+
 // RequestedPayouts lists one chain's payouts still in flight (requested, neither settled nor
 // failed), oldest first, up to limit (default 100, at most MaxPayoutsPage) after the payout after: pass the
 // last payout of the previous page, or the zero Payout for the first page. The settlement worker

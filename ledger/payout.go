@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -214,6 +215,33 @@ func (l *Ledger) payouts(ctx context.Context, paywallID string, status PayoutSta
 	}
 	return l.listPayouts(ctx, limit, `WHERE paywall = $2 AND ($3 = '' OR status = $3)
 		ORDER BY created_at DESC, id DESC`, paywallID, string(status))
+}
+
+// PayoutWindow is what a paywall asked to withdraw in a recent period (Ledger.PayoutsSince).
+type PayoutWindow struct {
+	TotalMicro int64 // the sum of the payouts not failed (requested or settled)
+	Count      int64 // how many there are
+}
+
+// payoutsSince sums a paywall's payouts that have not failed and were created less than
+// window ago, by the database's clock (created_at is the database's too), in one statement
+// that the index ledger_payouts_paywall (paywall, created_at) answers with a range scan.
+func (l *Ledger) payoutsSince(ctx context.Context, paywallID string, window time.Duration) (PayoutWindow, error) {
+	if err := validRef("paywall", paywallID); err != nil {
+		return PayoutWindow{}, err
+	}
+	// created_at is stored to the microsecond: a shorter window would be an empty one.
+	if window < time.Microsecond {
+		return PayoutWindow{}, invalid("payout window %v is shorter than a microsecond", window)
+	}
+	var w PayoutWindow
+	err := l.queryRow(ctx, `SELECT COALESCE(SUM(amount), 0)::BIGINT, COUNT(*)::BIGINT FROM ledger_payouts
+		WHERE paywall = $1 AND created_at > now() - $2::BIGINT * INTERVAL '1 microsecond' AND status <> 'failed'`,
+		paywallID, window.Microseconds()).Scan(&w.TotalMicro, &w.Count)
+	if err != nil {
+		return PayoutWindow{}, err
+	}
+	return w, nil
 }
 
 // MaxPayoutsPage is the most payouts one call of Payouts or RequestedPayouts returns.
