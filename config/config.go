@@ -28,6 +28,7 @@ type Config struct {
 	Database Database `yaml:"database"`
 	Redis    Redis    `yaml:"redis"`
 	Log      Log      `yaml:"log"`
+	Paywall  Paywall  `yaml:"paywall"`
 	Serve    Serve    `yaml:"serve"`
 	Settle   Settle   `yaml:"settle"`
 }
@@ -105,6 +106,7 @@ func (c *Config) problems() []error {
 	default:
 		p = append(p, fmt.Errorf("log.level: must be debug, info, warn or error, got %q", c.Log.Level))
 	}
+	p = append(p, c.Paywall.problems()...)
 	p = append(p, c.Serve.problems()...)
 	p = append(p, c.Settle.problems()...)
 	return p
