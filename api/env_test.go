@@ -77,7 +77,11 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	e := &env{t: t, clock: &fakeClock{now: time.Now().UTC().Truncate(time.Second)}}
 	e.db = testdb.New(t, ledger.Migrations, paywall.Migrations, settlementschema.Migrations, schema.Migrations)
 	e.rdb, e.prefix = testredis.New(t)
-	e.store = paywall.NewStore(e.db.Pool, e.rdb, e.prefix, paywall.Options{PlatformFeeBps: 100})
+	secrets, keyErr := paywall.NewSecretsKey([]byte("0123456789abcdef0123456789abcdef")) // seals the BYOK test paywalls' credentials
+	if keyErr != nil {
+		t.Fatal(keyErr)
+	}
+	e.store = paywall.NewStore(e.db.Pool, e.rdb, e.prefix, paywall.Options{PlatformFeeBps: 100, SecretsKey: secrets})
 	t.Cleanup(func() { _ = e.store.Close() })
 	if err := e.store.WaitReady(t.Context()); err != nil {
 		t.Fatal(err)

@@ -111,6 +111,8 @@ serve:
   public_url: %q
   link_secret: %q
   shutdown_grace: 1s
+paywall:
+  secrets_key: %q
 settle:
   treasury: %q
   hot_wallet:
@@ -123,7 +125,7 @@ settle:
       rpc_url: %q
       usdc: %q
       tip_floor_gwei: "25"
-`, db.URL, testredis.Addr(), prefix, publicURL, strings.Repeat("s", 32), address(treasury).Hex(),
+`, db.URL, testredis.Addr(), prefix, publicURL, strings.Repeat("s", 32), secretsKey, address(treasury).Hex(),
 		hexutil.Encode(crypto.FromECDSA(hot)), node.ChainID.String(), node.URL, token.Hex())
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -259,7 +259,7 @@ func TestLoad(t *testing.T) {
 	db := testdb.NewWithPool(t, 4, schema.All()...)
 	checkLedgerAtEnd(t, db)
 	rdb, prefix := testredis.New(t)
-	paywalls := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{})
+	paywalls := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{SecretsKey: testSecrets(t)})
 	t.Cleanup(func() { _ = paywalls.Close() })
 	prices := pricing.NewCatalog(db.Pool, rdb, prefix)
 	t.Cleanup(func() { _ = prices.Close() })
@@ -508,8 +508,9 @@ func startLoadServe(t *testing.T, dbURL, prefix, maxConns string) loadServe {
 	}
 	cfg := fmt.Sprintf("database:\n  url: %q\n%sredis:\n  addr: %q\n  prefix: %q\nlog:\n  level: warn\n"+
 		"serve:\n  grpc_addr: 127.0.0.1:0\n  http_addr: 127.0.0.1:0\n  admin_addr: 127.0.0.1:0\n"+
-		"  public_url: http://tollgate.test\n  link_secret: %q\n  shutdown_grace: 5s\n  provider:\n    api_key: %q\n",
-		dbURL, conns, testredis.Addr(), prefix, strings.Repeat("s", 32), operatorKey)
+		"  public_url: http://tollgate.test\n  link_secret: %q\n  shutdown_grace: 5s\n  provider:\n    api_key: %q\n"+
+		"paywall:\n  secrets_key: %q\n",
+		dbURL, conns, testredis.Addr(), prefix, strings.Repeat("s", 32), operatorKey, secretsKey)
 	path := filepath.Join(t.TempDir(), "tollgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -31,7 +31,9 @@ import (
 const (
 	operatorKey = "operator-openrouter-key" // the built-in provider's credential (config)
 	byokKey     = "byok-demo-key"           // the BYOK paywall's upstream credential
-	model       = "fake/model"
+	// secretsKey is paywall.secrets_key: it seals byokKey in the database and Redis.
+	secretsKey = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+	model      = "fake/model"
 )
 
 // stack is Tollgate assembled in-process the way `tollgate serve` wires it, behind the Envoy
@@ -48,6 +50,16 @@ type stack struct {
 	logs       chan envoyemu.RequestLog
 }
 
+// testSecrets is secretsKey, for the stores the tests make themselves.
+func testSecrets(t testing.TB) *paywall.SecretsKey {
+	t.Helper()
+	k, err := paywall.ParseSecretsKey(secretsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 func newStack(t testing.TB) *stack {
 	t.Helper()
 	db := testdb.NewWithPool(t, 64, schema.All()...)
@@ -56,7 +68,7 @@ func newStack(t testing.TB) *stack {
 	s := &stack{
 		db:         db,
 		ledger:     ledger.New(db.Pool, ledger.Options{}),
-		paywalls:   paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{}),
+		paywalls:   paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{SecretsKey: testSecrets(t)}),
 		prices:     pricing.NewCatalog(db.Pool, rdb, prefix),
 		links:      paywall.Links{BaseURL: "http://tollgate.test", Secret: []byte(strings.Repeat("k", 32)), TTL: time.Hour},
 		demo:       fakeupstream.New(fakeupstream.Options{Name: "demo", RequireKey: byokKey}),

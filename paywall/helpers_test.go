@@ -1,6 +1,7 @@
 package paywall
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -27,6 +28,9 @@ func storeOn(t testing.TB, db *testdb.DB, rdb *redis.Client, prefix string, opts
 	if opts.PlatformFeeBps == 0 {
 		opts.PlatformFeeBps = testFeeBps
 	}
+	if opts.SecretsKey == nil {
+		opts.SecretsKey = testSecretsKey(t, 1)
+	}
 	s := NewStore(db.Pool, rdb, prefix, opts)
 	t.Cleanup(func() { _ = s.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -35,6 +39,16 @@ func storeOn(t testing.TB, db *testdb.DB, rdb *redis.Client, prefix string, opts
 		t.Fatal(err)
 	}
 	return s
+}
+
+// testSecretsKey returns a fixed secrets key; another seed gives another key.
+func testSecretsKey(t testing.TB, seed byte) *SecretsKey {
+	t.Helper()
+	k, err := NewSecretsKey(bytes.Repeat([]byte{seed}, SecretsKeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 func builtinPaywall() Paywall {

@@ -8,6 +8,9 @@
 // authorization, a revocation or a key rotation reaches every replica through Redis pub/sub
 // within milliseconds, and a short in-process TTL bounds staleness if a message is lost.
 //
+// A BYOK paywall's upstream credential is sealed (AES-256-GCM, Options.SecretsKey) before it
+// reaches the database or Redis; the plaintext lives only in the process memory that sends it.
+//
 // It sits on the request path: it must never import go-ethereum or settlement/.
 // docs/paywall.md describes it for users.
 package paywall
@@ -37,6 +40,11 @@ var (
 	ErrExpiredToken = errors.New("paywall: link token expired")
 	// ErrNonceUsed: a nonce that was never issued, expired, or was already consumed.
 	ErrNonceUsed = errors.New("paywall: nonce unknown, expired or already used")
+	// ErrNoSecretsKey: a BYOK credential to store or read, and no secrets key configured.
+	ErrNoSecretsKey = errors.New("paywall: paywall.secrets_key is not set (TOLLGATE_PAYWALL_SECRETS_KEY)")
+	// ErrSealedCredential: a stored BYOK credential that does not open — sealed with another
+	// secrets key, copied from another paywall, tampered with, or still in plaintext.
+	ErrSealedCredential = errors.New("paywall: BYOK upstream credential does not open")
 )
 
 // Mode says who pays the upstream.
@@ -67,7 +75,8 @@ type Paywall struct {
 	// built-in paywalls, the BYOK upstream's name (an Envoy cluster) otherwise.
 	Upstream string
 	// UpstreamKey is the BYOK credential sent upstream as Authorization: Bearer; empty for
-	// built-in paywalls, which use the operator's key from the configuration.
+	// built-in paywalls, which use the operator's key from the configuration. The Store seals
+	// it (Options.SecretsKey) before it reaches the database or Redis, and returns it opened.
 	UpstreamKey string
 	// MarkupBps is the markup over the model's price, in basis points (100 = 1 %).
 	MarkupBps int64

@@ -1,7 +1,9 @@
 package paywall
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -35,6 +37,10 @@ type Options struct {
 	// MaxLocalEntries bounds each in-process cache (default 100,000).
 	MaxLocalEntries int
 	Logger          *slog.Logger
+	// SecretsKey seals BYOK upstream credentials in the database and in Redis (from
+	// paywall.secrets_key). Without it built-in paywalls work, and storing or reading a BYOK
+	// paywall fails with ErrNoSecretsKey.
+	SecretsKey *SecretsKey
 
 	// noBus turns the invalidation messages off, for the test that proves the TTL safety net.
 	noBus bool
@@ -51,6 +57,8 @@ type Store struct {
 	bus    *tiercache.Bus // nil without Redis
 	byKey  *tiercache.Cache[[sha256.Size]byte, Paywall]
 	byUser *tiercache.Cache[authKey, Authorization]
+	// opened spares ByKey an AES-GCM open per request; see openedCredentials.
+	opened openedCredentials
 }
 
 // authKey names an authorization in the cache.
@@ -67,6 +75,7 @@ func NewStore(pool *pgxpool.Pool, rdb *redis.Client, prefix string, opts Options
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{pool: pool, opts: opts}
+	s.opened = openedCredentials{m: map[sealedFor]string{}, max: cmp.Or(opts.MaxLocalEntries, 100_000)}
 	if rdb != nil && !opts.noBus {
 		s.bus = tiercache.NewBus(rdb, prefix+"paywall:invalidate", opts.Logger)
 	}
@@ -134,8 +143,8 @@ func (s *Store) scanPaywall(row pgx.Row) (Paywall, error) {
 }
 
 // Create stores a new paywall and returns it, defaults filled in, with its API key — shown
-// this once: only its SHA-256 is kept.
-// It can return: ErrInvalid.
+// this once: only its SHA-256 is kept. A BYOK paywall's credential is stored sealed.
+// It can return: ErrInvalid, ErrNoSecretsKey (a BYOK paywall without Options.SecretsKey).
 func (s *Store) Create(ctx context.Context, p Paywall) (Paywall, string, error) {
 	p, err := p.normalize(s.opts.BuiltinUpstream, s.opts.PlatformFeeBps)
 	if err != nil {
@@ -145,15 +154,24 @@ func (s *Store) Create(ctx context.Context, p Paywall) (Paywall, string, error) 
 	if err != nil {
 		return Paywall{}, "", err
 	}
-	row := s.pool.QueryRow(ctx, `INSERT INTO paywalls (name, owner, mode, upstream, upstream_key,
+	if p.Mode == ModeBYOK && s.opts.SecretsKey == nil {
+		return Paywall{}, "", fmt.Errorf("%w: a BYOK paywall's upstream credential cannot be stored without it", ErrNoSecretsKey)
+	}
+	// The id is made here, not by the database: a sealed credential is bound to it.
+	p.ID = newPaywallID()
+	stored := p
+	if err := s.sealCredential(&stored); err != nil {
+		return Paywall{}, "", err
+	}
+	row := s.pool.QueryRow(ctx, `INSERT INTO paywalls (id, name, owner, mode, upstream, upstream_key,
 		markup_bps, default_max_tokens, min_completion_tokens, template_authorize, template_topup,
 		payout_address, max_concurrent, rate_per_minute, key_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-		RETURNING id::TEXT, created_at`,
-		p.Name, p.Owner, p.Mode, p.Upstream, p.UpstreamKey, p.MarkupBps, p.DefaultMaxTokens,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		RETURNING created_at`,
+		p.ID, p.Name, p.Owner, p.Mode, p.Upstream, stored.UpstreamKey, p.MarkupBps, p.DefaultMaxTokens,
 		p.MinCompletionTokens, p.Templates.Authorize, p.Templates.TopUp, p.PayoutAddress,
 		int64(p.MaxConcurrent), int64(p.RatePerMinute), hash[:])
-	if err := row.Scan(&p.ID, &p.CreatedAt); err != nil {
+	if err := row.Scan(&p.CreatedAt); err != nil {
 		return Paywall{}, "", fmt.Errorf("paywall: create: %w", err)
 	}
 	p.CreatedAt = p.CreatedAt.UTC()
@@ -162,20 +180,30 @@ func (s *Store) Create(ctx context.Context, p Paywall) (Paywall, string, error) 
 	return p, key, nil
 }
 
-// ByKey returns the paywall of an API key. It is on every request's path: a cached answer
-// costs a hash and a map lookup.
-// It can return: ErrUnknownKey.
+// ByKey returns the paywall of an API key, its credential opened. It is on every request's
+// path: a cached answer costs a hash and two map lookups (the caches hold the credential
+// sealed; what it opens to is remembered in-process).
+// It can return: ErrUnknownKey, ErrNoSecretsKey, ErrSealedCredential.
 func (s *Store) ByKey(ctx context.Context, apiKey string) (Paywall, error) {
 	h, ok := hashKey(apiKey)
 	if !ok {
 		return Paywall{}, ErrUnknownKey
 	}
 	p, found, err := s.byKey.Get(ctx, h)
+	if err == nil && found && p.Mode == ModeBYOK && !isSealed(p.UpstreamKey) {
+		// A Redis copy written before credentials were sealed: drop it (everywhere) and read
+		// the database, which loadByHash only accepts sealed.
+		s.byKey.Invalidate(ctx, h)
+		p, found, err = s.byKey.Get(ctx, h)
+	}
 	if err != nil {
 		return Paywall{}, err
 	}
 	if !found {
 		return Paywall{}, ErrUnknownKey
+	}
+	if err := s.openCredential(&p); err != nil {
+		return Paywall{}, err
 	}
 	return p, nil
 }
@@ -188,11 +216,15 @@ func (s *Store) loadByHash(ctx context.Context, h [sha256.Size]byte) (Paywall, b
 	if err != nil {
 		return Paywall{}, false, fmt.Errorf("paywall: by key: %w", err)
 	}
+	if p.Mode == ModeBYOK && !isSealed(p.UpstreamKey) {
+		// Never into the caches: Redis must not hold a plaintext credential.
+		return Paywall{}, false, s.openCredential(&p)
+	}
 	return p, true, nil
 }
 
-// Get returns a paywall.
-// It can return: ErrNotFound.
+// Get returns a paywall, its credential opened.
+// It can return: ErrNotFound, ErrNoSecretsKey, ErrSealedCredential.
 func (s *Store) Get(ctx context.Context, id string) (Paywall, error) {
 	id, ok := normalizeID(id)
 	if !ok {
@@ -205,10 +237,15 @@ func (s *Store) Get(ctx context.Context, id string) (Paywall, error) {
 	if err != nil {
 		return Paywall{}, fmt.Errorf("paywall: get: %w", err)
 	}
+	if err := s.openCredential(&p); err != nil {
+		return Paywall{}, err
+	}
 	return p, nil
 }
 
-// List returns every paywall, oldest first.
+// List returns every paywall, oldest first, credentials opened.
+// It can return: ErrNoSecretsKey, ErrSealedCredential (naming the first paywall whose
+// credential does not open).
 func (s *Store) List(ctx context.Context) ([]Paywall, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+paywallColumns+` FROM paywalls ORDER BY created_at, id`)
 	if err != nil {
@@ -217,6 +254,11 @@ func (s *Store) List(ctx context.Context) ([]Paywall, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paywall, error) { return s.scanPaywall(r) })
 	if err != nil {
 		return nil, fmt.Errorf("paywall: list: %w", err)
+	}
+	for i := range out {
+		if err := s.openCredential(&out[i]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -253,7 +295,8 @@ func (s *Store) RotateKey(ctx context.Context, id string) (string, error) {
 
 // SetMarkup changes a paywall's markup (basis points over the model price).
 // It can return: ErrNotFound, ErrInvalid (out of range, or a built-in paywall's markup that
-// cannot cover the platform fee).
+// cannot cover the platform fee), ErrNoSecretsKey, ErrSealedCredential (a BYOK paywall's
+// credential is sealed again with a new nonce, so it must open).
 func (s *Store) SetMarkup(ctx context.Context, id string, bps int64) error {
 	_, err := s.update(ctx, id, func(p *Paywall) { p.MarkupBps = bps })
 	return err
@@ -261,8 +304,8 @@ func (s *Store) SetMarkup(ctx context.Context, id string, bps int64) error {
 
 // Update changes a paywall's settings to those of p (all but ID, Mode and CreatedAt, which
 // cannot change, and a built-in paywall's Upstream, which is the configured one) and returns
-// the stored result.
-// It can return: ErrNotFound, ErrInvalid.
+// the stored result. A BYOK credential is stored sealed.
+// It can return: ErrNotFound, ErrInvalid, ErrNoSecretsKey, ErrSealedCredential.
 func (s *Store) Update(ctx context.Context, p Paywall) (Paywall, error) {
 	return s.update(ctx, p.ID, func(cur *Paywall) {
 		id, mode, created := cur.ID, cur.Mode, cur.CreatedAt
@@ -287,8 +330,15 @@ func (s *Store) update(ctx context.Context, id string, change func(*Paywall)) (P
 		if err != nil {
 			return err
 		}
+		if err := s.openCredential(&cur); err != nil {
+			return err
+		}
 		change(&cur)
 		if out, err = cur.normalize(s.opts.BuiltinUpstream, s.opts.PlatformFeeBps); err != nil {
+			return err
+		}
+		stored := out
+		if err := s.sealCredential(&stored); err != nil {
 			return err
 		}
 		return tx.QueryRow(ctx, `UPDATE paywalls SET name = $2, owner = $3, upstream = $4, upstream_key = $5,
@@ -296,14 +346,14 @@ func (s *Store) update(ctx context.Context, id string, change func(*Paywall)) (P
 			template_topup = $10, payout_address = $11, max_concurrent = $12, rate_per_minute = $13,
 			updated_at = now()
 			WHERE id = $1 RETURNING key_hash`,
-			id, out.Name, out.Owner, out.Upstream, out.UpstreamKey, out.MarkupBps, out.DefaultMaxTokens,
+			id, out.Name, out.Owner, out.Upstream, stored.UpstreamKey, out.MarkupBps, out.DefaultMaxTokens,
 			out.MinCompletionTokens, out.Templates.Authorize, out.Templates.TopUp, out.PayoutAddress,
 			int64(out.MaxConcurrent), int64(out.RatePerMinute)).Scan(&hash)
 	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return Paywall{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrNoSecretsKey), errors.Is(err, ErrSealedCredential):
 		return Paywall{}, err
 	case err != nil:
 		return Paywall{}, fmt.Errorf("paywall: update: %w", err)
@@ -474,6 +524,15 @@ func normalizeID(id string) (string, bool) {
 		return strings.ToLower(id), true
 	}
 	return id, true
+}
+
+// newPaywallID returns a random (version 4) UUID in the database's lower-case form.
+func newPaywallID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error (it crashes the program instead)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // CheckMarkups reports every built-in paywall whose markup cannot cover a platform fee of

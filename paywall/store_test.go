@@ -358,7 +358,7 @@ func TestBuiltinUpstreamFollowsConfig(t *testing.T) {
 	s, db := newTestStore(t, Options{})
 	p, key := mustCreate(t, s, builtinPaywall())
 	b, _ := mustCreate(t, s, byokPaywall())
-	moved := NewStore(db.Pool, nil, "", Options{PlatformFeeBps: testFeeBps, BuiltinUpstream: "openrouter-eu"})
+	moved := NewStore(db.Pool, nil, "", Options{PlatformFeeBps: testFeeBps, BuiltinUpstream: "openrouter-eu", SecretsKey: testSecretsKey(t, 1)})
 	defer func() { _ = moved.Close() }()
 	if got, err := moved.ByKey(t.Context(), key); err != nil || got.Upstream != "openrouter-eu" {
 		t.Errorf("built-in after a config change: %+v, %v", got, err)

@@ -167,6 +167,9 @@ ANVIL_URL=http://127.0.0.1:$ANVIL_PORT
 
 # --- configuration --------------------------------------------------------------------------
 LINK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# A throwaway paywall.secrets_key: it seals the demo paywall's upstream credential in this
+# run's database, which goes away with the run.
+SECRETS_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
 cat >"$RUN/tollgate.yaml" <<EOF
 database:
   url: postgres://postgres@127.0.0.1:$PG_PORT/tollgate?sslmode=disable
@@ -179,6 +182,8 @@ serve:
   admin_addr: 127.0.0.1:$ADMIN_PORT
   public_url: http://127.0.0.1:$FRONT_PORT
   link_secret: $LINK_SECRET
+paywall:
+  secrets_key: "$SECRETS_KEY"
 settle:
   admin_addr: 127.0.0.1:$SETTLE_ADMIN_PORT
   treasury: "$TREASURY"

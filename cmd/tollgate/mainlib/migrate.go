@@ -8,6 +8,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/migrate"
 	"github.com/tollgate-dev/tollgate/internal/schema"
+	"github.com/tollgate-dev/tollgate/paywall"
 )
 
 func runMigrate(ctx context.Context, env *environment, args []string) error {
@@ -19,6 +20,10 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	secrets, err := secretsKey(cfg)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
 	pool, err := pgxpool.New(ctx, cfg.Database.URL)
 	if err != nil {
 		return fmt.Errorf("migrate: open database: %w", err)
@@ -28,6 +33,17 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(env.stdout, "migrate: %d migration(s) applied; schema is current\n", n)
+	if _, err := fmt.Fprintf(env.stdout, "migrate: %d migration(s) applied; schema is current\n", n); err != nil {
+		return err
+	}
+	// BYOK credentials stored in plaintext by a version before sealing are sealed here. Redis
+	// copies of them are dropped by the first replica that reads one (paywall.Store.ByKey).
+	sealed, err := paywall.NewStore(pool, nil, "", paywall.Options{SecretsKey: secrets}).SealCredentials(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if sealed > 0 {
+		_, err = fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) sealed with paywall.secrets_key\n", sealed)
+	}
 	return err
 }

@@ -105,6 +105,8 @@ func describePaywallError(id string, err error) error {
 		return fmt.Errorf("no paywall has id %q (`tollgate paywall list` shows them)", id)
 	case errors.Is(err, paywall.ErrInvalid):
 		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), paywall.ErrInvalid.Error()+": "))
+	case errors.Is(err, paywall.ErrNoSecretsKey):
+		return fmt.Errorf("%w\nSet it to the value `tollgate serve` uses (a new deployment makes one with `openssl rand -base64 32`)", err)
 	}
 	return err
 }

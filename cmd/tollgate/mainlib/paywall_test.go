@@ -18,6 +18,19 @@ import (
 	"github.com/tollgate-dev/tollgate/pricing"
 )
 
+// testSecretsKey is paywall.secrets_key in the tests' configurations.
+const testSecretsKey = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+
+// testSecrets is testSecretsKey, for the tests' own stores.
+func testSecrets(t *testing.T) *paywall.SecretsKey {
+	t.Helper()
+	k, err := paywall.ParseSecretsKey(testSecretsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // cli runs the real program in-process against one test database and Redis prefix.
 type cli struct {
 	t      *testing.T
@@ -31,7 +44,8 @@ func newCLI(t *testing.T) *cli {
 	db := testdb.New(t, schema.All()...)
 	_, prefix := testredis.New(t)
 	config := filepath.Join(t.TempDir(), "tollgate.yaml")
-	body := fmt.Sprintf("database:\n  url: %q\nredis:\n  addr: %q\n  prefix: %q\nlog:\n  level: warn\n", db.URL, testredis.Addr(), prefix)
+	body := fmt.Sprintf("database:\n  url: %q\nredis:\n  addr: %q\n  prefix: %q\nlog:\n  level: warn\npaywall:\n  secrets_key: %q\n",
+		db.URL, testredis.Addr(), prefix, testSecretsKey)
 	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +88,7 @@ func (c *cli) createPaywall() paywallJSON {
 func (c *cli) store() *paywall.Store {
 	c.t.Helper()
 	rdb, _ := testredis.New(c.t)
-	s := paywall.NewStore(c.db.Pool, rdb, c.prefix, paywall.Options{PlatformFeeBps: 500})
+	s := paywall.NewStore(c.db.Pool, rdb, c.prefix, paywall.Options{PlatformFeeBps: 500, SecretsKey: testSecrets(c.t)})
 	c.t.Cleanup(func() { _ = s.Close() })
 	if err := s.WaitReady(c.t.Context()); err != nil {
 		c.t.Fatal(err)

@@ -66,6 +66,13 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	// One paywall store per process, shared with the API (services closes it): one cache, one
 	// invalidation subscription.
 	paywalls := svc.paywallStore()
+	if svc.secrets == nil {
+		logger.Warn("serve: paywall.secrets_key is not set: built-in paywalls work; BYOK paywalls can be neither created nor served")
+	}
+	// A missing or wrong secrets key stops serve here, not on each BYOK request.
+	if err := paywalls.CheckCredentials(ctx); err != nil {
+		return fmt.Errorf("serve: BYOK upstream credentials: %w", err)
+	}
 	if err := checkMarkups(ctx, paywalls, sc.FeeBps); err != nil {
 		return err
 	}

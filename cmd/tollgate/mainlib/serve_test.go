@@ -173,6 +173,7 @@ func serveEnv(t *testing.T) (*testdb.DB, *redis.Client, string) {
 	t.Setenv("TOLLGATE_SERVE_LINK_SECRET", strings.Repeat("s", 32))
 	t.Setenv("TOLLGATE_SERVE_PROVIDER_API_KEY", "sk-or-very-secret")
 	t.Setenv("TOLLGATE_SERVE_SHUTDOWN_GRACE", "1s")
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", testSecretsKey)
 	return db, rdb, prefix
 }
 
@@ -182,7 +183,7 @@ func serveEnv(t *testing.T) (*testdb.DB, *redis.Client, string) {
 func TestServeRefusesMarkupsBelowFee(t *testing.T) {
 	db, rdb, prefix := serveEnv(t)
 	ctx := t.Context()
-	store := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: 500})
+	store := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: 500, SecretsKey: testSecrets(t)})
 	defer func() { _ = store.Close() }()
 	create := func(name string, mode paywall.Mode, markup int64) paywall.Paywall {
 		pw := paywall.Paywall{Name: name, Owner: "dev@acme.example", Mode: mode, MarkupBps: markup, DefaultMaxTokens: 100}
@@ -228,7 +229,7 @@ func TestServeRefusesMarkupsBelowFee(t *testing.T) {
 
 	// Fixed as the error says: serve starts (and stops with its context).
 	for _, id := range []string{low.ID, lower.ID} {
-		if err := paywall.NewStore(db.Pool, nil, "", paywall.Options{PlatformFeeBps: 1000}).SetMarkup(ctx, id, 1112); err != nil {
+		if err := paywall.NewStore(db.Pool, nil, "", paywall.Options{PlatformFeeBps: 1000, SecretsKey: testSecrets(t)}).SetMarkup(ctx, id, 1112); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -301,7 +302,7 @@ func TestServeShutdownGivesUpOnBackgroundSettlements(t *testing.T) {
 	db, rdb, prefix := serveEnv(t)
 	t.Setenv("TOLLGATE_SERVE_SETTLE_TIMEOUT", "300ms")
 	ctx := t.Context()
-	store := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: 500})
+	store := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: 500, SecretsKey: testSecrets(t)})
 	defer func() { _ = store.Close() }()
 	pw, key, err := store.Create(ctx, paywall.Paywall{Name: "Acme", Owner: "dev@acme.example", Mode: paywall.ModeBuiltin, MarkupBps: 2000, DefaultMaxTokens: 100})
 	if err != nil {

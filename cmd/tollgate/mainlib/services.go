@@ -22,6 +22,8 @@ type services struct {
 	pool   *pgxpool.Pool
 	redis  *redis.Client
 	ledger *ledger.Ledger
+	// secrets seals BYOK upstream credentials (paywall.secrets_key); nil without one.
+	secrets *paywall.SecretsKey
 
 	paywallsOnce sync.Once
 	paywalls     *paywall.Store // made on first use by paywallStore
@@ -29,6 +31,10 @@ type services struct {
 
 // openServices connects to the database and Redis and checks both answer.
 func openServices(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*services, error) {
+	secrets, err := secretsKey(cfg)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := openPool(ctx, cfg.Database)
 	if err != nil {
 		return nil, err
@@ -40,12 +46,22 @@ func openServices(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		return nil, fmt.Errorf("redis %s does not answer: %w", cfg.Redis.Addr, err)
 	}
 	return &services{
-		cfg:    cfg,
-		logger: logger,
-		pool:   pool,
-		redis:  rdb,
-		ledger: ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")}),
+		cfg:     cfg,
+		logger:  logger,
+		pool:    pool,
+		redis:   rdb,
+		ledger:  ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")}),
+		secrets: secrets,
 	}, nil
+}
+
+// secretsKey is paywall.secrets_key, decoded (nil when unset; config.Load has checked it).
+func secretsKey(cfg *config.Config) (*paywall.SecretsKey, error) {
+	k, err := paywall.ParseSecretsKey(cfg.Paywall.SecretsKey)
+	if err != nil {
+		return nil, fmt.Errorf("paywall.secrets_key: %w", err)
+	}
+	return k, nil
 }
 
 // openPool opens the database and checks that it answers.
@@ -66,13 +82,14 @@ func openPool(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// paywallStore returns the paywall store, configured with the platform fee and the built-in
-// upstream, making it on first use (its invalidation listener is a goroutine that commands
+// paywallStore returns the paywall store, configured with the platform fee, the built-in
+// upstream and the secrets key, making it on first use (its invalidation listener is a goroutine that commands
 // without paywalls need not run). Close closes it.
 func (s *services) paywallStore() *paywall.Store {
 	s.paywallsOnce.Do(func() {
 		s.paywalls = paywall.NewStore(s.pool, s.redis, s.cfg.Redis.Prefix, paywall.Options{
 			PlatformFeeBps: s.cfg.Serve.FeeBps, BuiltinUpstream: s.builtinUpstream(), Logger: s.logger.With("part", "paywall"),
+			SecretsKey: s.secrets,
 		})
 	})
 	return s.paywalls

@@ -1,0 +1,123 @@
+package mainlib
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/paywall"
+)
+
+// storedUpstreamKey reads a paywall's upstream_key column as it is.
+func (c *cli) storedUpstreamKey(id string) string {
+	c.t.Helper()
+	var v string
+	if err := c.db.Pool.QueryRow(c.t.Context(), `SELECT upstream_key FROM paywalls WHERE id = $1`, id).Scan(&v); err != nil {
+		c.t.Fatal(err)
+	}
+	return v
+}
+
+// TestPaywallCreateSealsUpstreamKey: `tollgate paywall create -upstream-key` stores the
+// credential sealed with paywall.secrets_key, a running server's store opens it, and without
+// the setting the command refuses, naming it.
+func TestPaywallCreateSealsUpstreamKey(t *testing.T) {
+	c := newCLI(t)
+	const credential = "sk-acme-cli-secret"
+	var created paywallJSON
+	out := c.mustRun("paywall", "create", "-mode", "byok", "-upstream", "acme-llm", "-upstream-key", credential,
+		"-name", "Acme", "-owner", "ops@acme.test", "-json")
+	if err := json.Unmarshal([]byte(out), &created); err != nil || strings.Contains(out, credential) {
+		t.Fatalf("create -json printed %q: %v", out, err)
+	}
+	col := c.storedUpstreamKey(created.ID)
+	if !strings.HasPrefix(col, "v1:") || strings.Contains(col, credential) {
+		t.Errorf("column upstream_key = %q; want the sealed form", col)
+	}
+	if p, err := c.store().ByKey(t.Context(), created.APIKey); err != nil || p.UpstreamKey != credential {
+		t.Errorf("ByKey = %+v, %v", p, err)
+	}
+
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", "")
+	_, err := c.run("paywall", "create", "-mode", "byok", "-upstream", "acme-llm", "-upstream-key", credential,
+		"-name", "Acme 2", "-owner", "ops@acme.test")
+	if !errors.Is(err, paywall.ErrNoSecretsKey) || !strings.Contains(err.Error(), "paywall.secrets_key") ||
+		!strings.Contains(err.Error(), "openssl rand -base64 32") {
+		t.Errorf("create without a secrets key = %v; want the setting named and how to make one", err)
+	}
+	if _, err := c.run("paywall", "set-markup", created.ID, "700"); !errors.Is(err, paywall.ErrNoSecretsKey) {
+		t.Errorf("set-markup of a BYOK paywall without a secrets key = %v", err)
+	}
+	c.mustRun("paywall", "create", "-name", "Built-in", "-owner", "o", "-markup-bps", "600") // needs no key
+}
+
+// TestServeChecksCredentials: `tollgate serve` does not start when a stored BYOK credential
+// does not open — no secrets key, or another one — and says which setting and paywall.
+func TestServeChecksCredentials(t *testing.T) {
+	db, rdb, prefix := serveEnv(t)
+	ctx := t.Context()
+	store := paywall.NewStore(db.Pool, rdb, prefix, paywall.Options{PlatformFeeBps: 500, SecretsKey: testSecrets(t)})
+	defer func() { _ = store.Close() }()
+	pw, _, err := store.Create(ctx, paywall.Paywall{Name: "Own Key", Owner: "dev@acme.example", Mode: paywall.ModeBYOK,
+		Upstream: "demo", UpstreamKey: "sk-dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, key, want string }{
+		{"no key", "", "paywall.secrets_key is not set"},
+		{"another key", "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA=", "does not open with paywall.secrets_key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", tt.key)
+			var stderr lockedBuffer
+			var err error
+			select {
+			case err = <-startServe(ctx, &stderr):
+			case <-time.After(60 * time.Second):
+				t.Fatalf("serve did not refuse:\n%s", stderr.String())
+			}
+			if err == nil || strings.Contains(stderr.String(), readyLine) || !strings.Contains(err.Error(), tt.want) ||
+				!strings.Contains(err.Error(), pw.ID) {
+				t.Errorf("serve = %v; want a refusal saying %q and naming %s", err, tt.want, pw.ID)
+			}
+		})
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stderr lockedBuffer
+	done := startServe(sctx, &stderr)
+	waitReady(t, &stderr, done)
+	stopServe(t, cancel, done)
+}
+
+// TestMigrateSealsPlaintextCredentials: `tollgate migrate` seals a credential stored in
+// plaintext by a version before sealing, and refuses, naming the setting, without the key.
+func TestMigrateSealsPlaintextCredentials(t *testing.T) {
+	c := newCLI(t)
+	var created paywallJSON
+	if err := json.Unmarshal([]byte(c.mustRun("paywall", "create", "-mode", "byok", "-upstream", "acme-llm", "-upstream-key", "sk-x",
+		"-name", "Acme", "-owner", "ops@acme.test", "-json")), &created); err != nil {
+		t.Fatal(err)
+	}
+	const legacy = "sk-legacy-plaintext"
+	c.db.Must(t, `UPDATE paywalls SET upstream_key = $2 WHERE id = $1`, created.ID, legacy)
+
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", "")
+	if _, err := c.run("migrate"); !errors.Is(err, paywall.ErrNoSecretsKey) || !strings.Contains(err.Error(), created.ID) {
+		t.Errorf("migrate without a key = %v; want ErrNoSecretsKey naming %s", err, created.ID)
+	}
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", testSecretsKey)
+	if out := c.mustRun("migrate"); !strings.Contains(out, "1 BYOK upstream credential(s) sealed") {
+		t.Errorf("migrate printed %q", out)
+	}
+	col := c.storedUpstreamKey(created.ID)
+	if !strings.HasPrefix(col, "v1:") || strings.Contains(col, legacy) {
+		t.Errorf("column after migrate = %q", col)
+	}
+	if p, err := c.store().ByKey(t.Context(), created.APIKey); err != nil || p.UpstreamKey != legacy {
+		t.Errorf("ByKey after migrate = %+v, %v", p, err)
+	}
+}

@@ -1,0 +1,287 @@
+package paywall
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SecretsKeySize is the length of a secrets key: AES-256.
+const SecretsKeySize = 32
+
+// sealedPrefix starts every sealed credential and names its format: AES-256-GCM under the
+// secrets key, "v1:" + unpadded base64url of nonce (12 bytes) || ciphertext || tag (16 bytes),
+// with additional data binding it to its paywall. Another prefix would name another format
+// or key, so a key rotation can tell old values from new.
+const sealedPrefix = "v1:"
+
+// maxSealedLen bounds a sealed value: the longest credential, sealed.
+var maxSealedLen = len(sealedPrefix) + base64.RawURLEncoding.EncodedLen(gcmNonceSize+maxCredentialLen+gcmTagSize)
+
+const (
+	gcmNonceSize = 12
+	gcmTagSize   = 16
+)
+
+// sealedEncoding is the one spelling of a sealed value's bytes.
+var sealedEncoding = base64.RawURLEncoding.Strict()
+
+// SecretsKey seals BYOK upstream credentials before they reach the database or Redis, and
+// opens them for the request path. It is safe for concurrent use.
+type SecretsKey struct {
+	aead cipher.AEAD
+}
+
+// NewSecretsKey returns a SecretsKey on SecretsKeySize random bytes.
+func NewSecretsKey(key []byte) (*SecretsKey, error) {
+	if len(key) != SecretsKeySize {
+		return nil, fmt.Errorf("paywall: a secrets key is %d bytes, got %d", SecretsKeySize, len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("paywall: secrets key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("paywall: secrets key: %w", err)
+	}
+	return &SecretsKey{aead: aead}, nil
+}
+
+// ParseSecretsKey decodes a secrets key written in standard base64 (as `openssl rand -base64
+// 32` prints it). An empty s means no key: (nil, nil).
+func ParseSecretsKey(s string) (*SecretsKey, error) {
+	if s == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("paywall: the secrets key is not base64 (make one with `openssl rand -base64 32`)")
+	}
+	return NewSecretsKey(key)
+}
+
+// additionalData binds a sealed credential to its paywall: opened under another id, it fails.
+func additionalData(paywallID string) []byte {
+	return []byte("tollgate paywall upstream_key\x00" + paywallID)
+}
+
+// seal returns credential sealed for paywallID, with a fresh random nonce (96 random bits:
+// far from GCM's limit for the few seals a key makes).
+func (k *SecretsKey) seal(paywallID, credential string) string {
+	var nonce [gcmNonceSize]byte
+	_, _ = rand.Read(nonce[:]) // crypto/rand.Read never returns an error (it crashes the program instead)
+	return k.sealWith(nonce, paywallID, credential)
+}
+
+// sealWith seals with a given nonce; only seal and tests (which need fixed values) call it.
+func (k *SecretsKey) sealWith(nonce [gcmNonceSize]byte, paywallID, credential string) string {
+	buf := make([]byte, gcmNonceSize, gcmNonceSize+len(credential)+gcmTagSize)
+	copy(buf, nonce[:])
+	buf = k.aead.Seal(buf, buf, []byte(credential), additionalData(paywallID))
+	return sealedPrefix + sealedEncoding.EncodeToString(buf)
+}
+
+// open returns the credential that sealed holds for paywallID.
+// It can return: ErrSealedCredential (not the sealed format, another key, another paywall's
+// value, tampered with).
+func (k *SecretsKey) open(paywallID, sealed string) (string, error) {
+	raw, err := parseSealed(sealed)
+	if err != nil {
+		return "", err
+	}
+	plain, err := k.aead.Open(raw[gcmNonceSize:gcmNonceSize], raw[:gcmNonceSize], raw[gcmNonceSize:], additionalData(paywallID))
+	if err != nil {
+		return "", fmt.Errorf("%w: it does not open with paywall.secrets_key (sealed with another key, copied from another paywall, or tampered with)", ErrSealedCredential)
+	}
+	return string(plain), nil
+}
+
+// parseSealed checks a value's format and returns its bytes: nonce || ciphertext || tag.
+// It can return: ErrSealedCredential.
+func parseSealed(s string) ([]byte, error) {
+	if !isSealed(s) {
+		return nil, fmt.Errorf("%w: not a sealed value (it must start with %q)", ErrSealedCredential, sealedPrefix)
+	}
+	if len(s) > maxSealedLen {
+		return nil, fmt.Errorf("%w: %d characters, at most %d", ErrSealedCredential, len(s), maxSealedLen)
+	}
+	raw, err := sealedEncoding.DecodeString(s[len(sealedPrefix):])
+	if err != nil {
+		return nil, fmt.Errorf("%w: not base64url", ErrSealedCredential)
+	}
+	if len(raw) < gcmNonceSize+gcmTagSize {
+		return nil, fmt.Errorf("%w: %d bytes, too short", ErrSealedCredential, len(raw))
+	}
+	return raw, nil
+}
+
+// isSealed reports whether a stored credential is in the sealed format (rather than the
+// plaintext that versions before sealing stored).
+func isSealed(s string) bool { return strings.HasPrefix(s, sealedPrefix) }
+
+// openedCredentials remembers what sealed values opened to, so the request path pays for
+// AES-GCM once per sealed value rather than once per request. A sealed value opens to one
+// credential for one paywall id, for ever (it is authenticated), so an entry never goes stale;
+// new seals (every update makes one) only add entries, and the map is emptied when full.
+type openedCredentials struct {
+	mu  sync.RWMutex
+	m   map[sealedFor]string
+	max int
+}
+
+// sealedFor is a sealed value with the paywall it was read for.
+type sealedFor struct{ paywallID, sealed string }
+
+func (o *openedCredentials) get(k sealedFor) (string, bool) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	v, ok := o.m[k]
+	return v, ok
+}
+
+func (o *openedCredentials) put(k sealedFor, credential string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.m) >= o.max {
+		clear(o.m)
+	}
+	o.m[k] = credential
+}
+
+// errNoSecretsKey explains what a store without a secrets key cannot do.
+func errNoSecretsKey(paywallID string) error {
+	return fmt.Errorf("%w: paywall %s is BYOK; its upstream credential cannot be stored or read without it", ErrNoSecretsKey, paywallID)
+}
+
+// openCredential replaces a BYOK paywall's stored (sealed) credential by the credential.
+// It can return: ErrNoSecretsKey, ErrSealedCredential.
+func (s *Store) openCredential(p *Paywall) error {
+	if p.Mode != ModeBYOK {
+		return nil
+	}
+	k := sealedFor{p.ID, p.UpstreamKey}
+	if c, ok := s.opened.get(k); ok {
+		p.UpstreamKey = c
+		return nil
+	}
+	if !isSealed(p.UpstreamKey) {
+		return fmt.Errorf("%w: paywall %s holds a plaintext upstream credential from before sealing; `tollgate migrate` with paywall.secrets_key set seals it",
+			ErrSealedCredential, p.ID)
+	}
+	if s.opts.SecretsKey == nil {
+		return errNoSecretsKey(p.ID)
+	}
+	c, err := s.opts.SecretsKey.open(p.ID, p.UpstreamKey)
+	if err != nil {
+		return fmt.Errorf("paywall %s: upstream credential: %w", p.ID, err)
+	}
+	s.opened.put(k, c)
+	p.UpstreamKey = c
+	return nil
+}
+
+// sealCredential replaces a BYOK paywall's credential by its sealed form, for storing.
+// It can return: ErrNoSecretsKey.
+func (s *Store) sealCredential(p *Paywall) error {
+	if p.Mode != ModeBYOK {
+		return nil
+	}
+	if s.opts.SecretsKey == nil {
+		return errNoSecretsKey(p.ID)
+	}
+	p.UpstreamKey = s.opts.SecretsKey.seal(p.ID, p.UpstreamKey)
+	return nil
+}
+
+// SealCredentials seals the BYOK credentials that versions before sealing stored in
+// plaintext, and returns how many it sealed (`tollgate migrate` calls it). It is idempotent
+// and safe to run beside serving replicas: a row changed meanwhile is left to its writer.
+// It can return: ErrNoSecretsKey (plaintext credentials to seal and no Options.SecretsKey,
+// naming the paywalls).
+func (s *Store) SealCredentials(ctx context.Context) (int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id::TEXT, upstream_key FROM paywalls
+		WHERE mode = 'byok' AND upstream_key NOT LIKE $1 ORDER BY created_at, id`, sealedPrefix+"%")
+	if err != nil {
+		return 0, fmt.Errorf("paywall: seal credentials: %w", err)
+	}
+	type plaintext struct{ paywallID, credential string }
+	plain, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (plaintext, error) {
+		var p plaintext
+		return p, r.Scan(&p.paywallID, &p.credential)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("paywall: seal credentials: %w", err)
+	}
+	if len(plain) == 0 {
+		return 0, nil
+	}
+	if s.opts.SecretsKey == nil {
+		ids := make([]string, len(plain))
+		for i, p := range plain {
+			ids[i] = p.paywallID
+		}
+		return 0, fmt.Errorf("%w: %d BYOK paywall(s) hold a plaintext upstream credential (%s); set it and run `tollgate migrate` again to seal them",
+			ErrNoSecretsKey, len(plain), strings.Join(ids, ", "))
+	}
+	n := 0
+	for _, p := range plain {
+		var hash []byte
+		err := s.pool.QueryRow(ctx, `UPDATE paywalls SET upstream_key = $3 WHERE id = $1 AND upstream_key = $2 RETURNING key_hash`,
+			p.paywallID, p.credential, s.opts.SecretsKey.seal(p.paywallID, p.credential)).Scan(&hash)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // updated meanwhile, and so sealed
+		}
+		if err != nil {
+			return n, fmt.Errorf("paywall: seal credentials: %w", err)
+		}
+		n++
+		// Copies cached by an older version hold the plaintext too.
+		s.byKey.Invalidate(ctx, [sha256.Size]byte(hash))
+	}
+	return n, nil
+}
+
+// CheckCredentials opens every stored BYOK credential and reports those that do not open, all
+// at once — for `tollgate serve` at start, so that a missing or wrong paywall.secrets_key
+// stops it with one clear message rather than failing each BYOK request. It returns nil when
+// every one opens (and when there are none: built-in paywalls need no key).
+// It can return: ErrNoSecretsKey (naming the BYOK paywalls), ErrSealedCredential (one line
+// per paywall whose credential does not open).
+func (s *Store) CheckCredentials(ctx context.Context) error {
+	rows, err := s.pool.Query(ctx, `SELECT id::TEXT, upstream_key FROM paywalls WHERE mode = 'byok' ORDER BY created_at, id`)
+	if err != nil {
+		return fmt.Errorf("paywall: check credentials: %w", err)
+	}
+	byok, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paywall, error) {
+		p := Paywall{Mode: ModeBYOK}
+		return p, r.Scan(&p.ID, &p.UpstreamKey)
+	})
+	if err != nil {
+		return fmt.Errorf("paywall: check credentials: %w", err)
+	}
+	if len(byok) > 0 && s.opts.SecretsKey == nil {
+		ids := make([]string, len(byok))
+		for i, p := range byok {
+			ids[i] = p.ID
+		}
+		return fmt.Errorf("%w: %d BYOK paywall(s) need it to open their upstream credentials (%s); set it to the key they were sealed with",
+			ErrNoSecretsKey, len(byok), strings.Join(ids, ", "))
+	}
+	var probs []error
+	for _, p := range byok {
+		if err := s.openCredential(&p); err != nil {
+			probs = append(probs, err)
+		}
+	}
+	return errors.Join(probs...)
+}
