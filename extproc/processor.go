@@ -362,6 +362,9 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 			// Too expensive to price whole: the clamp may lower it to what the wallet affords.
 			continue
 		case err != nil:
+			// A guard only: the clamped budget always prices within the balance, so this is
+			// never reached (extproc/clamp_test.go shows why, and tests it).
+			p.s.log.Error("the clamped budget could not be priced", "request_id", p.id, "err", err)
 			return p.fail(OutcomeBadRequest, badRequest("request_too_expensive", "max_tokens",
 				"The request's worst-case cost is too large to reserve. Lower 'max_tokens'."))
 		}
