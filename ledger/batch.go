@@ -135,15 +135,9 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q, uniq, group []string) (re
 	return c.res, c.outcome == batchAnswered, c.err
 }
 
-// startLocked starts batches while there is room and work. A lone queued request waits while a
-// batch of its kind is still running: it will have company when that batch finishes, and a batch
-// costs the database little more than a request on its own. With nothing running it starts at
-// once, so a quiet ledger adds no delay.
+// startLocked starts batches while there is room and work.
 func (b *batcher[Q, R]) startLocked() {
 	for b.writing < b.inFlight && b.running < maxCommitting {
-		if len(b.queue) < 2 && b.running > 0 {
-			return
-		}
 		batch := b.takeLocked()
 		if len(batch) == 0 {
 			return
