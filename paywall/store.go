@@ -243,9 +243,9 @@ func (s *Store) Get(ctx context.Context, id string) (Paywall, error) {
 	return p, nil
 }
 
-// List returns every paywall, oldest first, credentials opened.
-// It can return: ErrNoSecretsKey, ErrSealedCredential (naming the first paywall whose
-// credential does not open).
+// List returns every paywall, oldest first, with BYOK credentials left out (UpstreamKey
+// empty): listing needs no secrets key, and one credential that does not open cannot hide
+// the others (Get opens one; CheckCredentials checks them all).
 func (s *Store) List(ctx context.Context) ([]Paywall, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+paywallColumns+` FROM paywalls ORDER BY created_at, id`)
 	if err != nil {
@@ -256,9 +256,7 @@ func (s *Store) List(ctx context.Context) ([]Paywall, error) {
 		return nil, fmt.Errorf("paywall: list: %w", err)
 	}
 	for i := range out {
-		if err := s.openCredential(&out[i]); err != nil {
-			return nil, err
-		}
+		out[i].UpstreamKey = ""
 	}
 	return out, nil
 }

@@ -54,7 +54,7 @@ func TestCreate(t *testing.T) {
 	}
 	b, _ := mustCreate(t, s, byokPaywall())
 	list, err := s.List(ctx)
-	if err != nil || len(list) != 2 || list[0] != p || list[1] != b {
+	if err != nil || len(list) != 2 || list[0] != p || list[1] != with(b, func(q *Paywall) { q.UpstreamKey = "" }) {
 		t.Errorf("List = %+v, %v", list, err)
 	}
 	if b.UpstreamKey != "sk-acme-123" || b.Upstream != "acme-gateway" || b.Mode != ModeBYOK {
