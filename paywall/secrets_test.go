@@ -264,6 +264,60 @@ func TestTamperedRedisCopy(t *testing.T) {
 	}
 }
 
+// TestSetUpstreamKey: a credential that no longer opens (the secrets key was replaced) is set
+// again without opening it, sealed under the new key; every replica then sends the new one.
+// Built-in paywalls, bad credentials and a store without a key are refused, changing nothing.
+func TestSetUpstreamKey(t *testing.T) {
+	db, rdb, prefix, old := newSealingEnv(t)
+	ctx := t.Context()
+	p, key := mustCreate(t, old, byokPaywall())
+	reader := storeOn(t, db, rdb, prefix, Options{SecretsKey: testSecretsKey(t, 2)}) // a replica on the new key
+	if _, err := reader.ByKey(ctx, key); !errors.Is(err, ErrSealedCredential) {
+		t.Fatalf("ByKey under the new key before the reset = %v; want ErrSealedCredential", err)
+	}
+
+	s := storeOn(t, db, rdb, prefix, Options{SecretsKey: testSecretsKey(t, 2)})
+	if err := s.SetMarkup(ctx, p.ID, 900); !errors.Is(err, ErrSealedCredential) {
+		t.Errorf("SetMarkup with a credential that does not open = %v; want ErrSealedCredential", err)
+	}
+	const fresh = "sk-acme-set-again-42"
+	if err := s.SetUpstreamKey(ctx, p.ID, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if col := storedCredential(t, db, p.ID); !strings.HasPrefix(col, "v1:") || strings.Contains(col, fresh) {
+		t.Errorf("column upstream_key = %q; want the sealed form", col)
+	}
+	waitFor(t, "the other replica to send the new credential", func() bool {
+		got, err := reader.ByKey(ctx, key)
+		return err == nil && got.UpstreamKey == fresh
+	})
+	if got, err := s.Get(ctx, p.ID); err != nil || got != with(p, func(q *Paywall) { q.UpstreamKey = fresh }) {
+		t.Errorf("Get = %+v, %v; want the paywall with only its credential changed", got, err)
+	}
+
+	b, _ := mustCreate(t, s, builtinPaywall())
+	noKey := NewStore(db.Pool, nil, "", Options{PlatformFeeBps: testFeeBps})
+	for _, tt := range []struct {
+		name     string
+		store    *Store
+		id, cred string
+		want     error
+	}{
+		{"built-in paywall", s, b.ID, "sk-x", ErrInvalid},
+		{"spaces", s, p.ID, "sk with spaces", ErrInvalid},
+		{"empty", s, p.ID, "", ErrInvalid},
+		{"unknown paywall", s, "6f1c0b8e-0000-4000-8000-000000000000", "sk-x", ErrNotFound},
+		{"no secrets key", noKey, p.ID, "sk-x", ErrNoSecretsKey},
+	} {
+		if err := tt.store.SetUpstreamKey(ctx, tt.id, tt.cred); !errors.Is(err, tt.want) {
+			t.Errorf("%s: SetUpstreamKey = %v; want %v", tt.name, err, tt.want)
+		}
+	}
+	if got, err := s.Get(ctx, p.ID); err != nil || got.UpstreamKey != fresh {
+		t.Errorf("after the refused calls Get = %+v, %v; want the credential unchanged", got, err)
+	}
+}
+
 // TestSealCredentials: a plaintext credential stored by a version before sealing is never
 // served or cached until `tollgate migrate` seals it (which needs the key); an old Redis copy
 // holding the plaintext is dropped on first read.

@@ -296,7 +296,18 @@ func (s *Store) RotateKey(ctx context.Context, id string) (string, error) {
 // cannot cover the platform fee), ErrNoSecretsKey, ErrSealedCredential (a BYOK paywall's
 // credential is sealed again with a new nonce, so it must open).
 func (s *Store) SetMarkup(ctx context.Context, id string, bps int64) error {
-	_, err := s.update(ctx, id, func(p *Paywall) { p.MarkupBps = bps })
+	_, err := s.update(ctx, id, true, func(p *Paywall) { p.MarkupBps = bps })
+	return err
+}
+
+// SetUpstreamKey replaces a BYOK paywall's upstream credential, sealed under the current secrets
+// key. The stored one is not opened first: this is how a credential that no longer opens (the
+// secrets key was lost or replaced) is set again. Every replica uses the new one within a
+// second.
+// It can return: ErrNotFound, ErrInvalid (a built-in paywall, an empty or malformed credential),
+// ErrNoSecretsKey.
+func (s *Store) SetUpstreamKey(ctx context.Context, id, credential string) error {
+	_, err := s.update(ctx, id, false, func(p *Paywall) { p.UpstreamKey = credential })
 	return err
 }
 
@@ -305,7 +316,7 @@ func (s *Store) SetMarkup(ctx context.Context, id string, bps int64) error {
 // the stored result. A BYOK credential is stored sealed.
 // It can return: ErrNotFound, ErrInvalid, ErrNoSecretsKey, ErrSealedCredential.
 func (s *Store) Update(ctx context.Context, p Paywall) (Paywall, error) {
-	return s.update(ctx, p.ID, func(cur *Paywall) {
+	return s.update(ctx, p.ID, true, func(cur *Paywall) {
 		id, mode, created := cur.ID, cur.Mode, cur.CreatedAt
 		*cur = p
 		cur.ID, cur.Mode, cur.CreatedAt = id, mode, created
@@ -315,8 +326,9 @@ func (s *Store) Update(ctx context.Context, p Paywall) (Paywall, error) {
 	})
 }
 
-// update reads a paywall under a lock, applies change, checks and writes the result.
-func (s *Store) update(ctx context.Context, id string, change func(*Paywall)) (Paywall, error) {
+// update reads a paywall under a lock, applies change, checks and writes the result. With
+// open false the stored credential is not opened (change must set a new one).
+func (s *Store) update(ctx context.Context, id string, open bool, change func(*Paywall)) (Paywall, error) {
 	id, ok := normalizeID(id)
 	if !ok {
 		return Paywall{}, fmt.Errorf("%w: %q is not a paywall id", ErrNotFound, id)
@@ -328,8 +340,12 @@ func (s *Store) update(ctx context.Context, id string, change func(*Paywall)) (P
 		if err != nil {
 			return err
 		}
-		if err := s.openCredential(&cur); err != nil {
-			return err
+		if open {
+			if err := s.openCredential(&cur); err != nil {
+				return err
+			}
+		} else {
+			cur.UpstreamKey = ""
 		}
 		change(&cur)
 		if out, err = cur.normalize(s.opts.BuiltinUpstream, s.opts.PlatformFeeBps); err != nil {

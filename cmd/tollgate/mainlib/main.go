@@ -26,6 +26,7 @@ type command struct {
 
 // environment is what every subcommand gets.
 type environment struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         []string // os.Environ()-shaped
 }
@@ -35,7 +36,7 @@ func commands() map[string]command {
 		"serve":   {"run the ext_proc server, the HTTP API and hosted pages", runServe},
 		"settle":  {"run the settlement worker (top-ups, deposits, payouts)", runSettle},
 		"migrate": {"apply the database schema", runMigrate},
-		"paywall": {"manage paywalls: create, list, rotate-key, set-price, set-markup", runPaywall},
+		"paywall": {"manage paywalls: create, list, rotate-key, set-price, set-markup, set-upstream-key", runPaywall},
 		"prices":  {"manage model prices: import FILE", runPrices},
 	}
 }
@@ -54,8 +55,12 @@ func ExitCode(err error) int {
 	return 1
 }
 
-// Main runs the tollgate program with args (without the program name).
+// Main runs the tollgate program with args (without the program name), reading os.Stdin.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return run(ctx, args, os.Stdin, stdout, stderr)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cmds := commands()
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout, cmds)
@@ -69,7 +74,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		usage(stderr, cmds)
 		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 	}
-	env := &environment{stdout: stdout, stderr: stderr, getenv: os.Environ()}
+	env := &environment{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Environ()}
 	if err := cmd.run(ctx, env, args[1:]); err != nil && !errors.Is(err, errHelpShown) {
 		return err
 	}

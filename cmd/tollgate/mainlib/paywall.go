@@ -1,6 +1,7 @@
 package mainlib
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,8 @@ func paywallCommands() map[string]command {
 		"rotate-key": {"give a paywall a new API key; the old one stops working", runPaywallRotateKey},
 		"set-price":  {"set a paywall's own price for a model (USDC per 1M tokens)", runPaywallSetPrice},
 		"set-markup": {"set a paywall's markup over model prices, in basis points", runPaywallSetMarkup},
+		"set-upstream-key": {"replace a BYOK paywall's upstream credential (read from standard input)",
+			runPaywallSetUpstreamKey},
 	}
 }
 
@@ -245,6 +248,34 @@ func runPaywallSetMarkup(ctx context.Context, env *environment, args []string) e
 			return fmt.Errorf("paywall set-markup: %w", describePaywallError(id, err))
 		}
 		_, err := fmt.Fprintf(env.stdout, "Markup of paywall %s is now %d bps.\n", id, bps)
+		return err
+	})
+}
+
+// runPaywallSetUpstreamKey replaces a BYOK paywall's upstream credential. The credential is
+// read from standard input (one line), not from the command line, where other users of the
+// machine and the shell's history would see it. The stored credential is not opened first, so
+// this also sets again one that no longer opens (a lost or replaced secrets key).
+func runPaywallSetUpstreamKey(ctx context.Context, env *environment, args []string) error {
+	fs, path := flagSet(env, "paywall set-upstream-key")
+	pos, err := parseArgs(fs, args, "ID  (the credential on standard input)", 1)
+	if err != nil {
+		return err
+	}
+	id := pos[0]
+	line, err := bufio.NewReader(io.LimitReader(env.stdin, 64<<10)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("paywall set-upstream-key: read the credential from standard input: %w", err)
+	}
+	credential := strings.TrimRight(line, "\r\n")
+	if credential == "" {
+		return fmt.Errorf("%w: paywall set-upstream-key: no credential on standard input (e.g. `printf %%s \"$KEY\" | tollgate paywall set-upstream-key ID`)", errUsage)
+	}
+	return withStores(ctx, env, *path, func(svc *services) error {
+		if err := svc.paywallStore().SetUpstreamKey(ctx, id, credential); err != nil {
+			return fmt.Errorf("paywall set-upstream-key: %w", describePaywallError(id, err))
+		}
+		_, err := fmt.Fprintf(env.stdout, "Upstream credential of paywall %s replaced (stored sealed).\n", id)
 		return err
 	})
 }

@@ -1,6 +1,7 @@
 package mainlib
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,42 @@ func TestPaywallCreateSealsUpstreamKey(t *testing.T) {
 		t.Errorf("set-markup of a BYOK paywall without a secrets key = %v", err)
 	}
 	c.mustRun("paywall", "create", "-name", "Built-in", "-owner", "o", "-markup-bps", "600") // needs no key
+}
+
+// TestPaywallSetUpstreamKey: `tollgate paywall set-upstream-key ID` reads the credential from
+// standard input (never from the command line), stores it sealed and prints nothing of it;
+// without input it is a usage error and changes nothing.
+func TestPaywallSetUpstreamKey(t *testing.T) {
+	c := newCLI(t)
+	var created paywallJSON
+	out := c.mustRun("paywall", "create", "-mode", "byok", "-upstream", "acme-llm", "-upstream-key", "sk-first",
+		"-name", "Acme", "-owner", "ops@acme.test", "-json")
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatal(err)
+	}
+	setKey := func(stdin string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), []string{"paywall", "set-upstream-key", created.ID, "-config", c.config}, strings.NewReader(stdin), &out, &errOut)
+		return out.String(), err
+	}
+	const credential = "sk-acme-replaced"
+	printed, err := setKey(credential + "\n")
+	if err != nil || !strings.Contains(printed, created.ID) || strings.Contains(printed, credential) {
+		t.Fatalf("set-upstream-key printed %q, %v", printed, err)
+	}
+	if col := c.storedUpstreamKey(created.ID); !strings.HasPrefix(col, "v1:") || strings.Contains(col, credential) {
+		t.Errorf("column upstream_key = %q; want the sealed form", col)
+	}
+	if p, err := c.store().ByKey(t.Context(), created.APIKey); err != nil || p.UpstreamKey != credential {
+		t.Errorf("ByKey = %+v, %v", p, err)
+	}
+	before := c.storedUpstreamKey(created.ID)
+	if _, err := setKey(""); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "standard input") {
+		t.Errorf("set-upstream-key without input = %v; want a usage error about standard input", err)
+	}
+	if c.storedUpstreamKey(created.ID) != before {
+		t.Error("a refused set-upstream-key changed the stored credential")
+	}
 }
 
 // TestServeChecksCredentials: `tollgate serve` does not start when a stored BYOK credential
