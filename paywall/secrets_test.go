@@ -128,9 +128,11 @@ func TestCredentialSealedAtRest(t *testing.T) {
 	if col2 := storedCredential(t, db, p.ID); !strings.HasPrefix(col2, "v1:") || strings.Contains(col2, rotated) || col2 == col {
 		t.Errorf("column after update = %q", col2)
 	}
-	if got, err := other.ByKey(ctx, key); err != nil || got.UpstreamKey != rotated {
-		t.Errorf("ByKey after update = %+v, %v", got, err)
-	}
+	// The other replica learns of the update through the invalidation message (milliseconds).
+	waitFor(t, "the other replica to send the updated credential", func() bool {
+		got, err := other.ByKey(ctx, key)
+		return err == nil && got.UpstreamKey == rotated
+	})
 	before := storedCredential(t, db, p.ID)
 	if err := s.SetMarkup(ctx, p.ID, 700); err != nil {
 		t.Fatal(err)
