@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/internal/wait"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
@@ -214,12 +215,8 @@ func retry(ctx context.Context, try func(context.Context) error, final []error) 
 		if attempt == maxSettleAttempts-1 {
 			break
 		}
-		t := time.NewTimer(time.Duration(50<<(2*attempt)) * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
+		if werr := wait.Sleep(ctx, time.Duration(50<<(2*attempt))*time.Millisecond); werr != nil {
+			return errors.Join(err, werr)
 		}
 	}
 	return err

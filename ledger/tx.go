@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tollgate-dev/tollgate/internal/wait"
 )
 
 // The transaction engine. It is ours rather than crdbpgxv5.ExecuteTx because that helper commits
@@ -154,14 +156,7 @@ func (l *Ledger) backoff(ctx context.Context, attempt int) error {
 	ceiling := 2 * time.Millisecond << min(attempt-1, 7)
 	ceiling = min(ceiling, 250*time.Millisecond)
 	d := time.Duration(rand.Int64N(int64(ceiling))) + time.Millisecond //nolint:gosec // jitter; nothing secret
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return wait.Sleep(ctx, d)
 }
 
 // attempt runs body once on a pooled connection and commits unless body already did.

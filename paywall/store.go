@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tollgate-dev/tollgate/internal/pgtx"
 	"github.com/tollgate-dev/tollgate/internal/tiercache"
 	"github.com/tollgate-dev/tollgate/pricing"
 )
@@ -447,7 +447,7 @@ func (s *Store) Authorize(ctx context.Context, paywallID, userID, wallet string)
 		return tx.QueryRow(ctx, `INSERT INTO paywall_authorizations (paywall_id, user_id, wallet)
 			VALUES ($1, $2, $3) RETURNING created_at`, id, userID, wallet).Scan(&a.CreatedAt)
 	})
-	if pgCode(err) == "23503" { // foreign key: no such paywall
+	if pgtx.Code(err) == "23503" { // foreign key: no such paywall
 		return Authorization{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if err != nil {
@@ -483,33 +483,11 @@ func (s *Store) Revoke(ctx context.Context, paywallID, userID string) error {
 	return nil
 }
 
-// inTx runs fn in a serializable transaction, retrying it (bounded, honouring ctx) on
+// inTx runs fn in a serializable transaction, retried whole (bounded, honouring ctx) on
 // serialization failures, deadlocks, and unique violations (two first authorizations racing:
 // the retry sees the winner). COMMIT's own error is returned, not ignored.
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	var err error
-	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
-		err = pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.Serializable}, fn)
-		switch pgCode(err) {
-		case "40001", "40P01", "23505":
-		default:
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(attempt*attempt) * 5 * time.Millisecond):
-		}
-	}
-	return err
-}
-
-func pgCode(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
+	return pgtx.Run(ctx, s.pool, pgtx.Options{IsoLevel: pgx.Serializable, Attempts: maxTxAttempts, Retry: []string{"23505"}}, fn)
 }
 
 // normalizeID returns a paywall id (a UUID) in the database's lower-case form, or false when

@@ -7,8 +7,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-dev/tollgate/internal/pgtx"
 )
 
 // lease is one worker's claim on a hot wallet on one chain: a row in settlement_leases. The
@@ -95,19 +96,8 @@ func (l *lease) release(ctx context.Context) error {
 const maxTxRetries = 8
 
 // runTx runs fn in a transaction and commits, retrying the whole transaction on serialization
-// failures (SQLSTATE 40001, common on CockroachDB). COMMIT's own error is returned. fn must be
+// failures and deadlocks (common on CockroachDB). COMMIT's own error is returned. fn must be
 // safe to run again.
 func runTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error {
-	for attempt := 0; ; attempt++ {
-		err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{}, fn)
-		var pgErr *pgconn.PgError
-		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "40001" || attempt >= maxTxRetries {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
-		}
-	}
+	return pgtx.Run(ctx, pool, pgtx.Options{Attempts: maxTxRetries + 1}, fn)
 }

@@ -1,0 +1,23 @@
+package wait_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/wait"
+)
+
+func TestSleep(t *testing.T) {
+	start := time.Now()
+	if err := wait.Sleep(t.Context(), 20*time.Millisecond); err != nil || time.Since(start) < 20*time.Millisecond {
+		t.Errorf("Sleep = %v after %s; want nil after 20ms", err, time.Since(start))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	start = time.Now()
+	if err := wait.Sleep(ctx, time.Hour); !errors.Is(err, context.Canceled) || time.Since(start) > time.Second {
+		t.Errorf("Sleep on an ended context = %v after %s; want context.Canceled at once", err, time.Since(start))
+	}
+}
