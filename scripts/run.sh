@@ -65,13 +65,17 @@ if ((EPHEMERAL_LOW > 12000)); then
 else
   PORT_LOW=20000 PORT_SPAN=30000 # an unusual ephemeral range: any port, and hope
 fi
-free_port() {
+USED_PORTS=""
+# pick_port VAR sets VAR to a free port that no earlier pick_port gave (the services have not
+# bound theirs yet, so "free" alone would not keep two of them apart). It sets a variable rather
+# than printing: $(…) would run it in a subshell, which forgets USED_PORTS.
+pick_port() {
   local p
   for _ in $(seq 200); do
     p=$((PORT_LOW + RANDOM % PORT_SPAN))
-    if port_free "$p" && [[ " ${USED_PORTS:-} " != *" $p "* ]]; then
-      USED_PORTS="${USED_PORTS:-} $p"
-      echo "$p"
+    if port_free "$p" && [[ " $USED_PORTS " != *" $p "* ]]; then
+      USED_PORTS="$USED_PORTS $p"
+      printf -v "$1" '%s' "$p"
       return
     fi
   done
@@ -95,14 +99,6 @@ start() { # name command...: background, logs in $RUN/log/name.log
   LAST_PID=$!
 }
 
-PG_PORT=$(free_port)
-REDIS_PORT=$(free_port)
-GRPC_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-ADMIN_PORT=$(free_port)
-SETTLE_ADMIN_PORT=$(free_port)
-DEMO_PORT=$(free_port)
-ANVIL_PORT=$(free_port)
 # The front port: MAKE_RUN_PORT if set (it must be free), else 10000 (envoy.yaml's listener)
 # when free, else any free port.
 if [[ -n ${MAKE_RUN_PORT:-} ]]; then
@@ -113,9 +109,18 @@ if [[ -n ${MAKE_RUN_PORT:-} ]]; then
 elif port_free 10000; then
   FRONT_PORT=10000
 else
-  FRONT_PORT=$(free_port)
+  pick_port FRONT_PORT
   warn "port 10000 is busy: the front proxy listens on $FRONT_PORT instead (MAKE_RUN_PORT=N picks one)"
 fi
+USED_PORTS="$USED_PORTS $FRONT_PORT" # the others keep clear of it
+pick_port PG_PORT
+pick_port REDIS_PORT
+pick_port GRPC_PORT
+pick_port HTTP_PORT
+pick_port ADMIN_PORT
+pick_port SETTLE_ADMIN_PORT
+pick_port DEMO_PORT
+pick_port ANVIL_PORT
 
 # --- build ----------------------------------------------------------------------------------
 say "building (go build)"
