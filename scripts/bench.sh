@@ -8,6 +8,11 @@ go test -run '^$' -bench . -benchmem ./ledger/... "$@"
 # 1,000 open streams' memory (docs/extproc.md).
 go test -run '^$' -bench 'Request|Chunk|Scan' -benchmem ./extproc/... "$@"
 go test -run '^$' -bench 'OpenStreams' -benchtime 1x ./extproc/ "$@"
+# Cached paywall lookups and the cost of a request, each beside its baseline.
+go test -run '^$' -bench . -benchmem ./paywall/ "$@"
+go test -run '^$' -bench CostMicro -benchmem ./pricing/ "$@"
+# Gas of a top-up relay and a payout on anvil (a test that logs it; not a benchmark).
+go test -count=1 -run '^TestAnvilTopUpAndPayout$' -v ./settlement/ | grep -i gas || true
 # End-to-end load: p50/p99 time to first byte and throughput at 200 concurrent LLM-like streams
 # (first token after 300 ms, 100 tokens 20 ms apart), through the Envoy emulator + tollgate serve
 # beside straight to the fake upstream and beside a no-op ext_proc server; then each target's
