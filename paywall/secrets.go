@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -209,35 +210,23 @@ func (s *Store) sealCredential(p *Paywall) error {
 // It can return: ErrNoSecretsKey (plaintext credentials to seal and no Options.SecretsKey,
 // naming the paywalls).
 func (s *Store) SealCredentials(ctx context.Context) (int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id::TEXT, upstream_key FROM paywalls
-		WHERE mode = 'byok' AND upstream_key NOT LIKE $1 ORDER BY created_at, id`, sealedPrefix+"%")
+	byok, err := s.byokCredentials(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("paywall: seal credentials: %w", err)
 	}
-	type plaintext struct{ paywallID, credential string }
-	plain, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (plaintext, error) {
-		var p plaintext
-		return p, r.Scan(&p.paywallID, &p.credential)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("paywall: seal credentials: %w", err)
-	}
+	plain := slices.DeleteFunc(byok, func(p Paywall) bool { return isSealed(p.UpstreamKey) })
 	if len(plain) == 0 {
 		return 0, nil
 	}
 	if s.opts.SecretsKey == nil {
-		ids := make([]string, len(plain))
-		for i, p := range plain {
-			ids[i] = p.paywallID
-		}
 		return 0, fmt.Errorf("%w: %d BYOK paywall(s) hold a plaintext upstream credential (%s); set it and run `tollgate migrate` again to seal them",
-			ErrNoSecretsKey, len(plain), strings.Join(ids, ", "))
+			ErrNoSecretsKey, len(plain), paywallIDs(plain))
 	}
 	n := 0
 	for _, p := range plain {
 		var hash []byte
 		err := s.pool.QueryRow(ctx, `UPDATE paywalls SET upstream_key = $3 WHERE id = $1 AND upstream_key = $2 RETURNING key_hash`,
-			p.paywallID, p.credential, s.opts.SecretsKey.seal(p.paywallID, p.credential)).Scan(&hash)
+			p.ID, p.UpstreamKey, s.opts.SecretsKey.seal(p.ID, p.UpstreamKey)).Scan(&hash)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // updated meanwhile, and so sealed
 		}
@@ -258,24 +247,13 @@ func (s *Store) SealCredentials(ctx context.Context) (int, error) {
 // It can return: ErrNoSecretsKey (naming the BYOK paywalls), ErrSealedCredential (one line
 // per paywall whose credential does not open).
 func (s *Store) CheckCredentials(ctx context.Context) error {
-	rows, err := s.pool.Query(ctx, `SELECT id::TEXT, upstream_key FROM paywalls WHERE mode = 'byok' ORDER BY created_at, id`)
-	if err != nil {
-		return fmt.Errorf("paywall: check credentials: %w", err)
-	}
-	byok, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paywall, error) {
-		p := Paywall{Mode: ModeBYOK}
-		return p, r.Scan(&p.ID, &p.UpstreamKey)
-	})
+	byok, err := s.byokCredentials(ctx)
 	if err != nil {
 		return fmt.Errorf("paywall: check credentials: %w", err)
 	}
 	if len(byok) > 0 && s.opts.SecretsKey == nil {
-		ids := make([]string, len(byok))
-		for i, p := range byok {
-			ids[i] = p.ID
-		}
 		return fmt.Errorf("%w: %d BYOK paywall(s) need it to open their upstream credentials (%s); set it to the key they were sealed with",
-			ErrNoSecretsKey, len(byok), strings.Join(ids, ", "))
+			ErrNoSecretsKey, len(byok), paywallIDs(byok))
 	}
 	var probs []error
 	for _, p := range byok {
@@ -284,4 +262,26 @@ func (s *Store) CheckCredentials(ctx context.Context) error {
 		}
 	}
 	return errors.Join(probs...)
+}
+
+// byokCredentials returns the id and stored (unopened) credential of every BYOK paywall,
+// oldest first.
+func (s *Store) byokCredentials(ctx context.Context) ([]Paywall, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id::TEXT, upstream_key FROM paywalls WHERE mode = 'byok' ORDER BY created_at, id`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paywall, error) {
+		p := Paywall{Mode: ModeBYOK}
+		return p, r.Scan(&p.ID, &p.UpstreamKey)
+	})
+}
+
+// paywallIDs lists the ids of ps, for a message.
+func paywallIDs(ps []Paywall) string {
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		ids[i] = p.ID
+	}
+	return strings.Join(ids, ", ")
 }
