@@ -37,8 +37,7 @@ import (
 // with exponents within ±40, as pricing.ParseDecimal accepts, fallbacks set or not, a request
 // fee), markup, balance, prompt, number of choices and asked budget, the budget the clamp
 // leaves — when it leaves one at all (≥ minTokens) — is priced by holdAmount without error and
-// costs at most the balance. The clamp is reserve's, step for step (reserve is not split into
-// smaller functions that a test could call).
+// costs at most the balance. It calls reserve's clamp, clampBudget, itself.
 func TestClampAlwaysPricesTheBudget(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	// wide is a rate anywhere the parser allows; usual is one of 1–6 digits between 10^-12 and
@@ -99,12 +98,9 @@ func TestClampAlwaysPricesTheBudget(t *testing.T) {
 			t.Fatalf("price %+v markup %d: attempt 0 failed with %v, want only overflows", p, markup, err)
 		}
 		// Later attempts: reserve's clamp.
-		budget := want
-		if afford := pricing.AffordableTokens(p, markup, available, prompt) / choices; afford < budget {
-			if afford < minTokens {
-				continue // the top-up message
-			}
-			budget = afford
+		budget, ok := clampBudget(p, markup, available, prompt, choices, want, minTokens)
+		if !ok {
+			continue // the top-up message
 		}
 		if err != nil {
 			unpriced++ // reserve would call holdAmount again, and answer 400 if it failed

@@ -308,6 +308,18 @@ func (p *processor) acquireSlot(ctx context.Context) *extprocv3.ProcessingRespon
 // the same wallet may take the money in between, so a refused one sizes again.
 const maxHoldAttempts = 3
 
+// clampBudget is the affordability clamp: the completion budget per choice, at most want, whose
+// worst case for all choices the available balance covers; ok is false when that is below
+// minTokens (the top-up message). With n choices every choice may use the whole budget, so the
+// wallet must cover n of them.
+func clampBudget(price pricing.Price, markup, available, prompt, choices, want, minTokens int64) (budget int64, ok bool) {
+	afford := pricing.AffordableTokens(price, markup, available, prompt) / choices
+	if afford >= want {
+		return want, true
+	}
+	return afford, afford >= minTokens
+}
+
 // reserve sizes the completion budget to what the wallet can afford, reserves the hold and
 // forwards the rewritten request; or answers with the top-up message.
 //
@@ -348,12 +360,9 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 				return p.unavailable("read the balance", err)
 			}
 			available = bal.AvailableMicro
-			// With n choices every choice may use the whole budget: the wallet must cover n of them.
-			if afford := pricing.AffordableTokens(p.price, markup, available, prompt) / choices; afford < budget {
-				if afford < minTokens {
-					return p.paywallMessage(ActionTopUp, available)
-				}
-				budget = afford
+			var ok bool
+			if budget, ok = clampBudget(p.price, markup, available, prompt, choices, want, minTokens); !ok {
+				return p.paywallMessage(ActionTopUp, available)
 			}
 		}
 		amount, err := p.holdAmount(prompt, budget*choices, markup)
