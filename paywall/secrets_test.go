@@ -318,6 +318,16 @@ func TestSetUpstreamKey(t *testing.T) {
 	if got, err := s.Get(ctx, p.ID); err != nil || got.UpstreamKey != fresh {
 		t.Errorf("after the refused calls Get = %+v, %v; want the credential unchanged", got, err)
 	}
+
+	// Update replaces the credential too, so it need not open the stored one either.
+	q, _ := mustCreate(t, old, byokPaywall())
+	q.UpstreamKey = "sk-acme-updated-7"
+	if _, err := s.Update(ctx, q); err != nil {
+		t.Fatalf("Update of a credential that does not open = %v", err)
+	}
+	if got, err := s.Get(ctx, q.ID); err != nil || got != q {
+		t.Errorf("Get after Update = %+v, %v; want %+v", got, err, q)
+	}
 }
 
 // TestSealCredentials: a plaintext credential stored by a version before sealing is never

@@ -313,10 +313,11 @@ func (s *Store) SetUpstreamKey(ctx context.Context, id, credential string) error
 
 // Update changes a paywall's settings to those of p (all but ID, Mode and CreatedAt, which
 // cannot change, and a built-in paywall's Upstream, which is the configured one) and returns
-// the stored result. A BYOK credential is stored sealed.
-// It can return: ErrNotFound, ErrInvalid, ErrNoSecretsKey, ErrSealedCredential.
+// the stored result. A BYOK credential is stored sealed; the stored one is not opened, since
+// p's replaces it.
+// It can return: ErrNotFound, ErrInvalid, ErrNoSecretsKey.
 func (s *Store) Update(ctx context.Context, p Paywall) (Paywall, error) {
-	return s.update(ctx, p.ID, true, func(cur *Paywall) {
+	return s.update(ctx, p.ID, false, func(cur *Paywall) {
 		id, mode, created := cur.ID, cur.Mode, cur.CreatedAt
 		*cur = p
 		cur.ID, cur.Mode, cur.CreatedAt = id, mode, created
