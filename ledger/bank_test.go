@@ -184,72 +184,42 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 	stop := make(chan struct{})
 	var bg sync.WaitGroup
 	var kills, checks, sweeps, swept atomic.Int64
-	bg.Add(5)
-	go func() { // nemesis: kill a random worker session every ~200ms, mostly mid-transaction
-		defer bg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Duration(100+rand.IntN(200)) * time.Millisecond):
-			}
-			var n int64
-			err := db.Pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM (
-				SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'tollgate-bank'
-				  AND state IN ('active', 'idle in transaction', 'idle')
-				ORDER BY state = 'idle', random() LIMIT 1) AS victim`).Scan(&n)
-			if err == nil {
-				kills.Add(n)
-			}
+	// nemesis: kill a random worker session every ~200ms, mostly mid-transaction
+	bg.Go(every(stop, 100, 300, func() {
+		var n int64
+		err := db.Pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM (
+			SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'tollgate-bank'
+			  AND state IN ('active', 'idle in transaction', 'idle')
+			ORDER BY state = 'idle', random() LIMIT 1) AS victim`).Scan(&n)
+		if err == nil {
+			kills.Add(n)
 		}
-	}()
-	go func() { // nemesis: hold a random wallet's row for longer than the faulty pool's
-		// statement_timeout, so that statements waiting for it time out (57014) and are retried
-		defer bg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Duration(150+rand.IntN(150)) * time.Millisecond):
-			}
-			lockWalletRow(db.Pool, addr(rand.IntN(bankWallets)), 350*time.Millisecond)
+	}))
+	// nemesis: hold a random wallet's row for longer than the faulty pool's statement_timeout,
+	// so that statements waiting for it time out (57014) and are retried
+	bg.Go(every(stop, 150, 300, func() {
+		lockWalletRow(db.Pool, addr(rand.IntN(bankWallets)), 350*time.Millisecond)
+	}))
+	// checker: consistent snapshots during the run
+	bg.Go(every(stop, 750, 750, func() {
+		v, err := ledgercheck.Check(context.Background(), db.Pool)
+		if err != nil {
+			b.violation("checker could not read a snapshot: %v", err)
+			return
 		}
-	}()
-	go func() { // checker: consistent snapshots during the run
-		defer bg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(750 * time.Millisecond):
-			}
-			v, err := ledgercheck.Check(context.Background(), db.Pool)
-			if err != nil {
-				b.violation("checker could not read a snapshot: %v", err)
-				continue
-			}
-			checks.Add(1)
-			for _, s := range v {
-				b.violation("during the run: %s", s)
-			}
+		checks.Add(1)
+		for _, s := range v {
+			b.violation("during the run: %s", s)
 		}
-	}()
+	}))
 	for range 2 { // two sweeping "replicas"
-		go func() {
-			defer bg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(40 * time.Millisecond):
-				}
-				n, err := b.fast.SweepExpiredHolds(context.Background(), 50)
-				if err == nil {
-					sweeps.Add(1)
-					swept.Add(int64(n))
-				}
+		bg.Go(every(stop, 40, 40, func() {
+			n, err := b.fast.SweepExpiredHolds(context.Background(), 50)
+			if err == nil {
+				sweeps.Add(1)
+				swept.Add(int64(n))
 			}
-		}()
+		}))
 	}
 
 	go func() {
@@ -368,7 +338,21 @@ func TestBankInvariantsUnderFaults(t *testing.T) {
 	}
 }
 
-// bankPool opens a pool for the workers, tagged so the nemesis can find its backends.
+// every returns a loop that runs fn after each pause of minMs to maxMs milliseconds (uniformly
+// drawn; equal bounds give a fixed period) until stop is closed.
+func every(stop <-chan struct{}, minMs, maxMs int, fn func()) func() {
+	return func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(minMs+rand.IntN(maxMs-minMs+1)) * time.Millisecond):
+			}
+			fn()
+		}
+	}
+}
+
 // lockWalletRow holds a wallet's balance row locked for d, as a slow transaction elsewhere
 // would, then rolls back (it changes nothing).
 func lockWalletRow(pool *pgxpool.Pool, wallet string, d time.Duration) {
@@ -384,6 +368,7 @@ func lockWalletRow(pool *pgxpool.Pool, wallet string, d time.Duration) {
 	time.Sleep(d)
 }
 
+// bankPool opens a pool for the workers, tagged so the nemesis can find its backends.
 func bankPool(t *testing.T, url string, size int32, statementTimeout string) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
