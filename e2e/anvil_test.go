@@ -158,13 +158,7 @@ settle:
 	settleOut := runInBackground(t, "settle", cfgPath)
 	settleOut.waitFor(t, "tollgate settle is running")
 	serveOut := runInBackground(t, "serve", cfgPath)
-	ready := serveOut.waitFor(t, "tollgate serve: ready")
-	addrs := map[string]string{}
-	for _, f := range strings.Fields(ready) {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			addrs[k] = v
-		}
-	}
+	addrs := readyAddrs(serveOut.waitFor(t, "tollgate serve: ready"))
 	proxy, err := envoyemu.New(envoyemu.Options{
 		Config: "../envoy/envoy.yaml",
 		Endpoints: map[string][]string{
@@ -456,7 +450,8 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() bo
 	}
 }
 
-// background is a long-running tollgate command run in-process (mainlib.Main), stopped when
+// background is a long-running tollgate command, in-process (runInBackground) or in a child
+// process (runInChild), stopped when
 // the test ends; its output is kept and shown if the test fails.
 type background struct {
 	name string
@@ -483,21 +478,39 @@ func runInBackground(t *testing.T, cmd, cfgPath string) *background {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	b := &background{name: cmd, done: make(chan error, 1)}
 	go func() { b.done <- mainlib.Main(ctx, []string{cmd, "-config", cfgPath}, b, b) }()
+	b.stopAtEnd(t, "its context ending", cancel, func() {})
+	return b
+}
+
+// stopAtEnd, when the test ends, calls stop and waits up to 30s for the command to end
+// without an error (else kill); its output is shown if the test failed.
+func (b *background) stopAtEnd(t *testing.T, how string, stop, kill func()) {
 	t.Cleanup(func() {
-		cancel()
+		stop()
 		select {
 		case err := <-b.done:
 			if err != nil {
-				t.Errorf("tollgate %s returned %v", cmd, err)
+				t.Errorf("tollgate %s ended with %v after %s", b.name, err, how)
 			}
 		case <-time.After(30 * time.Second):
-			t.Errorf("tollgate %s did not stop within 30s of its context ending", cmd)
+			kill()
+			t.Errorf("tollgate %s did not stop within 30s of %s", b.name, how)
 		}
 		if t.Failed() {
-			t.Logf("tollgate %s's output:\n%s", cmd, tail(b.String(), 60))
+			t.Logf("tollgate %s's output:\n%s", b.name, tail(b.String(), 60))
 		}
 	})
-	return b
+}
+
+// readyAddrs reads the addresses from a ready line ("… grpc=127.0.0.1:1234 admin=…").
+func readyAddrs(line string) map[string]string {
+	addrs := map[string]string{}
+	for _, f := range strings.Fields(line) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			addrs[k] = v
+		}
+	}
+	return addrs
 }
 
 // waitFor waits until the command prints a line containing s and returns that line.

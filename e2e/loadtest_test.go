@@ -491,7 +491,7 @@ func waitNoOpenHolds(t *testing.T, db *testdb.DB) {
 	}
 }
 
-// loadServe is `tollgate serve` run in-process for the load test.
+// loadServe is the addresses of the load test's `tollgate serve`.
 type loadServe struct {
 	grpc, admin string
 }
@@ -515,20 +515,10 @@ func startLoadServe(t *testing.T, dbURL, prefix, maxConns string) loadServe {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ready := startChild(t, "serve", "-config", path)
-	var s loadServe
-	for _, f := range strings.Fields(ready) {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			switch k {
-			case "grpc":
-				s.grpc = v
-			case "admin":
-				s.admin = v
-			}
-		}
-	}
+	addrs := readyAddrs(runInChild(t, "serve", path).waitFor(t, "tollgate serve: ready"))
+	s := loadServe{grpc: addrs["grpc"], admin: addrs["admin"]}
 	if s.grpc == "" || s.admin == "" {
-		t.Fatalf("no addresses in %q", ready)
+		t.Fatalf("no grpc or admin address in serve's ready line: %v", addrs)
 	}
 	return s
 }
@@ -739,62 +729,19 @@ func startNoop(t *testing.T) string {
 	return lis.Addr().String()
 }
 
-// startChild starts `tollgate args…` in a child process (the test binary, see childEnv), waits
-// for its ready line and returns it. When the test ends the child gets SIGTERM, as from an
-// orchestrator, and must shut down cleanly (serve settles what is still open); its output is
-// shown if the test failed.
-func startChild(t *testing.T, args ...string) string {
+// runInChild is runInBackground in a process of its own (the test binary, see childEnv): when
+// the test ends it gets SIGTERM, as from an orchestrator, and must shut down cleanly (serve
+// settles what is still open).
+func runInChild(t *testing.T, cmd, cfgPath string) *background {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	out := &background{name: args[0]}
-	cmd.Stdout = out
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
+	c := exec.Command(os.Args[0], cmd, "-config", cfgPath)
+	c.Env = append(os.Environ(), childEnv+"=1")
+	b := &background{name: cmd, done: make(chan error, 1)}
+	c.Stdout, c.Stderr = b, b
+	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready, exited := make(chan string, 1), make(chan struct{})
-	var waitErr error
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			_, _ = fmt.Fprintln(out, line)
-			if strings.HasPrefix(line, "tollgate "+args[0]+": ready") {
-				select {
-				case ready <- line:
-				default:
-				}
-			}
-		}
-		waitErr = cmd.Wait() // after the pipe is drained, as Wait requires
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-			if waitErr != nil {
-				t.Errorf("tollgate %s (pid %d) exited with %v after SIGTERM", args[0], cmd.Process.Pid, waitErr)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("tollgate %s did not stop within 30s of SIGTERM", args[0])
-		}
-		if t.Failed() {
-			t.Logf("tollgate %s's output:\n%s", args[0], tail(out.String(), 60))
-		}
-	})
-	select {
-	case line := <-ready:
-		return line
-	case <-exited:
-		t.Fatalf("tollgate %s exited before it was ready (%v):\n%s", args[0], waitErr, tail(out.String(), 60))
-	case <-time.After(30 * time.Second):
-		t.Fatalf("tollgate %s not ready within 30s:\n%s", args[0], tail(out.String(), 60))
-	}
-	return ""
+	go func() { b.done <- c.Wait() }()
+	b.stopAtEnd(t, "SIGTERM", func() { _ = c.Process.Signal(syscall.SIGTERM) }, func() { _ = c.Process.Kill() })
+	return b
 }
