@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-dev/tollgate/internal/wait"
 	"github.com/tollgate-dev/tollgate/ledger"
 )
 
@@ -271,7 +272,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 		w.logger.WarnContext(ctx, "chain not reachable yet", "err", err)
-		if !sleep(ctx, min(time.Duration(attempt+1)*w.cfg.PollInterval, time.Minute)) {
+		if wait.Sleep(ctx, min(time.Duration(attempt+1)*w.cfg.PollInterval, time.Minute)) != nil {
 			return ctx.Err()
 		}
 	}
@@ -301,7 +302,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err != nil && !errors.Is(err, ErrLeaseLost) {
 			w.logger.WarnContext(ctx, "settlement tick failed; retrying next tick", "err", err)
 		}
-		if !sleep(ctx, w.cfg.PollInterval) {
+		if wait.Sleep(ctx, w.cfg.PollInterval) != nil {
 			return nil
 		}
 	}
@@ -318,15 +319,4 @@ func (w *Worker) finalityRule() string {
 func isConfigMismatch(err error) bool {
 	var m *mismatchError
 	return errors.As(err, &m)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
