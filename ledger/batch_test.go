@@ -13,10 +13,12 @@ import (
 	"github.com/tollgate-dev/tollgate/ledger"
 )
 
-// batchLog records the batches a ledger committed (its "ledger: batch committed" messages).
+// batchLog records the batches a ledger committed (its "ledger: batch committed" messages) and
+// those that failed as a whole ("ledger: batch failed; …").
 type batchLog struct {
 	mu      sync.Mutex
 	batches []batchRecord
+	failed  []batchRecord
 }
 
 type batchRecord struct {
@@ -28,7 +30,8 @@ func (h *batchLog) Enabled(context.Context, slog.Level) bool { return true }
 func (h *batchLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h *batchLog) WithGroup(string) slog.Handler            { return h }
 func (h *batchLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "ledger: batch committed" {
+	failed := r.Message == "ledger: batch failed; its requests run on their own"
+	if r.Message != "ledger: batch committed" && !failed {
 		return nil
 	}
 	var b batchRecord
@@ -44,9 +47,26 @@ func (h *batchLog) Handle(_ context.Context, r slog.Record) error {
 		return true
 	})
 	h.mu.Lock()
-	h.batches = append(h.batches, b)
+	if failed {
+		h.failed = append(h.failed, b)
+	} else {
+		h.batches = append(h.batches, b)
+	}
 	h.mu.Unlock()
 	return nil
+}
+
+// failedBatches is how many batches of op failed as a whole.
+func (h *batchLog) failedBatches(op string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, b := range h.failed {
+		if b.op == op {
+			n++
+		}
+	}
+	return n
 }
 
 // largest is the most requests one committed batch of op wrote.
@@ -285,6 +305,82 @@ func TestBatchedCaptures(t *testing.T) {
 	}
 	if got := f.sum(ledger.Earnings("pw2")); got != 500 {
 		t.Fatalf("earnings of pw2 = %d", got)
+	}
+	f.check()
+}
+
+// TestBatchedCapturesEveryShardBusy: when every shard of a shared account is locked by another
+// transaction, a batch of captures cannot credit it; the batch statement must then write
+// nothing at all (no hold captured, no transfer, no entry), and each capture runs on its own,
+// waits for a shard and is applied once.
+func TestBatchedCapturesEveryShardBusy(t *testing.T) {
+	log := &batchLog{}
+	f := newFixture(t, ledger.Options{Shards: 2, Logger: slog.New(log)})
+	ledger.SetSoloGrace(f.l, time.Minute)
+	ctx := t.Context()
+	first, wallets := addr(9), []string{addr(1), addr(2), addr(3)}
+	split := ledger.Split{FeeMicro: 100, DeveloperMicro: 200}
+	holds := map[string]ledger.Hold{}
+	for _, w := range append([]string{first}, wallets...) {
+		f.fund(w, 10_000)
+		holds[w] = f.hold("h:"+w, w, "pw", 1000, time.Minute)
+	}
+	warm := f.hold("warm", first, "pw", 100, time.Minute) // creates the fee account
+	if _, err := f.l.Capture(ctx, ledger.CaptureRequest{Key: "warm", HoldID: warm.ID, Split: split}); err != nil {
+		t.Fatal(err)
+	}
+	shards, err := f.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = shards.Rollback(context.WithoutCancel(ctx)) }()
+	if tag, err := shards.Exec(ctx, `SELECT 1 FROM ledger_balances WHERE kind = 'platform_fees' FOR UPDATE`); err != nil || tag.RowsAffected() != 2 {
+		t.Fatalf("locking the fee shards: %v, %d rows", err, tag.RowsAffected())
+	}
+	// Once the batch has failed (or has not, in time), count what it left and free the shards,
+	// so that the captures, now on their own, can finish.
+	writtenWhileBusy := -1
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		for deadline := time.Now().Add(10 * time.Second); log.failedBatches("capture batch") == 0 && time.Now().Before(deadline); {
+			time.Sleep(2 * time.Millisecond)
+		}
+		_ = f.db.Pool.QueryRow(ctx, `SELECT count(*) FROM ledger_transfers WHERE idempotency_key LIKE 'c:%'`).Scan(&writtenWhileBusy)
+		_ = shards.Rollback(context.WithoutCancel(ctx))
+	}()
+	var mu sync.Mutex
+	var errs []error
+	capture := func(w string, s ledger.Split) func() {
+		return func() {
+			_, err := f.l.Capture(ctx, ledger.CaptureRequest{Key: "c:" + w, HoldID: holds[w].ID, Split: s})
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	}
+	// The first capture credits no fee: it only keeps the batch from starting until the other
+	// three have queued.
+	f.inOneBatch(first, capture(first, ledger.Split{DeveloperMicro: 200}),
+		capture(wallets[0], split), capture(wallets[1], split), capture(wallets[2], split))
+	<-released
+	if log.failedBatches("capture batch") == 0 {
+		t.Fatal("no capture batch failed while every fee shard was locked")
+	}
+	if writtenWhileBusy != 1 {
+		t.Fatalf("%d capture transfers written while every fee shard was locked, want 1 (the first, alone)", writtenWhileBusy)
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, w := range wallets {
+		f.wantBalance(w, 10_000-300, 0)
+	}
+	f.wantBalance(first, 10_000-300-200, 0)
+	if got := f.sum(ledger.PlatformFees()); got != 4*100 {
+		t.Fatalf("platform fees = %d, want 400", got)
 	}
 	f.check()
 }
