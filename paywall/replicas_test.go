@@ -130,3 +130,24 @@ func TestRedisCopyIsShared(t *testing.T) {
 		t.Errorf("Authorization from Redis = %+v, %v", got, err)
 	}
 }
+
+// TestLocalTTLDefault: with Redis (and so invalidation messages) the in-process tier keeps an
+// answer 10s; without Redis, where a change reaches other replicas only through the TTL, 1s.
+func TestLocalTTLDefault(t *testing.T) {
+	db := testdb.New(t, Migrations)
+	rdb, prefix := testredis.New(t)
+	for _, c := range []struct {
+		name string
+		s    *Store
+		want time.Duration
+	}{
+		{"with redis", storeOn(t, db, rdb, prefix, Options{}), 10 * time.Second},
+		{"without redis", NewStore(db.Pool, nil, "", Options{}), time.Second},
+		{"without messages", storeOn(t, db, rdb, prefix, Options{noBus: true}), time.Second},
+		{"set", storeOn(t, db, rdb, prefix, Options{LocalTTL: 3 * time.Second}), 3 * time.Second},
+	} {
+		if c.s.opts.LocalTTL != c.want {
+			t.Errorf("%s: LocalTTL = %s, want %s", c.name, c.s.opts.LocalTTL, c.want)
+		}
+	}
+}

@@ -29,7 +29,10 @@ type Options struct {
 	// BuiltinUpstream is the routing header value of built-in paywalls (default "openrouter").
 	BuiltinUpstream string
 	// LocalTTL bounds how long this replica trusts its in-process cache if an invalidation
-	// message is lost (default 1s). Messages normally arrive within milliseconds.
+	// message is lost. Messages normally arrive within milliseconds, and every (re)subscription
+	// flushes the cache, so the default with Redis is 10s: most users send less than a request a
+	// second, and a shorter life would put a Redis round trip on nearly every request. Without
+	// Redis there are no messages, and the default is 1s.
 	LocalTTL time.Duration
 	// RedisTTL bounds a shared Redis cache entry (default 1m); it matters only if an
 	// invalidation could not reach Redis at all.
@@ -73,6 +76,12 @@ func NewStore(pool *pgxpool.Pool, rdb *redis.Client, prefix string, opts Options
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LocalTTL <= 0 {
+		opts.LocalTTL = time.Second
+		if rdb != nil && !opts.noBus {
+			opts.LocalTTL = 10 * time.Second
+		}
 	}
 	s := &Store{pool: pool, opts: opts}
 	s.opened = openedCredentials{m: map[sealedFor]string{}, max: cmp.Or(opts.MaxLocalEntries, 100_000)}
