@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,7 +26,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
 
 	"github.com/tollgate-dev/tollgate/e2e/envoyemu"
 	"github.com/tollgate-dev/tollgate/e2e/fakeupstream"
@@ -236,8 +234,10 @@ func readLoadEnv(t *testing.T) loadEnv {
 
 // TestLoad reports, in one run, what Tollgate adds to the time to first byte of LLM-like
 // streams: p50/p99 TTFB and throughput of the same streams straight to the fake upstream,
-// through the Envoy emulator with a no-op ext_proc server (the proxy's and gRPC's own share),
-// and through the emulator with `tollgate serve` (its own process, from a configuration file,
+// through the Envoy emulator with a no-op ext_proc server (the proxy's and gRPC's own share; a
+// process of its own, so that its messages cross processes as Tollgate's do and as Envoy's
+// always would), and through the emulator with `tollgate serve` (its own process, from a
+// configuration file,
 // real PostgreSQL and Redis; every stream authorized, held, metered and captured, one user
 // and wallet per worker). The streams are paced like an LLM's (TOLLGATE_LOADTEST_TTFT,
 // _CHUNKS, _INTERVAL), so the concurrency is a realistic offered load, not a saturation test;
@@ -254,7 +254,8 @@ func TestLoad(t *testing.T) {
 	// upstream. Envoy and a real upstream have no garbage collector; at the default setting this
 	// heap's collections put ~15 ms on the emulator's p99 (measured: no-op vs direct, +14.6 ms at
 	// GOGC 100, +3.9 ms at 800), which is the harness's cost, not Tollgate's. tollgate serve
-	// runs in its own process at the default setting (startLoadServe).
+	// and the no-op server run in their own processes at the default setting (startLoadServe,
+	// startNoop).
 	defer debug.SetGCPercent(debug.SetGCPercent(800))
 	db := testdb.NewWithPool(t, 4, schema.All()...)
 	checkLedgerAtEnd(t, db)
@@ -515,7 +516,7 @@ func startLoadServe(t *testing.T, dbURL, prefix, maxConns string) loadServe {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addrs := readyAddrs(runInChild(t, "serve", path).waitFor(t, "tollgate serve: ready"))
+	addrs := readyAddrs(runInChild(t, "serve", "-config", path).waitFor(t, "tollgate serve: ready"))
 	s := loadServe{grpc: addrs["grpc"], admin: addrs["admin"]}
 	if s.grpc == "" || s.admin == "" {
 		t.Fatalf("no grpc or admin address in serve's ready line: %v", addrs)
@@ -714,29 +715,25 @@ func (noopExtProc) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
 	}
 }
 
-// startNoop serves noopExtProc on a loopback port and returns its address.
+// startNoop runs noopExtProc in a process of its own, as serve runs (runInChild), and returns
+// its address.
 func startNoop(t *testing.T) string {
 	t.Helper()
-	var lc net.ListenConfig
-	lis, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addr := readyAddrs(runInChild(t, noopCommand).waitFor(t, noopReady))["grpc"]
+	if addr == "" {
+		t.Fatal("no address in the no-op server's ready line")
 	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, noopExtProc{})
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	return lis.Addr().String()
+	return addr
 }
 
 // runInChild is runInBackground in a process of its own (the test binary, see childEnv): when
 // the test ends it gets SIGTERM, as from an orchestrator, and must shut down cleanly (serve
 // settles what is still open).
-func runInChild(t *testing.T, cmd, cfgPath string) *background {
+func runInChild(t *testing.T, args ...string) *background {
 	t.Helper()
-	c := exec.Command(os.Args[0], cmd, "-config", cfgPath)
+	c := exec.Command(os.Args[0], args...)
 	c.Env = append(os.Environ(), childEnv+"=1")
-	b := &background{name: cmd, done: make(chan error, 1)}
+	b := &background{name: args[0], done: make(chan error, 1)}
 	c.Stdout, c.Stderr = b, b
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
