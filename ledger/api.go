@@ -30,9 +30,9 @@ type Options struct {
 	// 1 turns batching off). Each call keeps its own key, hash, result and errors; see
 	// docs/ledger.md, "Batching".
 	Batch int
-	// BatchesInFlight bounds how many batches, holds and captures together, write at once
-	// (default 1: the two kinds take turns). A batch that has written no longer counts while it
-	// waits for its COMMIT, so the next one can fill.
+	// BatchesInFlight bounds how many batches of one kind write at once (default 1); a batch
+	// of captures also waits while holds write. A batch that has written no longer counts while
+	// it waits for its COMMIT, so the next one can fill.
 	BatchesInFlight int
 	// Faults, when set, is called at the given points of every transaction, and an error it
 	// returns is injected there (see FaultPoint). It exists for tests of the retry and
@@ -88,8 +88,8 @@ func New(pool *pgxpool.Pool, opts Options) *Ledger {
 	l := &Ledger{pool: pool, opts: opts}
 	if opts.Batch > 1 {
 		g := newBatchGroup(opts.BatchesInFlight)
-		l.holds = newBatcher(g, opts.Batch, l.execHolds)
-		l.captures = newBatcher(g, opts.Batch, l.execCaptures)
+		l.holds = newBatcher(g, opts.Batch, false, l.execHolds)
+		l.captures = newBatcher(g, opts.Batch, true, l.execCaptures)
 	}
 	return l
 }

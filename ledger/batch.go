@@ -32,13 +32,13 @@ import (
 // that batches of holds and of captures take turns on a busy wallet instead of skipping each
 // other's locked row.
 //
-// Holds and captures also take turns to write: at most BatchesInFlight batches of either kind
-// have a statement running at once (default 1), and a freed turn goes to the other kind first.
-// While one kind writes, the other's requests gather, so both write in larger batches, and
-// there is no second writer for a lone request to run beside. Against a writer per kind, on two
-// cores, alternating in one session: 12–25% more pairs per second at 32 wallets for 20–27% less
-// PostgreSQL CPU per pair; at 8 wallets and on one hot wallet no change beyond the noise; in the
-// load test, holds no slower (docs/ledger.md, "Batching").
+// Captures also give way to holds: a batch of captures writes only while no batch of holds is
+// writing, and a batch of holds waits only for holds. A hold is on the request's path, before
+// the upstream call; a capture runs after the response. So a hold never waits for a capture,
+// while captures gather as holds write and then write in larger batches. Turns pass in order:
+// when a batch answers, the kind that did not start last starts first, so waiting captures start
+// before the next holds and cannot be starved by them. See docs/ledger.md, "Batching", for what
+// each policy measured.
 
 // batchOutcome is what a batch did with one request.
 type batchOutcome int
@@ -82,8 +82,8 @@ type batchCall[Q, R any] struct {
 type batchGroup struct {
 	mu       sync.Mutex
 	taken    map[string]struct{}
-	inFlight int // batches whose statement may run at once
-	writing  int // batches whose statement has not answered yet (a lone request: at most soloGrace)
+	inFlight int // batches of one kind whose statement may run at once
+	writing  int // batches of any kind whose statement has not answered yet
 	next     int // the member whose turn is next
 	members  []interface{ startLocked() bool }
 }
@@ -104,12 +104,14 @@ func (g *batchGroup) startLocked() {
 	}
 }
 
-// batcher groups concurrent requests of one kind into batches. A batch starts when its group
-// has a turn to write free; the next starts as soon as one has written (while it commits), so
-// under load batches grow by themselves and a lone request waits for no company.
+// batcher groups concurrent requests of one kind into batches. A batch starts when fewer than
+// inFlight of its kind are writing (for a batcher that gives way, and no other kind's); the
+// next starts as soon as one has written (while it commits), so under load batches grow by
+// themselves and a lone request waits for no company.
 type batcher[Q, R any] struct {
 	g         *batchGroup
 	size      int
+	givesWay  bool // writes only while no other kind's batch is writing
 	soloGrace time.Duration
 	// exec runs one batch and sets every call's outcome (and res or err). It calls written once
 	// its statement has answered, before its COMMIT.
@@ -117,11 +119,12 @@ type batcher[Q, R any] struct {
 
 	// Guarded by g.mu.
 	queue   []*batchCall[Q, R]
+	writing int // batches whose statement has not answered yet (a lone request: at most soloGrace)
 	running int // batches of more than one request not finished (writing or committing)
 }
 
-func newBatcher[Q, R any](g *batchGroup, size int, exec func(context.Context, []*batchCall[Q, R], func())) *batcher[Q, R] {
-	b := &batcher[Q, R]{g: g, size: size, soloGrace: soloGrace, exec: exec}
+func newBatcher[Q, R any](g *batchGroup, size int, givesWay bool, exec func(context.Context, []*batchCall[Q, R], func())) *batcher[Q, R] {
+	b := &batcher[Q, R]{g: g, size: size, givesWay: givesWay, soloGrace: soloGrace, exec: exec}
 	g.members = append(g.members, b)
 	return b
 }
@@ -153,11 +156,15 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q, uniq, group []string) (re
 
 // startLocked starts batches while there is room and work, and reports whether it started one.
 func (b *batcher[Q, R]) startLocked() (started bool) {
-	for b.g.writing < b.g.inFlight && b.running < maxCommitting {
+	for b.writing < b.g.inFlight && b.running < maxCommitting {
+		if b.givesWay && b.g.writing > b.writing {
+			return started
+		}
 		batch := b.takeLocked()
 		if len(batch) == 0 {
 			return started
 		}
+		b.writing++
 		b.g.writing++
 		if len(batch) > 1 {
 			b.running++
@@ -239,6 +246,7 @@ func (b *batcher[Q, R]) run(batch []*batchCall[Q, R]) {
 	written := func() {
 		once.Do(func() {
 			b.g.mu.Lock()
+			b.writing--
 			b.g.writing--
 			b.g.startLocked()
 			b.g.mu.Unlock()
