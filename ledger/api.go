@@ -87,9 +87,9 @@ func New(pool *pgxpool.Pool, opts Options) *Ledger {
 	}
 	l := &Ledger{pool: pool, opts: opts}
 	if opts.Batch > 1 {
-		g := newBatchGroup(opts.BatchesInFlight)
-		l.holds = newBatcher(g, opts.Batch, false, l.execHolds)
-		l.captures = newBatcher(g, opts.Batch, true, l.execCaptures)
+		g := newBatchGroup()
+		l.holds = newBatcher(g, opts.Batch, opts.BatchesInFlight, false, l.execHolds)
+		l.captures = newBatcher(g, opts.Batch, opts.BatchesInFlight, true, l.execCaptures)
 	}
 	return l
 }

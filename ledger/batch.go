@@ -80,16 +80,27 @@ type batchCall[Q, R any] struct {
 // batchGroup is what the batchers of one Ledger share: one lock, the keys of every running
 // batch, the turns to write, and the batchers to wake when keys or turns are released.
 type batchGroup struct {
-	mu       sync.Mutex
-	taken    map[string]struct{}
-	inFlight int // batches of one kind whose statement may run at once
-	writing  int // batches of any kind whose statement has not answered yet
-	next     int // the member whose turn is next
-	members  []interface{ startLocked() bool }
+	mu      sync.Mutex
+	taken   map[string]struct{}
+	next    int // the member whose turn is next
+	members []batchMember
 }
 
-func newBatchGroup(inFlight int) *batchGroup {
-	return &batchGroup{taken: map[string]struct{}{}, inFlight: inFlight}
+// batchMember is a batcher as its group sees it.
+type batchMember interface {
+	startLocked() bool
+	writingLocked() int
+}
+
+func newBatchGroup() *batchGroup { return &batchGroup{taken: map[string]struct{}{}} }
+
+// writingLocked is how many batches of any kind have a statement running.
+func (g *batchGroup) writingLocked() int {
+	n := 0
+	for _, m := range g.members {
+		n += m.writingLocked()
+	}
+	return n
 }
 
 // startLocked starts whatever batch of any member can start, beginning with the member whose
@@ -111,6 +122,7 @@ func (g *batchGroup) startLocked() {
 type batcher[Q, R any] struct {
 	g         *batchGroup
 	size      int
+	inFlight  int
 	givesWay  bool // writes only while no other kind's batch is writing
 	soloGrace time.Duration
 	// exec runs one batch and sets every call's outcome (and res or err). It calls written once
@@ -123,8 +135,8 @@ type batcher[Q, R any] struct {
 	running int // batches of more than one request not finished (writing or committing)
 }
 
-func newBatcher[Q, R any](g *batchGroup, size int, givesWay bool, exec func(context.Context, []*batchCall[Q, R], func())) *batcher[Q, R] {
-	b := &batcher[Q, R]{g: g, size: size, givesWay: givesWay, soloGrace: soloGrace, exec: exec}
+func newBatcher[Q, R any](g *batchGroup, size, inFlight int, givesWay bool, exec func(context.Context, []*batchCall[Q, R], func())) *batcher[Q, R] {
+	b := &batcher[Q, R]{g: g, size: size, inFlight: inFlight, givesWay: givesWay, soloGrace: soloGrace, exec: exec}
 	g.members = append(g.members, b)
 	return b
 }
@@ -154,10 +166,12 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q, uniq, group []string) (re
 	return c.res, c.outcome == batchAnswered, c.err
 }
 
+func (b *batcher[Q, R]) writingLocked() int { return b.writing }
+
 // startLocked starts batches while there is room and work, and reports whether it started one.
 func (b *batcher[Q, R]) startLocked() (started bool) {
-	for b.writing < b.g.inFlight && b.running < maxCommitting {
-		if b.givesWay && b.g.writing > b.writing {
+	for b.writing < b.inFlight && b.running < maxCommitting {
+		if b.givesWay && b.g.writingLocked() > b.writing {
 			return started
 		}
 		batch := b.takeLocked()
@@ -165,7 +179,6 @@ func (b *batcher[Q, R]) startLocked() (started bool) {
 			return started
 		}
 		b.writing++
-		b.g.writing++
 		if len(batch) > 1 {
 			b.running++
 		}
@@ -247,7 +260,6 @@ func (b *batcher[Q, R]) run(batch []*batchCall[Q, R]) {
 		once.Do(func() {
 			b.g.mu.Lock()
 			b.writing--
-			b.g.writing--
 			b.g.startLocked()
 			b.g.mu.Unlock()
 		})

@@ -14,7 +14,7 @@ import (
 // waiting captures start before the next holds (so that holds cannot starve them). The
 // batchers run fake statements that answer when the test says.
 func TestCapturesGiveWayToHolds(t *testing.T) {
-	g := newBatchGroup(1)
+	g := newBatchGroup()
 	var mu sync.Mutex
 	var started []string // "h2": the batch whose first request is hold 2
 	answer := map[string]chan struct{}{}
@@ -33,7 +33,7 @@ func TestCapturesGiveWayToHolds(t *testing.T) {
 			}
 		}
 	}
-	holds, captures := newBatcher(g, 64, false, exec("h")), newBatcher(g, 64, true, exec("c"))
+	holds, captures := newBatcher(g, 64, 1, false, exec("h")), newBatcher(g, 64, 1, true, exec("c"))
 	holds.soloGrace, captures.soloGrace = time.Hour, time.Hour
 	startedSoFar := func() []string {
 		mu.Lock()
