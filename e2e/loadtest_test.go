@@ -297,7 +297,7 @@ func TestLoad(t *testing.T) {
 	t.Cleanup(direct.Close)
 	upstreamAddr := strings.TrimPrefix(direct.URL, "http://")
 
-	var noopOut, tollOut outcomeCount
+	var noopOut, tollOut emulatorLog
 	noopURL := emulatorFront(t, startNoop(t), upstreamAddr, &noopOut)
 	srv := startLoadServe(t, db.URL, prefix, env.maxConns)
 	tollURL := emulatorFront(t, srv.grpc, upstreamAddr, &tollOut)
@@ -324,6 +324,8 @@ func TestLoad(t *testing.T) {
 	}
 	paced := make([]loadResult, len(targets))
 	var phases serverMetrics // serve's own figures over its paced run (the last target)
+	noopOut.takeWaits()
+	tollOut.takeWaits()
 	for i, tg := range targets {
 		before := srv.scrape(t)
 		paced[i] = runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: env.measure, shape: env.shape}, tg.headers)
@@ -331,6 +333,7 @@ func TestLoad(t *testing.T) {
 			phases = srv.scrape(t).minus(before)
 		}
 	}
+	noopWaits, tollWaits := noopOut.takeWaits(), tollOut.takeWaits()
 	var saturated []loadResult
 	satShape := loadShape{Chunks: 16}
 	if env.saturation > 0 {
@@ -377,6 +380,7 @@ func TestLoad(t *testing.T) {
 	t.Logf("added by tollgate vs direct:    p50 %s, p99 %s (goal p99 ≤ 5ms: %v)", fmtDelta(tg.pct(0.5)-d.pct(0.5)), fmtDelta(p99), p99 <= 5*time.Millisecond)
 	t.Logf("added by tollgate vs no-op:     p50 %s, p99 %s", fmtDelta(tg.pct(0.5)-n.pct(0.5)), fmtDelta(tg.pct(0.99)-n.pct(0.99)))
 	t.Logf("added by the emulator (no-op vs direct): p50 %s, p99 %s", fmtDelta(n.pct(0.5)-d.pct(0.5)), fmtDelta(n.pct(0.99)-d.pct(0.99)))
+	logWaits(t, noopWaits, tollWaits)
 	phases.log(t)
 	if len(saturated) > 0 {
 		t.Logf("saturation (throughput ceiling): closed loop, each stream %s, measured for %s", satShape, env.saturation)
@@ -626,40 +630,87 @@ func (s serverMetrics) log(t *testing.T) {
 	t.Logf("  %s", strings.Join(counts, ", "))
 }
 
-// outcomeCount counts the emulator's response details of requests that did not end normally.
-type outcomeCount struct {
-	mu sync.Mutex
-	m  map[string]int
+// emulatorLog keeps what an emulator recorded of its requests: the outcomes of those that did
+// not end normally, and how long each kind of ext_proc message waited for its answer (the
+// stream's first response_body, which the first byte waits for, apart from the rest).
+type emulatorLog struct {
+	mu       sync.Mutex
+	outcomes map[string]int
+	waits    map[string][]time.Duration
 }
 
-func (o *outcomeCount) add(l envoyemu.RequestLog) {
-	if l.Status == http.StatusOK && l.Details == "via_upstream" && !l.Reset && !l.ClientGone {
-		return
-	}
+// waitKinds are the messages whose waits the load test reports, in a request's order.
+var waitKinds = []string{"request_headers", "request_body", "response_headers", "response_body (first)", "response_body (rest)"}
+
+func (o *emulatorLog) add(l envoyemu.RequestLog) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.m == nil {
-		o.m = map[string]int{}
+	if o.waits == nil {
+		o.outcomes, o.waits = map[string]int{}, map[string][]time.Duration{}
 	}
-	o.m[fmt.Sprintf("%d %s", l.Status, l.Details)]++
+	if l.Status != http.StatusOK || l.Details != "via_upstream" || l.Reset || l.ClientGone {
+		o.outcomes[fmt.Sprintf("%d %s", l.Status, l.Details)]++
+	}
+	first := true
+	for i, kind := range l.Sent {
+		if kind == "response_body" {
+			kind = "response_body (rest)"
+			if first {
+				kind, first = "response_body (first)", false
+			}
+		}
+		if l.Waits[i] > 0 {
+			o.waits[kind] = append(o.waits[kind], l.Waits[i])
+		}
+	}
 }
 
-func (o *outcomeCount) log(t *testing.T, emulator string) {
+// takeWaits returns the waits recorded since the last call, each kind's sorted.
+func (o *emulatorLog) takeWaits() map[string][]time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w := o.waits
+	o.waits = map[string][]time.Duration{}
+	for _, d := range w {
+		slices.Sort(d)
+	}
+	return w
+}
+
+func (o *emulatorLog) log(t *testing.T, emulator string) {
 	t.Helper()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for outcome, n := range o.m {
+	for outcome, n := range o.outcomes {
 		t.Logf("emulator (%s) outcome %q: %d", emulator, outcome, n)
+	}
+}
+
+// logWaits reports, side by side, how long each kind of message waited for its answer through
+// the no-op server and through Tollgate: a round trip's transport and scheduling, which both
+// pay, beside the work that only Tollgate does.
+func logWaits(t *testing.T, noop, toll map[string][]time.Duration) {
+	t.Helper()
+	pct := func(d []time.Duration, p float64) string {
+		if len(d) == 0 {
+			return "-"
+		}
+		return d[min(len(d)-1, int(float64(len(d))*p))].Round(10 * time.Microsecond).String()
+	}
+	t.Logf("ext_proc messages seen from the emulator during the paced run (send to answer):")
+	t.Logf("  %-22s %9s %10s %10s %13s %10s", "message", "count", "no-op p50", "p99", "tollgate p50", "p99")
+	for _, k := range waitKinds {
+		t.Logf("  %-22s %9d %10s %10s %13s %10s", k, len(toll[k]), pct(noop[k], 0.5), pct(noop[k], 0.99), pct(toll[k], 0.5), pct(toll[k], 0.99))
 	}
 }
 
 // emulatorFront is the Envoy emulator (envoy/envoy.yaml) with its ext_proc cluster at
 // extproc and the demo cluster at upstream.
-func emulatorFront(t *testing.T, extproc, upstream string, outcomes *outcomeCount) string {
+func emulatorFront(t *testing.T, extproc, upstream string, record *emulatorLog) string {
 	t.Helper()
 	p, err := envoyemu.New(envoyemu.Options{Config: "../envoy/envoy.yaml",
 		Endpoints: map[string][]string{"tollgate_extproc": {extproc}, "demo": {upstream}},
-		OnRequest: outcomes.add})
+		OnRequest: record.add})
 	if err != nil {
 		t.Fatal(err)
 	}

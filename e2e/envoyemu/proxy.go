@@ -64,6 +64,9 @@ type RequestLog struct {
 	Details string
 	// Sent lists the ext_proc messages sent, in order (request_headers, request_body, …).
 	Sent []string
+	// Waits[i] is how long Sent[i] waited for its answer, from send to receipt (0 when none
+	// came). Streamed chunks are in flight together; each waits from its own send.
+	Waits []time.Duration
 	// Modes records each accepted mode_override ("response_body_mode=STREAMED").
 	Modes []string
 	// Reset reports whether the downstream stream was reset after its response had started.
@@ -381,6 +384,22 @@ func (x *exchange) shouldRemoveContentLength(body extprocfilterv3.ProcessingMode
 		(body == extprocfilterv3.ProcessingMode_BUFFERED && !sendHeaders)
 }
 
+// sentMessage is a message in the request's log, waiting for its answer.
+type sentMessage struct {
+	i  int // in log.Sent
+	at time.Time
+}
+
+// sent logs a message about to be sent.
+func (x *exchange) sent(kind string) sentMessage {
+	x.log.Sent = append(x.log.Sent, kind)
+	x.log.Waits = append(x.log.Waits, 0)
+	return sentMessage{len(x.log.Sent) - 1, time.Now()}
+}
+
+// answered logs the answer to a message.
+func (x *exchange) answered(m sentMessage) { x.log.Waits[m.i] = time.Since(m.at) }
+
 // exchangeMessage sends one message and waits for its answer. It returns (nil, true) when the
 // server closed the stream cleanly (Envoy then continues without it), and ok=false when the
 // request is over (a local reply was sent or the client left).
@@ -398,9 +417,12 @@ func (x *exchange) exchangeMessage(kind string, req *extprocv3.ProcessingRequest
 		req.ProtocolConfig = &extprocv3.ProtocolConfiguration{RequestBodyMode: x.ep.mode.GetRequestBodyMode(), ResponseBodyMode: x.ep.mode.GetResponseBodyMode()}
 		x.side.sentAny = true
 	}
+	sent := x.sent(kind)
 	x.side.send(req)
-	x.log.Sent = append(x.log.Sent, kind)
 	ans, ev, err := x.waiter().await()
+	if ev == evAnswer {
+		x.answered(sent)
+	}
 	switch ev {
 	case evClosed:
 		x.complete = true
@@ -840,7 +862,12 @@ func (x *exchange) streamBody(body io.Reader) {
 		}
 	}()
 
-	var queue []chunk
+	// queue holds the chunks sent and not answered yet, in order.
+	type queued struct {
+		c    chunk
+		sent sentMessage
+	}
+	var queue []queued
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -877,10 +904,10 @@ func (x *exchange) streamBody(body io.Reader) {
 			if !x.checkIdleStreaming(len(queue)) {
 				return
 			}
+			sent := x.sent("response_body")
 			x.side.send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
 				ResponseBody: &extprocv3.HttpBody{Body: c.data, EndOfStream: c.eos}}})
-			x.log.Sent = append(x.log.Sent, "response_body")
-			queue = append(queue, c)
+			queue = append(queue, queued{c, sent})
 			timer.Reset(x.ep.messageTimeout)
 		case r := <-incoming:
 			if r.err != nil {
@@ -894,7 +921,7 @@ func (x *exchange) streamBody(body io.Reader) {
 				x.complete = true
 				timer.Stop()
 				for _, q := range queue {
-					if !x.write(q.data) {
+					if !x.write(q.c.data) {
 						return
 					}
 				}
@@ -915,9 +942,10 @@ func (x *exchange) streamBody(body io.Reader) {
 				return
 			}
 			timer.Stop()
-			c := queue[0]
+			q := queue[0]
 			queue = queue[1:]
-			if !x.write(applyBodyMutation(br.ResponseBody.GetResponse().GetBodyMutation(), c.data)) {
+			x.answered(q.sent)
+			if !x.write(applyBodyMutation(br.ResponseBody.GetResponse().GetBodyMutation(), q.c.data)) {
 				return
 			}
 		case <-timer.C:

@@ -572,3 +572,71 @@ func TestOverrideMessageTimeout(t *testing.T) {
 		t.Fatalf("status %d, want 504", resp.StatusCode)
 	}
 }
+
+// TestMessageWaits: the request log says how long each message waited for its answer, from
+// send to receipt, streamed chunks included (each from its own send, while others are in flight).
+func TestMessageWaits(t *testing.T) {
+	const bodyDelay, chunkDelay = 30 * time.Millisecond, 5 * time.Millisecond
+	upper := upperChunks(streamedOverride, false)
+	h := newHarness(t, func(s *scripted) error {
+		return upper(&scripted{t: s.t, st: &delayingStream{ExternalProcessor_ProcessServer: s.st, delay: func(m *extprocv3.ProcessingRequest) time.Duration {
+			switch {
+			case m.GetRequestBody() != nil:
+				return bodyDelay
+			case m.GetResponseBody() != nil:
+				return chunkDelay
+			}
+			return 0
+		}}})
+	})
+	resp, _ := h.do(t, http.MethodPost, chatPath, `{"model":"m","stream":true,"messages":[]}`, map[string]string{"x-fake-split-bytes": "40", "x-fake-delay-ms": "1"})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	l := h.log(t)
+	h.end(t)
+	if len(l.Waits) != len(l.Sent) {
+		t.Fatalf("%d waits for %d messages", len(l.Waits), len(l.Sent))
+	}
+	chunks := 0
+	for i, kind := range l.Sent {
+		w := l.Waits[i]
+		switch {
+		case w <= 0:
+			t.Errorf("%s (#%d): no wait recorded", kind, i)
+		case kind == "request_body" && w < bodyDelay:
+			t.Errorf("request_body waited %v, answered after %v", w, bodyDelay)
+		case kind == "request_headers" && w >= bodyDelay:
+			t.Errorf("request_headers waited %v: another message's wait", w)
+		case kind == "response_body":
+			chunks++
+			if w < chunkDelay {
+				t.Errorf("response_body #%d waited %v, answered after %v", i, w, chunkDelay)
+			}
+		}
+	}
+	if chunks < 10 {
+		t.Fatalf("%d response_body messages, want one per chunk (%v)", chunks, l.Sent)
+	}
+}
+
+// delayingStream answers each message after delay(message): it remembers the last message
+// received and sleeps before sending its answer.
+type delayingStream struct {
+	extprocv3.ExternalProcessor_ProcessServer
+	delay func(*extprocv3.ProcessingRequest) time.Duration
+	last  *extprocv3.ProcessingRequest
+}
+
+func (d *delayingStream) Recv() (*extprocv3.ProcessingRequest, error) {
+	m, err := d.ExternalProcessor_ProcessServer.Recv()
+	d.last = m
+	return m, err
+}
+
+func (d *delayingStream) Send(r *extprocv3.ProcessingResponse) error {
+	if d.last != nil {
+		time.Sleep(d.delay(d.last))
+	}
+	return d.ExternalProcessor_ProcessServer.Send(r)
+}
