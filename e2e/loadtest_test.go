@@ -91,11 +91,14 @@ func (r loadResult) failed() int {
 	return n
 }
 
-func (r loadResult) pct(p float64) time.Duration {
-	if len(r.ttfb) == 0 {
+func (r loadResult) pct(p float64) time.Duration { return percentile(r.ttfb, p) }
+
+// percentile is the p-quantile (0 ≤ p ≤ 1) of sorted durations, 0 when there are none.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	return r.ttfb[min(len(r.ttfb)-1, int(float64(len(r.ttfb))*p))]
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
 }
 
 func (r loadResult) rate() float64 { return float64(r.ok) / r.measure.Seconds() }
@@ -645,11 +648,14 @@ var waitKinds = []string{"request_headers", "request_body", "response_headers", 
 func (o *emulatorLog) add(l envoyemu.RequestLog) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.waits == nil {
-		o.outcomes, o.waits = map[string]int{}, map[string][]time.Duration{}
-	}
 	if l.Status != http.StatusOK || l.Details != "via_upstream" || l.Reset || l.ClientGone {
+		if o.outcomes == nil {
+			o.outcomes = map[string]int{}
+		}
 		o.outcomes[fmt.Sprintf("%d %s", l.Status, l.Details)]++
+	}
+	if o.waits == nil {
+		o.waits = map[string][]time.Duration{}
 	}
 	first := true
 	for i, kind := range l.Sent {
@@ -695,7 +701,7 @@ func logWaits(t *testing.T, noop, toll map[string][]time.Duration) {
 		if len(d) == 0 {
 			return "-"
 		}
-		return d[min(len(d)-1, int(float64(len(d))*p))].Round(10 * time.Microsecond).String()
+		return percentile(d, p).Round(10 * time.Microsecond).String()
 	}
 	t.Logf("ext_proc messages seen from the emulator during the paced run (send to answer):")
 	t.Logf("  %-22s %9s %10s %10s %13s %10s", "message", "count", "no-op p50", "p99", "tollgate p50", "p99")
