@@ -126,8 +126,8 @@ type capturedHold struct {
 	entries []Entry // the transfer's (captureEntries)
 }
 
-// execCaptures runs a batch of captures.
-func (l *Ledger) execCaptures(ctx context.Context, calls []*batchCall[captureCall, CaptureResult], written func()) {
+// captureBatchArgs are captureBatchSQL's arguments for a batch whose shard picks start at shard.
+func captureBatchArgs(calls []*batchCall[captureCall, CaptureResult], shard int) []any {
 	n := len(calls)
 	var (
 		keys, holds, providers = make([]string, n), make([]string, n), make([]string, n)
@@ -144,7 +144,13 @@ func (l *Ledger) execCaptures(ctx context.Context, calls []*batchCall[captureCal
 			providers[i] = s.Provider
 		}
 	}
-	args := []any{keys, hashes, holds, charges, provs, providers, fees, devs, metas, rand.IntN(l.opts.Shards)} //nolint:gosec // spreads captures over shards; nothing secret
+	return []any{keys, hashes, holds, charges, provs, providers, fees, devs, metas, shard}
+}
+
+// execCaptures runs a batch of captures.
+func (l *Ledger) execCaptures(ctx context.Context, calls []*batchCall[captureCall, CaptureResult], written func()) {
+	n := len(calls)
+	args := captureBatchArgs(calls, rand.IntN(l.opts.Shards)) //nolint:gosec // spreads captures over shards; nothing secret
 	runBatch(ctx, l, batchSpec[captureCall, CaptureResult, capturedHold]{
 		op:   "capture batch",
 		keys: func(q captureCall) string { return q.r.Key },

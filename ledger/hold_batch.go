@@ -67,8 +67,8 @@ type writtenRow struct {
 	at time.Time
 }
 
-// execHolds runs a batch of holds.
-func (l *Ledger) execHolds(ctx context.Context, calls []*batchCall[holdCall, Hold], written func()) {
+// holdBatchArgs are holdBatchSQL's arguments for a batch.
+func holdBatchArgs(calls []*batchCall[holdCall, Hold]) []any {
 	n := len(calls)
 	var (
 		keys, wallets, paywalls = make([]string, n), make([]string, n), make([]string, n)
@@ -81,7 +81,13 @@ func (l *Ledger) execHolds(ctx context.Context, calls []*batchCall[holdCall, Hol
 		keys[i], wallets[i], paywalls[i], amounts[i], ttls[i], hashes[i], metas[i] =
 			q.r.Key, q.wallet, q.r.Paywall, q.r.AmountMicro, q.r.TTL.Microseconds(), q.hash, q.meta
 	}
-	args := []any{keys, wallets, amounts, hashes, paywalls, ttls, metas}
+	return []any{keys, wallets, amounts, hashes, paywalls, ttls, metas}
+}
+
+// execHolds runs a batch of holds.
+func (l *Ledger) execHolds(ctx context.Context, calls []*batchCall[holdCall, Hold], written func()) {
+	n := len(calls)
+	args := holdBatchArgs(calls)
 	runBatch(ctx, l, batchSpec[holdCall, Hold, writtenRow]{
 		op:   "hold batch",
 		keys: func(q holdCall) string { return q.r.Key },
