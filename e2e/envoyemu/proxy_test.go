@@ -576,7 +576,9 @@ func TestOverrideMessageTimeout(t *testing.T) {
 // TestMessageWaits: the request log says how long each message waited for its answer, from
 // send to receipt, streamed chunks included (each from its own send, while others are in flight).
 func TestMessageWaits(t *testing.T) {
-	const bodyDelay, chunkDelay = 30 * time.Millisecond, 5 * time.Millisecond
+	// bodyDelay is long beside a loopback round trip, so that a request_headers wait reaching it
+	// can only be another message's.
+	const bodyDelay, chunkDelay = 100 * time.Millisecond, 5 * time.Millisecond
 	upper := upperChunks(streamedOverride, false)
 	h := newHarness(t, func(s *scripted) error {
 		return upper(&scripted{t: s.t, st: &delayingStream{ExternalProcessor_ProcessServer: s.st, delay: func(m *extprocv3.ProcessingRequest) time.Duration {
