@@ -156,6 +156,7 @@ var ignoredEnv = map[string]bool{
 	"TOLLGATE_BANK_OPS":            true,
 	"TOLLGATE_LOADTEST_STREAMS":    true,
 	"TOLLGATE_LOADTEST_DURATION":   true,
+	"TOLLGATE_LOADTEST_ROUNDS":     true,
 	"TOLLGATE_LOADTEST_SATURATION": true,
 	"TOLLGATE_LOADTEST_TTFT":       true,
 	"TOLLGATE_LOADTEST_CHUNKS":     true,

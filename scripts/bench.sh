@@ -17,6 +17,6 @@ go test -count=1 -run '^TestAnvilTopUpAndPayout$' -v ./settlement/ | grep -i gas
 # (first token after 300 ms, 100 tokens 20 ms apart), through the Envoy emulator + tollgate serve
 # beside straight to the fake upstream and beside a no-op ext_proc server; then each target's
 # closed-loop throughput ceiling (docs/e2e.md, "Load test").
-TOLLGATE_LOADTEST_STREAMS=200 TOLLGATE_LOADTEST_DURATION=20s TOLLGATE_LOADTEST_SATURATION=5s \
+TOLLGATE_LOADTEST_STREAMS=200 TOLLGATE_LOADTEST_DURATION=20s TOLLGATE_LOADTEST_ROUNDS=4 TOLLGATE_LOADTEST_SATURATION=5s \
 	TOLLGATE_LOADTEST_TTFT=300ms TOLLGATE_LOADTEST_CHUNKS=100 TOLLGATE_LOADTEST_INTERVAL=20ms \
 	go test -count=1 -run '^TestLoad$' -v ./e2e/
