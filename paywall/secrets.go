@@ -182,13 +182,34 @@ func (s *Store) openCredential(p *Paywall) error {
 	if s.opts.SecretsKey == nil {
 		return errNoSecretsKey(p.ID)
 	}
-	c, err := s.opts.SecretsKey.open(p.ID, p.UpstreamKey)
+	c, _, err := s.openSealed(p.ID, p.UpstreamKey)
 	if err != nil {
 		return fmt.Errorf("paywall %s: upstream credential: %w", p.ID, err)
 	}
 	s.opened.put(k, c)
 	p.UpstreamKey = c
 	return nil
+}
+
+// openSealed opens a sealed value with the secrets key, then with each previous key in turn
+// (during a rotation); current reports whether the secrets key itself opened it. The caller has
+// checked that there is a secrets key.
+// It can return: ErrSealedCredential.
+func (s *Store) openSealed(paywallID, sealed string) (credential string, current bool, err error) {
+	c, err := s.opts.SecretsKey.open(paywallID, sealed)
+	if err == nil || len(s.opts.PreviousSecretsKeys) == 0 {
+		return c, err == nil, err
+	}
+	if _, perr := parseSealed(sealed); perr != nil {
+		return "", false, perr // no key can open it
+	}
+	for _, k := range s.opts.PreviousSecretsKeys {
+		if c, perr := k.open(paywallID, sealed); perr == nil {
+			return c, false, nil
+		}
+	}
+	return "", false, fmt.Errorf("%w: it opens neither with paywall.secrets_key nor with any of the %d paywall.previous_secrets_keys (sealed with another key, copied from another paywall, or tampered with)",
+		ErrSealedCredential, len(s.opts.PreviousSecretsKeys))
 }
 
 // sealCredential replaces a BYOK paywall's credential by its sealed form, for storing.
@@ -204,40 +225,63 @@ func (s *Store) sealCredential(p *Paywall) error {
 	return nil
 }
 
+// SealResult is what SealCredentials wrote.
+type SealResult struct {
+	// Sealed counts the plaintext credentials (stored by versions before sealing) it sealed.
+	Sealed int
+	// Resealed counts the credentials sealed with one of Options.PreviousSecretsKeys that it
+	// sealed again with Options.SecretsKey (a key rotation).
+	Resealed int
+}
+
 // SealCredentials seals the BYOK credentials that versions before sealing stored in
-// plaintext, and returns how many it sealed (`tollgate migrate` calls it). It is idempotent
-// and safe to run beside serving replicas: a row changed meanwhile is left to its writer.
+// plaintext and, during a key rotation, seals again with the secrets key those that only a
+// previous key opens (`tollgate migrate` calls it). A credential that opens with no key is left
+// as it is (`tollgate serve` names it at start). It is idempotent and safe to run beside serving
+// replicas: a row changed meanwhile is left to its writer, and until it is re-sealed a
+// credential opens with the previous key.
 // It can return: ErrNoSecretsKey (plaintext credentials to seal and no Options.SecretsKey,
 // naming the paywalls).
-func (s *Store) SealCredentials(ctx context.Context) (int, error) {
+func (s *Store) SealCredentials(ctx context.Context) (SealResult, error) {
+	var res SealResult
 	byok, err := s.byokCredentials(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("paywall: seal credentials: %w", err)
+		return res, fmt.Errorf("paywall: seal credentials: %w", err)
 	}
-	plain := slices.DeleteFunc(byok, func(p Paywall) bool { return isSealed(p.UpstreamKey) })
-	if len(plain) == 0 {
-		return 0, nil
-	}
-	if s.opts.SecretsKey == nil {
-		return 0, fmt.Errorf("%w: %d BYOK paywall(s) hold a plaintext upstream credential (%s); set it and run `tollgate migrate` again to seal them",
+	plain := slices.DeleteFunc(slices.Clone(byok), func(p Paywall) bool { return isSealed(p.UpstreamKey) })
+	if len(plain) > 0 && s.opts.SecretsKey == nil {
+		return res, fmt.Errorf("%w: %d BYOK paywall(s) hold a plaintext upstream credential (%s); set it and run `tollgate migrate` again to seal them",
 			ErrNoSecretsKey, len(plain), paywallIDs(plain))
 	}
-	n := 0
-	for _, p := range plain {
+	if s.opts.SecretsKey == nil {
+		return res, nil
+	}
+	for _, p := range byok {
+		credential, counter := p.UpstreamKey, &res.Sealed
+		if isSealed(p.UpstreamKey) {
+			if len(s.opts.PreviousSecretsKeys) == 0 {
+				continue
+			}
+			c, current, err := s.openSealed(p.ID, p.UpstreamKey)
+			if err != nil || current {
+				continue
+			}
+			credential, counter = c, &res.Resealed
+		}
 		var hash []byte
 		err := s.pool.QueryRow(ctx, `UPDATE paywalls SET upstream_key = $3 WHERE id = $1 AND upstream_key = $2 RETURNING key_hash`,
-			p.ID, p.UpstreamKey, s.opts.SecretsKey.seal(p.ID, p.UpstreamKey)).Scan(&hash)
+			p.ID, p.UpstreamKey, s.opts.SecretsKey.seal(p.ID, credential)).Scan(&hash)
 		if errors.Is(err, pgx.ErrNoRows) {
-			continue // updated meanwhile, and so sealed
+			continue // updated meanwhile, and so sealed with the secrets key
 		}
 		if err != nil {
-			return n, fmt.Errorf("paywall: seal credentials: %w", err)
+			return res, fmt.Errorf("paywall: seal credentials: %w", err)
 		}
-		n++
-		// Copies cached by an older version hold the plaintext too.
+		*counter++
+		// Copies cached by other replicas hold the old value (plaintext, from an older version).
 		s.byKey.Invalidate(ctx, [sha256.Size]byte(hash))
 	}
-	return n, nil
+	return res, nil
 }
 
 // CheckCredentials opens every stored BYOK credential and reports those that do not open, all

@@ -351,12 +351,12 @@ func TestSealCredentials(t *testing.T) {
 		}
 	}
 
-	if n, err := NewStore(db.Pool, nil, "", Options{}).SealCredentials(ctx); n != 0 || !errors.Is(err, ErrNoSecretsKey) ||
+	if n, err := NewStore(db.Pool, nil, "", Options{}).SealCredentials(ctx); n != (SealResult{}) || !errors.Is(err, ErrNoSecretsKey) ||
 		!strings.Contains(err.Error(), b.ID) || !strings.Contains(err.Error(), "paywall.secrets_key") {
-		t.Errorf("SealCredentials without a key = %d, %v; want ErrNoSecretsKey naming the paywall and the setting", n, err)
+		t.Errorf("SealCredentials without a key = %+v, %v; want ErrNoSecretsKey naming the paywall and the setting", n, err)
 	}
-	if n, err := s.SealCredentials(ctx); n != 1 || err != nil {
-		t.Fatalf("SealCredentials = %d, %v; want 1 sealed", n, err)
+	if n, err := s.SealCredentials(ctx); n != (SealResult{Sealed: 1}) || err != nil {
+		t.Fatalf("SealCredentials = %+v, %v; want 1 sealed", n, err)
 	}
 	if col := storedCredential(t, db, b.ID); !strings.HasPrefix(col, "v1:") || strings.Contains(col, legacy) {
 		t.Errorf("column after sealing = %q", col)
@@ -364,8 +364,8 @@ func TestSealCredentials(t *testing.T) {
 	if col := storedCredential(t, db, builtin.ID); col != "" {
 		t.Errorf("built-in paywall's column = %q", col)
 	}
-	if n, err := s.SealCredentials(ctx); n != 0 || err != nil {
-		t.Errorf("SealCredentials again = %d, %v; want nothing to do", n, err)
+	if n, err := s.SealCredentials(ctx); n != (SealResult{}) || err != nil {
+		t.Errorf("SealCredentials again = %+v, %v; want nothing to do", n, err)
 	}
 
 	// A Redis copy written by an older version, credential in plaintext.
@@ -441,4 +441,76 @@ func FuzzSealedCredential(f *testing.F) {
 			t.Fatalf("unexpected error kind: %v", err)
 		}
 	})
+}
+
+// TestSecretsKeyRotation: with a new secrets key and the old one among the previous keys,
+// credentials sealed with the old key still open (request path and the start check), new
+// seals use the new key, and SealCredentials (`tollgate migrate`) seals every old value again
+// with the new key — after which the old key is not needed, and no replica is left with a
+// cached copy only the old key opens.
+func TestSecretsKeyRotation(t *testing.T) {
+	db, rdb, prefix, old := newSealingEnv(t) // sealing with key 1
+	ctx := t.Context()
+	a, keyA := mustCreate(t, old, byokPaywall())
+	bp := byokPaywall()
+	bp.UpstreamKey = "sk-acme-456"
+	b, _ := mustCreate(t, old, bp)
+	c, _ := mustCreate(t, old, byokPaywall())
+	const legacy = "sk-legacy-plaintext"
+	db.Must(t, `UPDATE paywalls SET upstream_key = $2 WHERE id = $1`, c.ID, legacy)
+	lost, _ := mustCreate(t, storeOn(t, db, nil, "", Options{SecretsKey: testSecretsKey(t, 3)}), byokPaywall())
+	sealedA := storedCredential(t, db, a.ID)
+
+	rotating := Options{SecretsKey: testSecretsKey(t, 2), PreviousSecretsKeys: []*SecretsKey{testSecretsKey(t, 4), testSecretsKey(t, 1)}}
+	rot := storeOn(t, db, rdb, prefix, rotating)
+	if got, err := rot.ByKey(ctx, keyA); err != nil || got.UpstreamKey != "sk-acme-123" {
+		t.Fatalf("ByKey of a credential sealed with the previous key = %+v, %v", got, err)
+	}
+	err := rot.CheckCredentials(ctx)
+	if !errors.Is(err, ErrSealedCredential) || !strings.Contains(err.Error(), lost.ID) || strings.Contains(err.Error(), a.ID) ||
+		strings.Contains(err.Error(), b.ID) || !strings.Contains(err.Error(), "paywall.previous_secrets_keys") {
+		t.Errorf("CheckCredentials while rotating = %v; want only the paywall no key opens, naming both settings", err)
+	}
+
+	// New seals use the new key.
+	e, _ := mustCreate(t, rot, byokPaywall())
+	newOnly := storeOn(t, db, nil, "", Options{SecretsKey: testSecretsKey(t, 2)})
+	oldOnly := storeOn(t, db, nil, "", Options{SecretsKey: testSecretsKey(t, 1)})
+	if _, err := newOnly.Get(ctx, e.ID); err != nil {
+		t.Errorf("a paywall created while rotating does not open with the new key: %v", err)
+	}
+	if _, err := oldOnly.Get(ctx, e.ID); !errors.Is(err, ErrSealedCredential) {
+		t.Errorf("a paywall created while rotating opens with the old key: %v", err)
+	}
+
+	res, err := rot.SealCredentials(ctx)
+	if err != nil || res != (SealResult{Sealed: 1, Resealed: 2}) {
+		t.Fatalf("SealCredentials = %+v, %v; want c sealed, a and b sealed again", res, err)
+	}
+	if col := storedCredential(t, db, a.ID); col == sealedA || !strings.HasPrefix(col, sealedPrefix) {
+		t.Errorf("a's column after the rotation = %q (was %q)", col, sealedA)
+	}
+	for _, want := range []struct {
+		id, credential string
+	}{{a.ID, "sk-acme-123"}, {b.ID, "sk-acme-456"}, {c.ID, legacy}, {e.ID, "sk-acme-123"}} {
+		if got, err := newOnly.Get(ctx, want.id); err != nil || got.UpstreamKey != want.credential {
+			t.Errorf("after the rotation, Get(%s) with the new key alone = %q, %v; want %q", want.id, got.UpstreamKey, err, want.credential)
+		}
+		if _, err := oldOnly.Get(ctx, want.id); !errors.Is(err, ErrSealedCredential) {
+			t.Errorf("after the rotation, Get(%s) with the old key alone = %v; want ErrSealedCredential", want.id, err)
+		}
+	}
+	if _, err := newOnly.Get(ctx, lost.ID); !errors.Is(err, ErrSealedCredential) {
+		t.Errorf("the credential no key opens: Get = %v; want ErrSealedCredential, left as it was", err)
+	}
+	if res, err := rot.SealCredentials(ctx); err != nil || res != (SealResult{}) {
+		t.Errorf("SealCredentials again = %+v, %v; want nothing to do", res, err)
+	}
+
+	// The Redis copy the rotating replica cached before was dropped: a replica with the new key
+	// alone reads the paywall by its API key.
+	fresh := storeOn(t, db, rdb, prefix, Options{SecretsKey: testSecretsKey(t, 2)})
+	if got, err := fresh.ByKey(ctx, keyA); err != nil || got.UpstreamKey != "sk-acme-123" {
+		t.Errorf("ByKey after the rotation with the new key alone = %+v, %v", got, err)
+	}
 }

@@ -44,6 +44,11 @@ type Options struct {
 	// paywall.secrets_key). Without it built-in paywalls work, and storing or reading a BYOK
 	// paywall fails with ErrNoSecretsKey.
 	SecretsKey *SecretsKey
+	// PreviousSecretsKeys are former secrets keys, while the secrets key is being rotated (from
+	// paywall.previous_secrets_keys): a credential that does not open with SecretsKey is opened
+	// with each of them in turn. Nothing is sealed with them; SealCredentials (`tollgate
+	// migrate`) seals what they open again with SecretsKey. They need SecretsKey.
+	PreviousSecretsKeys []*SecretsKey
 
 	// noBus turns the invalidation messages off, for the test that proves the TTL safety net.
 	noBus bool
