@@ -249,6 +249,12 @@ func redact(v reflect.Value) {
 		switch {
 		case f.Tag.Get("secret") == "true" && fv.Kind() == reflect.String && fv.String() != "":
 			fv.SetString("[redacted]")
+		case f.Tag.Get("secret") == "true" && fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String:
+			cp := reflect.MakeSlice(fv.Type(), fv.Len(), fv.Len())
+			for j := range cp.Len() {
+				cp.Index(j).SetString("[redacted]")
+			}
+			fv.Set(cp)
 		case fv.Kind() == reflect.Struct:
 			redact(fv)
 		case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct:

@@ -50,3 +50,42 @@ func TestPaywallSecretsKey(t *testing.T) {
 	loadFails(t, "", []string{"TOLLGATE_PAYWALL_SECRETS_KEY=" + testSecretsKey[:20]},
 		"paywall.secrets_key: must be standard base64 of 32 random bytes")
 }
+
+const (
+	testPreviousKey = "ISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0A=" // bytes 33…64
+	testOlderKey    = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVpbXF1eX2A=" // bytes 65…96
+)
+
+// TestPaywallPreviousSecretsKeys: the keys a rotation replaces are checked like the secrets key
+// (each problem named by its index, never showing a value), need the secrets key beside them,
+// come from the environment as a comma-separated list, and are redacted.
+func TestPaywallPreviousSecretsKeys(t *testing.T) {
+	msg := loadFails(t, "testdata/bad_paywall_previous_keys.yaml", nil,
+		"3 problem(s)",
+		"paywall.previous_secrets_keys[0]: is paywall.secrets_key itself; list only the keys it replaces",
+		"paywall.previous_secrets_keys[1]: must be standard base64 of 32 random bytes (`openssl rand -base64 32`); it decodes to 5 bytes",
+		"paywall.previous_secrets_keys[2]: must be standard base64 of 32 random bytes (`openssl rand -base64 32`); it is not base64")
+	for _, secret := range []string{testSecretsKey, "c2hvcnQ=", "not base64!"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("the error shows a secret: %s", msg)
+		}
+	}
+	loadFails(t, "testdata/bad_paywall_previous_alone.yaml", nil,
+		"paywall.previous_secrets_keys: set only beside paywall.secrets_key, the key that replaces them")
+
+	cfg, err := Load("", []string{"TOLLGATE_PAYWALL_SECRETS_KEY=" + testSecretsKey,
+		"TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS=" + testPreviousKey + "," + testOlderKey})
+	if err != nil {
+		t.Fatalf("TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS: %v", err)
+	}
+	if got := cfg.Paywall.PreviousSecretsKeys; len(got) != 2 || got[0] != testPreviousKey || got[1] != testOlderKey {
+		t.Fatalf("TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS gave %d keys", len(got))
+	}
+	red := cfg.Redacted()
+	if got := red.Paywall.PreviousSecretsKeys; len(got) != 2 || got[0] != "[redacted]" || got[1] != "[redacted]" {
+		t.Errorf("previous keys not redacted: %q", got)
+	}
+	if cfg.Paywall.PreviousSecretsKeys[0] != testPreviousKey {
+		t.Error("Redacted changed the original")
+	}
+}
