@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/internal/migrate"
 	"github.com/tollgate-dev/tollgate/internal/schema"
@@ -20,7 +21,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	secrets, err := secretsKey(cfg)
+	secrets, previous, err := secretsKeys(cfg)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -36,14 +37,32 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if _, err := fmt.Fprintf(env.stdout, "migrate: %d migration(s) applied; schema is current\n", n); err != nil {
 		return err
 	}
-	// BYOK credentials stored in plaintext by a version before sealing are sealed here. Redis
-	// copies of them are dropped by the first replica that reads one (paywall.Store.ByKey).
-	sealed, err := paywall.NewStore(pool, nil, "", paywall.Options{SecretsKey: secrets}).SealCredentials(ctx)
+	// BYOK credentials stored in plaintext by a version before sealing are sealed here (their
+	// Redis copies are dropped by the first replica that reads one: paywall.Store.ByKey), and,
+	// during a key rotation, those sealed with a previous key are sealed again with the secrets
+	// key. Their Redis copies hold the old value, which only the previous key opens: migrate
+	// drops them then (and tells the replicas to), so it needs Redis during a rotation.
+	var rdb *redis.Client
+	if len(previous) > 0 {
+		if rdb, err = openRedis(ctx, cfg.Redis); err != nil {
+			return fmt.Errorf("migrate: rotating paywall.secrets_key: %w", err)
+		}
+		defer func() { _ = rdb.Close() }()
+	}
+	store := paywall.NewStore(pool, rdb, cfg.Redis.Prefix, paywall.Options{SecretsKey: secrets, PreviousSecretsKeys: previous})
+	defer func() { _ = store.Close() }()
+	sealed, err := store.SealCredentials(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if sealed > 0 {
-		_, err = fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) sealed with paywall.secrets_key\n", sealed)
+	if sealed.Sealed > 0 {
+		if _, err := fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) sealed with paywall.secrets_key\n", sealed.Sealed); err != nil {
+			return err
+		}
+	}
+	if len(previous) > 0 {
+		_, err = fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) sealed again with paywall.secrets_key; "+
+			"if every replica and command already has the new key, paywall.previous_secrets_keys can now be removed\n", sealed.Resealed)
 	}
 	return err
 }

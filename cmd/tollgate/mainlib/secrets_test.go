@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/paywall"
 )
 
@@ -156,5 +158,61 @@ func TestMigrateSealsPlaintextCredentials(t *testing.T) {
 	}
 	if p, err := c.store().ByKey(t.Context(), created.APIKey); err != nil || p.UpstreamKey != legacy {
 		t.Errorf("ByKey after migrate = %+v, %v", p, err)
+	}
+}
+
+// TestMigrateRotatesSecretsKey: with a new paywall.secrets_key and the old one in
+// paywall.previous_secrets_keys, the paywall commands still open credentials sealed with the
+// old key, and `tollgate migrate` seals them again with the new one, which alone then opens
+// them — the Redis copies a serving replica made of the old values dropped.
+func TestMigrateRotatesSecretsKey(t *testing.T) {
+	c := newCLI(t)
+	var a, b paywallJSON
+	for i, into := range []*paywallJSON{&a, &b} {
+		if err := json.Unmarshal([]byte(c.mustRun("paywall", "create", "-mode", "byok", "-upstream", "acme-llm", "-upstream-key", "sk-x",
+			"-name", fmt.Sprintf("Acme %d", i), "-owner", "ops@acme.test", "-json")), into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sealedB := c.storedUpstreamKey(b.ID)
+
+	const newKey = "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA="
+	newOnly, err := paywall.ParseSecretsKey(newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, _ := testredis.New(t)
+	replica := func(opts paywall.Options) *paywall.Store { // a serving replica's store, on the CLI's Redis prefix
+		opts.PlatformFeeBps = 500
+		s := paywall.NewStore(c.db.Pool, rdb, c.prefix, opts)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	// A replica already rotating reads b, so Redis holds b sealed with the old key.
+	if got, err := replica(paywall.Options{SecretsKey: newOnly, PreviousSecretsKeys: []*paywall.SecretsKey{testSecrets(t)}}).ByKey(t.Context(), b.APIKey); err != nil || got.UpstreamKey != "sk-x" {
+		t.Fatalf("ByKey while rotating = %+v, %v", got, err)
+	}
+
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", newKey)
+	t.Setenv("TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS", testSecretsKey)
+	c.mustRun("paywall", "set-markup", a.ID, "700") // opens with the old key, seals with the new
+	out := c.mustRun("migrate")
+	if !strings.Contains(out, "1 BYOK upstream credential(s) sealed again with paywall.secrets_key") ||
+		!strings.Contains(out, "paywall.previous_secrets_keys can now be removed") {
+		t.Errorf("migrate while rotating printed %q; want b sealed again (a already was, by set-markup)", out)
+	}
+	if c.storedUpstreamKey(b.ID) == sealedB {
+		t.Error("b's credential was not sealed again")
+	}
+
+	store := replica(paywall.Options{SecretsKey: newOnly})
+	for _, p := range []paywallJSON{a, b} {
+		if got, err := store.ByKey(t.Context(), p.APIKey); err != nil || got.UpstreamKey != "sk-x" {
+			t.Errorf("ByKey(%s) with the new key alone = %q, %v", p.ID, got.UpstreamKey, err)
+		}
+	}
+	t.Setenv("TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS", "")
+	if out := c.mustRun("migrate"); strings.Contains(out, "sealed") {
+		t.Errorf("migrate after the rotation printed %q; want nothing to seal", out)
 	}
 }

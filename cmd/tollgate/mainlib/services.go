@@ -24,6 +24,8 @@ type services struct {
 	ledger *ledger.Ledger
 	// secrets seals BYOK upstream credentials (paywall.secrets_key); nil without one.
 	secrets *paywall.SecretsKey
+	// previous are the keys a rotation replaces (paywall.previous_secrets_keys): they open, never seal.
+	previous []*paywall.SecretsKey
 
 	paywallsOnce sync.Once
 	paywalls     *paywall.Store // made on first use by paywallStore
@@ -31,7 +33,7 @@ type services struct {
 
 // openServices connects to the database and Redis and checks both answer.
 func openServices(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*services, error) {
-	secrets, err := secretsKey(cfg)
+	secrets, previous, err := secretsKeys(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -39,29 +41,48 @@ func openServices(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	rdb, err := openRedis(ctx, cfg.Redis)
+	if err != nil {
 		pool.Close()
-		_ = rdb.Close()
-		return nil, fmt.Errorf("redis %s does not answer: %w", cfg.Redis.Addr, err)
+		return nil, err
 	}
 	return &services{
-		cfg:     cfg,
-		logger:  logger,
-		pool:    pool,
-		redis:   rdb,
-		ledger:  ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")}),
-		secrets: secrets,
+		cfg:      cfg,
+		logger:   logger,
+		pool:     pool,
+		redis:    rdb,
+		ledger:   ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")}),
+		secrets:  secrets,
+		previous: previous,
 	}, nil
 }
 
-// secretsKey is paywall.secrets_key, decoded (nil when unset; config.Load has checked it).
-func secretsKey(cfg *config.Config) (*paywall.SecretsKey, error) {
+// secretsKeys are paywall.secrets_key (nil when unset) and paywall.previous_secrets_keys,
+// decoded (config.Load has checked them: none is empty).
+func secretsKeys(cfg *config.Config) (*paywall.SecretsKey, []*paywall.SecretsKey, error) {
 	k, err := paywall.ParseSecretsKey(cfg.Paywall.SecretsKey)
 	if err != nil {
-		return nil, fmt.Errorf("paywall.secrets_key: %w", err)
+		return nil, nil, fmt.Errorf("paywall.secrets_key: %w", err)
 	}
-	return k, nil
+	var previous []*paywall.SecretsKey
+	for i, v := range cfg.Paywall.PreviousSecretsKeys {
+		p, err := paywall.ParseSecretsKey(v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("paywall.previous_secrets_keys[%d]: %w", i, err)
+		}
+		previous = append(previous, p)
+	}
+	return k, previous, nil
+}
+
+// openRedis connects to Redis and checks that it answers.
+func openRedis(ctx context.Context, c config.Redis) (*redis.Client, error) {
+	rdb := redis.NewClient(&redis.Options{Addr: c.Addr, Password: c.Password, DB: c.DB})
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis %s does not answer: %w", c.Addr, err)
+	}
+	return rdb, nil
 }
 
 // openPool opens the database and checks that it answers.
@@ -89,7 +110,7 @@ func (s *services) paywallStore() *paywall.Store {
 	s.paywallsOnce.Do(func() {
 		s.paywalls = paywall.NewStore(s.pool, s.redis, s.cfg.Redis.Prefix, paywall.Options{
 			PlatformFeeBps: s.cfg.Serve.FeeBps, BuiltinUpstream: s.builtinUpstream(), Logger: s.logger.With("part", "paywall"),
-			SecretsKey: s.secrets,
+			SecretsKey: s.secrets, PreviousSecretsKeys: s.previous,
 		})
 	})
 	return s.paywalls
