@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,12 +21,16 @@ import (
 )
 
 // runClients runs b.N operations spread over n concurrent clients (client i calls op(i, seq))
-// and reports the rate, the median and the 99th percentile latency, and (when db's backends run
-// on this machine) the PostgreSQL CPU time per operation. It returns the rate.
+// and reports the rate, the median and the 99th percentile latency, and where the machine's time
+// went per operation: the PostgreSQL backends' CPU (when db's backends run on this machine), this
+// process's CPU (the Go client: the ledger's code, pgx, the runtime and their system calls), and
+// the cores' idle time (all cores together, from /proc/stat). It returns the rate.
 func runClients(b *testing.B, db *testdb.DB, n int, unit string, op func(ctx context.Context, client int, seq int64) error) float64 {
 	b.Helper()
 	ctx := context.Background()
 	cpu0, cpuOK := backendCPU(db)
+	self0, selfOK := processCPU()
+	idle0, idleOK := machineIdle()
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -54,8 +59,15 @@ func runClients(b *testing.B, db *testdb.DB, n int, unit string, op func(ctx con
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	perOp := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
 	if cpu1, ok := backendCPU(db); ok && cpuOK {
-		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "pg-cpu-us/op")
+		b.ReportMetric(perOp(cpu1-cpu0), "pg-cpu-us/op")
+	}
+	if self1, ok := processCPU(); ok && selfOK {
+		b.ReportMetric(perOp(self1-self0), "client-cpu-us/op")
+	}
+	if idle1, ok := machineIdle(); ok && idleOK {
+		b.ReportMetric(perOp(idle1-idle0), "idle-us/op")
 	}
 	close(errs)
 	for err := range errs {
@@ -219,6 +231,38 @@ func BenchmarkSharedPaywall(b *testing.B) {
 		})
 		db.Pool.Close()
 	}
+}
+
+// processCPU is the CPU time this process has used so far (user and system).
+func processCPU() (time.Duration, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
+// machineIdle is the time the machine's cores have spent idle so far, all together (idle and
+// iowait from /proc/stat's first line; Linux only: ok is false elsewhere).
+func machineIdle() (time.Duration, bool) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, false
+	}
+	var total int64
+	for _, v := range f[4:6] { // idle, iowait
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		total += n
+	}
+	return time.Duration(total) * 10 * time.Millisecond, true // USER_HZ = 100 on Linux
 }
 
 // backendCPU is the CPU time the database's backends have used so far, read from /proc: it is
