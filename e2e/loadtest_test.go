@@ -345,10 +345,10 @@ func TestLoad(t *testing.T) {
 	for i, tg := range targets {
 		warm[i] = runLoad(t.Context(), tg.url, loadRun{workers: env.workers, measure: max(time.Second, 2*env.shape.length()), shape: env.shape}, tg.headers)
 	}
-	// The paced runs: each target in turn, in rounds whose order rotates, so that a change of
-	// the machine's pace during the run (a noisy neighbour, a checkpoint) falls on every target
-	// alike rather than on whichever ran then. Each target's streams are pooled over the rounds;
-	// serve is idle but in its own rounds, so its metrics over the whole phase are its own.
+	// The paced runs: each target in turn, in rounds whose order rotates, so that a slow spell
+	// of the machine (a noisy neighbour, a checkpoint) is shared among the targets rather than
+	// falling on whichever ran then. Each target's streams are pooled over the rounds. Serve
+	// works only in its own rounds, so its metrics over the whole phase are its own.
 	paced := make([]loadResult, len(targets))
 	byRound := make([][]loadResult, env.rounds)
 	noopOut.takeWaits()
