@@ -2,6 +2,7 @@ package mainlib
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -67,6 +68,9 @@ func secretsKeys(cfg *config.Config) (*paywall.SecretsKey, []*paywall.SecretsKey
 	var previous []*paywall.SecretsKey
 	for i, v := range cfg.Paywall.PreviousSecretsKeys {
 		p, err := paywall.ParseSecretsKey(v)
+		if err == nil && p == nil {
+			err = errors.New("empty")
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("paywall.previous_secrets_keys[%d]: %w", i, err)
 		}
