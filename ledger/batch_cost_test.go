@@ -81,7 +81,7 @@ func BenchmarkBatchStatement(b *testing.B) {
 		for i := range holds {
 			r := HoldRequest{Key: fmt.Sprint("hold-", n, "-", i), Wallet: wallet(i), AmountMicro: 1000, Paywall: "pw", TTL: time.Hour}
 			w := normalizeAddress(r.Wallet)
-			holds[i] = &batchCall[holdCall, Hold]{req: holdCall{r: r, wallet: w, hash: requestHash("hold", w, r.Paywall, itoa(r.AmountMicro))}}
+			holds[i] = &batchCall[holdCall, Hold]{req: holdCall{r: r, wallet: w, hash: holdHash(w, r)}}
 		}
 		b.Run(fmt.Sprintf("hold/n=%d", n), func(b *testing.B) {
 			run(b, holdBatchSQL, n, holdBatchArgs(holds))
@@ -93,7 +93,7 @@ func BenchmarkBatchStatement(b *testing.B) {
 				b.Fatal(err)
 			}
 			r := CaptureRequest{Key: fmt.Sprint("capture-", n, "-", i), HoldID: h.ID, Split: split}
-			captures[i] = &batchCall[captureCall, CaptureResult]{req: captureCall{r: r, hash: requestHash("capture", append([]string{r.HoldID}, splitFields(r.Split)...)...)}}
+			captures[i] = &batchCall[captureCall, CaptureResult]{req: captureCall{r: r, hash: captureHash(r)}}
 		}
 		b.Run(fmt.Sprintf("capture/n=%d", n), func(b *testing.B) {
 			run(b, captureBatchSQL, n, captureBatchArgs(captures, 0))

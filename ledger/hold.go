@@ -39,7 +39,7 @@ func (l *Ledger) hold(ctx context.Context, r HoldRequest) (Hold, error) {
 	if err := l.ensure(ctx, Earnings(r.Paywall)); err != nil {
 		return Hold{}, err
 	}
-	hash := requestHash("hold", wallet, r.Paywall, itoa(r.AmountMicro))
+	hash := holdHash(wallet, r)
 	if l.holds != nil {
 		meta, err := metadataJSON(r.Metadata)
 		if err != nil {
@@ -173,7 +173,7 @@ func (l *Ledger) capture(ctx context.Context, r CaptureRequest) (CaptureResult, 
 	if err := l.ensure(ctx, PlatformFees()); err != nil {
 		return CaptureResult{}, err
 	}
-	hash := requestHash("capture", append([]string{r.HoldID}, splitFields(r.Split)...)...)
+	hash := captureHash(r)
 	if l.captures != nil {
 		meta := captureMetadata(r)
 		metaJSON, err := metadataJSON(meta)

@@ -124,6 +124,16 @@ func (s Split) withShortfall(shortfall int64) Split {
 	return s
 }
 
+// holdHash is the request hash of a hold of r on wallet (normalized).
+func holdHash(wallet string, r HoldRequest) []byte {
+	return requestHash("hold", wallet, r.Paywall, itoa(r.AmountMicro))
+}
+
+// captureHash is the request hash of a capture.
+func captureHash(r CaptureRequest) []byte {
+	return requestHash("capture", append([]string{r.HoldID}, splitFields(r.Split)...)...)
+}
+
 // requestHash fingerprints what a request asks the ledger to do with money, so that a replay of
 // its key can be told apart from a different request. Each field is length-prefixed.
 func requestHash(op string, fields ...string) []byte {
