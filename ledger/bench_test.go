@@ -254,15 +254,20 @@ func machineIdle() (time.Duration, bool) {
 	if len(f) < 6 || f[0] != "cpu" {
 		return 0, false
 	}
+	return ticks(f[4], f[5]) // idle, iowait
+}
+
+// ticks is the sum of clock ticks counted in /proc (USER_HZ = 100 on Linux), as a duration.
+func ticks(fields ...string) (time.Duration, bool) {
 	var total int64
-	for _, v := range f[4:6] { // idle, iowait
+	for _, v := range fields {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return 0, false
 		}
 		total += n
 	}
-	return time.Duration(total) * 10 * time.Millisecond, true // USER_HZ = 100 on Linux
+	return time.Duration(total) * 10 * time.Millisecond, true
 }
 
 // backendCPU is the CPU time the database's backends have used so far, read from /proc: it is
@@ -277,7 +282,6 @@ func backendCPU(db *testdb.DB) (total time.Duration, ok bool) {
 	if err != nil {
 		return 0, false
 	}
-	tick := 10 * time.Millisecond // USER_HZ = 100 on Linux
 	for _, pid := range pids {
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -289,12 +293,11 @@ func backendCPU(db *testdb.DB) (total time.Duration, ok bool) {
 		if len(f) < 13 {
 			return 0, false
 		}
-		user, err1 := strconv.ParseInt(f[11], 10, 64)
-		system, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
+		cpu, ok := ticks(f[11], f[12]) // utime, stime
+		if !ok {
 			return 0, false
 		}
-		total += time.Duration(user+system) * tick
+		total += cpu
 	}
 	return total, true
 }
