@@ -100,11 +100,20 @@ func (k *SecretsKey) open(paywallID, sealed string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	plain, err := k.aead.Open(raw[gcmNonceSize:gcmNonceSize], raw[:gcmNonceSize], raw[gcmNonceSize:], additionalData(paywallID))
-	if err != nil {
-		return "", fmt.Errorf("%w: it does not open with paywall.secrets_key (sealed with another key, copied from another paywall, or tampered with)", ErrSealedCredential)
+	if c, ok := k.openRaw(paywallID, raw); ok {
+		return c, nil
 	}
-	return string(plain), nil
+	return "", errDoesNotOpen
+}
+
+var errDoesNotOpen = fmt.Errorf("%w: it does not open with paywall.secrets_key (sealed with another key, copied from another paywall, or tampered with)", ErrSealedCredential)
+
+// openRaw opens a parsed sealed value (parseSealed), reporting whether this key opens it. raw is
+// left as it was, so that the next key of a rotation can try it (decrypting in place would
+// overwrite it even when the value does not open).
+func (k *SecretsKey) openRaw(paywallID string, raw []byte) (string, bool) {
+	plain, err := k.aead.Open(nil, raw[:gcmNonceSize], raw[gcmNonceSize:], additionalData(paywallID))
+	return string(plain), err == nil
 }
 
 // parseSealed checks a value's format and returns its bytes: nonce || ciphertext || tag.
@@ -196,17 +205,20 @@ func (s *Store) openCredential(p *Paywall) error {
 // checked that there is a secrets key.
 // It can return: ErrSealedCredential.
 func (s *Store) openSealed(paywallID, sealed string) (credential string, current bool, err error) {
-	c, err := s.opts.SecretsKey.open(paywallID, sealed)
-	if err == nil || len(s.opts.PreviousSecretsKeys) == 0 {
-		return c, err == nil, err
+	raw, err := parseSealed(sealed)
+	if err != nil {
+		return "", false, err
 	}
-	if _, perr := parseSealed(sealed); perr != nil {
-		return "", false, perr // no key can open it
+	if c, ok := s.opts.SecretsKey.openRaw(paywallID, raw); ok {
+		return c, true, nil
 	}
 	for _, k := range s.opts.PreviousSecretsKeys {
-		if c, perr := k.open(paywallID, sealed); perr == nil {
+		if c, ok := k.openRaw(paywallID, raw); ok {
 			return c, false, nil
 		}
+	}
+	if len(s.opts.PreviousSecretsKeys) == 0 {
+		return "", false, errDoesNotOpen
 	}
 	return "", false, fmt.Errorf("%w: it opens neither with paywall.secrets_key nor with any of the %d paywall.previous_secrets_keys (sealed with another key, copied from another paywall, or tampered with)",
 		ErrSealedCredential, len(s.opts.PreviousSecretsKeys))
