@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
+	"github.com/tollgate-dev/tollgate/extproc/journal"
 	"github.com/tollgate-dev/tollgate/extproc/limits"
 	"github.com/tollgate-dev/tollgate/internal/schema"
 	"github.com/tollgate-dev/tollgate/internal/testdb"
@@ -122,6 +123,7 @@ func (e *realEnv) replicaWith(t *testing.T, maxConns int32, tweak func(*Config))
 		Ledger: ledger.New(pool, ledger.Options{}), Paywalls: store, Prices: catalog,
 		Links:   paywall.Links{BaseURL: "https://pay.example", Secret: []byte(strings.Repeat("k", 32)), TTL: time.Hour},
 		Limiter: limits.New(e.rdb, e.prefix+"limits:", 10*time.Minute),
+		Journal: e.journal(),
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -136,6 +138,9 @@ func (e *realEnv) replicaWith(t *testing.T, maxConns int32, tweak func(*Config))
 	addr, g := serve(t, s)
 	return s, g, dial(t, addr)
 }
+
+// journal is the settlement journal every replica of the env shares, as serve's replicas do.
+func (e *realEnv) journal() *journal.Journal { return journal.New(e.rdb, e.prefix+"settle:") }
 
 // openHolds counts the holds still open in the database.
 func (e *realEnv) openHolds(t *testing.T) int {

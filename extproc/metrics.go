@@ -96,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		settleRetries: counterVec("tollgate_extproc_settle_retries_total",
 			"Background capture or void attempts that failed and were retried, by op.", "op"),
 		settleBackground: counterVec("tollgate_extproc_background_settlements_total",
-			"Captures and voids handed to the background, by op and how they ended (settled, failed, expiring, abandoned).", "op", "result"),
+			"Captures and voids handed to the background, by op and how they ended (settled, failed, expiring, abandoned, handed_over).", "op", "result"),
 	}
 	phase := latencies("tollgate_extproc_phase_seconds",
 		"Time spent answering one ext_proc message, by phase (settle: the capture or void).",

@@ -17,6 +17,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/extproc/journal"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
@@ -58,6 +59,22 @@ type Links interface {
 type Limiter interface {
 	// Acquire can return ErrTooManyConcurrent or ErrRateLimited (wrapped).
 	Acquire(ctx context.Context, key string, maxConcurrent, perMinute int, requestID string) (release func(context.Context), err error)
+}
+
+// Journal keeps the settlements retried in the background where every replica sees them
+// (*journal.Journal, in Redis): leased to the replica retrying them, taken over by another
+// when that replica stops or dies.
+type Journal interface {
+	// Put records data under id, leased to the caller for lease.
+	Put(ctx context.Context, id string, data []byte, lease time.Duration) error
+	// Renew extends the caller's lease; it can return journal.ErrNotFound.
+	Renew(ctx context.Context, id string, lease time.Duration) error
+	// Release ends the caller's lease at once.
+	Release(ctx context.Context, id string) error
+	// Done removes the entry.
+	Done(ctx context.Context, id string) error
+	// Claim takes up to max entries nobody holds, leasing each to the caller.
+	Claim(ctx context.Context, max int, lease time.Duration) ([]journal.Job, error)
 }
 
 // Clock tells the time; tests substitute a fake.

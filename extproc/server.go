@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tollgate-dev/tollgate/extproc/sse"
+	"github.com/tollgate-dev/tollgate/internal/wait"
+	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 // Config tunes the processor. The zero value of each field means its default.
@@ -55,6 +57,12 @@ type Config struct {
 	// attempts of a capture or void that failed within SettleTimeout: the first wait, doubled
 	// after each failure up to the maximum. Retries stop shortly before the hold expires.
 	SettleRetryBackoff, SettleRetryMaxBackoff time.Duration
+	// SettleLease is how long a replica's claim on a journaled settlement lasts without being
+	// renewed (it renews a few times per lease): how soon another replica takes over the
+	// settlements of one that died.
+	SettleLease time.Duration
+	// SettleRecoverEvery is how often RecoverSettlements looks for settlements nobody holds.
+	SettleRecoverEvery time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -99,17 +107,25 @@ func (c Config) withDefaults() Config {
 	if c.SettleRetryMaxBackoff < c.SettleRetryBackoff {
 		c.SettleRetryMaxBackoff = max(30*time.Second, c.SettleRetryBackoff)
 	}
+	if c.SettleLease <= 0 {
+		c.SettleLease = 30 * time.Second
+	}
+	if c.SettleRecoverEvery <= 0 {
+		c.SettleRecoverEvery = 5 * time.Second
+	}
 	return c
 }
 
 // Deps are the stores and services the server reaches through its seams. Ledger, Paywalls,
-// Prices and Links are required; Limiter may be nil (no caps).
+// Prices and Links are required; Limiter may be nil (no caps), and Journal too (settlements
+// retried in the background then live in this process only).
 type Deps struct {
 	Ledger   Ledger
 	Paywalls Paywalls
 	Prices   Prices
 	Links    Links
 	Limiter  Limiter
+	Journal  Journal
 	Clock    Clock
 	Logger   *slog.Logger
 	Metrics  *Metrics
@@ -159,8 +175,8 @@ func NewServer(cfg Config, d Deps) (*Server, error) {
 		d.Metrics = NewMetrics(nil)
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, deps: d, log: d.Logger, metrics: d.Metrics, health: health.NewServer(),
-		settler: newSettler(d.Logger, d.Metrics, cfg.SettleRetryBackoff, cfg.SettleRetryMaxBackoff, cfg.SettleTimeout)}
+	s := &Server{cfg: cfg, deps: d, log: d.Logger, metrics: d.Metrics, health: health.NewServer()}
+	s.settler = newSettler(d.Logger, d.Metrics, cfg, d.Journal, s.settleOnce, s.settledInBackground)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s, nil
@@ -231,11 +247,63 @@ func (s *Server) Shutdown() {
 func (s *Server) Draining() bool { return s.draining.Load() }
 
 // WaitSettlements blocks until every capture or void being retried in the background has
-// finished, or ctx ends; then it gives up on the rest, each logged with its request and hold
-// (the hold expires and the sweeper releases it). It returns how many were given up. Call it
-// after Wait: a stream that could not settle hands its settlement over before it returns.
+// finished, or ctx ends; then it hands the rest to the other replicas through the journal, or,
+// without one, gives up on them, each logged with its request and hold (the hold expires and
+// the sweeper releases it). It returns how many were given up. Call it after Wait: a stream
+// that could not settle hands its settlement over before it returns.
 func (s *Server) WaitSettlements(ctx context.Context) (abandoned int) {
 	return s.settler.wait(ctx)
+}
+
+// RecoverSettlements takes over, until ctx ends or Shutdown is called, the journaled
+// settlements that no replica holds any more — their replica stopped or died — and retries them
+// here. It polls the journal every SettleRecoverEvery (±20 %); without a journal it returns at
+// once. Run it in every replica.
+func (s *Server) RecoverSettlements(ctx context.Context) {
+	if s.deps.Journal == nil {
+		return
+	}
+	for {
+		if err := wait.Sleep(ctx, jitter(s.cfg.SettleRecoverEvery)); err != nil || s.draining.Load() {
+			return
+		}
+		for {
+			n, err := s.settler.recoverOnce(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("could not read the settlement journal", "err", err)
+			}
+			if n < recoverBatch || s.draining.Load() {
+				break
+			}
+		}
+	}
+}
+
+// settleOnce makes one attempt at a capture or void; res is a capture's result.
+func (s *Server) settleOnce(ctx context.Context, st *settlement) (res ledger.CaptureResult, err error) {
+	if st.Op == opCapture {
+		defer s.metrics.storeCall(callCapture, time.Now())
+		return s.deps.Ledger.Capture(ctx, st.Capture.request())
+	}
+	defer s.metrics.storeCall(callVoid, time.Now())
+	_, err = s.deps.Ledger.Void(ctx, st.HoldID)
+	return ledger.CaptureResult{}, err
+}
+
+// settledInBackground counts the end of a settlement the settler retried (err nil: settled):
+// a capture's request outcome, a void's release.
+func (s *Server) settledInBackground(st *settlement, res ledger.CaptureResult, err error) {
+	if st.Op == opVoid {
+		if voided(err) {
+			s.metrics.voids.Inc()
+		}
+		return
+	}
+	o := OutcomeSettleFailed
+	if err == nil {
+		o = s.captured(res, st.Capture.Estimated, st.Reason)
+	}
+	s.metrics.requests.WithLabelValues(string(o)).Inc()
 }
 
 // Wait blocks until every stream has returned (settling what it held) or ctx ends.

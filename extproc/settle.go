@@ -82,31 +82,18 @@ func (p *processor) settle(reason string) {
 	if estimated {
 		meta["estimate_reason"] = why
 	}
-	req := ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta}
-	s := p.s
-	var res ledger.CaptureResult
-	capture := func(ctx context.Context) error {
-		defer s.metrics.storeCall(callCapture, time.Now())
-		var err error
-		res, err = s.deps.Ledger.Capture(ctx, req)
-		return err
-	}
-	background, err := p.runSettlement("capture", capture, captureFinal, func(err error) {
-		o := OutcomeSettleFailed
-		if err == nil {
-			o = s.captured(res, estimated, why)
-		}
-		s.metrics.requests.WithLabelValues(string(o)).Inc()
-	})
+	st := &settlement{Op: opCapture, RequestID: p.id, HoldID: p.hold.ID, Deadline: p.retryDeadline(), Reason: why,
+		Capture: newCaptureSpec(ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta})}
+	background, res, err := p.runSettlement(st)
 	switch {
 	case background:
 	case err == nil:
 		p.holdOpen = false
-		p.end(s.captured(res, estimated, why))
-		s.log.Debug("captured", "request_id", p.id, "hold_id", p.hold.ID, "charged_micro", res.ChargedMicro,
+		p.end(p.s.captured(res, estimated, why))
+		p.s.log.Debug("captured", "request_id", p.id, "hold_id", p.hold.ID, "charged_micro", res.ChargedMicro,
 			"released_micro", res.ReleasedMicro, "estimated", estimated, "reason", why)
 	default:
-		s.log.Error("capture failed", "request_id", p.id, "hold_id", p.hold.ID, "charge_micro", charge, "err", err)
+		p.s.log.Error("capture failed", "request_id", p.id, "hold_id", p.hold.ID, "charge_micro", charge, "err", err)
 		p.end(OutcomeSettleFailed)
 	}
 }
@@ -157,26 +144,16 @@ func (p *processor) voidNow(why string) {
 	if !p.holdOpen {
 		return
 	}
-	s := p.s
-	void := func(ctx context.Context) error {
-		defer s.metrics.storeCall(callVoid, time.Now())
-		_, err := s.deps.Ledger.Void(ctx, p.hold.ID)
-		return err
-	}
 	// Nothing is charged either way, but until it is voided the hold keeps the user's money
 	// from other requests, so a void that keeps failing goes on in the background too.
-	background, err := p.runSettlement("void", void, voidFinal, func(err error) {
-		if voided(err) {
-			s.metrics.voids.Inc()
-		}
-	})
+	background, _, err := p.runSettlement(&settlement{Op: opVoid, RequestID: p.id, HoldID: p.hold.ID, Deadline: p.retryDeadline()})
 	switch {
 	case background:
 	case voided(err):
 		p.holdOpen = false
-		s.metrics.voids.Inc()
+		p.s.metrics.voids.Inc()
 	default:
-		s.log.Error("void failed", "request_id", p.id, "hold_id", p.hold.ID, "why", why, "err", err)
+		p.s.log.Error("void failed", "request_id", p.id, "hold_id", p.hold.ID, "why", why, "err", err)
 		p.end(OutcomeSettleFailed)
 	}
 }
@@ -187,21 +164,24 @@ func voided(err error) bool {
 	return err == nil || errors.Is(err, ledger.ErrHoldFinished) || errors.Is(err, ledger.ErrHoldExpired)
 }
 
-// runSettlement runs one capture or void, try, within the request's settle_timeout, retried a
-// few times. When it still fails with an error retries may change (the ledger is unreachable
-// or kept failing), it hands try to the settler, which keeps trying with the same request (so
-// the same idempotency key) until the hold is about to expire and then calls done: background
-// is true and err the last failure. Otherwise err is try's last result.
-func (p *processor) runSettlement(op string, try func(context.Context) error, final []error, done func(error)) (background bool, err error) {
+// runSettlement runs one capture or void within the request's settle_timeout, retried a few
+// times. When it still fails with an error retries may change (the ledger is unreachable or kept
+// failing), it hands st to the settler, which keeps trying with the same request (so the same
+// idempotency key) until the hold is about to expire: background is true and err the last
+// failure. Otherwise res and err are the last attempt's.
+func (p *processor) runSettlement(st *settlement) (background bool, res ledger.CaptureResult, err error) {
 	defer p.s.metrics.observe(phaseSettle, time.Now())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.s.cfg.SettleTimeout)
 	defer cancel()
-	if err = retry(ctx, try, final); err == nil || isFinal(err, final) {
-		return false, err
+	err = retry(ctx, func(ctx context.Context) error {
+		res, err = p.s.settleOnce(ctx, st)
+		return err
+	}, st.final())
+	if err == nil || isFinal(err, st.final()) {
+		return false, res, err
 	}
-	p.s.settler.start(&settleJob{op: op, requestID: p.id, holdID: p.hold.ID, deadline: p.retryDeadline(),
-		try: try, final: final, done: done})
-	return true, err
+	p.s.settler.start(st)
+	return true, res, err
 }
 
 // retry runs try up to maxSettleAttempts times with a short backoff, stopping at success, at

@@ -2,20 +2,30 @@ package extproc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/wait"
+	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 // settler keeps retrying, in the background, the captures and voids that failed within their
 // request's own time (the database was down, a connection broke). Without it such a hold would
-// just expire: the user not charged, the developer not paid. A job retries with bounded
+// just expire: the user not charged, the developer not paid. A settlement retries with bounded
 // exponential backoff until shortly before its hold expires, each attempt with the same
 // idempotency key, so a capture that finally succeeds after an outage charges exactly once.
-// Jobs run detached from any stream; shutdown waits for them within its grace and gives up on
-// the rest (their holds then expire and the sweeper releases them).
+//
+// With a journal (Deps.Journal, in Redis), every settlement handed to the background is also
+// written there, leased to this replica and renewed while it runs. Shutdown waits for the
+// settlements within its grace and then releases the rest to the other replicas; a replica
+// that dies stops renewing, and its leases run out. Every replica polls the journal
+// (Server.RecoverSettlements) and takes over what nobody holds. Without a journal, shutdown
+// gives up on the rest (their holds then expire and the sweeper releases them).
 type settler struct {
 	log     *slog.Logger
 	metrics *Metrics
@@ -23,132 +33,320 @@ type settler struct {
 	minBackoff, maxBackoff time.Duration
 	// attempt bounds one attempt.
 	attempt time.Duration
+	// once makes one attempt at a settlement; done records its end (err nil: settled).
+	once func(context.Context, *settlement) (ledger.CaptureResult, error)
+	done func(*settlement, ledger.CaptureResult, error)
+	// journal, if not nil, keeps the settlements for the other replicas; lease is how long this
+	// replica's claim on one lasts without renewal.
+	journal Journal
+	lease   time.Duration
 
-	ctx    context.Context // cancelled when shutdown gives up on the jobs
+	ctx    context.Context // cancelled when shutdown gives up on the settlements
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
-	jobs      map[*settleJob]struct{} // running
-	abandoned int                     // jobs given up at shutdown
+	running   map[*settlement]struct{}
+	abandoned int // settlements given up at shutdown (not handed over)
 }
 
-// settleJob is one capture or void to finish.
-type settleJob struct {
-	op        string // "capture" or "void", the metrics label
-	requestID string
-	holdID    string
-	// deadline is when to stop trying: shortly before the hold expires (a capture after the
+const (
+	opCapture = "capture"
+	opVoid    = "void"
+)
+
+// settlement is one capture or void as the settler retries it: everything another attempt
+// needs, in this process or, through the journal, in another replica (stored as JSON).
+type settlement struct {
+	Op        string `json:"op"` // opCapture or opVoid
+	RequestID string `json:"request_id"`
+	HoldID    string `json:"hold_id"`
+	// Deadline is when to stop trying: shortly before the hold expires (a capture after the
 	// expiry could only fail, and the sweeper may be releasing the hold).
-	deadline time.Time
-	// try makes one attempt. It returns nil when the hold is settled.
-	try func(ctx context.Context) error
-	// final are the errors that no retry can change.
-	final []error
-	// done records the end of the job: err is nil when the hold was settled.
-	done func(err error)
+	Deadline time.Time    `json:"deadline"`
+	Capture  *captureSpec `json:"capture,omitempty"` // the capture, with its idempotency key
+	// Reason is why a capture's usage is an estimate (for the metrics).
+	Reason string `json:"reason,omitempty"`
 }
 
-func newSettler(log *slog.Logger, m *Metrics, minBackoff, maxBackoff, attempt time.Duration) *settler {
+// captureSpec is a ledger.CaptureRequest as the journal stores it: its own names, so that
+// replicas of different versions read each other's entries.
+type captureSpec struct {
+	Key            string            `json:"key"`
+	HoldID         string            `json:"hold_id"`
+	ProviderMicro  int64             `json:"provider_micro"`
+	Provider       string            `json:"provider,omitempty"`
+	FeeMicro       int64             `json:"fee_micro"`
+	DeveloperMicro int64             `json:"developer_micro"`
+	Estimated      bool              `json:"estimated,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+}
+
+func newCaptureSpec(r ledger.CaptureRequest) *captureSpec {
+	return &captureSpec{Key: r.Key, HoldID: r.HoldID, ProviderMicro: r.Split.ProviderMicro, Provider: r.Split.Provider,
+		FeeMicro: r.Split.FeeMicro, DeveloperMicro: r.Split.DeveloperMicro, Estimated: r.Estimated, Metadata: r.Metadata}
+}
+
+func (c *captureSpec) request() ledger.CaptureRequest {
+	return ledger.CaptureRequest{Key: c.Key, HoldID: c.HoldID, Estimated: c.Estimated, Metadata: c.Metadata,
+		Split: ledger.Split{ProviderMicro: c.ProviderMicro, Provider: c.Provider, FeeMicro: c.FeeMicro, DeveloperMicro: c.DeveloperMicro}}
+}
+
+// journalID names a settlement in the journal.
+func (st *settlement) journalID() string { return st.Op + ":" + st.RequestID }
+
+// final are the errors of st that no retry can change.
+func (st *settlement) final() []error {
+	if st.Op == opCapture {
+		return captureFinal
+	}
+	return voidFinal
+}
+
+// decodeSettlement reads a settlement from the journal. It refuses one that could not be
+// attempted: an unknown op, a missing request or hold id, a capture without its request or
+// whose request names another hold.
+func decodeSettlement(data []byte) (*settlement, error) {
+	var st settlement
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("extproc: journal entry: %w", err)
+	}
+	switch {
+	case st.Op != opCapture && st.Op != opVoid:
+		return nil, fmt.Errorf("extproc: journal entry: unknown op %q", st.Op)
+	case st.RequestID == "" || st.HoldID == "":
+		return nil, errors.New("extproc: journal entry: no request or hold id")
+	case st.Deadline.IsZero():
+		return nil, errors.New("extproc: journal entry: no deadline")
+	case st.Op == opCapture && st.Capture == nil:
+		return nil, errors.New("extproc: journal entry: a capture without its request")
+	case st.Op == opCapture && (st.Capture.HoldID != st.HoldID || st.Capture.Key == ""):
+		return nil, fmt.Errorf("extproc: journal entry: capture of hold %q with key %q for hold %q", st.Capture.HoldID, st.Capture.Key, st.HoldID)
+	case st.Op == opVoid && st.Capture != nil:
+		return nil, errors.New("extproc: journal entry: a void with a capture request")
+	}
+	return &st, nil
+}
+
+func newSettler(log *slog.Logger, m *Metrics, cfg Config, journal Journal,
+	once func(context.Context, *settlement) (ledger.CaptureResult, error), done func(*settlement, ledger.CaptureResult, error)) *settler {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &settler{log: log, metrics: m, minBackoff: minBackoff, maxBackoff: maxBackoff, attempt: attempt,
-		ctx: ctx, cancel: cancel, jobs: map[*settleJob]struct{}{}}
+	return &settler{log: log, metrics: m, minBackoff: cfg.SettleRetryBackoff, maxBackoff: cfg.SettleRetryMaxBackoff,
+		attempt: cfg.SettleTimeout, once: once, done: done, journal: journal, lease: cfg.SettleLease,
+		ctx: ctx, cancel: cancel, running: map[*settlement]struct{}{}}
 }
 
-// start runs j in the background; after shutdown gave up on the jobs, it gives up on j too.
-func (s *settler) start(j *settleJob) {
+// start runs st in the background, first writing it to the journal (if there is one; a
+// settlement the journal refuses still runs here, logged). After shutdown gave up on the
+// settlements, it gives up on st too.
+func (s *settler) start(st *settlement) {
+	journaled := false
+	if s.journal != nil && s.ctx.Err() == nil {
+		if err := s.put(st); err != nil {
+			s.log.Error("settlement not journaled; only this replica will retry it", "op", st.Op,
+				"request_id", st.RequestID, "hold_id", st.HoldID, "err", err)
+		} else {
+			journaled = true
+		}
+	}
+	s.log.Warn("settlement failed; retrying in the background", "op", st.Op, "request_id", st.RequestID,
+		"hold_id", st.HoldID, "until", st.Deadline, "journaled", journaled)
+	s.launch(st, journaled)
+}
+
+// journalTimeout bounds one write to the journal: a stream hands its settlement over only
+// after the journal has answered, and Redis answers in milliseconds when it is up.
+const journalTimeout = 2 * time.Second
+
+// put writes st to the journal, leased to this replica.
+func (s *settler) put(st *settlement) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, journalTimeout)
+	defer cancel()
+	return s.journal.Put(ctx, st.journalID(), data, s.lease)
+}
+
+// launch runs st in its own goroutine unless shutdown has begun giving up.
+func (s *settler) launch(st *settlement, journaled bool) {
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
-		s.giveUp(j, "abandoned", errors.New("shutting down"))
+		s.giveUp(st, journaled, "abandoned", errors.New("shutting down"))
 		return
 	}
-	s.jobs[j] = struct{}{}
+	s.running[st] = struct{}{}
 	s.mu.Unlock()
 	s.metrics.settlePending.Inc()
-	s.log.Warn("settlement failed; retrying in the background", "op", j.op, "request_id", j.requestID,
-		"hold_id", j.holdID, "until", j.deadline)
-	go s.run(j)
+	go s.run(st, journaled)
 }
 
-func (s *settler) run(j *settleJob) {
+func (s *settler) run(st *settlement, journaled bool) {
 	defer func() {
 		s.mu.Lock()
-		delete(s.jobs, j)
+		delete(s.running, st)
 		s.mu.Unlock()
 		s.metrics.settlePending.Dec()
 	}()
-	wait := s.minBackoff
+	if journaled {
+		stop := s.keepLease(st)
+		defer stop()
+	}
+	backoff := s.minBackoff
 	for {
-		d := jitter(wait)
-		if time.Until(j.deadline) < d {
-			s.giveUp(j, "expiring", errors.New("the hold expires before the next attempt"))
+		d := jitter(backoff)
+		if time.Until(st.Deadline) < d {
+			s.giveUp(st, journaled, "expiring", errors.New("the hold expires before the next attempt"))
 			return
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
-			s.giveUp(j, "abandoned", errors.New("shutting down"))
+		if err := wait.Sleep(s.ctx, d); err != nil {
+			s.giveUp(st, journaled, "abandoned", errors.New("shutting down"))
 			return
-		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.attempt)
-		err := j.try(ctx)
+		res, err := s.once(ctx, st)
 		cancel()
 		switch {
 		case err == nil:
-			s.metrics.settleBackground.WithLabelValues(j.op, "settled").Inc()
-			s.log.Info("settled in the background", "op", j.op, "request_id", j.requestID, "hold_id", j.holdID)
-			j.done(nil)
+			s.metrics.settleBackground.WithLabelValues(st.Op, "settled").Inc()
+			s.log.Info("settled in the background", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID)
+			s.finish(st, journaled, res, nil)
 			return
-		case isFinal(err, j.final):
-			s.metrics.settleBackground.WithLabelValues(j.op, "failed").Inc()
-			s.log.Error("background settlement failed for good", "op", j.op, "request_id", j.requestID, "hold_id", j.holdID, "err", err)
-			j.done(err)
+		case isFinal(err, st.final()):
+			s.metrics.settleBackground.WithLabelValues(st.Op, "failed").Inc()
+			s.log.Error("background settlement failed for good", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID, "err", err)
+			s.finish(st, journaled, res, err)
 			return
 		case s.ctx.Err() != nil:
-			s.giveUp(j, "abandoned", err)
+			s.giveUp(st, journaled, "abandoned", err)
 			return
 		}
-		s.metrics.settleRetries.WithLabelValues(j.op).Inc()
-		s.log.Debug("background settlement attempt failed", "op", j.op, "request_id", j.requestID, "err", err)
-		wait = min(2*wait, s.maxBackoff)
+		s.metrics.settleRetries.WithLabelValues(st.Op).Inc()
+		s.log.Debug("background settlement attempt failed", "op", st.Op, "request_id", st.RequestID, "err", err)
+		backoff = min(2*backoff, s.maxBackoff)
 	}
 }
 
-func (s *settler) giveUp(j *settleJob, result string, err error) {
+// keepLease renews this replica's lease on st a few times per lease until stop is called. A
+// renewal that fails is logged: if the lease runs out, another replica may take st over while
+// it still runs here, which the idempotency key makes harmless.
+func (s *settler) keepLease(st *settlement) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		wait.Every(ctx, s.lease/3, func() {
+			rctx, rcancel := context.WithTimeout(ctx, s.lease/3)
+			err := s.journal.Renew(rctx, st.journalID(), s.lease)
+			rcancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("could not renew the lease on a settlement", "op", st.Op, "request_id", st.RequestID, "err", err)
+			}
+		})
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// finish records the end of st and removes it from the journal.
+func (s *settler) finish(st *settlement, journaled bool, res ledger.CaptureResult, err error) {
+	if journaled {
+		s.forget(st.journalID())
+	}
+	s.done(st, res, err)
+}
+
+// forget removes a settlement from the journal. If that fails, the entry stays until its lease
+// runs out and another replica attempts it once more: a replay, which changes nothing.
+func (s *settler) forget(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), journalTimeout)
+	defer cancel()
+	if err := s.journal.Done(ctx, id); err != nil {
+		s.log.Warn("could not remove a finished settlement from the journal", "id", id, "err", err)
+	}
+}
+
+// giveUp ends st without settling it. A journaled settlement abandoned at shutdown is handed
+// over instead: its lease is released so that another replica takes it over at once.
+func (s *settler) giveUp(st *settlement, journaled bool, result string, err error) {
+	if result == "abandoned" && journaled {
+		ctx, cancel := context.WithTimeout(context.Background(), journalTimeout)
+		rerr := s.journal.Release(ctx, st.journalID())
+		cancel()
+		if rerr == nil {
+			s.metrics.settleBackground.WithLabelValues(st.Op, "handed_over").Inc()
+			s.log.Warn("shutting down; the settlement is left in the journal for another replica", "op", st.Op,
+				"request_id", st.RequestID, "hold_id", st.HoldID, "until", st.Deadline)
+			return
+		}
+		// Unreleased, the lease still runs out and another replica takes it over then.
+		s.log.Error("could not release a settlement's lease; another replica takes it over when it runs out", "op", st.Op,
+			"request_id", st.RequestID, "hold_id", st.HoldID, "err", rerr)
+		s.metrics.settleBackground.WithLabelValues(st.Op, "handed_over").Inc()
+		return
+	}
 	if result == "abandoned" {
 		s.mu.Lock()
 		s.abandoned++
 		s.mu.Unlock()
 	}
-	s.metrics.settleBackground.WithLabelValues(j.op, result).Inc()
-	s.log.Error("gave up settling; the hold will expire and the sweeper release it", "op", j.op, "why", result,
-		"request_id", j.requestID, "hold_id", j.holdID, "err", err)
-	j.done(err)
+	if journaled {
+		s.forget(st.journalID())
+	}
+	s.metrics.settleBackground.WithLabelValues(st.Op, result).Inc()
+	s.log.Error("gave up settling; the hold will expire and the sweeper release it", "op", st.Op, "why", result,
+		"request_id", st.RequestID, "hold_id", st.HoldID, "err", err)
+	s.done(st, ledger.CaptureResult{}, err)
 }
 
-// running reports how many jobs are running.
-func (s *settler) running() int {
+// recoverBatch bounds the settlements one poll of the journal takes over.
+const recoverBatch = 32
+
+// recoverOnce takes over the journaled settlements nobody holds (their replica stopped or
+// died) and runs them here. It returns how many it took.
+func (s *settler) recoverOnce(ctx context.Context) (int, error) {
+	jobs, err := s.journal.Claim(ctx, recoverBatch, s.lease)
+	if err != nil {
+		return 0, err
+	}
+	for _, j := range jobs {
+		st, err := decodeSettlement(j.Data)
+		if err != nil {
+			// Nothing could ever attempt it: keeping it would only fail again on every poll.
+			s.log.Error("dropping a journal entry that cannot be attempted", "id", j.ID, "err", err)
+			s.forget(j.ID)
+			continue
+		}
+		s.log.Warn("taking over a settlement from another replica", "op", st.Op, "request_id", st.RequestID,
+			"hold_id", st.HoldID, "until", st.Deadline)
+		s.launch(st, true)
+	}
+	return len(jobs), nil
+}
+
+// count reports how many settlements are running.
+func (s *settler) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.jobs)
+	return len(s.running)
 }
 
-// wait blocks until every job has finished or ctx ends; then it cancels the rest (each logs
-// that it was abandoned) and waits for them to stop. It returns how many jobs shutdown has
-// abandoned. Shutdown is rare and jobs are few: a short poll keeps this free of start/wait
-// races.
+// wait blocks until every settlement has finished or ctx ends; then it cancels the rest (each
+// handed over or logged as abandoned) and waits for them to stop. It returns how many
+// settlements shutdown has abandoned. Shutdown is rare and settlements are few: a short poll
+// keeps this free of start/wait races.
 func (s *settler) wait(ctx context.Context) int {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for s.running() > 0 {
+	for s.count() > 0 {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
 			s.cancel()
 			s.mu.Unlock()
-			for s.running() > 0 {
+			for s.count() > 0 {
 				<-t.C
 			}
 		case <-t.C:

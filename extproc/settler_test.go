@@ -105,16 +105,29 @@ func newFlakyEnv(t *testing.T, holdTTL time.Duration, fl *flakyLedger) *flakyEnv
 	t.Helper()
 	fl.fakeLedger = newFakeLedger()
 	fl.deposit(testWallet, 1_000_000)
+	return newFlakyReplica(t, holdTTL, fl, nil, nil)
+}
+
+// newFlakyReplica is a flakyEnv on fl as it is (another replica may share its fakeLedger),
+// with j as its settlement journal (nil: none) and its configuration changed by tweak.
+func newFlakyReplica(t *testing.T, holdTTL time.Duration, fl *flakyLedger, j Journal, tweak func(*Config)) *flakyEnv {
+	t.Helper()
 	pws := &fakePaywalls{keys: map[string]paywall.Paywall{testKey: testPaywall()},
 		auths: map[string]string{"pw1/" + testUser: testWallet}}
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	logs := &lockedLog{}
-	s, err := NewServer(Config{FeeBps: 500, ProviderKey: "sk-or-operator", PromptMarginPct: 20, HoldTTL: holdTTL,
-		SettleTimeout: time.Second, SettleRetryBackoff: 10 * time.Millisecond, SettleRetryMaxBackoff: 40 * time.Millisecond}, Deps{
-		Ledger: fl, Paywalls: pws, Prices: fakePrices{"m1": price(1, 2)}, Links: fakeLinks{}, Metrics: m,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	cfg := Config{FeeBps: 500, ProviderKey: "sk-or-operator", PromptMarginPct: 20, HoldTTL: holdTTL,
+		SettleTimeout: time.Second, SettleRetryBackoff: 10 * time.Millisecond, SettleRetryMaxBackoff: 40 * time.Millisecond}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	deps := Deps{Ledger: fl, Paywalls: pws, Prices: fakePrices{"m1": price(1, 2)}, Links: fakeLinks{}, Metrics: m,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	if j != nil {
+		deps.Journal = j
+	}
+	s, err := NewServer(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,14 +284,37 @@ func TestShutdownAbandonsBackgroundSettlements(t *testing.T) {
 func TestCaptureSurvivesADatabaseOutage(t *testing.T) {
 	e := newRealEnv(t, 1_000_000, nil)
 	s, c := e.outageReplica(t)
+	allow := e.captureDuringOutage(t, s, c)
+	allow(true) // the database is back
+
+	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if n := s.WaitSettlements(wctx); n != 0 {
+		t.Fatalf("%d settlements abandoned", n)
+	}
+	e.chargedOnce(t, 84)
+	if got := value(t, s.metrics.settleBackground.WithLabelValues("capture", "settled")); got != 1 {
+		t.Errorf("background settled %v, want 1", got)
+	}
+	if n, err := e.journal().Len(t.Context()); err != nil || n != 0 {
+		t.Errorf("%d settlements left in the journal (%v)", n, err)
+	}
+}
+
+// captureDuringOutage streams one request through replica s (client c) and stops the
+// database just before the response ends, so that the capture fails within the request; it
+// returns once the capture is being retried in the background, with the function that lets
+// the database accept connections again (also called when the test ends).
+func (e *realEnv) captureDuringOutage(t *testing.T, s *Server, c extprocv3.ExternalProcessorClient) (allow func(bool)) {
+	t.Helper()
 	ctx := t.Context()
 	admin, err := pgx.Connect(ctx, testdb.AdminURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = admin.Close(context.Background()) }()
-	allow := func(on bool) {
+	allow = func(on bool) {
 		t.Helper()
+		ctx := context.Background()
 		if _, err := admin.Exec(ctx, fmt.Sprintf(`ALTER DATABASE %s WITH ALLOW_CONNECTIONS %v`, pgx.Identifier{e.db.Name}.Sanitize(), on)); err != nil {
 			t.Fatal(err)
 		}
@@ -288,7 +324,11 @@ func TestCaptureSurvivesADatabaseOutage(t *testing.T) {
 			}
 		}
 	}
-	defer allow(true) // whatever happens, the test database must be droppable
+	// Whatever happens, the test database must be droppable.
+	t.Cleanup(func() {
+		allow(true)
+		_ = admin.Close(context.Background())
+	})
 
 	st, err := c.Process(ctx)
 	if err != nil {
@@ -332,19 +372,15 @@ func TestCaptureSurvivesADatabaseOutage(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	allow(true) // the database is back
+	return allow
+}
 
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if n := s.WaitSettlements(wctx); n != 0 {
-		t.Fatalf("%d settlements abandoned", n)
-	}
+// chargedOnce checks that the wallet was charged want exactly once and holds nothing.
+func (e *realEnv) chargedOnce(t *testing.T, want int64) {
+	t.Helper()
 	b := e.balance(t)
 	caps := e.captures(t)
-	if b.PostedMicro != 1_000_000-84 || b.HeldMicro != 0 || len(caps) != 1 || e.openHolds(t) != 0 {
-		t.Fatalf("after the outage: balance %+v, %d captures, %d holds open; want 84 charged once", b, len(caps), e.openHolds(t))
-	}
-	if got := value(t, s.metrics.settleBackground.WithLabelValues("capture", "settled")); got != 1 {
-		t.Errorf("background settled %v, want 1", got)
+	if b.PostedMicro != 1_000_000-want || b.HeldMicro != 0 || len(caps) != 1 || e.openHolds(t) != 0 {
+		t.Fatalf("balance %+v, %d captures, %d holds open; want %d charged once", b, len(caps), e.openHolds(t), want)
 	}
 }
