@@ -17,7 +17,9 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/tollgate-dev/tollgate/extproc"
+	"github.com/tollgate-dev/tollgate/extproc/journal"
 	"github.com/tollgate-dev/tollgate/extproc/limits"
+	"github.com/tollgate-dev/tollgate/internal/wait"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
 )
@@ -28,8 +30,8 @@ const readyLine = "tollgate serve: ready"
 // runServe runs the ext_proc gRPC server (for Envoy), the HTTP API and hosted pages, and the
 // admin listener (metrics, health), plus the hold sweeper, until ctx ends; then it stops
 // taking streams, lets the open ones finish for serve.shutdown_grace, cancels and settles the
-// rest, gives settlements being retried in the background what is left of the grace, and
-// returns.
+// rest, gives settlements being retried in the background what is left of the grace (then
+// leaves the rest to the other replicas through the journal in Redis), and returns.
 func runServe(ctx context.Context, env *environment, args []string) error {
 	fs, path := flagSet(env, "serve")
 	if err := parse(fs, args); err != nil {
@@ -100,6 +102,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		Prices:   catalog,
 		Links:    svc.links(),
 		Limiter:  limits.New(svc.redis, cfg.Redis.Prefix+"limits:", sc.HoldTTL),
+		Journal:  journal.New(svc.redis, cfg.Redis.Prefix+"settle:"),
 		Logger:   logger.With("part", "extproc"),
 		Metrics:  metrics,
 	})
@@ -149,6 +152,8 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { sweepHolds(sweepCtx, svc, sc.SweepInterval, sc.SweepBatch, swept, logger) })
 	wg.Go(func() { api.Run(sweepCtx) }) // prunes old idempotent answers of the HTTP API
+	// Takes over the captures and voids other replicas were retrying when they stopped or died.
+	wg.Go(func() { server.RecoverSettlements(sweepCtx) })
 
 	logger.Info("serve: ready", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "admin", adminLis.Addr().String())
 	_, _ = fmt.Fprintf(env.stderr, "%s grpc=%s http=%s admin=%s\n", readyLine, grpcLis.Addr(), httpLis.Addr(), adminLis.Addr()) // stderr failing is no reason to stop serving
@@ -236,24 +241,17 @@ func adminMux(reg *prometheus.Registry, server *extproc.Server) http.Handler {
 // sweepHolds releases expired holds every interval until ctx ends. Every replica may sweep:
 // the ledger makes concurrent sweeps safe.
 func sweepHolds(ctx context.Context, svc *services, every time.Duration, batch int, swept prometheus.Counter, logger *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	wait.Every(ctx, every, func() {
 		n, err := svc.ledger.SweepExpiredHolds(ctx, batch)
 		if err != nil {
 			if ctx.Err() == nil {
 				logger.Warn("serve: hold sweep failed", "err", err)
 			}
-			continue
+			return
 		}
 		swept.Add(float64(n))
 		if n > 0 {
 			logger.Info("serve: released expired holds", "count", n)
 		}
-	}
+	})
 }

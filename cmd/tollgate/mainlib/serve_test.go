@@ -294,11 +294,12 @@ func TestSweeperReleasesExpiredHolds(t *testing.T) {
 	}
 }
 
-// TestServeShutdownGivesUpOnBackgroundSettlements: the database stops taking connections just
-// before a streamed response ends, so its capture is handed to the background; at shutdown
-// `tollgate serve` waits for it only within serve.shutdown_grace, then logs it as abandoned and
-// stops. The hold stays open for the sweeper (nothing charged twice, nothing lost).
-func TestServeShutdownGivesUpOnBackgroundSettlements(t *testing.T) {
+// TestServeHandsBackgroundSettlementsOver: the database stops taking connections just before
+// a streamed response ends, so its capture is handed to the background; at shutdown `tollgate
+// serve` waits for it only within serve.shutdown_grace, then leaves it in the journal (Redis)
+// and stops, the hold still open. Once the database is back, the next `tollgate serve` takes
+// the capture over and charges it, exactly once.
+func TestServeHandsBackgroundSettlementsOver(t *testing.T) {
 	db, rdb, prefix := serveEnv(t)
 	t.Setenv("TOLLGATE_SERVE_SETTLE_TIMEOUT", "300ms")
 	ctx := t.Context()
@@ -390,17 +391,59 @@ func TestServeShutdownGivesUpOnBackgroundSettlements(t *testing.T) {
 		t.Errorf("shutdown took %s with a 1s grace", took)
 	}
 	logs := stderr.String()
-	for _, want := range []string{`"why":"abandoned"`, `"msg":"serve: gave up on settlements still being retried; their holds will expire","count":1`, `"msg":"serve: stopped"`} {
+	for _, want := range []string{`"msg":"shutting down; the settlement is left in the journal for another replica"`, `"msg":"serve: stopped"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %s:\n%s", want, logs)
 		}
+	}
+	if strings.Contains(logs, "gave up") {
+		t.Errorf("serve gave a settlement up instead of handing it over:\n%s", logs)
 	}
 	if _, err := admin.Exec(ctx, `ALTER DATABASE `+name+` WITH ALLOW_CONNECTIONS true`); err != nil {
 		t.Fatal(err)
 	}
 	b, err := l.Balance(ctx, wallet)
 	if err != nil || b.PostedMicro != 1_000_000 || b.HeldMicro == 0 {
-		t.Errorf("balance %+v %v: want nothing charged and the hold left for the sweeper", b, err)
+		t.Fatalf("balance %+v %v after the first serve stopped: want nothing charged, the hold open", b, err)
+	}
+
+	// The next replica takes the capture over.
+	sctx2, cancel2 := context.WithCancel(ctx)
+	defer cancel2()
+	var stderr2 lockedBuffer
+	done2 := startServe(sctx2, &stderr2)
+	waitReady(t, &stderr2, done2)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		b, err = l.Balance(ctx, wallet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.HeldMicro == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second serve did not take the capture over:\n%s", stderr2.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopServe(t, cancel2, done2)
+	page, err := l.History(ctx, ledger.Wallet(wallet), "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var captures int
+	for _, it := range page.Items {
+		if it.Kind == ledger.KindCapture {
+			captures++
+		}
+	}
+	if b.PostedMicro >= 1_000_000 || captures != 1 {
+		t.Errorf("balance %+v with %d captures: want the request charged once", b, captures)
+	}
+	if logs := stderr2.String(); !strings.Contains(logs, `"msg":"taking over a settlement from another replica"`) ||
+		!strings.Contains(logs, `"msg":"settled in the background"`) {
+		t.Errorf("the takeover was not logged:\n%s", logs)
 	}
 }
 
