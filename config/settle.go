@@ -37,10 +37,17 @@ type Settle struct {
 }
 
 // HotWallet is the worker's signing key. Give exactly one of PrivateKey (better through
-// TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY) or PrivateKeyFile. The key is never logged.
+// TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY), PrivateKeyFile, or SignerURL with Address: a remote
+// signer (Web3Signer) that holds the key, so that it never enters the process. Neither the key
+// nor the signer's URL is ever logged.
 type HotWallet struct {
 	PrivateKey     string `yaml:"private_key" secret:"true"`
 	PrivateKeyFile string `yaml:"private_key_file"`
+	// SignerURL is the remote signer's JSON-RPC endpoint (http, https, ws or wss); it may carry
+	// credentials.
+	SignerURL string `yaml:"signer_url" secret:"true"`
+	// Address is the hot wallet the remote signer signs for.
+	Address string `yaml:"address"`
 }
 
 // TopUps bounds the top-up intents users are asked to sign.
@@ -158,8 +165,20 @@ func (s Settle) problems() []error {
 	if s.Treasury != "" && !addressRE.MatchString(s.Treasury) {
 		p = append(p, fmt.Errorf("settle.treasury: must be a 0x address of 40 hex digits, got %q", s.Treasury))
 	}
-	if s.HotWallet.PrivateKey != "" && s.HotWallet.PrivateKeyFile != "" {
+	hw := s.HotWallet
+	if hw.PrivateKey != "" && hw.PrivateKeyFile != "" {
 		p = append(p, errors.New("settle.hot_wallet: set private_key or private_key_file, not both"))
+	}
+	switch {
+	case hw.SignerURL != "" && (hw.PrivateKey != "" || hw.PrivateKeyFile != ""):
+		p = append(p, errors.New("settle.hot_wallet: set a key (private_key or private_key_file) or a remote signer (signer_url), not both"))
+	case hw.SignerURL != "" && hw.Address == "":
+		p = append(p, errors.New("settle.hot_wallet.address: required with signer_url (the hot wallet the remote signer signs for)"))
+	case hw.SignerURL == "" && hw.Address != "":
+		p = append(p, errors.New("settle.hot_wallet.address: only with signer_url (a key gives its own address)"))
+	}
+	if hw.Address != "" && !addressRE.MatchString(hw.Address) {
+		p = append(p, fmt.Errorf("settle.hot_wallet.address: must be a 0x address of 40 hex digits, got %q", hw.Address))
 	}
 	// The key itself never appears in an error.
 	if s.HotWallet.PrivateKey != "" && !privateKeyRE.MatchString(s.HotWallet.PrivateKey) {

@@ -62,16 +62,50 @@ func TestLoadBadSettle(t *testing.T) {
 			"settle.chains[2].id: chain 1 is configured twice",
 		}},
 	}
+	tests = append(tests, struct {
+		file string
+		want []string
+	}{"bad_settle_signer_both.yaml", []string{"2 problem(s)",
+		"settle.hot_wallet: set a key (private_key or private_key_file) or a remote signer (signer_url), not both",
+		`settle.hot_wallet.address: must be a 0x address of 40 hex digits, got "0x12"`,
+	}}, struct {
+		file string
+		want []string
+	}{"bad_settle_signer_no_address.yaml", []string{"1 problem(s)",
+		"settle.hot_wallet.address: required with signer_url (the hot wallet the remote signer signs for)",
+	}})
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			err := loadFails(t, filepath.Join("testdata", tt.file), nil, tt.want...)
-			for _, secret := range []string{"not-a-key", "polygon", "a.example", "b.example"} {
+			for _, secret := range []string{"not-a-key", "polygon", "a.example", "b.example", "hunter2", "signer.example"} {
 				if strings.Contains(err, secret) {
 					t.Errorf("the error shows a secret (%s): %v", secret, err)
 				}
 			}
 		})
 	}
+}
+
+// TestLoadSettleRemoteSigner: a remote signer in place of a key, its URL from the environment
+// (it may carry credentials) and redacted.
+func TestLoadSettleRemoteSigner(t *testing.T) {
+	cfg, err := Load("testdata/bad_settle_signer_no_address.yaml", []string{
+		"TOLLGATE_SETTLE_HOT_WALLET_ADDRESS=0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+		"TOLLGATE_SETTLE_HOT_WALLET_SIGNER_URL=https://tollgate:other@signer.internal:9000"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	hw := cfg.Settle.HotWallet
+	if hw.SignerURL != "https://tollgate:other@signer.internal:9000" || hw.Address != "0x70997970C51812dc3A010C7d01b50e0d17dc79C8" {
+		t.Fatalf("hot wallet %+v", hw)
+	}
+	if red := cfg.Redacted().Settle.HotWallet; red.SignerURL != "[redacted]" || red.Address != hw.Address {
+		t.Errorf("redacted %+v", red)
+	}
+	loadFails(t, "testdata/settle_good.yaml", []string{
+		"TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY=0x" + strings.Repeat("ab", 32),
+		"TOLLGATE_SETTLE_HOT_WALLET_ADDRESS=0x70997970C51812dc3A010C7d01b50e0d17dc79C8"},
+		"settle.hot_wallet.address: only with signer_url (a key gives its own address)")
 }
 
 func TestParseGwei(t *testing.T) {

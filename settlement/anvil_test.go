@@ -1,7 +1,6 @@
 package settlement
 
 import (
-	"crypto/ecdsa"
 	"errors"
 	"math/big"
 	"testing"
@@ -20,14 +19,44 @@ import (
 // TestAnvilTopUpAndPayout runs a top-up and a payout end to end on a real node: anvil with
 // interval mining (1 s blocks), a 30 gwei base fee and Polygon's 25 gwei tip floor, `finalized`
 // trailing the head by about two blocks. The treasury is the hot wallet, so top-ups fund
-// payouts. The user holds no native currency at all: the relay pays the gas.
+// payouts. The user holds no native currency at all: the relay pays the gas. It runs twice: with
+// the hot wallet's key in the process (LocalSigner), and with the key left in a remote signer
+// (RPCSigner; anvil holds the key of one of its own accounts and signs over JSON-RPC, as
+// Web3Signer would).
 func TestAnvilTopUpAndPayout(t *testing.T) {
+	t.Run("local signer", func(t *testing.T) { anvilTopUpAndPayout(t, false) })
+	t.Run("remote signer", func(t *testing.T) { anvilTopUpAndPayout(t, true) })
+}
+
+func anvilTopUpAndPayout(t *testing.T, remote bool) {
 	ctx := t.Context()
-	node := chaintest.StartAnvil(t, chaintest.AnvilOptions{})
-	owner, hot, user := mustKey(t), mustKey(t), mustKey(t)
+	opts := chaintest.AnvilOptions{}
+	if remote {
+		opts.SigningAccounts = 1
+	}
+	node := chaintest.StartAnvil(t, opts)
+	owner, user := mustKey(t), mustKey(t)
 	payee := common.HexToAddress("0x000000000000000000000000000000000000a11c")
-	for _, k := range []*ecdsa.PrivateKey{owner, hot} {
-		if err := node.SetBalance(ctx, addrOf(k), new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
+	funded := []common.Address{addrOf(owner)}
+	var signer Signer
+	if remote {
+		var accounts []common.Address
+		if err := node.RPC.CallContext(ctx, &accounts, "eth_accounts"); err != nil || len(accounts) != 1 {
+			t.Fatalf("anvil's accounts: %v %v", accounts, err)
+		}
+		rs, err := NewRPCSigner(ctx, node.URL, accounts[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rs.Close)
+		signer = rs
+	} else {
+		hot := mustKey(t)
+		signer = NewLocalSignerFromKey(hot)
+		funded = append(funded, addrOf(hot))
+	}
+	for _, a := range funded {
+		if err := node.SetBalance(ctx, a, new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -45,13 +74,13 @@ func TestAnvilTopUpAndPayout(t *testing.T) {
 
 	db := testdb.New(t, ledger.Migrations, paywall.Migrations, schema.Migrations)
 	l := ledger.New(db.Pool, ledger.Options{})
-	treasury := addrOf(hot)
+	treasury := signer.Address()
 	topups, err := NewTopUps(db.Pool, []Chain{chain}, treasury.Hex(), TopUpOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w, err := NewWorker(WorkerConfig{
-		Chain: chain, Client: node.Client, Signer: NewLocalSignerFromKey(hot), Pool: db.Pool, Ledger: l,
+		Chain: chain, Client: node.Client, Signer: signer, Pool: db.Pool, Ledger: l,
 		Wallets: PaywallWallets{Pool: db.Pool}, Treasury: treasury, RetryBackoff: time.Second, StuckAfter: 30 * time.Second,
 	})
 	if err != nil {

@@ -11,20 +11,21 @@ import (
 	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 )
 
-// Signer holds the hot wallet's key. LocalSigner keeps it in memory for development; a KMS or
-// Web3Signer implementation fits the same three methods. Implementations never log the key.
+// Signer holds the hot wallet's key. LocalSigner keeps it in memory; RPCSigner leaves it in a
+// remote signer (Web3Signer). Implementations never log the key.
 type Signer interface {
 	// Address is the hot wallet.
 	Address() common.Address
 	// SignTx signs a transaction for the chain.
 	SignTx(ctx context.Context, tx *types.Transaction, chainID *big.Int) (*types.Transaction, error)
-	// SignDigest signs a 32-byte digest (an EIP-712 hash) and returns r‖s‖v with v in {27, 28}
-	// and a low s.
-	SignDigest(ctx context.Context, digest common.Hash) ([]byte, error)
+	// SignAuthorization signs an EIP-3009 authorization of chain c (EIP-712) and returns r‖s‖v
+	// with v in {27, 28}.
+	SignAuthorization(ctx context.Context, c Chain, a Authorization) ([]byte, error)
 }
 
 // LocalSigner signs with a private key held in memory. Its String, GoString and LogValue show
@@ -62,7 +63,7 @@ func LoadLocalSigner(privateKey, privateKeyFile string) (*LocalSigner, error) {
 		}
 		return NewLocalSigner(string(raw))
 	default:
-		return nil, errors.New("settlement: settle.hot_wallet.private_key or private_key_file is required (or TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY)")
+		return nil, errors.New("settlement: settle.hot_wallet needs private_key (or TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY), private_key_file, or signer_url with address")
 	}
 }
 
@@ -74,7 +75,12 @@ func (s *LocalSigner) SignTx(_ context.Context, tx *types.Transaction, chainID *
 	return types.SignTx(tx, types.LatestSignerForChainID(chainID), s.key)
 }
 
-// SignDigest signs an EIP-712 digest. crypto.Sign already returns a low s.
+// SignAuthorization signs the authorization's EIP-712 digest.
+func (s *LocalSigner) SignAuthorization(ctx context.Context, c Chain, a Authorization) ([]byte, error) {
+	return s.SignDigest(ctx, c.Digest(a))
+}
+
+// SignDigest signs a 32-byte digest. crypto.Sign already returns a low s.
 func (s *LocalSigner) SignDigest(_ context.Context, digest common.Hash) ([]byte, error) {
 	sig, err := crypto.Sign(digest.Bytes(), s.key)
 	if err != nil {
@@ -95,17 +101,29 @@ func (s *LocalSigner) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("kind", "local"), slog.String("address", s.addr.Hex()))
 }
 
-// signAuthorization has signer sign a on chain c.
+// signAuthorization has signer sign a on chain c, and checks the signature: 65 bytes, a low s
+// (the token refuses a high one) and recovering to the signer's address — a remote signer that
+// signed something else, or with another key, is caught here rather than by a reverted
+// transaction.
 func signAuthorization(ctx context.Context, signer Signer, c Chain, a Authorization) (SignedAuthorization, error) {
-	sig, err := signer.SignDigest(ctx, c.Digest(a))
+	raw, err := signer.SignAuthorization(ctx, c, a)
 	if err != nil {
 		return SignedAuthorization{}, fmt.Errorf("sign authorization: %w", err)
 	}
-	if len(sig) != 65 {
-		return SignedAuthorization{}, fmt.Errorf("sign authorization: signer returned %d bytes, want 65", len(sig))
+	if len(raw) != 65 {
+		return SignedAuthorization{}, fmt.Errorf("sign authorization: signer returned %d bytes, want 65", len(raw))
 	}
-	sa := SignedAuthorization{Authorization: a, V: sig[64]}
-	copy(sa.R[:], sig[:32])
-	copy(sa.S[:], sig[32:64])
+	v, r, sv, err := ParseSignature(hexutil.Encode(raw))
+	if err != nil {
+		return SignedAuthorization{}, fmt.Errorf("sign authorization: %w", err)
+	}
+	sa := SignedAuthorization{Authorization: a, V: v, R: r, S: sv}
+	who, err := c.Recover(sa)
+	switch {
+	case err != nil:
+		return SignedAuthorization{}, fmt.Errorf("sign authorization: %w", err)
+	case who != signer.Address():
+		return SignedAuthorization{}, fmt.Errorf("sign authorization: the signature is %s's, not the hot wallet %s's", who.Hex(), signer.Address().Hex())
+	}
 	return sa, nil
 }

@@ -38,6 +38,10 @@ type AnvilOptions struct {
 	BlockTime int
 	// BaseFeeWei is the initial base fee (default 30 gwei, a quiet day on Polygon PoS).
 	BaseFeeWei *big.Int
+	// SigningAccounts is how many of anvil's own development accounts it holds, funded and
+	// unlocked, so that it can act as a remote signer for them (eth_signTransaction,
+	// eth_signTypedData_v4); eth_accounts lists them. Default none.
+	SigningAccounts int
 }
 
 // AnvilPath finds the anvil binary: TOLLGATE_TEST_ANVIL, else tools/node/node_modules/.bin/anvil
@@ -94,7 +98,7 @@ func StartAnvil(t testing.TB, opts AnvilOptions) *Anvil {
 		"--block-time", strconv.Itoa(opts.BlockTime),
 		"--slots-in-an-epoch", "1",
 		"--base-fee", opts.BaseFeeWei.String(),
-		"--accounts", "0",
+		"--accounts", strconv.Itoa(max(opts.SigningAccounts, 0)),
 	)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -66,8 +66,15 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 		}
 		chains = only
 	}
-	signer, err := settlement.LoadLocalSigner(s.HotWallet.PrivateKey, s.HotWallet.PrivateKeyFile)
-	if err != nil {
+	var signer settlement.Signer
+	if hw := s.HotWallet; hw.SignerURL != "" {
+		rs, err := settlement.NewRPCSigner(ctx, hw.SignerURL, common.HexToAddress(hw.Address))
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		signer = rs
+	} else if signer, err = settlement.LoadLocalSigner(hw.PrivateKey, hw.PrivateKeyFile); err != nil {
 		return err
 	}
 

@@ -43,6 +43,15 @@ func TestSettleCommandRefusesBadSetups(t *testing.T) {
   chains:
     - {id: "31337", rpc_url: "http://127.0.0.1:1", usdc: "0x5FbDB2315678afecb367f032d93F642f64180aa3"}
 `)
+	remote := filepath.Join(dir, "remote.yaml")
+	writeFile(t, remote, `settle:
+  treasury: "0x1111111111111111111111111111111111111111"
+  hot_wallet:
+    signer_url: "http://tollgate:hunter2@127.0.0.1:1"
+    address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+  chains:
+    - {id: "31337", rpc_url: "http://127.0.0.1:1", usdc: "0x5FbDB2315678afecb367f032d93F642f64180aa3"}
+`)
 	for _, tt := range []struct {
 		name string
 		args []string
@@ -50,7 +59,8 @@ func TestSettleCommandRefusesBadSetups(t *testing.T) {
 		code int
 	}{
 		{"no chains", []string{"settle", "-config", noChains}, "no chains configured", 1},
-		{"no hot wallet key", []string{"settle", "-config", oneChain}, "settle.hot_wallet.private_key or private_key_file is required", 1},
+		{"no hot wallet key", []string{"settle", "-config", oneChain}, "settle.hot_wallet needs private_key", 1},
+		{"unreachable remote signer", []string{"settle", "-config", remote}, "settlement: ask the remote signer for its accounts", 1},
 		{"unknown chain flag", []string{"settle", "-config", oneChain, "-chain", "137"}, "-chain 137 is not configured", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,6 +68,9 @@ func TestSettleCommandRefusesBadSetups(t *testing.T) {
 			err := Main(t.Context(), tt.args, &out, &errOut)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || ExitCode(err) != tt.code {
 				t.Fatalf("err = %v (exit %d), want %q (exit %d)", err, ExitCode(err), tt.want, tt.code)
+			}
+			if strings.Contains(err.Error()+errOut.String(), "hunter2") {
+				t.Fatalf("the remote signer's credentials were shown: %v", err)
 			}
 		})
 	}
