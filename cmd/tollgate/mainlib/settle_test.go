@@ -99,6 +99,43 @@ func TestAnvilSettleCommand(t *testing.T) {
 	}
 }
 
+// TestAnvilSettleCommandRemoteSigner: the same relay with no key in the configuration or the
+// environment: settle.hot_wallet.signer_url names a remote signer (anvil holding one of its own
+// accounts, signing over JSON-RPC as Web3Signer would) and address the hot wallet it signs for.
+func TestAnvilSettleCommandRemoteSigner(t *testing.T) {
+	ctx := t.Context()
+	a := &anvilSettle{node: chaintest.StartAnvil(t, chaintest.AnvilOptions{SigningAccounts: 1}), owner: newKey(t), user: newKey(t)}
+	if err := a.node.SetBalance(ctx, crypto.PubkeyToAddress(a.owner.PublicKey), new(big.Int).Mul(big.NewInt(10), big.NewInt(1e18))); err != nil {
+		t.Fatal(err)
+	}
+	var accounts []common.Address
+	if err := a.node.RPC.CallContext(ctx, &accounts, "eth_accounts"); err != nil || len(accounts) != 1 {
+		t.Fatalf("anvil's accounts: %v %v", accounts, err)
+	}
+	hot := accounts[0].Hex()
+	a.send = chaintest.Sender{Client: a.node.Client, TipFloor: big.NewInt(25_000_000_000)}
+	var err error
+	if a.token, err = a.send.DeployToken(ctx, a.owner, "USD Coin"); err != nil {
+		t.Fatal(err)
+	}
+	a.mint(t, a.userAddr(), 5_000_000)
+	a.db = testdb.New(t, schema.All()...)
+	cfgPath := a.config(t, hot, a.node.URL, "", "")
+	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY", "")
+	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_SIGNER_URL", a.node.URL)
+	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_ADDRESS", hot)
+	r := startSettle(t, cfgPath)
+	a.topUp(t, r, cfgPath, hot, 1_500_000)
+	b, err := ledger.New(a.db.Pool, ledger.Options{}).Balance(ctx, a.userAddr().Hex())
+	if err != nil || b.PostedMicro != 1_500_000 {
+		t.Fatalf("wallet %+v, %v", b, err)
+	}
+	r.shutdown(t)
+	if logs := r.stderr.String(); !strings.Contains(logs, `"hot_wallet":"`+hot+`"`) || strings.Contains(logs, a.node.URL) {
+		t.Fatalf("want the hot wallet %s in the logs and never the signer's URL:\n%s", hot, logs)
+	}
+}
+
 // anvilSettle is the world of a `tollgate settle` test: anvil with TestUSDC, a token owner and
 // a hot wallet with gas money, a user holding 5 USDC, and a fresh database.
 type anvilSettle struct {
