@@ -200,6 +200,30 @@ func TestUnreadableJournalEntryDropped(t *testing.T) {
 	}
 }
 
+// TestJournaledGauge: every recovery poll reports how many settlements the journal holds,
+// including those another replica is retrying.
+func TestJournaledGauge(t *testing.T) {
+	rdb, prefix := testredis.New(t)
+	shared := journal.New(rdb, prefix+"settle:")
+	fl := &flakyLedger{}
+	fl.fakeLedger = newFakeLedger()
+	b := newFlakyReplica(t, 10*time.Minute, fl, shared, func(c *Config) { c.SettleRecoverEvery = 20 * time.Millisecond })
+	for _, id := range []string{"capture:r1", "void:r2"} { // leased elsewhere for an hour
+		if err := shared.Put(t.Context(), id, []byte(`{}`), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recovering(t, b.server)
+	waitFor(t, "the gauge to count both", 5*time.Second, func() bool { return value(t, b.metrics.journaled) == 2 })
+	if err := shared.Done(t.Context(), "void:r2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the gauge to count one", 5*time.Second, func() bool { return value(t, b.metrics.journaled) == 1 })
+	if got := value(t, b.metrics.settlePending); got != 0 {
+		t.Errorf("%v settlements retrying here: the leased ones belong to another replica", got)
+	}
+}
+
 // FuzzDecodeSettlement: a journal entry is Redis's to return and anyone's with access to write.
 // Whatever the bytes, decoding either refuses them or yields a settlement that can be attempted
 // as it says — a capture of its own hold with a key — and that encodes back to itself.

@@ -68,6 +68,7 @@ type Metrics struct {
 	openStreams   prometheus.Gauge
 	// Background settlement (settler.go).
 	settlePending    prometheus.Gauge
+	journaled        prometheus.Gauge
 	settleRetries    *prometheus.CounterVec
 	settleBackground *prometheus.CounterVec
 	phases           [numPhases]prometheus.Observer
@@ -93,6 +94,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		settlePending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_extproc_settlements_retrying", Help: "Captures and voids being retried in the background.",
 		}),
+		journaled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_extproc_settlements_journaled",
+			Help: "Captures and voids in the settlement journal, being retried by any replica (read every recovery poll).",
+		}),
 		settleRetries: counterVec("tollgate_extproc_settle_retries_total",
 			"Background capture or void attempts that failed and were retried, by op.", "op"),
 		settleBackground: counterVec("tollgate_extproc_background_settlements_total",
@@ -106,7 +111,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		"call", callNames[:], m.calls[:])
 	if reg != nil {
 		reg.MustRegister(m.requests, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
-			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.settleRetries, m.settleBackground, phase, call)
+			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.journaled, m.settleRetries, m.settleBackground, phase, call)
 	}
 	return m
 }

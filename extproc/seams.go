@@ -75,6 +75,8 @@ type Journal interface {
 	Done(ctx context.Context, id string) error
 	// Claim takes up to max entries nobody holds, leasing each to the caller.
 	Claim(ctx context.Context, max int, lease time.Duration) ([]journal.Job, error)
+	// Len counts the entries.
+	Len(ctx context.Context) (int64, error)
 }
 
 // Clock tells the time; tests substitute a fake.

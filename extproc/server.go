@@ -257,8 +257,8 @@ func (s *Server) WaitSettlements(ctx context.Context) (abandoned int) {
 
 // RecoverSettlements takes over, until ctx ends or Shutdown is called, the journaled
 // settlements that no replica holds any more — their replica stopped or died — and retries them
-// here. It polls the journal every SettleRecoverEvery (±20 %); without a journal it returns at
-// once. Run it in every replica.
+// here. It polls the journal every SettleRecoverEvery (±20 %), and sets the gauge of how many
+// settlements the journal holds; without a journal it returns at once. Run it in every replica.
 func (s *Server) RecoverSettlements(ctx context.Context) {
 	if s.deps.Journal == nil {
 		return
@@ -275,6 +275,9 @@ func (s *Server) RecoverSettlements(ctx context.Context) {
 			if n < recoverBatch || s.draining.Load() {
 				break
 			}
+		}
+		if n, err := s.deps.Journal.Len(ctx); err == nil {
+			s.metrics.journaled.Set(float64(n))
 		}
 	}
 }
