@@ -130,7 +130,9 @@ func TestSettlementTakenOverWhenItsReplicaDies(t *testing.T) {
 	rdb, prefix := testredis.New(t)
 	shared := journal.New(rdb, prefix+"settle:")
 	dying := &severableJournal{Journal: shared}
-	short := func(c *Config) { c.SettleLease, c.SettleRecoverEvery = 300*time.Millisecond, 50*time.Millisecond }
+	short := func(c *Config, _ *Deps) {
+		c.SettleLease, c.SettleRecoverEvery = 300*time.Millisecond, 50*time.Millisecond
+	}
 	fa := &flakyLedger{failCaptures: 1 << 30}
 	fa.fakeLedger = newFakeLedger()
 	fa.deposit(testWallet, 1_000_000)
@@ -178,7 +180,7 @@ func TestUnreadableJournalEntryDropped(t *testing.T) {
 	fl := &flakyLedger{}
 	fl.fakeLedger = newFakeLedger()
 	fl.deposit(testWallet, 1_000_000)
-	b := newFlakyReplica(t, 10*time.Minute, fl, shared, func(c *Config) { c.SettleRecoverEvery = 50 * time.Millisecond })
+	b := newFlakyReplica(t, 10*time.Minute, fl, shared, func(c *Config, _ *Deps) { c.SettleRecoverEvery = 50 * time.Millisecond })
 	for id, data := range map[string]string{
 		"capture:garbled": `{"op":"capture",`,
 		"capture:bare":    `{"op":"capture","request_id":"r1","hold_id":"hold-1","deadline":"2099-01-01T00:00:00Z"}`,
@@ -207,7 +209,7 @@ func TestJournaledGauge(t *testing.T) {
 	shared := journal.New(rdb, prefix+"settle:")
 	fl := &flakyLedger{}
 	fl.fakeLedger = newFakeLedger()
-	b := newFlakyReplica(t, 10*time.Minute, fl, shared, func(c *Config) { c.SettleRecoverEvery = 20 * time.Millisecond })
+	b := newFlakyReplica(t, 10*time.Minute, fl, shared, func(c *Config, _ *Deps) { c.SettleRecoverEvery = 20 * time.Millisecond })
 	for _, id := range []string{"capture:r1", "void:r2"} { // leased elsewhere for an hour
 		if err := shared.Put(t.Context(), id, []byte(`{}`), time.Hour); err != nil {
 			t.Fatal(err)

@@ -61,6 +61,13 @@ type Limiter interface {
 	Acquire(ctx context.Context, key string, maxConcurrent, perMinute int, requestID string) (release func(context.Context), err error)
 }
 
+// Generations are the built-in provider's records of what a generation used
+// (*generation.Client: OpenRouter's /api/v1/generation).
+type Generations interface {
+	// Usage can return generation.ErrNotYet (ask again later) and generation.ErrBadAnswer.
+	Usage(ctx context.Context, id string) (pricing.Usage, error)
+}
+
 // Journal keeps the settlements retried in the background where every replica sees them
 // (*journal.Journal, in Redis): leased to the replica retrying them, taken over by another
 // when that replica stops or dies.

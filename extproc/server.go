@@ -63,6 +63,10 @@ type Config struct {
 	SettleLease time.Duration
 	// SettleRecoverEvery is how often RecoverSettlements looks for settlements nobody holds.
 	SettleRecoverEvery time.Duration
+	// GenerationWait is how long the capture of a built-in request whose usage never came (the
+	// client went away) waits for the provider's record of the generation (Deps.Generations)
+	// before it charges the estimate; 0 charges the estimate at once.
+	GenerationWait time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -117,8 +121,9 @@ func (c Config) withDefaults() Config {
 }
 
 // Deps are the stores and services the server reaches through its seams. Ledger, Paywalls,
-// Prices and Links are required; Limiter may be nil (no caps), and Journal too (settlements
-// retried in the background then live in this process only).
+// Prices and Links are required; Limiter may be nil (no caps), Journal too (settlements
+// retried in the background then live in this process only), and Generations (estimates are
+// charged as they are).
 type Deps struct {
 	Ledger   Ledger
 	Paywalls Paywalls
@@ -126,9 +131,11 @@ type Deps struct {
 	Links    Links
 	Limiter  Limiter
 	Journal  Journal
-	Clock    Clock
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	// Generations, if set, gives the usage of a built-in request whose stream ended early.
+	Generations Generations
+	Clock       Clock
+	Logger      *slog.Logger
+	Metrics     *Metrics
 }
 
 // Server is the ext_proc gRPC service. It is safe for concurrent use; each stream gets its own

@@ -3,6 +3,7 @@ package extproc
 import (
 	"context"
 	"errors"
+	"maps"
 	"strconv"
 	"time"
 
@@ -84,6 +85,16 @@ func (p *processor) settle(reason string) {
 	}
 	st := &settlement{Op: opCapture, RequestID: p.id, HoldID: p.hold.ID, Deadline: p.retryDeadline(), Reason: why,
 		Capture: newCaptureSpec(ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta})}
+	if estimated && p.provID != "" && p.pw.Mode != paywall.ModeBYOK && p.s.deps.Generations != nil && p.s.cfg.GenerationWait > 0 {
+		// The built-in provider keeps a record of what the generation used, stream cut or not:
+		// charge that, once it is there, rather than the estimate.
+		st.refine, st.refineUntil = p.fromProviderRecord(st.Capture), time.Now().Add(p.s.cfg.GenerationWait)
+		if st.refineUntil.After(st.Deadline) {
+			st.refineUntil = st.Deadline
+		}
+		p.s.settler.start(st)
+		return
+	}
 	background, res, err := p.runSettlement(st)
 	switch {
 	case background:
@@ -95,6 +106,44 @@ func (p *processor) settle(reason string) {
 	default:
 		p.s.log.Error("capture failed", "request_id", p.id, "hold_id", p.hold.ID, "charge_micro", charge, "err", err)
 		p.end(OutcomeSettleFailed)
+	}
+}
+
+// fromProviderRecord returns the function that asks the built-in provider what the generation
+// used and returns the capture of that usage, in place of est (the estimate's). The price,
+// markup and fee are this request's.
+func (p *processor) fromProviderRecord(est *captureSpec) func(context.Context) (*captureSpec, error) {
+	gens, genID, price, markup := p.s.deps.Generations, p.provID, p.price, p.pw.MarkupBps
+	feeBps, providerName := p.s.cfg.FeeBps, p.s.cfg.Provider
+	return func(ctx context.Context) (*captureSpec, error) {
+		u, err := gens.Usage(ctx, genID)
+		if err != nil {
+			return nil, err
+		}
+		charge, err := price.CostMicro(u, markup)
+		if err != nil {
+			return nil, err
+		}
+		provider, err := price.ProviderCostMicro(u)
+		if err != nil {
+			return nil, err
+		}
+		split, err := pricing.Split(charge, provider, feeBps, providerName)
+		if err != nil {
+			return nil, err
+		}
+		meta := maps.Clone(est.Metadata)
+		delete(meta, "estimate_reason")
+		meta["usage_source"] = "provider_record"
+		meta["prompt_tokens"] = strconv.FormatInt(u.PromptTokens, 10)
+		meta["completion_tokens"] = strconv.FormatInt(u.CompletionTokens, 10)
+		for k, n := range map[string]int64{"cached_tokens": u.CachedTokens, "reasoning_tokens": u.ReasoningTokens} {
+			delete(meta, k)
+			if n > 0 {
+				meta[k] = strconv.FormatInt(n, 10)
+			}
+		}
+		return newCaptureSpec(ledger.CaptureRequest{Key: est.Key, HoldID: est.HoldID, Split: split, Metadata: meta}), nil
 	}
 }
 

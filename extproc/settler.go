@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/extproc/generation"
 	"github.com/tollgate-dev/tollgate/internal/wait"
 	"github.com/tollgate-dev/tollgate/ledger"
 )
@@ -66,6 +67,14 @@ type settlement struct {
 	Capture  *captureSpec `json:"capture,omitempty"` // the capture, with its idempotency key
 	// Reason is why a capture's usage is an estimate (for the metrics).
 	Reason string `json:"reason,omitempty"`
+
+	// refine, if set, asks the provider for its record of the usage and returns the capture to
+	// make in place of the estimate; it is asked again, with the settler's backoff, until
+	// refineUntil, and then the estimate is charged. It lives in this process only: a replica
+	// that takes the settlement over charges what the journal holds (the estimate, or the
+	// provider's figures once they were journaled).
+	refine      func(context.Context) (*captureSpec, error)
+	refineUntil time.Time
 }
 
 // captureSpec is a ledger.CaptureRequest as the journal stores it: its own names, so that
@@ -148,8 +157,13 @@ func (s *settler) start(st *settlement) {
 			journaled = true
 		}
 	}
-	s.log.Warn("settlement failed; retrying in the background", "op", st.Op, "request_id", st.RequestID,
-		"hold_id", st.HoldID, "until", st.Deadline, "journaled", journaled)
+	if st.refine != nil {
+		s.log.Info("waiting for the provider's record of the usage", "request_id", st.RequestID,
+			"hold_id", st.HoldID, "until", st.refineUntil, "journaled", journaled)
+	} else {
+		s.log.Warn("settlement failed; retrying in the background", "op", st.Op, "request_id", st.RequestID,
+			"hold_id", st.HoldID, "until", st.Deadline, "journaled", journaled)
+	}
 	s.launch(st, journaled)
 }
 
@@ -205,6 +219,11 @@ func (s *settler) run(st *settlement, journaled bool) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.attempt)
+		if st.refine != nil && !s.refined(ctx, st, journaled) {
+			cancel()
+			backoff = min(2*backoff, s.maxBackoff)
+			continue
+		}
 		res, err := s.once(ctx, st)
 		cancel()
 		switch {
@@ -226,6 +245,37 @@ func (s *settler) run(st *settlement, journaled bool) {
 		s.log.Debug("background settlement attempt failed", "op", st.Op, "request_id", st.RequestID, "err", err)
 		backoff = min(2*backoff, s.maxBackoff)
 	}
+}
+
+// refined asks for the provider's record of st's usage and, when it is there, makes st the
+// capture of that usage (journaled again, so that a replica taking over charges it too). It
+// reports whether st is ready to be captured: refined, or past refineUntil (the estimate is
+// charged then, as it is when the record cannot be read).
+func (s *settler) refined(ctx context.Context, st *settlement, journaled bool) bool {
+	spec, err := st.refine(ctx)
+	switch {
+	case err == nil:
+		st.Capture, st.Reason, st.refine = spec, "", nil
+		s.log.Info("charging the provider's record of the usage", "request_id", st.RequestID, "hold_id", st.HoldID,
+			"charge_micro", spec.ProviderMicro+spec.FeeMicro+spec.DeveloperMicro)
+		if journaled {
+			if err := s.put(st); err != nil {
+				s.log.Warn("could not journal the provider's figures; a replica taking over would charge the estimate",
+					"request_id", st.RequestID, "err", err)
+			}
+		}
+		return true
+	case errors.Is(err, generation.ErrNotYet) && time.Now().Before(st.refineUntil):
+		s.log.Debug("the provider has no record of the usage yet", "request_id", st.RequestID)
+		return false
+	case time.Now().Before(st.refineUntil) && !errors.Is(err, generation.ErrBadAnswer):
+		s.log.Debug("could not read the provider's record of the usage", "request_id", st.RequestID, "err", err)
+		return false
+	}
+	s.log.Warn("no usable record of the usage from the provider; charging the estimate", "request_id", st.RequestID,
+		"hold_id", st.HoldID, "err", err)
+	st.refine = nil
+	return true
 }
 
 // keepLease renews this replica's lease on st a few times per lease until stop is called. A

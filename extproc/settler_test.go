@@ -110,7 +110,7 @@ func newFlakyEnv(t *testing.T, holdTTL time.Duration, fl *flakyLedger) *flakyEnv
 
 // newFlakyReplica is a flakyEnv on fl as it is (another replica may share its fakeLedger),
 // with j as its settlement journal (nil: none) and its configuration changed by tweak.
-func newFlakyReplica(t *testing.T, holdTTL time.Duration, fl *flakyLedger, j Journal, tweak func(*Config)) *flakyEnv {
+func newFlakyReplica(t *testing.T, holdTTL time.Duration, fl *flakyLedger, j Journal, tweak func(*Config, *Deps)) *flakyEnv {
 	t.Helper()
 	pws := &fakePaywalls{keys: map[string]paywall.Paywall{testKey: testPaywall()},
 		auths: map[string]string{"pw1/" + testUser: testWallet}}
@@ -119,13 +119,13 @@ func newFlakyReplica(t *testing.T, holdTTL time.Duration, fl *flakyLedger, j Jou
 	logs := &lockedLog{}
 	cfg := Config{FeeBps: 500, ProviderKey: "sk-or-operator", PromptMarginPct: 20, HoldTTL: holdTTL,
 		SettleTimeout: time.Second, SettleRetryBackoff: 10 * time.Millisecond, SettleRetryMaxBackoff: 40 * time.Millisecond}
-	if tweak != nil {
-		tweak(&cfg)
-	}
 	deps := Deps{Ledger: fl, Paywalls: pws, Prices: fakePrices{"m1": price(1, 2)}, Links: fakeLinks{}, Metrics: m,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	if j != nil {
 		deps.Journal = j
+	}
+	if tweak != nil {
+		tweak(&cfg, &deps)
 	}
 	s, err := NewServer(cfg, deps)
 	if err != nil {
