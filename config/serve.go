@@ -113,6 +113,12 @@ type Provider struct {
 	APIKey string `yaml:"api_key" secret:"true"`
 	// Upstream is the routing header value of the provider's Envoy route (default: Name).
 	Upstream string `yaml:"upstream"`
+	// GenerationURL is the provider's record of each generation (OpenRouter's GET
+	// /api/v1/generation?id=), asked for the usage of a request whose stream ended early.
+	GenerationURL string `yaml:"generation_url"`
+	// GenerationWait is how long such a request's capture waits for that record before it
+	// charges the estimate; 0 never asks.
+	GenerationWait time.Duration `yaml:"generation_wait"`
 }
 
 func defaultServe() Serve {
@@ -123,7 +129,7 @@ func defaultServe() Serve {
 		PublicURL:           "http://127.0.0.1:10000",
 		LinkTTL:             30 * time.Minute,
 		ShutdownGrace:       30 * time.Second,
-		Provider:            Provider{Name: "openrouter"},
+		Provider:            Provider{Name: "openrouter", GenerationURL: "https://openrouter.ai/api/v1/generation", GenerationWait: time.Minute},
 		FeeBps:              500,
 		RoutingHeader:       "x-tollgate-upstream",
 		HoldTTL:             15 * time.Minute,
@@ -152,7 +158,7 @@ func (s Serve) problems() []error {
 			bad("%s: required", a.name)
 		}
 	}
-	if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if !absHTTPURL(s.PublicURL) {
 		bad("serve.public_url: must be an absolute http(s) URL, got %q", s.PublicURL)
 	}
 	if s.LinkSecret != "" && len(s.LinkSecret) < 32 {
@@ -197,6 +203,12 @@ func (s Serve) problems() []error {
 	if s.MessageBudget <= 0 || s.MessageBudget > time.Minute {
 		bad("serve.message_budget: must be positive and at most 1m, got %s", s.MessageBudget)
 	}
+	if s.Provider.GenerationWait < 0 || s.Provider.GenerationWait > 10*time.Minute {
+		bad("serve.provider.generation_wait: must be 0 (never ask)…10m, got %s", s.Provider.GenerationWait)
+	}
+	if s.Provider.GenerationWait > 0 && !absHTTPURL(s.Provider.GenerationURL) {
+		bad("serve.provider.generation_url: must be an absolute http(s) URL when generation_wait is set, got %q", s.Provider.GenerationURL)
+	}
 	if s.SettleTimeout <= 0 {
 		bad("serve.settle_timeout: must be positive, got %s", s.SettleTimeout)
 	}
@@ -224,4 +236,10 @@ func validHeaderName(h string) bool {
 		}
 	}
 	return true
+}
+
+// absHTTPURL reports whether s is an absolute http(s) URL with a host.
+func absHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }

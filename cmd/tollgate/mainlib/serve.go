@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/tollgate-dev/tollgate/extproc"
+	"github.com/tollgate-dev/tollgate/extproc/generation"
 	"github.com/tollgate-dev/tollgate/extproc/journal"
 	"github.com/tollgate-dev/tollgate/extproc/limits"
 	"github.com/tollgate-dev/tollgate/internal/wait"
@@ -85,6 +86,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		FeeBps:              sc.FeeBps,
 		Provider:            sc.Provider.Name,
 		ProviderKey:         sc.Provider.APIKey,
+		GenerationWait:      sc.Provider.GenerationWait,
 		BuiltinUpstream:     svc.builtinUpstream(),
 		RoutingHeader:       sc.RoutingHeader,
 		HoldTTL:             sc.HoldTTL,
@@ -97,14 +99,15 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		SettleTimeout:       sc.SettleTimeout,
 		MaxEventBytes:       sc.MaxEventBytes,
 	}, extproc.Deps{
-		Ledger:   svc.ledger,
-		Paywalls: paywalls,
-		Prices:   catalog,
-		Links:    svc.links(),
-		Limiter:  limits.New(svc.redis, cfg.Redis.Prefix+"limits:", sc.HoldTTL),
-		Journal:  journal.New(svc.redis, cfg.Redis.Prefix+"settle:"),
-		Logger:   logger.With("part", "extproc"),
-		Metrics:  metrics,
+		Ledger:      svc.ledger,
+		Paywalls:    paywalls,
+		Prices:      catalog,
+		Links:       svc.links(),
+		Limiter:     limits.New(svc.redis, cfg.Redis.Prefix+"limits:", sc.HoldTTL),
+		Journal:     journal.New(svc.redis, cfg.Redis.Prefix+"settle:"),
+		Generations: generation.New(sc.Provider.GenerationURL, sc.Provider.APIKey, nil),
+		Logger:      logger.With("part", "extproc"),
+		Metrics:     metrics,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
