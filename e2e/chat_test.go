@@ -216,6 +216,50 @@ func TestPaywallLifecycle(t *testing.T) {
 	})
 }
 
+// TestBuiltinCutStreamChargedFromTheProviderRecord: a built-in paywall's stream cut mid-way is
+// charged what the provider's record of the generation says — the fake OpenRouter, like a
+// provider that does not stop on a disconnect, ran the whole completion — not an estimate of
+// the part the client saw; the capture says where its figures came from.
+func TestBuiltinCutStreamChargedFromTheProviderRecord(t *testing.T) {
+	s := newStack(t)
+	pw, key := s.createPaywall(t, paywall.Paywall{Mode: paywall.ModeBuiltin, MarkupBps: 2000})
+	wallet := newWallet()
+	if _, err := s.paywalls.Authorize(t.Context(), pw.ID, "alice", wallet); err != nil {
+		t.Fatal(err)
+	}
+	const depositMicro = 2_000_000
+	s.deposit(t, wallet, depositMicro)
+	c := s.client(key, "alice")
+	_, _, _ = askStream(t.Context(), c, option.WithHeader("x-fake-disconnect-after", "3"), option.WithHeader("x-fake-completion-tokens", "50"))
+	b := s.settled(t, wallet)
+
+	var completion *fakeupstream.Request
+	for _, r := range s.openrouter.Requests() {
+		if strings.HasSuffix(r.Path, "/chat/completions") {
+			completion = &r
+		}
+	}
+	if completion == nil || completion.Usage.CompletionTokens != 50 {
+		t.Fatalf("the built-in upstream's completion: %+v", completion)
+	}
+	price, err := s.prices.Lookup(t.Context(), pw.ID, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := price.CostMicro(pricing.Usage{PromptTokens: completion.Usage.PromptTokens, CompletionTokens: 50}, pw.MarkupBps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if charged := depositMicro - b.PostedMicro; charged != want {
+		t.Fatalf("cut stream charged %d µUSDC; want %d, the provider's record of all 50 tokens", charged, want)
+	}
+	h := s.history(t, key, "alice")
+	if len(h.Items) == 0 || h.Items[0].Kind != "capture" || h.Items[0].Metadata["usage_source"] != "provider_record" ||
+		h.Items[0].Metadata["estimate_reason"] != "" {
+		t.Fatalf("history %+v: want the capture from the provider's record first", h.Items)
+	}
+}
+
 // TestRoutesReachTheirOwnUpstreams: a built-in paywall reaches OpenRouter (TLS, /api/v1,
 // the operator's key) and a BYOK paywall its own upstream with its own key; the tollgate key
 // reaches neither.

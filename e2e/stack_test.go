@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-dev/tollgate/e2e/envoyemu"
 	"github.com/tollgate-dev/tollgate/e2e/fakeupstream"
 	"github.com/tollgate-dev/tollgate/extproc"
+	"github.com/tollgate-dev/tollgate/extproc/generation"
 	"github.com/tollgate-dev/tollgate/internal/schema"
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/internal/testredis"
@@ -78,8 +79,14 @@ func newStack(t testing.TB) *stack {
 	t.Cleanup(func() { _ = s.paywalls.Close(); _ = s.prices.Close() })
 	importPrices(t, s.prices)
 
-	srv, err := extproc.NewServer(extproc.Config{ProviderKey: operatorKey, Provider: "openrouter"}, extproc.Deps{
+	or := httptest.NewTLSServer(s.openrouter)
+	t.Cleanup(or.Close)
+	// A built-in stream cut short is charged from the provider's record of the generation,
+	// which the fake OpenRouter keeps as OpenRouter does.
+	srv, err := extproc.NewServer(extproc.Config{ProviderKey: operatorKey, Provider: "openrouter", GenerationWait: 30 * time.Second,
+		SettleRetryBackoff: 50 * time.Millisecond}, extproc.Deps{
 		Ledger: s.ledger, Paywalls: s.paywalls, Prices: s.prices, Links: s.links,
+		Generations: generation.New(or.URL+"/api/v1/generation", operatorKey, or.Client()),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -106,8 +113,6 @@ func newStack(t testing.TB) *stack {
 
 	demo := httptest.NewServer(s.demo)
 	t.Cleanup(demo.Close)
-	or := httptest.NewTLSServer(s.openrouter)
-	t.Cleanup(or.Close)
 	roots := x509.NewCertPool()
 	roots.AddCert(or.Certificate())
 	p, err := envoyemu.New(envoyemu.Options{

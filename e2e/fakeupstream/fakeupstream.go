@@ -15,6 +15,11 @@
 //	x-fake-split-bytes: 7           write the SSE stream in writes of at most this many bytes
 //	x-fake-disconnect-after: 4      cut the connection after this many content deltas
 //	x-fake-comment: 1               start the stream with ": OPENROUTER PROCESSING"
+//
+// Like OpenRouter, it keeps a record of every completion it started (GET …/generation?id=,
+// answering {"data": {"native_tokens_prompt", "native_tokens_completion", …}}), with the whole
+// completion's counts even when the stream was cut: the generation ran to its end, as it does
+// at providers that do not stop on a disconnect.
 package fakeupstream
 
 import (
@@ -68,6 +73,7 @@ type Server struct {
 	mu   sync.Mutex
 	reqs []Request
 	seq  int
+	gens map[string]Usage // the record of each completion, by id
 }
 
 // New returns a fake upstream.
@@ -142,6 +148,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"fake/model","object":"model","owned_by":"fake"}]}`)
 		return http.StatusOK
+	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/generation"):
+		s.mu.Lock()
+		u, ok := s.gens[r.URL.Query().Get("id")]
+		s.mu.Unlock()
+		if !ok {
+			return writeError(w, http.StatusNotFound, "not_found", "fake upstream: no generation "+r.URL.Query().Get("id"))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"id": r.URL.Query().Get("id"),
+			"native_tokens_prompt": u.PromptTokens, "native_tokens_completion": u.CompletionTokens,
+			"native_tokens_reasoning": 0, "native_tokens_cached": 0}})
+		return http.StatusOK
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions"):
 	default:
 		return writeError(w, http.StatusNotFound, "not_found", "fake upstream: no such endpoint "+r.Method+" "+r.URL.Path)
@@ -167,6 +185,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 	s.mu.Lock()
 	s.seq++
 	id := fmt.Sprintf("chatcmpl-fake-%s-%d", s.opts.Name, s.seq)
+	if s.gens == nil {
+		s.gens = map[string]Usage{}
+	}
+	s.gens[id] = rec.Usage
 	s.mu.Unlock()
 	words := make([]string, n)
 	for i := range words {
