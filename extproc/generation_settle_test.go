@@ -55,6 +55,9 @@ func TestClientGoneChargesTheProviderRecord(t *testing.T) {
 	if got := value(t, e.metrics.requests.WithLabelValues(string(OutcomeCharged))); got != 1 {
 		t.Errorf("charged outcomes %v, want 1 (not estimated)", got)
 	}
+	if got := value(t, e.metrics.providerRecords.WithLabelValues("used")); got != 1 {
+		t.Errorf("provider records used %v, want 1", got)
+	}
 	if n := journalLen(t, j); n != 0 {
 		t.Errorf("%d settlements left in the journal", n)
 	}
@@ -70,9 +73,10 @@ func TestClientGoneChargesTheEstimateWithoutARecord(t *testing.T) {
 	for name, tt := range map[string]struct {
 		notYet int32
 		record string
+		result string
 	}{
-		"never recorded": {-1, ""},
-		"unreadable":     {0, `{"data":{"native_tokens_prompt":-3}}`},
+		"never recorded": {-1, "", "none_in_time"},
+		"unreadable":     {0, `{"data":{"native_tokens_prompt":-3}}`, "unreadable"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			fake := generationtest.Start(t, "sk-or-operator", "gen-42", tt.notYet, tt.record)
@@ -90,6 +94,9 @@ func TestClientGoneChargesTheEstimateWithoutARecord(t *testing.T) {
 			e.settled(t, 5*time.Second)
 			if got := value(t, e.metrics.requests.WithLabelValues(string(OutcomeEstimated))); got != 1 {
 				t.Errorf("estimated outcomes %v, want 1", got)
+			}
+			if got := value(t, e.metrics.providerRecords.WithLabelValues(tt.result)); got != 1 {
+				t.Errorf("provider records %s %v, want 1", tt.result, got)
 			}
 		})
 	}

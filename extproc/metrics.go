@@ -71,6 +71,7 @@ type Metrics struct {
 	journaled        prometheus.Gauge
 	settleRetries    *prometheus.CounterVec
 	settleBackground *prometheus.CounterVec
+	providerRecords  *prometheus.CounterVec
 	phases           [numPhases]prometheus.Observer
 	calls            [numCalls]prometheus.Observer
 }
@@ -102,6 +103,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Background capture or void attempts that failed and were retried, by op.", "op"),
 		settleBackground: counterVec("tollgate_extproc_background_settlements_total",
 			"Captures and voids handed to the background, by op and how they ended (settled, failed, expiring, abandoned, handed_over).", "op", "result"),
+		providerRecords: counterVec("tollgate_extproc_provider_records_total",
+			"Cut built-in streams by what their capture used: the provider's record of the generation (used), or the estimate (none_in_time, unreadable).", "result"),
 	}
 	phase := latencies("tollgate_extproc_phase_seconds",
 		"Time spent answering one ext_proc message, by phase (settle: the capture or void).",
@@ -111,7 +114,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		"call", callNames[:], m.calls[:])
 	if reg != nil {
 		reg.MustRegister(m.requests, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
-			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.journaled, m.settleRetries, m.settleBackground, phase, call)
+			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.journaled, m.settleRetries, m.settleBackground, m.providerRecords, phase, call)
 	}
 	return m
 }

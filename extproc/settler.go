@@ -255,6 +255,7 @@ func (s *settler) refined(ctx context.Context, st *settlement, journaled bool) b
 	spec, err := st.refine(ctx)
 	switch {
 	case err == nil:
+		s.metrics.providerRecords.WithLabelValues("used").Inc()
 		st.Capture, st.Reason, st.refine = spec, "", nil
 		s.log.Info("charging the provider's record of the usage", "request_id", st.RequestID, "hold_id", st.HoldID,
 			"charge_micro", spec.ProviderMicro+spec.FeeMicro+spec.DeveloperMicro)
@@ -272,6 +273,11 @@ func (s *settler) refined(ctx context.Context, st *settlement, journaled bool) b
 		s.log.Debug("could not read the provider's record of the usage", "request_id", st.RequestID, "err", err)
 		return false
 	}
+	result := "none_in_time"
+	if errors.Is(err, generation.ErrBadAnswer) {
+		result = "unreadable"
+	}
+	s.metrics.providerRecords.WithLabelValues(result).Inc()
 	s.log.Warn("no usable record of the usage from the provider; charging the estimate", "request_id", st.RequestID,
 		"hold_id", st.HoldID, "err", err)
 	st.refine = nil
