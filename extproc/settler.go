@@ -218,12 +218,11 @@ func (s *settler) run(st *settlement, journaled bool) {
 			s.giveUp(st, journaled, "abandoned", errors.New("shutting down"))
 			return
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.attempt)
-		if st.refine != nil && !s.refined(ctx, st, journaled) {
-			cancel()
+		if st.refine != nil && !s.refined(st, journaled) {
 			backoff = min(2*backoff, s.maxBackoff)
 			continue
 		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.attempt)
 		res, err := s.once(ctx, st)
 		cancel()
 		switch {
@@ -251,8 +250,10 @@ func (s *settler) run(st *settlement, journaled bool) {
 // capture of that usage (journaled again, so that a replica taking over charges it too). It
 // reports whether st is ready to be captured: refined, or past refineUntil (the estimate is
 // charged then, as it is when the record cannot be read).
-func (s *settler) refined(ctx context.Context, st *settlement, journaled bool) bool {
+func (s *settler) refined(st *settlement, journaled bool) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, s.attempt)
 	spec, err := st.refine(ctx)
+	cancel()
 	switch {
 	case err == nil:
 		s.metrics.providerRecords.WithLabelValues("used").Inc()
