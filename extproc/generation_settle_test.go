@@ -7,8 +7,6 @@ import (
 
 	"github.com/tollgate-dev/tollgate/extproc/generation"
 	"github.com/tollgate-dev/tollgate/extproc/generation/generationtest"
-	"github.com/tollgate-dev/tollgate/extproc/journal"
-	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/pricing"
 )
 
@@ -16,10 +14,7 @@ import (
 // requests cut short ask the endpoint at url for the provider's record, for up to wait.
 func providerRecordReplica(t *testing.T, url string, wait time.Duration, j Journal) *flakyEnv {
 	t.Helper()
-	fl := &flakyLedger{}
-	fl.fakeLedger = newFakeLedger()
-	fl.deposit(testWallet, 1_000_000)
-	return newFlakyReplica(t, 10*time.Minute, fl, j, func(c *Config, d *Deps) {
+	return newFlakyReplica(t, 10*time.Minute, funded(&flakyLedger{}), j, func(c *Config, d *Deps) {
 		c.GenerationWait = wait
 		d.Generations = generation.New(url, "sk-or-operator", nil)
 	})
@@ -34,8 +29,7 @@ var cutStream = []string{sseChunk("aaaaaaaa"), sseChunk("bbbb"), sseChunk("never
 func TestClientGoneChargesTheProviderRecord(t *testing.T) {
 	fake := generationtest.Start(t, "sk-or-operator", "gen-42", 2, `{"data":{"id":"gen-42","native_tokens_prompt":31,"native_tokens_completion":95,
 		"native_tokens_reasoning":5,"native_tokens_cached":0,"cancelled":true}}`)
-	rdb, prefix := testredis.New(t)
-	j := journal.New(rdb, prefix+"settle:")
+	j := testJournal(t)
 	e := providerRecordReplica(t, fake.URL, 30*time.Second, j)
 	run(t, e.client, exchange{key: testKey, user: testUser, body: streamBody, chunks: cutStream, cancelAfter: 2})
 	capt := waitCapture(t, e.ledger.fakeLedger)

@@ -3,7 +3,6 @@ package extproc
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/extproc/journal"
-	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/ledger"
 )
 
@@ -127,15 +125,12 @@ func (s *severableJournal) Done(ctx context.Context, id string) error {
 // the capture over and makes it with the same idempotency key, so that the capture lands once
 // even though the first replica, a zombie, keeps trying too.
 func TestSettlementTakenOverWhenItsReplicaDies(t *testing.T) {
-	rdb, prefix := testredis.New(t)
-	shared := journal.New(rdb, prefix+"settle:")
+	shared := testJournal(t)
 	dying := &severableJournal{Journal: shared}
 	short := func(c *Config, _ *Deps) {
 		c.SettleLease, c.SettleRecoverEvery = 300*time.Millisecond, 50*time.Millisecond
 	}
-	fa := &flakyLedger{failCaptures: 1 << 30}
-	fa.fakeLedger = newFakeLedger()
-	fa.deposit(testWallet, 1_000_000)
+	fa := funded(&flakyLedger{failCaptures: 1 << 30})
 	a := newFlakyReplica(t, 10*time.Minute, fa, dying, short)
 	run(t, a.client, exchange{key: testKey, user: testUser, body: streamBody, chunks: okStream})
 	waitFor(t, "the capture to be journaled", 5*time.Second, func() bool { return journalLen(t, shared) == 1 })
@@ -175,11 +170,8 @@ func TestSettlementTakenOverWhenItsReplicaDies(t *testing.T) {
 // TestUnreadableJournalEntryDropped: an entry no replica could attempt (not JSON, or a capture
 // without its request) is dropped with an error naming it, and nothing is charged.
 func TestUnreadableJournalEntryDropped(t *testing.T) {
-	rdb, prefix := testredis.New(t)
-	shared := journal.New(rdb, prefix+"settle:")
-	fl := &flakyLedger{}
-	fl.fakeLedger = newFakeLedger()
-	fl.deposit(testWallet, 1_000_000)
+	shared := testJournal(t)
+	fl := funded(&flakyLedger{})
 	b := newFlakyReplica(t, 10*time.Minute, fl, shared, func(c *Config, _ *Deps) { c.SettleRecoverEvery = 50 * time.Millisecond })
 	for id, data := range map[string]string{
 		"capture:garbled": `{"op":"capture",`,
@@ -205,11 +197,8 @@ func TestUnreadableJournalEntryDropped(t *testing.T) {
 // TestJournaledGauge: every recovery poll reports how many settlements the journal holds,
 // including those another replica is retrying.
 func TestJournaledGauge(t *testing.T) {
-	rdb, prefix := testredis.New(t)
-	shared := journal.New(rdb, prefix+"settle:")
-	fl := &flakyLedger{}
-	fl.fakeLedger = newFakeLedger()
-	b := newFlakyReplica(t, 10*time.Minute, fl, shared, func(c *Config, _ *Deps) { c.SettleRecoverEvery = 20 * time.Millisecond })
+	shared := testJournal(t)
+	b := newFlakyReplica(t, 10*time.Minute, funded(&flakyLedger{}), shared, func(c *Config, _ *Deps) { c.SettleRecoverEvery = 20 * time.Millisecond })
 	for _, id := range []string{"capture:r1", "void:r2"} { // leased elsewhere for an hour
 		if err := shared.Put(t.Context(), id, []byte(`{}`), time.Hour); err != nil {
 			t.Fatal(err)
@@ -231,14 +220,14 @@ func TestJournaledGauge(t *testing.T) {
 // as it says — a capture of its own hold with a key — and that encodes back to itself.
 func FuzzDecodeSettlement(f *testing.F) {
 	deadline := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	for _, st := range []settlement{
+	for _, st := range []*settlement{
 		{Op: opCapture, RequestID: "r1", HoldID: "h1", Deadline: deadline, Reason: "client_gone",
-			Capture: newCaptureSpec(ledger.CaptureRequest{Key: "tg:capture:r1", HoldID: "h1", Estimated: true,
+			Capture: &ledger.CaptureRequest{Key: "tg:capture:r1", HoldID: "h1", Estimated: true,
 				Split:    ledger.Split{ProviderMicro: 40, Provider: "openrouter", FeeMicro: 4, DeveloperMicro: 40},
-				Metadata: map[string]string{"model": "m1"}})},
+				Metadata: map[string]string{"model": "m1"}}},
 		{Op: opVoid, RequestID: "r2", HoldID: "h2", Deadline: deadline},
 	} {
-		data, err := json.Marshal(st)
+		data, err := encodeSettlement(st)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -263,7 +252,7 @@ func FuzzDecodeSettlement(f *testing.F) {
 		case st.Op == opVoid && st.Capture != nil:
 			t.Fatalf("accepted a void with a capture: %+v", st)
 		}
-		again, err := json.Marshal(st)
+		again, err := encodeSettlement(st)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +262,7 @@ func FuzzDecodeSettlement(f *testing.F) {
 		if err != nil {
 			t.Fatalf("its own encoding was refused: %s: %v", again, err)
 		}
-		if twice, err := json.Marshal(back); err != nil || !bytes.Equal(twice, again) {
+		if twice, err := encodeSettlement(back); err != nil || !bytes.Equal(twice, again) {
 			t.Fatalf("did not survive a round trip: %s → %s (%v)", again, twice, err)
 		}
 	})

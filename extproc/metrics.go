@@ -104,7 +104,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		settleBackground: counterVec("tollgate_extproc_background_settlements_total",
 			"Captures and voids handed to the background, by op and how they ended (settled, failed, expiring, abandoned, handed_over).", "op", "result"),
 		providerRecords: counterVec("tollgate_extproc_provider_records_total",
-			"Cut built-in streams by what their capture used: the provider's record of the generation (used), or the estimate (none_in_time, unreadable).", "result"),
+			"Cut built-in streams by what their capture used: the provider's record of the generation (used), or the estimate (none_in_time; unreadable: a record that could not be read or priced).", "result"),
 	}
 	phase := latencies("tollgate_extproc_phase_seconds",
 		"Time spent answering one ext_proc message, by phase (settle: the capture or void).",

@@ -293,7 +293,7 @@ func (s *Server) RecoverSettlements(ctx context.Context) {
 func (s *Server) settleOnce(ctx context.Context, st *settlement) (res ledger.CaptureResult, err error) {
 	if st.Op == opCapture {
 		defer s.metrics.storeCall(callCapture, time.Now())
-		return s.deps.Ledger.Capture(ctx, st.Capture.request())
+		return s.deps.Ledger.Capture(ctx, *st.Capture)
 	}
 	defer s.metrics.storeCall(callVoid, time.Now())
 	_, err = s.deps.Ledger.Void(ctx, st.HoldID)

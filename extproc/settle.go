@@ -3,10 +3,12 @@ package extproc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strconv"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/extproc/generation"
 	"github.com/tollgate-dev/tollgate/internal/wait"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
@@ -84,7 +86,7 @@ func (p *processor) settle(reason string) {
 		meta["estimate_reason"] = why
 	}
 	st := &settlement{Op: opCapture, RequestID: p.id, HoldID: p.hold.ID, Deadline: p.retryDeadline(), Reason: why,
-		Capture: newCaptureSpec(ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta})}
+		Capture: &ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta}}
 	if estimated && p.provID != "" && p.pw.Mode != paywall.ModeBYOK && p.s.deps.Generations != nil && p.s.cfg.GenerationWait > 0 {
 		// The built-in provider keeps a record of what the generation used, stream cut or not:
 		// charge that, once it is there, rather than the estimate.
@@ -111,26 +113,29 @@ func (p *processor) settle(reason string) {
 
 // fromProviderRecord returns the function that asks the built-in provider what the generation
 // used and returns the capture of that usage, in place of est (the estimate's). The price,
-// markup and fee are this request's.
-func (p *processor) fromProviderRecord(est *captureSpec) func(context.Context) (*captureSpec, error) {
+// markup and fee are this request's. A record that cannot be read or priced is errNoRecord.
+func (p *processor) fromProviderRecord(est *ledger.CaptureRequest) func(context.Context) (*ledger.CaptureRequest, error) {
 	gens, genID, price, markup := p.s.deps.Generations, p.provID, p.price, p.pw.MarkupBps
 	feeBps, providerName := p.s.cfg.FeeBps, p.s.cfg.Provider
-	return func(ctx context.Context) (*captureSpec, error) {
+	return func(ctx context.Context) (*ledger.CaptureRequest, error) {
 		u, err := gens.Usage(ctx, genID)
+		if errors.Is(err, generation.ErrBadAnswer) {
+			return nil, fmt.Errorf("%w: %w", errNoRecord, err)
+		}
 		if err != nil {
 			return nil, err
 		}
 		charge, err := price.CostMicro(u, markup)
-		if err != nil {
-			return nil, err
+		var provider int64
+		if err == nil {
+			provider, err = price.ProviderCostMicro(u)
 		}
-		provider, err := price.ProviderCostMicro(u)
-		if err != nil {
-			return nil, err
+		var split ledger.Split
+		if err == nil {
+			split, err = pricing.Split(charge, provider, feeBps, providerName)
 		}
-		split, err := pricing.Split(charge, provider, feeBps, providerName)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", errNoRecord, err)
 		}
 		meta := maps.Clone(est.Metadata)
 		delete(meta, "estimate_reason")
@@ -143,7 +148,7 @@ func (p *processor) fromProviderRecord(est *captureSpec) func(context.Context) (
 				meta[k] = strconv.FormatInt(n, 10)
 			}
 		}
-		return newCaptureSpec(ledger.CaptureRequest{Key: est.Key, HoldID: est.HoldID, Split: split, Metadata: meta}), nil
+		return &ledger.CaptureRequest{Key: est.Key, HoldID: est.HoldID, Split: split, Metadata: meta}, nil
 	}
 }
 

@@ -2,15 +2,12 @@ package extproc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
 
-	"github.com/tollgate-dev/tollgate/extproc/generation"
 	"github.com/tollgate-dev/tollgate/internal/wait"
 	"github.com/tollgate-dev/tollgate/ledger"
 )
@@ -50,92 +47,6 @@ type settler struct {
 	abandoned int // settlements given up at shutdown (not handed over)
 }
 
-const (
-	opCapture = "capture"
-	opVoid    = "void"
-)
-
-// settlement is one capture or void as the settler retries it: everything another attempt
-// needs, in this process or, through the journal, in another replica (stored as JSON).
-type settlement struct {
-	Op        string `json:"op"` // opCapture or opVoid
-	RequestID string `json:"request_id"`
-	HoldID    string `json:"hold_id"`
-	// Deadline is when to stop trying: shortly before the hold expires (a capture after the
-	// expiry could only fail, and the sweeper may be releasing the hold).
-	Deadline time.Time    `json:"deadline"`
-	Capture  *captureSpec `json:"capture,omitempty"` // the capture, with its idempotency key
-	// Reason is why a capture's usage is an estimate (for the metrics).
-	Reason string `json:"reason,omitempty"`
-
-	// refine, if set, asks the provider for its record of the usage and returns the capture to
-	// make in place of the estimate; it is asked again, with the settler's backoff, until
-	// refineUntil, and then the estimate is charged. It lives in this process only: a replica
-	// that takes the settlement over charges what the journal holds (the estimate, or the
-	// provider's figures once they were journaled).
-	refine      func(context.Context) (*captureSpec, error)
-	refineUntil time.Time
-}
-
-// captureSpec is a ledger.CaptureRequest as the journal stores it: its own names, so that
-// replicas of different versions read each other's entries.
-type captureSpec struct {
-	Key            string            `json:"key"`
-	HoldID         string            `json:"hold_id"`
-	ProviderMicro  int64             `json:"provider_micro"`
-	Provider       string            `json:"provider,omitempty"`
-	FeeMicro       int64             `json:"fee_micro"`
-	DeveloperMicro int64             `json:"developer_micro"`
-	Estimated      bool              `json:"estimated,omitempty"`
-	Metadata       map[string]string `json:"metadata,omitempty"`
-}
-
-func newCaptureSpec(r ledger.CaptureRequest) *captureSpec {
-	return &captureSpec{Key: r.Key, HoldID: r.HoldID, ProviderMicro: r.Split.ProviderMicro, Provider: r.Split.Provider,
-		FeeMicro: r.Split.FeeMicro, DeveloperMicro: r.Split.DeveloperMicro, Estimated: r.Estimated, Metadata: r.Metadata}
-}
-
-func (c *captureSpec) request() ledger.CaptureRequest {
-	return ledger.CaptureRequest{Key: c.Key, HoldID: c.HoldID, Estimated: c.Estimated, Metadata: c.Metadata,
-		Split: ledger.Split{ProviderMicro: c.ProviderMicro, Provider: c.Provider, FeeMicro: c.FeeMicro, DeveloperMicro: c.DeveloperMicro}}
-}
-
-// journalID names a settlement in the journal.
-func (st *settlement) journalID() string { return st.Op + ":" + st.RequestID }
-
-// final are the errors of st that no retry can change.
-func (st *settlement) final() []error {
-	if st.Op == opCapture {
-		return captureFinal
-	}
-	return voidFinal
-}
-
-// decodeSettlement reads a settlement from the journal. It refuses one that could not be
-// attempted: an unknown op, a missing request or hold id, a capture without its request or
-// whose request names another hold.
-func decodeSettlement(data []byte) (*settlement, error) {
-	var st settlement
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("extproc: journal entry: %w", err)
-	}
-	switch {
-	case st.Op != opCapture && st.Op != opVoid:
-		return nil, fmt.Errorf("extproc: journal entry: unknown op %q", st.Op)
-	case st.RequestID == "" || st.HoldID == "":
-		return nil, errors.New("extproc: journal entry: no request or hold id")
-	case st.Deadline.IsZero():
-		return nil, errors.New("extproc: journal entry: no deadline")
-	case st.Op == opCapture && st.Capture == nil:
-		return nil, errors.New("extproc: journal entry: a capture without its request")
-	case st.Op == opCapture && (st.Capture.HoldID != st.HoldID || st.Capture.Key == ""):
-		return nil, fmt.Errorf("extproc: journal entry: capture of hold %q with key %q for hold %q", st.Capture.HoldID, st.Capture.Key, st.HoldID)
-	case st.Op == opVoid && st.Capture != nil:
-		return nil, errors.New("extproc: journal entry: a void with a capture request")
-	}
-	return &st, nil
-}
-
 func newSettler(log *slog.Logger, m *Metrics, cfg Config, journal Journal,
 	once func(context.Context, *settlement) (ledger.CaptureResult, error), done func(*settlement, ledger.CaptureResult, error)) *settler {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,23 +59,22 @@ func newSettler(log *slog.Logger, m *Metrics, cfg Config, journal Journal,
 // settlement the journal refuses still runs here, logged). After shutdown gave up on the
 // settlements, it gives up on st too.
 func (s *settler) start(st *settlement) {
-	journaled := false
 	if s.journal != nil && s.ctx.Err() == nil {
 		if err := s.put(st); err != nil {
 			s.log.Error("settlement not journaled; only this replica will retry it", "op", st.Op,
 				"request_id", st.RequestID, "hold_id", st.HoldID, "err", err)
 		} else {
-			journaled = true
+			st.journaled = true
 		}
 	}
 	if st.refine != nil {
 		s.log.Info("waiting for the provider's record of the usage", "request_id", st.RequestID,
-			"hold_id", st.HoldID, "until", st.refineUntil, "journaled", journaled)
+			"hold_id", st.HoldID, "until", st.refineUntil, "journaled", st.journaled)
 	} else {
 		s.log.Warn("settlement failed; retrying in the background", "op", st.Op, "request_id", st.RequestID,
-			"hold_id", st.HoldID, "until", st.Deadline, "journaled", journaled)
+			"hold_id", st.HoldID, "until", st.Deadline, "journaled", st.journaled)
 	}
-	s.launch(st, journaled)
+	s.launch(st)
 }
 
 // journalTimeout bounds one write to the journal: a stream hands its settlement over only
@@ -173,7 +83,7 @@ const journalTimeout = 2 * time.Second
 
 // put writes st to the journal, leased to this replica.
 func (s *settler) put(st *settlement) error {
-	data, err := json.Marshal(st)
+	data, err := encodeSettlement(st)
 	if err != nil {
 		return err
 	}
@@ -183,27 +93,27 @@ func (s *settler) put(st *settlement) error {
 }
 
 // launch runs st in its own goroutine unless shutdown has begun giving up.
-func (s *settler) launch(st *settlement, journaled bool) {
+func (s *settler) launch(st *settlement) {
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
-		s.giveUp(st, journaled, "abandoned", errors.New("shutting down"))
+		s.giveUp(st, "abandoned", errors.New("shutting down"))
 		return
 	}
 	s.running[st] = struct{}{}
 	s.mu.Unlock()
 	s.metrics.settlePending.Inc()
-	go s.run(st, journaled)
+	go s.run(st)
 }
 
-func (s *settler) run(st *settlement, journaled bool) {
+func (s *settler) run(st *settlement) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.running, st)
 		s.mu.Unlock()
 		s.metrics.settlePending.Dec()
 	}()
-	if journaled {
+	if st.journaled {
 		stop := s.keepLease(st)
 		defer stop()
 	}
@@ -211,14 +121,14 @@ func (s *settler) run(st *settlement, journaled bool) {
 	for {
 		d := jitter(backoff)
 		if time.Until(st.Deadline) < d {
-			s.giveUp(st, journaled, "expiring", errors.New("the hold expires before the next attempt"))
+			s.giveUp(st, "expiring", errors.New("the hold expires before the next attempt"))
 			return
 		}
 		if err := wait.Sleep(s.ctx, d); err != nil {
-			s.giveUp(st, journaled, "abandoned", errors.New("shutting down"))
+			s.giveUp(st, "abandoned", errors.New("shutting down"))
 			return
 		}
-		if st.refine != nil && !s.refined(st, journaled) {
+		if st.refine != nil && !s.refined(st) {
 			backoff = min(2*backoff, s.maxBackoff)
 			continue
 		}
@@ -229,15 +139,15 @@ func (s *settler) run(st *settlement, journaled bool) {
 		case err == nil:
 			s.metrics.settleBackground.WithLabelValues(st.Op, "settled").Inc()
 			s.log.Info("settled in the background", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID)
-			s.finish(st, journaled, res, nil)
+			s.finish(st, res, nil)
 			return
 		case isFinal(err, st.final()):
 			s.metrics.settleBackground.WithLabelValues(st.Op, "failed").Inc()
 			s.log.Error("background settlement failed for good", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID, "err", err)
-			s.finish(st, journaled, res, err)
+			s.finish(st, res, err)
 			return
 		case s.ctx.Err() != nil:
-			s.giveUp(st, journaled, "abandoned", err)
+			s.giveUp(st, "abandoned", err)
 			return
 		}
 		s.metrics.settleRetries.WithLabelValues(st.Op).Inc()
@@ -250,32 +160,29 @@ func (s *settler) run(st *settlement, journaled bool) {
 // capture of that usage (journaled again, so that a replica taking over charges it too). It
 // reports whether st is ready to be captured: refined, or past refineUntil (the estimate is
 // charged then, as it is when the record cannot be read).
-func (s *settler) refined(st *settlement, journaled bool) bool {
+func (s *settler) refined(st *settlement) bool {
 	ctx, cancel := context.WithTimeout(s.ctx, s.attempt)
-	spec, err := st.refine(ctx)
+	capture, err := st.refine(ctx)
 	cancel()
 	switch {
 	case err == nil:
 		s.metrics.providerRecords.WithLabelValues("used").Inc()
-		st.Capture, st.Reason, st.refine = spec, "", nil
+		st.Capture, st.Reason, st.refine = capture, "", nil
 		s.log.Info("charging the provider's record of the usage", "request_id", st.RequestID, "hold_id", st.HoldID,
-			"charge_micro", spec.ProviderMicro+spec.FeeMicro+spec.DeveloperMicro)
-		if journaled {
+			"charge_micro", capture.Split.TotalMicro())
+		if st.journaled {
 			if err := s.put(st); err != nil {
 				s.log.Warn("could not journal the provider's figures; a replica taking over would charge the estimate",
 					"request_id", st.RequestID, "err", err)
 			}
 		}
 		return true
-	case errors.Is(err, generation.ErrNotYet) && time.Now().Before(st.refineUntil):
-		s.log.Debug("the provider has no record of the usage yet", "request_id", st.RequestID)
-		return false
-	case time.Now().Before(st.refineUntil) && !errors.Is(err, generation.ErrBadAnswer):
-		s.log.Debug("could not read the provider's record of the usage", "request_id", st.RequestID, "err", err)
+	case !errors.Is(err, errNoRecord) && time.Now().Before(st.refineUntil):
+		s.log.Debug("no record of the usage from the provider yet", "request_id", st.RequestID, "err", err)
 		return false
 	}
 	result := "none_in_time"
-	if errors.Is(err, generation.ErrBadAnswer) {
+	if errors.Is(err, errNoRecord) {
 		result = "unreadable"
 	}
 	s.metrics.providerRecords.WithLabelValues(result).Inc()
@@ -308,8 +215,8 @@ func (s *settler) keepLease(st *settlement) (stop func()) {
 }
 
 // finish records the end of st and removes it from the journal.
-func (s *settler) finish(st *settlement, journaled bool, res ledger.CaptureResult, err error) {
-	if journaled {
+func (s *settler) finish(st *settlement, res ledger.CaptureResult, err error) {
+	if st.journaled {
 		s.forget(st.journalID())
 	}
 	s.done(st, res, err)
@@ -327,21 +234,15 @@ func (s *settler) forget(id string) {
 
 // giveUp ends st without settling it. A journaled settlement abandoned at shutdown is handed
 // over instead: its lease is released so that another replica takes it over at once.
-func (s *settler) giveUp(st *settlement, journaled bool, result string, err error) {
-	if result == "abandoned" && journaled {
+func (s *settler) giveUp(st *settlement, result string, err error) {
+	if result == "abandoned" && st.journaled {
+		// If the release fails, the lease still runs out and another replica takes it over then.
 		ctx, cancel := context.WithTimeout(context.Background(), journalTimeout)
 		rerr := s.journal.Release(ctx, st.journalID())
 		cancel()
-		if rerr == nil {
-			s.metrics.settleBackground.WithLabelValues(st.Op, "handed_over").Inc()
-			s.log.Warn("shutting down; the settlement is left in the journal for another replica", "op", st.Op,
-				"request_id", st.RequestID, "hold_id", st.HoldID, "until", st.Deadline)
-			return
-		}
-		// Unreleased, the lease still runs out and another replica takes it over then.
-		s.log.Error("could not release a settlement's lease; another replica takes it over when it runs out", "op", st.Op,
-			"request_id", st.RequestID, "hold_id", st.HoldID, "err", rerr)
 		s.metrics.settleBackground.WithLabelValues(st.Op, "handed_over").Inc()
+		s.log.Warn("shutting down; the settlement is left in the journal for another replica", "op", st.Op,
+			"request_id", st.RequestID, "hold_id", st.HoldID, "until", st.Deadline, "release_err", rerr)
 		return
 	}
 	if result == "abandoned" {
@@ -349,7 +250,7 @@ func (s *settler) giveUp(st *settlement, journaled bool, result string, err erro
 		s.abandoned++
 		s.mu.Unlock()
 	}
-	if journaled {
+	if st.journaled {
 		s.forget(st.journalID())
 	}
 	s.metrics.settleBackground.WithLabelValues(st.Op, result).Inc()
@@ -378,7 +279,7 @@ func (s *settler) recoverOnce(ctx context.Context) (int, error) {
 		}
 		s.log.Warn("taking over a settlement from another replica", "op", st.Op, "request_id", st.RequestID,
 			"hold_id", st.HoldID, "until", st.Deadline)
-		s.launch(st, true)
+		s.launch(st)
 	}
 	return len(jobs), nil
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-dev/tollgate/extproc/journal"
 	"github.com/tollgate-dev/tollgate/internal/testdb"
+	"github.com/tollgate-dev/tollgate/internal/testredis"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
 )
@@ -103,9 +105,20 @@ func (l *lockedLog) String() string {
 
 func newFlakyEnv(t *testing.T, holdTTL time.Duration, fl *flakyLedger) *flakyEnv {
 	t.Helper()
+	return newFlakyReplica(t, holdTTL, funded(fl), nil, nil)
+}
+
+// funded puts fl over a fresh fake ledger whose test wallet holds 1 USDC.
+func funded(fl *flakyLedger) *flakyLedger {
 	fl.fakeLedger = newFakeLedger()
 	fl.deposit(testWallet, 1_000_000)
-	return newFlakyReplica(t, holdTTL, fl, nil, nil)
+	return fl
+}
+
+// testJournal is a settlement journal under a Redis key prefix of the test's own.
+func testJournal(t *testing.T) *journal.Journal {
+	rdb, prefix := testredis.New(t)
+	return journal.New(rdb, prefix+"settle:")
 }
 
 // newFlakyReplica is a flakyEnv on fl as it is (another replica may share its fakeLedger),
