@@ -40,11 +40,7 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 	funded := []common.Address{addrOf(owner)}
 	var signer Signer
 	if remote {
-		var accounts []common.Address
-		if err := node.RPC.CallContext(ctx, &accounts, "eth_accounts"); err != nil || len(accounts) != 1 {
-			t.Fatalf("anvil's accounts: %v %v", accounts, err)
-		}
-		rs, err := NewRPCSigner(ctx, node.URL, accounts[0])
+		rs, err := NewRPCSigner(ctx, node.URL, node.SigningAccount(t))
 		if err != nil {
 			t.Fatal(err)
 		}

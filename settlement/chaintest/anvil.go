@@ -161,6 +161,17 @@ func (a *Anvil) SetBalance(ctx context.Context, account common.Address, wei *big
 	return a.RPC.CallContext(ctx, nil, "anvil_setBalance", account, hexutil.EncodeBig(wei))
 }
 
+// SigningAccount is the one development account anvil holds (started with SigningAccounts:
+// 1), for tests that use anvil as a remote signer.
+func (a *Anvil) SigningAccount(t testing.TB) common.Address {
+	t.Helper()
+	var accounts []common.Address
+	if err := a.RPC.CallContext(t.Context(), &accounts, "eth_accounts"); err != nil || len(accounts) != 1 {
+		t.Fatalf("chaintest: anvil's accounts: %v, %v; want the one it was started with", accounts, err)
+	}
+	return accounts[0]
+}
+
 // FreePort finds a free loopback port for a child process to listen on. It looks below the
 // kernel's ephemeral range: a port from inside it (what listening on port 0 gives) can be taken,
 // between this check and the child's bind, by any outgoing connection on the machine — other test

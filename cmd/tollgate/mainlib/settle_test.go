@@ -79,9 +79,9 @@ func TestSettleCommandRefusesBadSetups(t *testing.T) {
 // TestAnvilSettleCommand runs `tollgate settle` against anvil with a configuration file and the
 // hot wallet key in the environment, relays a top-up through it, and stops it cleanly.
 func TestAnvilSettleCommand(t *testing.T) {
-	a := newAnvilSettle(t)
+	a := newAnvilSettle(t, false)
 	// The hot wallet is the treasury too: nothing requires them apart.
-	treasury := crypto.PubkeyToAddress(a.hot.PublicKey).Hex()
+	treasury := a.hotAddr.Hex()
 	cfgPath := a.config(t, treasury, a.node.URL, "log:\n  level: debug\n", "")
 	r := startSettle(t, cfgPath)
 	a.topUp(t, r, cfgPath, treasury, 2_500_000)
@@ -103,30 +103,12 @@ func TestAnvilSettleCommand(t *testing.T) {
 // environment: settle.hot_wallet.signer_url names a remote signer (anvil holding one of its own
 // accounts, signing over JSON-RPC as Web3Signer would) and address the hot wallet it signs for.
 func TestAnvilSettleCommandRemoteSigner(t *testing.T) {
-	ctx := t.Context()
-	a := &anvilSettle{node: chaintest.StartAnvil(t, chaintest.AnvilOptions{SigningAccounts: 1}), owner: newKey(t), user: newKey(t)}
-	if err := a.node.SetBalance(ctx, crypto.PubkeyToAddress(a.owner.PublicKey), new(big.Int).Mul(big.NewInt(10), big.NewInt(1e18))); err != nil {
-		t.Fatal(err)
-	}
-	var accounts []common.Address
-	if err := a.node.RPC.CallContext(ctx, &accounts, "eth_accounts"); err != nil || len(accounts) != 1 {
-		t.Fatalf("anvil's accounts: %v %v", accounts, err)
-	}
-	hot := accounts[0].Hex()
-	a.send = chaintest.Sender{Client: a.node.Client, TipFloor: big.NewInt(25_000_000_000)}
-	var err error
-	if a.token, err = a.send.DeployToken(ctx, a.owner, "USD Coin"); err != nil {
-		t.Fatal(err)
-	}
-	a.mint(t, a.userAddr(), 5_000_000)
-	a.db = testdb.New(t, schema.All()...)
+	a := newAnvilSettle(t, true)
+	hot := a.hotAddr.Hex()
 	cfgPath := a.config(t, hot, a.node.URL, "", "")
-	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY", "")
-	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_SIGNER_URL", a.node.URL)
-	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_ADDRESS", hot)
 	r := startSettle(t, cfgPath)
 	a.topUp(t, r, cfgPath, hot, 1_500_000)
-	b, err := ledger.New(a.db.Pool, ledger.Options{}).Balance(ctx, a.userAddr().Hex())
+	b, err := ledger.New(a.db.Pool, ledger.Options{}).Balance(t.Context(), a.userAddr().Hex())
 	if err != nil || b.PostedMicro != 1_500_000 {
 		t.Fatalf("wallet %+v, %v", b, err)
 	}
@@ -137,20 +119,34 @@ func TestAnvilSettleCommandRemoteSigner(t *testing.T) {
 }
 
 // anvilSettle is the world of a `tollgate settle` test: anvil with TestUSDC, a token owner and
-// a hot wallet with gas money, a user holding 5 USDC, and a fresh database.
+// a hot wallet with gas money, a user holding 5 USDC, and a fresh database. The hot wallet's key
+// is hot, or, with remote, in anvil, which then signs for it (hot is nil).
 type anvilSettle struct {
 	node             *chaintest.Anvil
 	send             chaintest.Sender
 	token            common.Address
 	owner, hot, user *ecdsaKey
+	hotAddr          common.Address
 	db               *testdb.DB
 }
 
-func newAnvilSettle(t *testing.T) *anvilSettle {
+func newAnvilSettle(t *testing.T, remote bool) *anvilSettle {
 	t.Helper()
 	ctx := t.Context()
-	a := &anvilSettle{node: chaintest.StartAnvil(t, chaintest.AnvilOptions{}), owner: newKey(t), hot: newKey(t), user: newKey(t)}
-	for _, k := range []*ecdsaKey{a.owner, a.hot} {
+	opts := chaintest.AnvilOptions{}
+	if remote {
+		opts.SigningAccounts = 1 // funded by anvil itself
+	}
+	a := &anvilSettle{node: chaintest.StartAnvil(t, opts), owner: newKey(t), user: newKey(t)}
+	funded := []*ecdsaKey{a.owner}
+	if remote {
+		a.hotAddr = a.node.SigningAccount(t)
+	} else {
+		a.hot = newKey(t)
+		a.hotAddr = crypto.PubkeyToAddress(a.hot.PublicKey)
+		funded = append(funded, a.hot)
+	}
+	for _, k := range funded {
 		if err := a.node.SetBalance(ctx, crypto.PubkeyToAddress(k.PublicKey), new(big.Int).Mul(big.NewInt(10), big.NewInt(1e18))); err != nil {
 			t.Fatal(err)
 		}
@@ -177,8 +173,8 @@ func (a *anvilSettle) mint(t *testing.T, to common.Address, micro int64) {
 }
 
 // config writes a configuration file for the chain, reached at rpcURL, with extraTop before
-// the settle section and extraSettle inside it, and puts the hot wallet's key in the
-// environment. It returns the file's path.
+// the settle section and extraSettle inside it, and puts the hot wallet's key (or its remote
+// signer) in the environment. It returns the file's path.
 func (a *anvilSettle) config(t *testing.T, treasury, rpcURL, extraTop, extraSettle string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tollgate.yaml")
@@ -195,7 +191,12 @@ func (a *anvilSettle) config(t *testing.T, treasury, rpcURL, extraTop, extraSett
       usdc: %q
       tip_floor_gwei: "25"
 `, a.db.URL, extraTop, treasury, extraSettle, a.node.ChainID.String(), rpcURL, a.token.Hex()))
-	t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY", "0x"+a.hotKeyHex())
+	if a.hot == nil {
+		t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_SIGNER_URL", a.node.URL)
+		t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_ADDRESS", a.hotAddr.Hex())
+	} else {
+		t.Setenv("TOLLGATE_SETTLE_HOT_WALLET_PRIVATE_KEY", "0x"+a.hotKeyHex())
+	}
 	return path
 }
 
@@ -330,8 +331,8 @@ func signIntent(t *testing.T, c settlement.Chain, key *ecdsaKey, typedData json.
 // it does, and 503 once another worker took the lease.
 func TestAnvilSettleMetricsAndHealth(t *testing.T) {
 	ctx := t.Context()
-	a := newAnvilSettle(t)
-	a.mint(t, crypto.PubkeyToAddress(a.hot.PublicKey), 10_000_000)
+	a := newAnvilSettle(t, false)
+	a.mint(t, a.hotAddr, 10_000_000)
 	rpcProxy := newFlakyRPC(t, a.node.URL)
 	treasury := crypto.PubkeyToAddress(newKey(t).PublicKey).Hex()
 	cfgPath := a.config(t, treasury, rpcProxy.URL, "", "  admin_addr: 127.0.0.1:0\n  rpc_unhealthy_after: 2s\n")
