@@ -167,6 +167,15 @@ func ParseSignature(sigHex string) (v uint8, r, s common.Hash, err error) {
 	if err != nil {
 		return 0, r, s, fmt.Errorf("%w: not hex", ErrBadSignature)
 	}
+	return signatureParts(raw)
+}
+
+// signatureParts splits a 65-byte r‖s‖v signature, with ParseSignature's checks.
+// It can return: ErrBadSignature.
+func signatureParts(raw []byte) (v uint8, r, s common.Hash, err error) {
+	if len(raw) != 65 {
+		return 0, r, s, fmt.Errorf("%w: want 65 bytes, got %d", ErrBadSignature, len(raw))
+	}
 	copy(r[:], raw[:32])
 	copy(s[:], raw[32:64])
 	v = raw[64]

@@ -27,9 +27,8 @@ type RPCSigner struct {
 	rpc  *rpc.Client
 	addr common.Address
 	url  string // only to keep it out of errors
-	// typedMethod is the typed-data method the signer answered to (eth_signTypedData_v4 until
-	// the signer says it does not know it).
-	typedMethod atomic.Pointer[string]
+	// legacyTyped: the signer does not know eth_signTypedData_v4 but answered eth_signTypedData.
+	legacyTyped atomic.Bool
 }
 
 // NewRPCSigner connects to the remote signer at url and checks that it holds address (its
@@ -40,8 +39,6 @@ func NewRPCSigner(ctx context.Context, url string, address common.Address) (*RPC
 		return nil, errors.New("settlement: the remote signer's URL is not one this client can dial (http, https, ws or wss)")
 	}
 	s := &RPCSigner{rpc: c, addr: address, url: url}
-	v4 := "eth_signTypedData_v4"
-	s.typedMethod.Store(&v4)
 	var accounts []common.Address
 	if err := c.CallContext(ctx, &accounts, "eth_accounts"); err != nil {
 		c.Close()
@@ -146,13 +143,16 @@ func (s *RPCSigner) SignAuthorization(ctx context.Context, c Chain, a Authorizat
 	if err != nil {
 		return nil, err
 	}
-	method := *s.typedMethod.Load()
+	method := "eth_signTypedData_v4"
+	if s.legacyTyped.Load() {
+		method = "eth_signTypedData"
+	}
 	var sig hexutil.Bytes
 	err = s.rpc.CallContext(ctx, &sig, method, s.addr, td)
-	if err != nil && method == "eth_signTypedData_v4" && unknownMethod(err) {
+	if err != nil && !s.legacyTyped.Load() && unknownMethod(err) {
 		method = "eth_signTypedData"
 		if err = s.rpc.CallContext(ctx, &sig, method, s.addr, td); err == nil {
-			s.typedMethod.Store(&method)
+			s.legacyTyped.Store(true)
 		}
 	}
 	if err != nil {

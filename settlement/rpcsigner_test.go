@@ -125,8 +125,8 @@ func TestRPCSignerChecksWhatItGetsBack(t *testing.T) {
 	if who, err := chain.Recover(sa); err != nil || who != hot {
 		t.Fatalf("recovered %s, %v", who.Hex(), err)
 	}
-	if m := *s.typedMethod.Load(); m != "eth_signTypedData" {
-		t.Errorf("typed-data method %s after the signer refused eth_signTypedData_v4", m)
+	if !s.legacyTyped.Load() {
+		t.Errorf("still asking eth_signTypedData_v4 after the signer refused it")
 	}
 	f.lie = "key"
 	if _, err := signAuthorization(ctx, s, chain, a); err == nil || !strings.Contains(err.Error(), "not the hot wallet") {

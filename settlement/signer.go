@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 )
@@ -110,10 +109,7 @@ func signAuthorization(ctx context.Context, signer Signer, c Chain, a Authorizat
 	if err != nil {
 		return SignedAuthorization{}, fmt.Errorf("sign authorization: %w", err)
 	}
-	if len(raw) != 65 {
-		return SignedAuthorization{}, fmt.Errorf("sign authorization: signer returned %d bytes, want 65", len(raw))
-	}
-	v, r, sv, err := ParseSignature(hexutil.Encode(raw))
+	v, r, sv, err := signatureParts(raw)
 	if err != nil {
 		return SignedAuthorization{}, fmt.Errorf("sign authorization: %w", err)
 	}
