@@ -20,7 +20,8 @@ import (
 // never enters this process: Web3Signer (its eth1 mode), or any node holding the key unlocked
 // (anvil does, in the tests). Transactions are signed with eth_signTransaction; authorizations,
 // as EIP-712 typed data, with eth_signTypedData_v4 — or eth_signTypedData, Web3Signer's name for
-// it, when the signer does not know the first. Nothing it returns is trusted: a transaction must
+// it (with the typed data as a JSON string, as Web3Signer's handler reads it), when the signer
+// does not know the first. Nothing it returns is trusted: a transaction must
 // be exactly the one asked for and signed by the hot wallet, and signAuthorization checks that a
 // signature recovers to it.
 type RPCSigner struct {
@@ -143,17 +144,16 @@ func (s *RPCSigner) SignAuthorization(ctx context.Context, c Chain, a Authorizat
 	if err != nil {
 		return nil, err
 	}
-	method := "eth_signTypedData_v4"
-	if s.legacyTyped.Load() {
-		method = "eth_signTypedData"
-	}
 	var sig hexutil.Bytes
-	err = s.rpc.CallContext(ctx, &sig, method, s.addr, td)
-	if err != nil && !s.legacyTyped.Load() && unknownMethod(err) {
-		method = "eth_signTypedData"
-		if err = s.rpc.CallContext(ctx, &sig, method, s.addr, td); err == nil {
-			s.legacyTyped.Store(true)
-		}
+	// Web3Signer names it eth_signTypedData and reads the typed data as a JSON string.
+	legacy := func() error { return s.rpc.CallContext(ctx, &sig, "eth_signTypedData", s.addr, string(td)) }
+	method := "eth_signTypedData"
+	if s.legacyTyped.Load() {
+		err = legacy()
+	} else if err = s.rpc.CallContext(ctx, &sig, "eth_signTypedData_v4", s.addr, td); err == nil || !unknownMethod(err) {
+		method = "eth_signTypedData_v4"
+	} else if err = legacy(); err == nil {
+		s.legacyTyped.Store(true)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("settlement: remote signer: %s: %w", method, scrub(err, s.url))

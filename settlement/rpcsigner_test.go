@@ -3,6 +3,7 @@ package settlement
 import (
 	"crypto/ecdsa"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"net/http/httptest"
 	"strings"
@@ -45,9 +46,13 @@ func (f *fakeRemoteSigner) SignTransaction(a txArgs) (hexutil.Bytes, error) {
 	return signed.MarshalBinary()
 }
 
-// SignTypedData answers eth_signTypedData: it signs the digest the test set (the typed data
-// itself is the anvil test's to check).
-func (f *fakeRemoteSigner) SignTypedData(_ common.Address, _ json.RawMessage) (hexutil.Bytes, error) {
+// SignTypedData answers eth_signTypedData as Web3Signer does: the typed data comes as a JSON
+// string (an object is refused as invalid params). It signs the digest the test set (the typed
+// data itself is the anvil test's to check), after checking that the string is that typed data.
+func (f *fakeRemoteSigner) SignTypedData(_ common.Address, typedData string) (hexutil.Bytes, error) {
+	if !json.Valid([]byte(typedData)) || !strings.Contains(typedData, `"primaryType":"TransferWithAuthorization"`) {
+		return nil, errors.New("not the typed data of an authorization")
+	}
 	key := f.hot
 	if f.lie == "key" {
 		key = f.other
