@@ -12,6 +12,11 @@
 //     copy, so a fill that read the database before the write either lands before the delete
 //     (and is deleted) or after the bump (and is refused).
 //
+// Concurrent misses of one key share one read (a flight): when an entry expires or is
+// invalidated under load, one request goes to Redis and the book of record, not every request
+// that arrives before the answer. A Get that starts after an invalidation never joins a flight
+// that began before it: it could read the old value.
+//
 // Redis is an optimisation, never a requirement: a Redis error on a read falls through to the
 // loader, and a failed invalidation is retried, then logged.
 package tiercache
@@ -48,7 +53,11 @@ type Config[K comparable, V any] struct {
 	RedisTTL time.Duration
 	// MaxEntries bounds the in-process tier (default 100,000); keys may come from clients.
 	MaxEntries int
-	Logger     *slog.Logger
+	// LoadTimeout bounds one shared read (default 5s). It runs apart from its callers'
+	// contexts, each of which may give up on it sooner, so that one caller going away does
+	// not fail the others.
+	LoadTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 type entry[V any] struct {
@@ -64,9 +73,10 @@ type Cache[K comparable, V any] struct {
 	prefix string
 	bus    *Bus
 
-	mu  sync.RWMutex
-	m   map[K]entry[V]
-	gen uint64 // bumped by every invalidation; see the package comment
+	mu      sync.RWMutex
+	m       map[K]entry[V]
+	gen     uint64 // bumped by every invalidation; see the package comment
+	flights map[K]*flight[V]
 
 	// redisDownUntil (unix ns) is set when a Redis read fails: until then misses go straight
 	// to the loader.
@@ -92,13 +102,16 @@ func New[K comparable, V any](rdb *redis.Client, bus *Bus, prefix string, cfg Co
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 100_000
 	}
+	if cfg.LoadTimeout <= 0 {
+		cfg.LoadTimeout = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if rdb == nil || cfg.Key == nil {
 		cfg.Shared = false
 	}
-	c := &Cache[K, V]{cfg: cfg, rdb: rdb, prefix: prefix, bus: bus, m: make(map[K]entry[V])}
+	c := &Cache[K, V]{cfg: cfg, rdb: rdb, prefix: prefix, bus: bus, m: make(map[K]entry[V]), flights: make(map[K]*flight[V])}
 	if bus != nil {
 		bus.route(cfg.Name, c.onMessage)
 	}
@@ -106,17 +119,63 @@ func New[K comparable, V any](rdb *redis.Client, bus *Bus, prefix string, cfg Co
 }
 
 // Get returns k's value (found=false when the loader found none), from the fastest tier that
-// has it. It can return the loader's errors.
+// has it. It can return the loader's errors, and ctx's if it ends before the read does.
 func (c *Cache[K, V]) Get(ctx context.Context, k K) (V, bool, error) {
 	now := time.Now().UnixNano()
 	c.mu.RLock()
 	e, ok := c.m[k]
-	gen := c.gen
 	c.mu.RUnlock()
 	if ok && now < e.expires {
 		return e.v, e.found, nil
 	}
-	return c.miss(ctx, k, gen)
+	c.mu.Lock()
+	if e, ok := c.m[k]; ok && time.Now().UnixNano() < e.expires { // a flight just landed
+		c.mu.Unlock()
+		return e.v, e.found, nil
+	}
+	f := c.flightLocked(ctx, k)
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.v, f.found, f.err
+	case <-ctx.Done():
+		var zero V
+		return zero, false, ctx.Err()
+	}
+}
+
+// flight is one read of a key after a miss, shared by the Gets that join it.
+type flight[V any] struct {
+	gen     uint64 // the in-process generation it reads with
+	done    chan struct{}
+	v       V
+	found   bool
+	err     error
+	waiters atomic.Int32 // Gets that joined it after the first (for tests)
+}
+
+// flightLocked returns the flight reading k at the current generation, starting one if there
+// is none. The read runs in a goroutine of its own, detached from ctx's cancellation (not its
+// values) and bounded by LoadTimeout. c.mu must be held.
+func (c *Cache[K, V]) flightLocked(ctx context.Context, k K) *flight[V] {
+	if f, ok := c.flights[k]; ok && f.gen == c.gen {
+		f.waiters.Add(1)
+		return f
+	}
+	f := &flight[V]{gen: c.gen, done: make(chan struct{})}
+	c.flights[k] = f
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.LoadTimeout)
+		defer cancel()
+		f.v, f.found, f.err = c.miss(ctx, k, f.gen)
+		c.mu.Lock()
+		if c.flights[k] == f {
+			delete(c.flights, k)
+		}
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	return f
 }
 
 // miss reads through Redis to the loader. gen is the in-process generation read before any

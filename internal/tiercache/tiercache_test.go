@@ -2,6 +2,7 @@ package tiercache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,7 +16,7 @@ import (
 )
 
 // source is a fake book of record: a value per key, a count of loads, and an optional gate
-// that holds a load until the test releases it.
+// that holds a load until the test releases it (or the load's context ends).
 type source struct {
 	values atomic.Pointer[map[string]string]
 	loads  atomic.Int32
@@ -34,7 +35,11 @@ func (s *source) load(ctx context.Context, k string) (string, bool, error) {
 	if s.gate != nil {
 		release := make(chan struct{})
 		s.gate <- release
-		<-release
+		select { // a real read stops when its context ends
+		case <-release:
+		case <-ctx.Done():
+			return "", false, ctx.Err()
+		}
 	}
 	return v, ok, nil
 }
@@ -236,6 +241,126 @@ func TestBusFlushesAfterReconnect(t *testing.T) {
 		_ = other.Publish(ctx, prefix+"bus", "test\na").Err()
 		return c.Len() == 0
 	})
+}
+
+// TestConcurrentMissesShareOneRead: Gets of a key that miss while its read is under way wait
+// for that read instead of starting their own.
+func TestConcurrentMissesShareOneRead(t *testing.T) {
+	rdb, prefix := testredis.New(t)
+	src := newSource(map[string]string{"a": "1"})
+	src.gate = make(chan chan struct{})
+	c := New(rdb, nil, prefix, config(src))
+	const n = 32
+	got := make(chan string, n)
+	get := func() {
+		v, _, err := c.Get(t.Context(), "a")
+		if err != nil {
+			v = err.Error()
+		}
+		got <- v
+	}
+	go get()
+	release := <-src.gate // the first read is under way
+	for range n - 1 {
+		go get()
+	}
+	eventually(t, "every other Get joined the read", func() bool { return waiters(c, "a") == n-1 })
+	close(release)
+	for range n {
+		if v := <-got; v != "1" {
+			t.Fatalf("a Get returned %q", v)
+		}
+	}
+	if l := src.loads.Load(); l != 1 {
+		t.Errorf("%d concurrent misses made %d reads, want 1", n, l)
+	}
+}
+
+// TestCallerGoingAwayDoesNotFailOthers: the Get that started a read may give up on it; the read
+// goes on for the Gets that joined it.
+func TestCallerGoingAwayDoesNotFailOthers(t *testing.T) {
+	src := newSource(map[string]string{"a": "1"})
+	src.gate = make(chan chan struct{})
+	c := New[string, string](nil, nil, "", config(src))
+	first, leave := context.WithCancel(t.Context())
+	firstErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.Get(first, "a")
+		firstErr <- err
+	}()
+	release := <-src.gate
+	second := make(chan string, 1)
+	go func() {
+		v, _, _ := c.Get(t.Context(), "a")
+		second <- v
+	}()
+	eventually(t, "the second Get joined the read", func() bool { return waiters(c, "a") == 1 })
+	leave()
+	if err := recv(t, firstErr, "the first Get's return"); !errors.Is(err, context.Canceled) { // while the read still waits
+		t.Fatalf("the first Get, its context cancelled: %v", err)
+	}
+	close(release)
+	if v := <-second; v != "1" {
+		t.Fatalf("the second Get returned %q", v)
+	}
+	if v, found, err := c.Get(t.Context(), "a"); v != "1" || !found || err != nil || src.loads.Load() != 1 {
+		t.Errorf("after the read: %q, %v, %v, %d reads", v, found, err, src.loads.Load())
+	}
+}
+
+// TestGetAfterInvalidationReadsAgain: a Get that starts after an invalidation does not join a
+// read that began before it (which may have read the old value).
+func TestGetAfterInvalidationReadsAgain(t *testing.T) {
+	src := newSource(map[string]string{"a": "old"})
+	src.gate = make(chan chan struct{})
+	c := New[string, string](nil, nil, "", config(src))
+	before := make(chan string, 1)
+	go func() {
+		v, _, _ := c.Get(t.Context(), "a")
+		before <- v
+	}()
+	releaseOld := <-src.gate // the first read has read "old"
+	src.values.Store(&map[string]string{"a": "new"})
+	c.Invalidate(t.Context(), "a")
+	after := make(chan string, 1)
+	go func() {
+		v, _, _ := c.Get(t.Context(), "a")
+		after <- v
+	}()
+	close(recv(t, src.gate, "a second read")) // the later Get did not wait for the first
+	if v := <-after; v != "new" {
+		t.Errorf("the Get after the invalidation returned %q", v)
+	}
+	close(releaseOld)
+	if v := <-before; v != "old" {
+		t.Errorf("the Get before the invalidation returned %q", v)
+	}
+	if v, _, _ := c.Get(t.Context(), "a"); v != "new" || src.loads.Load() != 2 {
+		t.Errorf("cached %q after %d reads, want new after 2", v, src.loads.Load())
+	}
+}
+
+// recv receives from ch, or fails the test if nothing comes within 10 seconds.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: did not happen", what)
+		panic("unreachable")
+	}
+}
+
+// waiters reports how many Gets joined the read of k under way (-1: none under way).
+func waiters(c *Cache[string, string], k string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.flights[k]
+	if !ok {
+		return -1
+	}
+	return int(f.waiters.Load())
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
