@@ -72,6 +72,9 @@ type env struct {
 // envOption changes the API's dependencies or options before it is built.
 type envOption func(*Deps, *Options)
 
+// testTreasury receives the tests' top-ups.
+var testTreasury = common.HexToAddress("0x00000000000000000000000000000000000000a1")
+
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	e := &env{t: t, clock: &fakeClock{now: time.Now().UTC().Truncate(time.Second)}}
@@ -91,7 +94,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	e.srv = httptest.NewUnstartedServer(nil)
 	e.url = "http://" + e.srv.Listener.Addr().String()
 	e.links = paywall.Links{BaseURL: e.url, Secret: []byte("0123456789abcdef0123456789abcdef"), TTL: 30 * time.Minute, Now: e.clock.Now}
-	e.treasury = common.HexToAddress("0x00000000000000000000000000000000000000a1")
+	e.treasury = testTreasury
 	token := common.HexToAddress("0x00000000000000000000000000000000000000b2")
 	chain := settlement.NewChain(big.NewInt(testChainID), token, "USD Coin")
 	var err error

@@ -27,7 +27,8 @@ import (
 type TopUps interface {
 	// Create can return settlement.ErrInvalidTopUp, settlement.ErrUnknownChain.
 	Create(ctx context.Context, r settlement.TopUpRequest) (settlement.TopUpIntent, error)
-	// Submit can return settlement.ErrTopUpNotFound, ErrTopUpExpired, ErrBadSignature.
+	// Submit can return settlement.ErrTopUpNotFound, ErrTopUpExpired, ErrBadSignature,
+	// ErrContractCall.
 	Submit(ctx context.Context, id, signatureHex string) (settlement.TopUp, error)
 	// Get can return settlement.ErrTopUpNotFound.
 	Get(ctx context.Context, id string) (settlement.TopUp, error)
@@ -550,7 +551,7 @@ func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request, c paywall.Link
 }
 
 type signTopUpRequest struct {
-	Signature string `json:"signature"` // 0x-hex, from eth_signTypedData_v4
+	Signature string `json:"signature"` // 0x-hex, from eth_signTypedData_v4 (an EOA's 65 bytes or a contract wallet's, any length)
 }
 
 func (s *Server) signTopUp(w http.ResponseWriter, r *http.Request, c paywall.LinkClaims, _ paywall.Paywall) {
@@ -568,6 +569,10 @@ func (s *Server) signTopUp(w http.ResponseWriter, r *http.Request, c paywall.Lin
 		badRequest(w, "invalid_signature", "signature", "The signature is not your wallet's signature of this top-up; sign again with the connected wallet.")
 	case errors.Is(err, settlement.ErrTopUpExpired):
 		writeError(w, http.StatusGone, "invalid_request_error", "topup_expired", "", "This top-up expired; start a new one.")
+	case errors.Is(err, settlement.ErrContractCall):
+		// The chain did not answer whether the contract wallet signed: the signature may be
+		// good, so retry rather than sign again (as sign-in does).
+		s.unavailable(w, r, "check the contract wallet's signature", err)
 	case err != nil:
 		s.unavailable(w, r, "take the signature", err)
 	default:

@@ -1,16 +1,17 @@
 package api
 
 import (
+	"context"
 	"crypto/ecdsa"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
@@ -20,7 +21,10 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 
 	"github.com/tollgate-dev/tollgate/api/siwe"
+	"github.com/tollgate-dev/tollgate/contracts/testusdc"
 	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/settlement"
+	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
 
 // personalSign signs text as a wallet's personal_sign does.
@@ -198,31 +202,27 @@ func TestConnectRefusals(t *testing.T) {
 	}
 }
 
-// TestConnectContractWallet signs in with an EIP-1271 contract wallet deployed on the
-// simulated backend (chain 1337): its owner's signature is accepted through eth_call.
+// TestConnectContractWallet signs in with an EIP-1271 contract wallet (contracts/TestWallet.sol)
+// deployed on the simulated backend (chain 1337): its owner's signature is accepted through
+// eth_call. Then it signs a top-up the same way: its owner's EIP-712 signature is taken (a
+// contract wallet's signature goes to settlement as it is), a stranger's refused.
 func TestConnectContractWallet(t *testing.T) {
 	deployer, _ := crypto.GenerateKey()
 	owner, _ := crypto.GenerateKey()
 	backend := simulated.NewBackend(types.GenesisAlloc{crypto.PubkeyToAddress(deployer.PublicKey): {Balance: big.NewInt(1e18)}})
 	t.Cleanup(func() { _ = backend.Close() })
 	client := backend.Client()
-	binHex, err := os.ReadFile("siwe/testdata/OwnerWallet.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, err := hex.DecodeString(strings.TrimSpace(string(binHex)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	contractAddr, _, err := bind.DeployContract(bind.NewKeyedTransactor(deployer, big.NewInt(testChainID)), code, client,
-		common.LeftPadBytes(crypto.PubkeyToAddress(owner.PublicKey).Bytes(), 32))
+	contractAddr, _, err := bind.DeployContract(bind.NewKeyedTransactor(deployer, big.NewInt(testChainID)),
+		common.FromHex(testusdc.TestWalletMetaData.Bin), client, testusdc.NewTestWallet().PackConstructor(crypto.PubkeyToAddress(owner.PublicKey)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	backend.Commit()
 
+	callers := eip1271.Chains{testChainID: client}
 	e := newEnv(t, func(d *Deps, _ *Options) {
-		d.Signatures = siwe.Verifier{Contracts: siwe.Chains{testChainID: client}}
+		d.Signatures = siwe.Verifier{Contracts: callers}
+		d.TopUps = topUpsAsking(t, d, callers)
 	})
 	pw, _ := e.newPaywall("Demo")
 	stranger, _ := newWallet(t)
@@ -239,6 +239,71 @@ func TestConnectContractWallet(t *testing.T) {
 	if a, err := e.store.Authorization(t.Context(), pw.ID, "carol"); err != nil || a.Wallet != wallet {
 		t.Errorf("authorization %+v %v", a, err)
 	}
+
+	topUp := e.links.Token(pw.ID, "carol", paywall.PurposeTopUp)
+	id, typed := e.newTopUp(topUp)
+	r = e.page("POST", "/pages/v1/topups/"+id+"/signature", topUp, map[string]any{"signature": signTypedData(t, stranger, typed)})
+	expectStatus(t, r, http.StatusBadRequest)
+	r = e.page("POST", "/pages/v1/topups/"+id+"/signature", topUp, map[string]any{"signature": signTypedData(t, owner, typed)})
+	expectStatus(t, r, 200)
+	if m := r.json(t); m["status"] != "signed" {
+		t.Errorf("contract wallet's top-up: %s", r.body)
+	}
+}
+
+// TestTopUpContractWalletNodeDown: when the chain cannot be asked whether a contract wallet
+// signed, the page gets 503 (retry), not 400 (sign again), and the top-up stays unsigned.
+func TestTopUpContractWalletNodeDown(t *testing.T) {
+	e := newEnv(t, func(d *Deps, _ *Options) {
+		d.TopUps = topUpsAsking(t, d, eip1271.Chains{testChainID: downNode{}})
+	})
+	pw, _ := e.newPaywall("Demo")
+	e.authorize(pw, "alice")
+	token := e.links.Token(pw.ID, "alice", paywall.PurposeTopUp)
+	id, typed := e.newTopUp(token)
+	stranger, _ := newWallet(t) // not the wallet's key: only the wallet as a contract could say yes
+	r := e.page("POST", "/pages/v1/topups/"+id+"/signature", token, map[string]any{"signature": signTypedData(t, stranger, typed)})
+	expectStatus(t, r, http.StatusServiceUnavailable)
+	if r.errorCode(t) != "unavailable" {
+		t.Errorf("code %q, want unavailable", r.errorCode(t))
+	}
+	r = e.page("GET", "/pages/v1/topups/"+id, token, nil)
+	if m := r.json(t); m["status"] != "awaiting_signature" {
+		t.Errorf("top-up after a failed check: %s", r.body)
+	}
+}
+
+// downNode is a chain node that does not answer.
+type downNode struct{}
+
+func (downNode) CallContract(context.Context, ethereum.CallMsg, *big.Int) ([]byte, error) {
+	return nil, errors.New("dial tcp 127.0.0.1:8545: connection refused")
+}
+
+// topUpsAsking is the env's settlement top-ups, but asking contract wallets through callers.
+func topUpsAsking(t *testing.T, d *Deps, callers eip1271.ContractCaller) *settlement.TopUps {
+	t.Helper()
+	old := d.TopUps.Chains()
+	topUps, err := settlement.NewTopUps(d.Pool, old, testTreasury.Hex(), settlement.TopUpOptions{Contracts: callers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topUps
+}
+
+// newTopUp starts a 5 USDC top-up on the page and returns its id and typed data.
+func (e *env) newTopUp(token string) (string, json.RawMessage) {
+	e.t.Helper()
+	r := e.page("POST", "/pages/v1/topups", token, map[string]any{"amount": "5", "chain_id": "1337"})
+	expectStatus(e.t, r, http.StatusCreated)
+	var intent struct {
+		ID        string          `json:"id"`
+		TypedData json.RawMessage `json:"typed_data"`
+	}
+	if err := json.Unmarshal(r.body, &intent); err != nil {
+		e.t.Fatal(err)
+	}
+	return intent.ID, intent.TypedData
 }
 
 func TestTopUpFlow(t *testing.T) {

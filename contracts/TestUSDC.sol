@@ -5,8 +5,11 @@ pragma solidity ^0.8.20;
 /// @notice Tollgate's test token: a small, self-contained stand-in for Circle's FiatToken, written
 /// for tests only. It has the parts of FiatToken that the settlement worker relies on, with the
 /// same function signatures and events, so the worker's calls are the same on the real token:
-/// 6 decimals; EIP-3009 transferWithAuthorization, receiveWithAuthorization and
-/// cancelAuthorization with authorizationState; EIP-2612 permit; a blacklist; pause.
+/// 6 decimals; EIP-3009 transferWithAuthorization (in its v,r,s form and its `bytes signature`
+/// form), receiveWithAuthorization and cancelAuthorization with authorizationState; EIP-2612
+/// permit; a blacklist; pause. Like FiatTokenV2_2, transfer and receive with authorization check
+/// the signature as its SignatureChecker does: ECDSA for an address without code, EIP-1271
+/// isValidSignature for a contract wallet. cancelAuthorization and permit check ECDSA only.
 /// The EIP-712 domain is (name, version "2", chainid, this), with the chain id read live.
 /// Revert reasons for pause, blacklist and balance use FiatToken's wording, because the worker
 /// classifies failures by them.
@@ -40,6 +43,9 @@ contract TestUSDC {
     );
     bytes32 public constant CANCEL_AUTHORIZATION_TYPEHASH =
         keccak256("CancelAuthorization(address authorizer,bytes32 nonce)");
+
+    // isValidSignature(bytes32,bytes)'s selector, which an EIP-1271 wallet returns for "yes".
+    bytes4 private constant EIP1271_MAGIC_VALUE = 0x1626ba7e;
 
     // secp256k1n / 2: signatures with a larger s are malleable copies and are refused.
     uint256 private constant HALF_CURVE_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
@@ -226,12 +232,41 @@ contract TestUSDC {
     }
 
     function _recover(bytes32 structHash, uint8 v, bytes32 r, bytes32 s) internal view returns (address) {
+        return _recoverDigest(_digest(structHash), v, r, s);
+    }
+
+    function _digest(bytes32 structHash) internal view returns (bytes32) {
+        return keccak256(abi.encodePacked("\x19\x01", DOMAIN_SEPARATOR(), structHash));
+    }
+
+    function _recoverDigest(bytes32 digest, uint8 v, bytes32 r, bytes32 s) internal pure returns (address) {
         require(uint256(s) <= HALF_CURVE_ORDER, "ECRecover: invalid signature 's' value");
         require(v == 27 || v == 28, "ECRecover: invalid signature 'v' value");
-        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", DOMAIN_SEPARATOR(), structHash));
         address signer = ecrecover(digest, v, r, s);
         require(signer != address(0), "ECRecover: invalid signature");
         return signer;
+    }
+
+    /// @notice Whether signer signed digest, as FiatTokenV2_2's SignatureChecker decides it: an
+    /// address without code must have made a 65-byte r‖s‖v ECDSA signature (malformed ones
+    /// revert, as there); a contract must answer EIP-1271 isValidSignature(digest, signature)
+    /// with the magic value (a revert or any other answer is "no").
+    function _isValidSignatureNow(address signer, bytes32 digest, bytes memory signature) internal view returns (bool) {
+        if (signer.code.length == 0) {
+            require(signature.length == 65, "ECRecover: invalid signature length");
+            bytes32 r;
+            bytes32 s;
+            uint8 v;
+            assembly {
+                r := mload(add(signature, 0x20))
+                s := mload(add(signature, 0x40))
+                v := byte(0, mload(add(signature, 0x60)))
+            }
+            return _recoverDigest(digest, v, r, s) == signer;
+        }
+        (bool ok, bytes memory result) =
+            signer.staticcall(abi.encodeWithSelector(EIP1271_MAGIC_VALUE, digest, signature));
+        return ok && result.length >= 32 && abi.decode(result, (bytes32)) == bytes32(EIP1271_MAGIC_VALUE);
     }
 
     // ---- EIP-2612 ----------------------------------------------------------------------------
@@ -267,7 +302,24 @@ contract TestUSDC {
         bytes32 r,
         bytes32 s
     ) external whenNotPaused notBlacklisted(from) notBlacklisted(to) {
-        _useAuthorization(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, v, r, s);
+        _useAuthorization(
+            TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, abi.encodePacked(r, s, v)
+        );
+        _transfer(from, to, value);
+    }
+
+    /// @notice transferWithAuthorization with the signature as bytes: an EOA's 65-byte r‖s‖v, or
+    /// whatever the contract wallet `from` accepts in isValidSignature (EIP-1271).
+    function transferWithAuthorization(
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes memory signature
+    ) external whenNotPaused notBlacklisted(from) notBlacklisted(to) {
+        _useAuthorization(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, signature);
         _transfer(from, to, value);
     }
 
@@ -285,7 +337,9 @@ contract TestUSDC {
         bytes32 s
     ) external whenNotPaused notBlacklisted(from) notBlacklisted(to) {
         require(to == msg.sender, "FiatTokenV2: caller must be the payee");
-        _useAuthorization(RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, v, r, s);
+        _useAuthorization(
+            RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, abi.encodePacked(r, s, v)
+        );
         _transfer(from, to, value);
     }
 
@@ -308,15 +362,13 @@ contract TestUSDC {
         uint256 validAfter,
         uint256 validBefore,
         bytes32 nonce,
-        uint8 v,
-        bytes32 r,
-        bytes32 s
+        bytes memory signature
     ) internal {
         require(block.timestamp > validAfter, "FiatTokenV2: authorization is not yet valid");
         require(block.timestamp < validBefore, "FiatTokenV2: authorization is expired");
         require(!_authorizationStates[from][nonce], "FiatTokenV2: authorization is used or canceled");
         bytes32 structHash = keccak256(abi.encode(typeHash, from, to, value, validAfter, validBefore, nonce));
-        require(_recover(structHash, v, r, s) == from, "FiatTokenV2: invalid signature");
+        require(_isValidSignatureNow(from, _digest(structHash), signature), "FiatTokenV2: invalid signature");
         // Mark before moving money, and emit before Transfer: the worker pairs each
         // AuthorizationUsed with the Transfer that follows it in the same receipt.
         _authorizationStates[from][nonce] = true;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Compiles TestUSDC.sol with the solc-js pinned in tools/node (run `make tools` first) and writes
-// build/TestUSDC.abi and build/TestUSDC.bin. Run through `go generate ./contracts/...` (or
+// Compiles the test contracts (TestUSDC.sol, TestWallet.sol) with the solc-js pinned in tools/node
+// (run `make tools` first) and writes build/NAME.abi and build/NAME.bin for each. Run through `go generate ./contracts/...` (or
 // `make generate`); the outputs are committed, so `go test` never needs Node.
 //
 // Usage: node compile.js [OUTDIR]   (OUTDIR defaults to ./build next to this file)
@@ -26,16 +26,22 @@ if (!solc.version().startsWith(wantVersion + '+')) {
 }
 
 const outDir = process.argv[2] || path.join(here, 'build');
-const source = fs.readFileSync(path.join(here, 'TestUSDC.sol'), 'utf8');
+const names = ['TestUSDC', 'TestWallet'];
+const sources = {};
+const outputSelection = {};
+for (const name of names) {
+  sources[name + '.sol'] = { content: fs.readFileSync(path.join(here, name + '.sol'), 'utf8') };
+  outputSelection[name + '.sol'] = { [name]: ['abi', 'evm.bytecode.object'] };
+}
 
 const input = {
   language: 'Solidity',
-  sources: { 'TestUSDC.sol': { content: source } },
+  sources,
   settings: {
     // shanghai: runs on every chain we target (Polygon PoS, Amoy, anvil, the simulated backend).
     evmVersion: 'shanghai',
     optimizer: { enabled: true, runs: 200 },
-    outputSelection: { 'TestUSDC.sol': { TestUSDC: ['abi', 'evm.bytecode.object'] } },
+    outputSelection,
   },
 };
 
@@ -48,7 +54,9 @@ if (errors.length > 0) {
   process.exit(1);
 }
 
-const contract = output.contracts['TestUSDC.sol'].TestUSDC;
 fs.mkdirSync(outDir, { recursive: true });
-fs.writeFileSync(path.join(outDir, 'TestUSDC.abi'), JSON.stringify(contract.abi, null, 1) + '\n');
-fs.writeFileSync(path.join(outDir, 'TestUSDC.bin'), contract.evm.bytecode.object + '\n');
+for (const name of names) {
+  const contract = output.contracts[name + '.sol'][name];
+  fs.writeFileSync(path.join(outDir, name + '.abi'), JSON.stringify(contract.abi, null, 1) + '\n');
+  fs.writeFileSync(path.join(outDir, name + '.bin'), contract.evm.bytecode.object + '\n');
+}

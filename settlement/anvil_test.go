@@ -68,23 +68,8 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 	chain := NewChain(node.ChainID, tokenAddr, "USD Coin")
 	chain.TipFloor = polygonFloor
 
-	db := testdb.New(t, ledger.Migrations, paywall.Migrations, schema.Migrations)
-	l := ledger.New(db.Pool, ledger.Options{})
+	db, l, topups, w := newAnvilSettlement(t, node, chain, signer, TopUpOptions{})
 	treasury := signer.Address()
-	topups, err := NewTopUps(db.Pool, []Chain{chain}, treasury.Hex(), TopUpOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWorker(WorkerConfig{
-		Chain: chain, Client: node.Client, Signer: signer, Pool: db.Pool, Ledger: l,
-		Wallets: PaywallWallets{Pool: db.Pool}, Treasury: treasury, RetryBackoff: time.Second, StuckAfter: 30 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Check(ctx); err != nil {
-		t.Fatal(err)
-	}
 	runUntil := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(90 * time.Second)
@@ -188,3 +173,27 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 }
 
 // gasOf returns the gas used by the final transaction of a top-up or payout.
+
+// newAnvilSettlement is the settlement side of an anvil test: a database with the ledger's,
+// paywalls' and settlement's tables, the ledger, the top-ups (with opts) and a checked worker
+// for the chain, whose hot wallet is also the treasury (so top-ups fund payouts).
+func newAnvilSettlement(t *testing.T, node *chaintest.Anvil, chain Chain, signer Signer, opts TopUpOptions) (*testdb.DB, *ledger.Ledger, *TopUps, *Worker) {
+	t.Helper()
+	db := testdb.New(t, ledger.Migrations, paywall.Migrations, schema.Migrations)
+	l := ledger.New(db.Pool, ledger.Options{})
+	topups, err := NewTopUps(db.Pool, []Chain{chain}, signer.Address().Hex(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWorker(WorkerConfig{
+		Chain: chain, Client: node.Client, Signer: signer, Pool: db.Pool, Ledger: l,
+		Wallets: PaywallWallets{Pool: db.Pool}, Treasury: signer.Address(), RetryBackoff: time.Second, StuckAfter: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Check(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return db, l, topups, w
+}

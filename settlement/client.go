@@ -41,6 +41,23 @@ var finalizedTag = big.NewInt(int64(rpc.FinalizedBlockNumber))
 // usdc packs and unpacks the token calls; FiatToken has the same signatures.
 var usdc = testusdc.NewTestUSDC()
 
+// transferCall packs the transferWithAuthorization that uses a signed authorization. The
+// From's own ECDSA signature (65 bytes recovering to From) goes in the v,r,s form, which every
+// EIP-3009 token has (USDC.e has only that one). Any other signature is a contract wallet's
+// (EIP-1271) and goes in FiatTokenV2_2's `bytes signature` form, the one that hands it to the
+// wallet's isValidSignature; byContract says so. (abigen names overloads in ABI order: the
+// bytes form is TransferWithAuthorization, the v,r,s form TransferWithAuthorization0;
+// TestTransferCallSelectors pins both.)
+func (c Chain) transferCall(sa SignedAuthorization) (data []byte, byContract bool) {
+	a := sa.Authorization
+	after, before := new(big.Int).SetUint64(a.ValidAfter), new(big.Int).SetUint64(a.ValidBefore)
+	if signer, err := c.Recover(sa); err == nil && signer == a.From {
+		v, r, s, _ := sa.ECDSA() // Recover parsed them already
+		return usdc.PackTransferWithAuthorization0(a.From, a.To, a.Value, after, before, a.Nonce, v, r, s), false
+	}
+	return usdc.PackTransferWithAuthorization(a.From, a.To, a.Value, after, before, a.Nonce, sa.Signature), true
+}
+
 // token is the chain's USDC as the worker reads it.
 type token struct {
 	client ChainClient
@@ -159,13 +176,8 @@ func classify(err error) failure {
 		return failUnknown
 	}
 	msg := strings.ToLower(err.Error())
-	var de rpc.DataError
-	if errors.As(err, &de) {
-		if s, ok := de.ErrorData().(string); ok {
-			if reason, uerr := unpackRevert(s); uerr == nil {
-				msg += " " + strings.ToLower(reason)
-			}
-		}
+	if reason, ok := revertReason(err); ok {
+		msg += " " + strings.ToLower(reason)
 	}
 	switch {
 	case strings.Contains(msg, "insufficient funds"):
@@ -186,6 +198,27 @@ func classify(err error) failure {
 		return failSignature
 	}
 	return failUnknown
+}
+
+// revertReason returns the Error(string) reason of a revert that the node reported with its
+// revert data (geth and anvil do, as the JSON-RPC error's data).
+func revertReason(err error) (string, bool) {
+	var de rpc.DataError
+	if !errors.As(err, &de) {
+		return "", false
+	}
+	s, ok := de.ErrorData().(string)
+	if !ok {
+		return "", false
+	}
+	reason, uerr := unpackRevert(s)
+	return reason, uerr == nil
+}
+
+// hasRevertReason reports whether err is a revert that says why (Error(string)).
+func hasRevertReason(err error) bool {
+	_, ok := revertReason(err)
+	return ok
 }
 
 // unpackRevert decodes Error(string) revert data given in hex.

@@ -38,9 +38,17 @@ type Authorization struct {
 // SignedAuthorization is an authorization with its signature, as the token takes it.
 type SignedAuthorization struct {
 	Authorization
-	V    uint8 // 27 or 28
-	R, S common.Hash
+	// Signature is what the wallet returned, byte for byte: an EOA's 65 bytes r‖s‖v (v 27/28
+	// or 0/1), or whatever a contract wallet's isValidSignature takes (EIP-1271): a Safe's
+	// owners' signatures, a smart account's wrapped passkey signature, … (1 to
+	// maxSignatureBytes bytes). It is kept as it is because a contract wallet checks exactly
+	// these bytes.
+	Signature []byte
 }
+
+// maxSignatureBytes bounds a signature. A Safe's is 65 bytes per owner; a passkey smart
+// account's is under 1 KiB.
+const maxSignatureBytes = 4096
 
 // NonceFor is the EIP-3009 nonce of a top-up or payout: keccak256 of its id. The id is chosen
 // by the database, so the nonce names exactly one intent and the token makes it single-use.
@@ -71,13 +79,18 @@ func (c Chain) Digest(a Authorization) common.Hash {
 	return crypto.Keccak256Hash([]byte("\x19\x01"), c.DomainSeparator().Bytes(), structHash.Bytes())
 }
 
-// Recover returns the address that signed the authorization on this chain.
-// It can return: ErrBadSignature.
+// Recover returns the address whose key made the authorization's signature on this chain, an
+// EOA's 65-byte ECDSA signature as the token takes it (see signatureParts).
+// It can return: ErrBadSignature (not such a signature: a contract wallet's, or malformed).
 func (c Chain) Recover(sa SignedAuthorization) (common.Address, error) {
+	v, r, s, err := sa.ECDSA()
+	if err != nil {
+		return common.Address{}, err
+	}
 	sig := make([]byte, 65)
-	copy(sig[:32], sa.R[:])
-	copy(sig[32:64], sa.S[:])
-	sig[64] = sa.V - 27
+	copy(sig[:32], r[:])
+	copy(sig[32:64], s[:])
+	sig[64] = v - 27
 	pub, err := crypto.SigToPub(c.Digest(sa.Authorization).Bytes(), sig)
 	if err != nil {
 		return common.Address{}, fmt.Errorf("%w: %w", ErrBadSignature, err)
@@ -154,23 +167,31 @@ func (c Chain) TypedData(a Authorization) (json.RawMessage, error) {
 	return json.Marshal(td)
 }
 
-// ParseSignature decodes a 65-byte r‖s‖v signature in hex (0x optional), as wallets return it.
-// V may be 27/28 or 0/1; it is returned as 27/28. A high-s signature is refused, as the token
-// would refuse it.
+// ParseSignature decodes a wallet's signature in hex (0x optional) as it is: 65 bytes r‖s‖v
+// from an EOA, or any other length (1 to 4096 bytes) from a contract wallet. Whose it is, and
+// whether it is valid, is decided against the authorization (TopUps.Submit).
 // It can return: ErrBadSignature.
-func ParseSignature(sigHex string) (v uint8, r, s common.Hash, err error) {
+func ParseSignature(sigHex string) ([]byte, error) {
 	h := strings.TrimPrefix(strings.TrimSpace(sigHex), "0x")
-	if len(h) != 130 {
-		return 0, r, s, fmt.Errorf("%w: want 65 bytes as 130 hex digits, got %d characters", ErrBadSignature, len(h))
+	if h == "" || len(h) > 2*maxSignatureBytes || len(h)%2 != 0 {
+		return nil, fmt.Errorf("%w: want 1 to %d bytes as an even number of hex digits, got %d characters", ErrBadSignature, maxSignatureBytes, len(h))
 	}
 	raw, err := hex.DecodeString(h)
 	if err != nil {
-		return 0, r, s, fmt.Errorf("%w: not hex", ErrBadSignature)
+		return nil, fmt.Errorf("%w: not hex", ErrBadSignature)
 	}
-	return signatureParts(raw)
+	return raw, nil
 }
 
-// signatureParts splits a 65-byte r‖s‖v signature, with ParseSignature's checks.
+// ECDSA splits the signature as an EOA's r‖s‖v, with signatureParts' checks.
+// It can return: ErrBadSignature.
+func (sa SignedAuthorization) ECDSA() (v uint8, r, s common.Hash, err error) {
+	return signatureParts(sa.Signature)
+}
+
+// signatureParts splits a 65-byte r‖s‖v signature as the token's ECDSA check takes it. V may
+// be 27/28 or 0/1; it is returned as 27/28. A high-s signature is refused, as the token would
+// refuse it.
 // It can return: ErrBadSignature.
 func signatureParts(raw []byte) (v uint8, r, s common.Hash, err error) {
 	if len(raw) != 65 {
@@ -195,17 +216,12 @@ func signatureParts(raw []byte) (v uint8, r, s common.Hash, err error) {
 	return v, r, s, nil
 }
 
-// SignatureHex is the 0x r‖s‖v form of the signature.
-func (sa SignedAuthorization) SignatureHex() string {
-	b := make([]byte, 0, 65)
-	b = append(b, sa.R[:]...)
-	b = append(b, sa.S[:]...)
-	b = append(b, sa.V)
-	return "0x" + hex.EncodeToString(b)
-}
+// SignatureHex is the signature as 0x-hex, byte for byte as the wallet made it.
+func (sa SignedAuthorization) SignatureHex() string { return "0x" + hex.EncodeToString(sa.Signature) }
 
-// maxPayloadBytes bounds an authorization payload; a real one is under 600 bytes.
-const maxPayloadBytes = 4096
+// maxPayloadBytes bounds an authorization payload: the largest signature in hex and the
+// authorization (under 600 bytes).
+const maxPayloadBytes = 2*maxSignatureBytes + 1024
 
 // DecodeAuthorizationPayload parses a signed authorization as a page or an x402-style client
 // posts it: {"authorization": {from, to, value, validAfter, validBefore, nonce}, "signature":
@@ -259,7 +275,7 @@ func DecodeAuthorizationPayload(raw []byte) (SignedAuthorization, error) {
 		return SignedAuthorization{}, fmt.Errorf("%w: nonce must be 0x and 64 hex digits", ErrBadAuthorization)
 	}
 	out.Nonce = common.BytesToHash(nb)
-	if out.V, out.R, out.S, err = ParseSignature(*in.Signature); err != nil {
+	if out.Signature, err = ParseSignature(*in.Signature); err != nil {
 		return SignedAuthorization{}, err
 	}
 	return out, nil

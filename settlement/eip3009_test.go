@@ -1,6 +1,7 @@
 package settlement
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math/big"
@@ -51,7 +52,7 @@ func FuzzDecodeAuthorization(f *testing.F) {
 			}
 			return
 		}
-		if got.Value == nil || got.Value.Sign() < 0 || got.V < 27 || got.V > 28 {
+		if got.Value == nil || got.Value.Sign() < 0 || len(got.Signature) == 0 || len(got.Signature) > maxSignatureBytes {
 			t.Fatalf("accepted an impossible authorization: %+v", got)
 		}
 		again, err := DecodeAuthorizationPayload(mustJSON(t, map[string]any{"authorization": toJSON(got.Authorization), "signature": got.SignatureHex()}))
@@ -65,10 +66,52 @@ func FuzzDecodeAuthorization(f *testing.F) {
 			return
 		}
 		signer, err := c.Recover(got)
-		if err == nil && signer == intent.From && (got.R != sa.R || got.S != sa.S || got.V != sa.V) {
+		if err == nil && signer == intent.From && !sameECDSA(got, sa) {
 			// Another valid signature of the same message by the same key would be fine, but a
 			// fuzzer cannot forge one: reaching here means Recover is broken.
 			t.Fatalf("a different signature recovered to the wallet: %s", got.SignatureHex())
+		}
+	})
+}
+
+// sameECDSA reports whether two signatures are the same r‖s‖v, v 0/1 and 27/28 alike.
+func sameECDSA(a, b SignedAuthorization) bool {
+	av, ar, as, aerr := a.ECDSA()
+	bv, br, bs, berr := b.ECDSA()
+	return aerr == nil && berr == nil && av == bv && ar == br && as == bs
+}
+
+// FuzzParseSignature: any input either is refused with ErrBadSignature or decodes to 1 to
+// maxSignatureBytes bytes that print back as the same hex; a 65-byte result splits as ECDSA or
+// is refused with ErrBadSignature, never a panic.
+func FuzzParseSignature(f *testing.F) {
+	f.Add("0x" + strings.Repeat("11", 32) + strings.Repeat("22", 32) + "1b")
+	f.Add(strings.Repeat("ab", 65))
+	f.Add("0x" + strings.Repeat("11", 32) + "ff" + strings.Repeat("22", 31) + "00")
+	f.Add("0x" + strings.Repeat("00", 65*3)) // a Safe's three owners
+	f.Add("0x")
+	f.Add("0x1")
+	f.Add(" 0xAbCd ")
+	f.Add("0xzz")
+	f.Fuzz(func(t *testing.T, in string) {
+		sig, err := ParseSignature(in)
+		if err != nil {
+			if !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("undocumented error: %v", err)
+			}
+			return
+		}
+		if len(sig) == 0 || len(sig) > maxSignatureBytes {
+			t.Fatalf("accepted %d bytes", len(sig))
+		}
+		sa := SignedAuthorization{Signature: sig}
+		if again, err := ParseSignature(sa.SignatureHex()); err != nil || !bytes.Equal(again, sig) {
+			t.Fatalf("round trip: %x, %v", again, err)
+		}
+		if v, _, _, err := sa.ECDSA(); err == nil && (len(sig) != 65 || (v != 27 && v != 28)) {
+			t.Fatalf("ECDSA accepted %d bytes with v %d", len(sig), v)
+		} else if err != nil && !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("undocumented ECDSA error: %v", err)
 		}
 	})
 }

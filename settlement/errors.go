@@ -8,8 +8,12 @@ var (
 	ErrTopUpNotFound = errors.New("settlement: top-up not found")
 	// ErrTopUpExpired: the top-up's authorization window closed; create a new one.
 	ErrTopUpExpired = errors.New("settlement: top-up expired; start a new one")
-	// ErrBadSignature: the signature is malformed or was not made by the top-up's wallet.
+	// ErrBadSignature: the signature is malformed or was not made by the top-up's wallet
+	// (neither its ECDSA signature nor one it accepts as an EIP-1271 contract wallet).
 	ErrBadSignature = errors.New("settlement: bad signature")
+	// ErrContractCall: the top-up's chain could not be asked whether the contract wallet
+	// signed (EIP-1271 eth_call: node unreachable or failing); retrying may succeed.
+	ErrContractCall = errors.New("settlement: could not ask the contract wallet whether it signed; retry")
 	// ErrBadAuthorization: a signed authorization payload is malformed.
 	ErrBadAuthorization = errors.New("settlement: malformed authorization")
 	// ErrAuthorizationMismatch: a well-formed signed authorization is not the one the top-up

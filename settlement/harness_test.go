@@ -392,7 +392,6 @@ func hasErr(err error, s string) bool { return err != nil && strings.Contains(er
 type ecdsaKey = ecdsa.PrivateKey
 
 func bigInt(v int64) *big.Int { return big.NewInt(v) }
-func bigU(v uint64) *big.Int  { return new(big.Int).SetUint64(v) }
 
 // replaceWithSelfTransfer sends, at the given nonce, a zero-value transfer to oneself with a
 // high tip, so that it takes that nonce instead of the pooled transaction.

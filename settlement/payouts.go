@@ -222,8 +222,8 @@ func (w *Worker) payQueued(ctx context.Context, p payoutRow) error {
 		return fmt.Errorf("record authorization: %w", err)
 	}
 	p.validBefore = max(p.validBefore, validBefore)
-	data := usdc.PackTransferWithAuthorization(a.From, a.To, a.Value, new(big.Int).SetUint64(a.ValidAfter),
-		new(big.Int).SetUint64(a.ValidBefore), a.Nonce, sa.V, sa.R, sa.S)
+	// The hot wallet is an EOA (signAuthorization checked its signature): the v,r,s form.
+	data, _ := w.chain.transferCall(sa)
 	gas, err := w.estimate(ctx, w.chain.Token, data)
 	if err != nil {
 		return w.payoutRefused(ctx, p, err)

@@ -61,19 +61,17 @@ func (w *Worker) relay(ctx context.Context, t topUpRow) error {
 	if used {
 		return w.setTopUp(ctx, t.id, TopUpSubmitted, "relayed by someone else", 0)
 	}
-	v, r, s, err := ParseSignature(t.signature)
+	sig, err := ParseSignature(t.signature)
 	if err != nil {
 		return w.setTopUp(ctx, t.id, TopUpFailed, "stored signature is malformed", 0)
 	}
-	a := t.authorization()
-	data := usdc.PackTransferWithAuthorization(a.From, a.To, a.Value, new(big.Int).SetUint64(a.ValidAfter),
-		new(big.Int).SetUint64(a.ValidBefore), a.Nonce, v, r, s)
+	data, byContract := w.chain.transferCall(SignedAuthorization{Authorization: t.authorization(), Signature: sig})
 	if ok, err := w.topUpPreflight(ctx, t, tok); err != nil || !ok {
 		return err
 	}
 	gas, err := w.estimate(ctx, w.chain.Token, data)
 	if err != nil {
-		return w.topUpRefused(ctx, t, err)
+		return w.topUpRefused(ctx, t, err, byContract)
 	}
 	_, err = w.send(ctx, purposeTopUp, t.id, w.chain.Token, data, gas, func(tx pgx.Tx, _ string, hash common.Hash) error {
 		_, err := tx.Exec(ctx, `
@@ -115,10 +113,17 @@ func (w *Worker) topUpPreflight(ctx context.Context, t topUpRow, tok token) (boo
 	return true, nil
 }
 
-// topUpRefused handles a relay the node says would revert.
-func (w *Worker) topUpRefused(ctx context.Context, t topUpRow, err error) error {
+// topUpRefused handles a relay the node says would revert. byContract: the relay uses the
+// token's `bytes signature` form for a contract wallet's signature.
+func (w *Worker) topUpRefused(ctx context.Context, t topUpRow, err error, byContract bool) error {
 	reason := "relay would revert: " + err.Error()
-	switch classify(err) {
+	f := classify(err)
+	// A token without the bytes form (USDC.e, older FiatToken versions) has no such function
+	// and reverts without a reason; FiatTokenV2_2 always gives one. Retrying cannot help.
+	if byContract && f == failUnknown && !hasRevertReason(err) {
+		return w.setTopUp(ctx, t.id, TopUpFailed, "the token refused transferWithAuthorization with a contract wallet's signature (bytes) without a reason: it probably lacks that form (EIP-1271 needs FiatTokenV2_2 or later); "+reason, 0)
+	}
+	switch f {
 	case failTransport:
 		return fmt.Errorf("preflight: %w", err)
 	case failGas:

@@ -109,11 +109,7 @@ func signAuthorization(ctx context.Context, signer Signer, c Chain, a Authorizat
 	if err != nil {
 		return SignedAuthorization{}, fmt.Errorf("sign authorization: %w", err)
 	}
-	v, r, sv, err := signatureParts(raw)
-	if err != nil {
-		return SignedAuthorization{}, fmt.Errorf("sign authorization: %w", err)
-	}
-	sa := SignedAuthorization{Authorization: a, V: v, R: r, S: sv}
+	sa := SignedAuthorization{Authorization: a, Signature: raw}
 	who, err := c.Recover(sa)
 	switch {
 	case err != nil:

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-dev/tollgate/pricing"
+	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
 
 // TopUpStatus is where a top-up is.
@@ -85,6 +86,10 @@ type TopUpOptions struct {
 	MinMicro int64         // smallest top-up (default 0.10 USDC)
 	MaxMicro int64         // largest top-up (default 10,000 USDC)
 	Logger   *slog.Logger
+	// Contracts asks contract wallets whether they signed (EIP-1271 isValidSignature over
+	// eth_call, on the top-up's chain): eip1271.Chains with a client per chain id. Nil: only
+	// EOA signatures are accepted.
+	Contracts eip1271.ContractCaller
 }
 
 // TopUps creates top-up intents and takes their signatures. It only touches the database, so
@@ -206,13 +211,15 @@ func (t *TopUps) intent(c Chain, row topUpRow) (TopUpIntent, error) {
 	return TopUpIntent{ID: row.id, TypedData: td, ValidBefore: time.Unix(row.validBefore, 0)}, nil
 }
 
-// Submit takes the wallet's signature (65 bytes in hex, from eth_signTypedData_v4) of the
-// top-up's typed data. It checks that the top-up's wallet signed exactly that authorization,
-// still valid for at least a minute, and queues it for the relay. Submitting again after
-// success returns the top-up as it is.
-// It can return: ErrTopUpNotFound, ErrTopUpExpired, ErrBadSignature, ErrUnknownChain.
+// Submit takes the wallet's signature (hex, from eth_signTypedData_v4) of the top-up's typed
+// data: an EOA's 65 bytes, or a contract wallet's signature of any form it accepts. It checks
+// that the top-up's wallet signed exactly that authorization (see checkSigner), still valid for
+// at least a minute, and queues it for the relay. Submitting again after success returns the
+// top-up as it is.
+// It can return: ErrTopUpNotFound, ErrTopUpExpired, ErrBadSignature, ErrContractCall,
+// ErrUnknownChain.
 func (t *TopUps) Submit(ctx context.Context, id, signatureHex string) (TopUp, error) {
-	v, r, s, err := ParseSignature(signatureHex)
+	sig, err := ParseSignature(signatureHex)
 	if err != nil {
 		return TopUp{}, err
 	}
@@ -220,14 +227,14 @@ func (t *TopUps) Submit(ctx context.Context, id, signatureHex string) (TopUp, er
 	if err != nil {
 		return TopUp{}, err
 	}
-	return t.submit(ctx, row, SignedAuthorization{Authorization: row.authorization(), V: v, R: r, S: s})
+	return t.submit(ctx, row, SignedAuthorization{Authorization: row.authorization(), Signature: sig})
 }
 
 // SubmitAuthorization takes a signed authorization payload (see DecodeAuthorizationPayload),
 // for pages and clients that post what the wallet signed. Every field must be the top-up's:
 // from its wallet, to our treasury, its amount, window and nonce.
 // It can return: ErrTopUpNotFound, ErrTopUpExpired, ErrBadAuthorization,
-// ErrAuthorizationMismatch, ErrBadSignature, ErrUnknownChain.
+// ErrAuthorizationMismatch, ErrBadSignature, ErrContractCall, ErrUnknownChain.
 func (t *TopUps) SubmitAuthorization(ctx context.Context, id string, payload []byte) (TopUp, error) {
 	sa, err := DecodeAuthorizationPayload(payload)
 	if err != nil {
@@ -271,12 +278,8 @@ func (t *TopUps) submit(ctx context.Context, row topUpRow, sa SignedAuthorizatio
 	if row.treasury != t.treasury || row.token != c.Token {
 		return TopUp{}, fmt.Errorf("%w: the top-up was made for another treasury or token; start a new one", ErrTopUpExpired)
 	}
-	signer, err := c.Recover(sa)
-	if err != nil {
+	if err := t.checkSigner(ctx, c, sa); err != nil {
 		return TopUp{}, err
-	}
-	if signer != row.wallet {
-		return TopUp{}, fmt.Errorf("%w: signed by %s, not by the top-up's wallet %s", ErrBadSignature, signer.Hex(), row.wallet.Hex())
 	}
 	if row.status != TopUpAwaitingSignature {
 		return row.public(), nil
@@ -292,6 +295,45 @@ func (t *TopUps) submit(ctx context.Context, row topUpRow, sa SignedAuthorizatio
 	}
 	t.opts.Logger.InfoContext(ctx, "top-up signed", "topup", row.id, "wallet", row.wallet.Hex(), "amount_micro", row.amountMicro)
 	return t.Get(ctx, row.id)
+}
+
+// contractCallTimeout bounds the EIP-1271 question to a contract wallet's chain.
+const contractCallTimeout = 10 * time.Second
+
+// checkSigner reports (with nil) whether the authorization's From signed it in a way the token
+// accepts. An EOA's signature is 65 bytes that recover to From (what the relay sends in the
+// v,r,s form). Anything else is asked of From as an EIP-1271 contract wallet, over the EIP-712
+// digest, at the chain's latest block (what the relay's bytes form makes the token ask). Without
+// a ContractCaller only the first is possible.
+// It can return: ErrBadSignature, ErrContractCall.
+func (t *TopUps) checkSigner(ctx context.Context, c Chain, sa SignedAuthorization) error {
+	signer, err := c.Recover(sa)
+	if err == nil && signer == sa.From {
+		return nil
+	}
+	var why string
+	if err != nil {
+		why = fmt.Sprintf("not an ECDSA signature by the top-up's wallet %s (%s)", sa.From.Hex(),
+			strings.TrimPrefix(err.Error(), ErrBadSignature.Error()+": "))
+	} else {
+		why = fmt.Sprintf("an ECDSA signature by %s, not by the top-up's wallet %s", signer.Hex(), sa.From.Hex())
+	}
+	if t.opts.Contracts == nil {
+		return fmt.Errorf("%w: %s, and contract-wallet signatures (EIP-1271) cannot be checked here (no node to ask)", ErrBadSignature, why)
+	}
+	if !c.chainID.IsUint64() {
+		return fmt.Errorf("%w: %s, and chain id %s is too large to ask a contract wallet", ErrBadSignature, why, c.chainID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, contractCallTimeout)
+	defer cancel()
+	ok, err := eip1271.IsValidSignature(ctx, t.opts.Contracts, c.chainID.Uint64(), sa.From, c.Digest(sa.Authorization), sa.Signature)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrContractCall, err)
+	case !ok:
+		return fmt.Errorf("%w: %s, and %s does not accept it as a contract wallet (EIP-1271 isValidSignature)", ErrBadSignature, why, sa.From.Hex())
+	}
+	return nil
 }
 
 // Get reads a top-up.

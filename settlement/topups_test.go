@@ -1,6 +1,7 @@
 package settlement
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 
 	"github.com/tollgate-dev/tollgate/internal/testdb"
+	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 	"github.com/tollgate-dev/tollgate/settlement/schema"
 )
 
@@ -303,33 +305,119 @@ func TestSubmitAuthorizationPayload(t *testing.T) {
 	}
 }
 
-func TestParseSignature(t *testing.T) {
+// TestSignatureForms: ParseSignature takes any signature's bytes as they are (a contract
+// wallet's may have any length); ECDSA takes an EOA's r‖s‖v as the token does.
+func TestSignatureForms(t *testing.T) {
 	valid := "0x" + strings.Repeat("11", 32) + strings.Repeat("22", 32) + "1c"
 	highS := "0x" + strings.Repeat("11", 32) + "ff" + strings.Repeat("22", 31) + "1b"
 	for _, tt := range []struct {
-		name, sig string
-		ok        bool
+		name, sig    string
+		parse, ecdsa bool
 	}{
-		{"valid", valid, true},
-		{"no 0x", valid[2:], true},
-		{"v=1", valid[:130] + "01", true},
-		{"v=2", valid[:130] + "02", false},
-		{"v=29", valid[:130] + "1d", false},
-		{"high s", highS, false},
-		{"zero r", "0x" + strings.Repeat("00", 32) + strings.Repeat("22", 32) + "1b", false},
-		{"too long", valid + "00", false},
-		{"empty", "", false},
+		{"valid", valid, true, true},
+		{"no 0x", valid[2:], true, true},
+		{"v=1", valid[:130] + "01", true, true},
+		{"v=2", valid[:130] + "02", true, false},
+		{"v=29", valid[:130] + "1d", true, false},
+		{"high s", highS, true, false},
+		{"zero r", "0x" + strings.Repeat("00", 32) + strings.Repeat("22", 32) + "1b", true, false},
+		{"66 bytes (a contract wallet's)", valid + "00", true, false},
+		{"3 owners of a Safe", "0x" + strings.Repeat(valid[2:], 3), true, false},
+		{"one byte", "0x01", true, false},
+		{"largest", "0x" + strings.Repeat("ab", maxSignatureBytes), true, false},
+		{"too long", "0x" + strings.Repeat("ab", maxSignatureBytes+1), false, false},
+		{"odd digits", valid + "0", false, false},
+		{"not hex", "0xzz", false, false},
+		{"empty", "", false, false},
+		{"0x only", "0x", false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			v, _, _, err := ParseSignature(tt.sig)
-			if tt.ok != (err == nil) {
-				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			sig, err := ParseSignature(tt.sig)
+			if tt.parse != (err == nil) {
+				t.Fatalf("ParseSignature err = %v, want ok=%v", err, tt.parse)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBadSignature) {
+					t.Fatalf("err %v is not ErrBadSignature", err)
+				}
+				return
+			}
+			sa := SignedAuthorization{Signature: sig}
+			if got, want := sa.SignatureHex(), "0x"+strings.ToLower(strings.TrimPrefix(tt.sig, "0x")); got != want {
+				t.Fatalf("SignatureHex %s, want the bytes as they came %s", got, want)
+			}
+			v, _, _, err := sa.ECDSA()
+			if tt.ecdsa != (err == nil) {
+				t.Fatalf("ECDSA err = %v, want ok=%v", err, tt.ecdsa)
 			}
 			if err != nil && !errors.Is(err, ErrBadSignature) {
 				t.Fatalf("err %v is not ErrBadSignature", err)
 			}
 			if err == nil && v != 27 && v != 28 {
 				t.Fatalf("v = %d", v)
+			}
+		})
+	}
+}
+
+// walletNode is a fake chain node at the EIP-1271 boundary: it answers isValidSignature with
+// yes or no, or fails as a node that cannot be reached.
+type walletNode struct {
+	yes  bool
+	down bool
+}
+
+func (n walletNode) CallContract(context.Context, uint64, common.Address, []byte) ([]byte, error) {
+	switch {
+	case n.down:
+		return nil, errors.New("dial tcp: connection refused")
+	case n.yes:
+		return common.RightPadBytes([]byte{0x16, 0x26, 0xba, 0x7e}, 32), nil
+	}
+	return common.RightPadBytes([]byte{0xff, 0xff, 0xff, 0xff}, 32), nil
+}
+
+// TestSubmitContractWalletSignature: a signature that is not the wallet's own ECDSA one is
+// refused without a node to ask, taken as it is when the wallet (EIP-1271) says yes, refused
+// when it says no, and a node that cannot be asked is ErrContractCall, not a bad signature.
+// (TestAnvilContractWalletTopUp does the same through a real node and token.)
+func TestSubmitContractWalletSignature(t *testing.T) {
+	e := newTopUpEnv(t)
+	wallet := common.HexToAddress("0x00000000000000000000000000000000000000cc")
+	sig := "0x" + strings.Repeat("5a", 200) // a Safe-like signature: no key recovers to the wallet
+	for _, tt := range []struct {
+		name   string
+		caller eip1271.ContractCaller
+		want   error
+		text   string
+	}{
+		{"no node to ask", nil, ErrBadSignature, "cannot be checked here"},
+		{"the wallet says no", walletNode{}, ErrBadSignature, "does not accept it as a contract wallet"},
+		{"the node is down", walletNode{down: true}, ErrContractCall, "connection refused"},
+		{"the wallet says yes", walletNode{yes: true}, nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			topups, err := NewTopUps(e.db.Pool, []Chain{e.chain}, e.treasury.Hex(), TopUpOptions{Clock: e.clock, Contracts: tt.caller})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, err := topups.Create(t.Context(), TopUpRequest{Wallet: wallet.Hex(), AmountMicro: 1_000_000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := topups.Submit(t.Context(), in.ID, sig)
+			if !errors.Is(err, tt.want) || (err != nil && !strings.Contains(err.Error(), tt.text)) {
+				t.Fatalf("Submit = %v, want %v containing %q", err, tt.want, tt.text)
+			}
+			row, _ := loadTopUp(t.Context(), e.db.Pool, in.ID)
+			if tt.want != nil {
+				if row.status != TopUpAwaitingSignature {
+					t.Fatalf("refused signature left the top-up %s", row.status)
+				}
+				return
+			}
+			if got.Status != TopUpSigned || row.signature != sig {
+				t.Fatalf("top-up %s with signature %s, want signed with the bytes as given", got.Status, row.signature)
 			}
 		})
 	}

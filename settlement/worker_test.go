@@ -119,9 +119,14 @@ func TestDuplicateAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, r, s, _ := ParseSignature(row.signature)
-	a := row.authorization()
-	data := usdc.PackTransferWithAuthorization(a.From, a.To, a.Value, bigU(a.ValidAfter), bigU(a.ValidBefore), a.Nonce, v, r, s)
+	sig, err := ParseSignature(row.signature)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, byContract := e.chain.transferCall(SignedAuthorization{Authorization: row.authorization(), Signature: sig})
+	if byContract {
+		t.Fatal("an EOA's signature was packed for a contract wallet")
+	}
 	if _, err := e.send.Send(t.Context(), outsider, &e.chain.Token, data); err != nil {
 		t.Fatal(err)
 	}

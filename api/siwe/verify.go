@@ -3,7 +3,6 @@ package siwe
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
 
 // Errors of Check and Verify; callers decide with errors.Is.
@@ -33,8 +34,6 @@ var (
 	ErrBadSignature = errors.New("siwe: signature does not match the address")
 	// ErrContractCall: the EIP-1271 eth_call failed (node unreachable); retrying may succeed.
 	ErrContractCall = errors.New("siwe: could not ask the contract wallet")
-	// ErrReverted is what a ContractCaller wraps when the node answered that the call reverted.
-	ErrReverted = errors.New("siwe: contract call reverted")
 )
 
 // Expect is what the relying party requires of a message.
@@ -82,22 +81,12 @@ func (m Message) Check(e Expect) error {
 	return nil
 }
 
-// ContractCaller makes the one read-only call EIP-1271 needs, on the chain the message names.
-// A call that reverts returns an error wrapping ErrReverted (it means "not valid"); any other
-// error means the node could not be asked. Chains is the implementation over go-ethereum
-// clients.
-type ContractCaller interface {
-	CallContract(ctx context.Context, chainID uint64, to common.Address, data []byte) ([]byte, error)
-}
-
 // Verifier checks signatures over messages.
 type Verifier struct {
-	// Contracts answers EIP-1271 calls; nil means contract wallets are not supported.
-	Contracts ContractCaller
+	// Contracts answers EIP-1271 calls (eip1271.Chains); nil means contract wallets are not
+	// supported.
+	Contracts eip1271.ContractCaller
 }
-
-// eip1271Magic is isValidSignature's selector, which the contract returns for a valid signature.
-var eip1271Magic = []byte{0x16, 0x26, 0xba, 0x7e}
 
 // Verify reports (by a nil error) whether sig is the signature of address over text, the raw
 // message as the wallet signed it. An EOA's 65-byte [R || S || V] signature (V 0/1 or 27/28) is
@@ -120,34 +109,12 @@ func (v Verifier) Verify(ctx context.Context, text string, address common.Addres
 	if v.Contracts == nil {
 		return ErrBadSignature
 	}
-	out, err := v.Contracts.CallContract(ctx, chainID, address, isValidSignatureCall(hash, sig))
-	if errors.Is(err, ErrReverted) {
+	ok, err := eip1271.IsValidSignature(ctx, v.Contracts, chainID, address, common.BytesToHash(hash), sig)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrContractCall, err)
+	case !ok:
 		return ErrBadSignature
 	}
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrContractCall, err)
-	}
-	// An EOA has no code: the call succeeds with empty output, which is "not valid" too.
-	if len(out) >= 4 && bytes.Equal(out[:4], eip1271Magic) {
-		return nil
-	}
-	return ErrBadSignature
-}
-
-// isValidSignatureCall ABI-encodes isValidSignature(bytes32 hash, bytes signature).
-func isValidSignatureCall(hash []byte, sig []byte) []byte {
-	padded := (len(sig) + 31) / 32 * 32
-	out := make([]byte, 0, 4+32*3+padded)
-	out = append(out, eip1271Magic...)
-	out = append(out, common.LeftPadBytes(hash, 32)...)
-	out = append(out, word(64)...)
-	out = append(out, word(uint64(len(sig)))...)
-	out = append(out, sig...)
-	return append(out, make([]byte, padded-len(sig))...)
-}
-
-func word(n uint64) []byte {
-	var w [32]byte
-	binary.BigEndian.PutUint64(w[24:], n)
-	return w[:]
+	return nil
 }

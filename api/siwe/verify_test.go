@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"encoding/hex"
 	"errors"
 	"math/big"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +16,10 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
-)
 
-//go:generate sh -c "cd testdata && solcjs --bin --optimize -o . OwnerWallet.sol && mv OwnerWallet_sol_OwnerWallet.bin OwnerWallet.bin"
+	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/settlement/eip1271"
+)
 
 // personalSign signs text as a wallet's personal_sign does: EIP-191 hash, V as 27/28.
 func personalSign(t *testing.T, key *ecdsa.PrivateKey, text string) []byte {
@@ -84,7 +83,7 @@ func TestVerifyEOA(t *testing.T) {
 	}
 }
 
-// TestVerifyEIP1271 deploys a one-owner contract wallet on the simulated backend and checks
+// TestVerifyEIP1271 deploys a one-owner contract wallet (contracts/TestWallet.sol) on the simulated backend and checks
 // that signatures by its owner are accepted through eth_call, and others refused.
 func TestVerifyEIP1271(t *testing.T) {
 	deployer, _ := crypto.GenerateKey()
@@ -99,23 +98,15 @@ func TestVerifyEIP1271(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	binHex, err := os.ReadFile("testdata/OwnerWallet.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, err := hex.DecodeString(strings.TrimSpace(string(binHex)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts := bind.NewKeyedTransactor(deployer, chainID)
-	ctorArg := common.LeftPadBytes(crypto.PubkeyToAddress(owner.PublicKey).Bytes(), 32)
-	wallet, _, err := bind.DeployContract(opts, code, client, ctorArg)
+	wallet, _, err := bind.DeployContract(opts, common.FromHex(testusdc.TestWalletMetaData.Bin), client,
+		testusdc.NewTestWallet().PackConstructor(crypto.PubkeyToAddress(owner.PublicKey)))
 	if err != nil {
 		t.Fatalf("deploy: %v", err)
 	}
 	backend.Commit()
 
-	v := Verifier{Contracts: Chains{chainID.Uint64(): client}}
+	v := Verifier{Contracts: eip1271.Chains{chainID.Uint64(): client}}
 	text := message(wallet, chainID.Uint64()).String()
 	eoa := crypto.PubkeyToAddress(stranger.PublicKey)
 	tests := []struct {
@@ -145,7 +136,7 @@ func TestVerifyEIP1271(t *testing.T) {
 type revertingCaller struct{}
 
 func (revertingCaller) CallContract(context.Context, uint64, common.Address, []byte) ([]byte, error) {
-	return nil, ErrReverted
+	return nil, eip1271.ErrReverted
 }
 
 func TestVerifyRevertIsBadSignature(t *testing.T) {

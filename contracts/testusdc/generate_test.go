@@ -14,18 +14,23 @@ import (
 // abigen library of the go-ethereum version in go.mod, so a hand-edited testusdc.go, or an ABI
 // changed without regenerating, fails `go test` and not only `make check-generate`.
 func TestBindingMatchesABI(t *testing.T) {
-	abiJSON := readFile(t, "../build/TestUSDC.abi")
-	bin := readFile(t, "../build/TestUSDC.bin")
-	code, err := abigen.BindV2([]string{"TestUSDC"}, []string{string(abiJSON)}, []string{string(bin)}, "testusdc", map[string]string{}, map[string]string{})
-	if err != nil {
-		t.Fatalf("abigen: %v", err)
-	}
-	if got := readFile(t, "testusdc.go"); !bytes.Equal(got, []byte(code)) {
-		t.Fatal("testusdc.go differs from what abigen makes of build/TestUSDC.abi and .bin: run 'make generate' and commit")
+	for name, file := range contracts {
+		abiJSON := readFile(t, "../build/"+name+".abi")
+		bin := readFile(t, "../build/"+name+".bin")
+		code, err := abigen.BindV2([]string{name}, []string{string(abiJSON)}, []string{string(bin)}, "testusdc", map[string]string{}, map[string]string{})
+		if err != nil {
+			t.Fatalf("abigen %s: %v", name, err)
+		}
+		if got := readFile(t, file); !bytes.Equal(got, []byte(code)) {
+			t.Errorf("%s differs from what abigen makes of build/%s.abi and .bin: run 'make generate' and commit", file, name)
+		}
 	}
 }
 
-// TestBuildMatchesSource recompiles TestUSDC.sol with the pinned solc-js and compares the result
+// contracts are the compiled contracts and their binding files.
+var contracts = map[string]string{"TestUSDC": "testusdc.go", "TestWallet": "testwallet.go"}
+
+// TestBuildMatchesSource recompiles TestUSDC.sol and TestWallet.sol with the pinned solc-js and compares the result
 // with the committed ABI and bytecode.
 func TestBuildMatchesSource(t *testing.T) {
 	if _, err := os.Stat("../../tools/node/node_modules/solc/package.json"); err != nil {
@@ -40,9 +45,11 @@ func TestBuildMatchesSource(t *testing.T) {
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("compile.js: %v\n%s", err, msg)
 	}
-	for _, name := range []string{"TestUSDC.abi", "TestUSDC.bin"} {
-		if !bytes.Equal(readFile(t, filepath.Join(out, name)), readFile(t, filepath.Join("../build", name))) {
-			t.Errorf("build/%s is stale: run 'make generate' and commit", name)
+	for contract := range contracts {
+		for _, name := range []string{contract + ".abi", contract + ".bin"} {
+			if !bytes.Equal(readFile(t, filepath.Join(out, name)), readFile(t, filepath.Join("../build", name))) {
+				t.Errorf("build/%s is stale: run 'make generate' and commit", name)
+			}
 		}
 	}
 }

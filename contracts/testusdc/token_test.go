@@ -115,9 +115,79 @@ func (e *tokenEnv) auth(from, to *ecdsa.PrivateKey, micro int64, nonce string) s
 	}
 }
 
+// packTWA packs the v,r,s form (abigen numbers overloads in ABI order: it is the second).
 func packTWA(a settlement.Authorization, v uint8, r, s [32]byte) []byte {
-	return chaintest.Token.PackTransferWithAuthorization(a.From, a.To, a.Value,
+	return chaintest.Token.PackTransferWithAuthorization0(a.From, a.To, a.Value,
 		new(big.Int).SetUint64(a.ValidAfter), new(big.Int).SetUint64(a.ValidBefore), a.Nonce, v, r, s)
+}
+
+// packTWABytes packs the bytes form, which contract wallets (EIP-1271) need.
+func packTWABytes(a settlement.Authorization, sig []byte) []byte {
+	return chaintest.Token.PackTransferWithAuthorization(a.From, a.To, a.Value,
+		new(big.Int).SetUint64(a.ValidAfter), new(big.Int).SetUint64(a.ValidBefore), a.Nonce, sig)
+}
+
+// TestTransferWithAuthorizationBytes: the bytes form checks as FiatTokenV2_2's SignatureChecker
+// does — an EOA's 65-byte ECDSA signature, or for a contract wallet its EIP-1271 answer (here
+// TestWallet, owned by bob) — and the v,r,s form asks a contract wallet too, as there.
+func TestTransferWithAuthorizationBytes(t *testing.T) {
+	e := newTokenEnv(t)
+	vrsBytes := func(v uint8, r, s [32]byte) []byte { return append(append(append([]byte{}, r[:]...), s[:]...), v) }
+
+	// An EOA in the bytes form: alice's own signature moves her money once.
+	a := e.auth(e.alice, e.bob, 1_000_000, "eoa-bytes")
+	v, r, s := e.sign(e.alice, a)
+	e.wantRevert(e.carl, packTWABytes(a, vrsBytes(v, r, s)[:64]), "invalid signature length")
+	e.send(e.carl, packTWABytes(a, vrsBytes(v, r, s)))
+	e.wantRevert(e.carl, packTWABytes(a, vrsBytes(v, r, s)), "authorization is used or canceled")
+
+	// A contract wallet owned by bob, holding 10 USDC.
+	wallet, err := e.s.DeployTestWallet(t.Context(), e.owner, addr(e.bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Mint(t.Context(), e.owner, e.token, wallet, 10_000_000); err != nil {
+		t.Fatal(err)
+	}
+	w := settlement.Authorization{From: wallet, To: addr(e.carl), Value: big.NewInt(4_000_000), ValidBefore: 1 << 40, Nonce: settlement.NonceFor("wallet")}
+	// carl's key is not the owner: the wallet says no.
+	cv, cr, cs := e.sign(e.carl, w)
+	e.wantRevert(e.carl, packTWABytes(w, vrsBytes(cv, cr, cs)), "invalid signature")
+	// bob's is: the wallet says yes, and the logs are AuthorizationUsed(wallet) then Transfer.
+	bv, br, bs := e.sign(e.bob, w)
+	rcpt := e.send(e.carl, packTWABytes(w, vrsBytes(bv, br, bs)))
+	if used, err := chaintest.Token.UnpackAuthorizationUsedEvent(rcpt.Logs[0]); err != nil || used.Authorizer != wallet {
+		t.Fatalf("first log: %+v, %v", used, err)
+	}
+	if tr, err := chaintest.Token.UnpackTransferEvent(rcpt.Logs[1]); err != nil || tr.From != wallet || tr.Value.Int64() != 4_000_000 {
+		t.Fatalf("second log: %+v, %v", tr, err)
+	}
+	e.wantRevert(e.carl, packTWABytes(w, vrsBytes(bv, br, bs)), "authorization is used or canceled")
+
+	// The v,r,s form of a contract wallet's authorization goes to the wallet too (V2_2 packs it).
+	w2 := w
+	w2.Nonce = settlement.NonceFor("wallet-vrs")
+	bv, br, bs = e.sign(e.bob, w2)
+	e.send(e.carl, packTWA(w2, bv, br, bs))
+	if got, _ := e.s.BalanceOf(t.Context(), e.token, wallet); got != 2_000_000 {
+		t.Fatalf("wallet holds %d, want 2000000", got)
+	}
+
+	// Once bob hands the wallet to carl, bob's signatures no longer count.
+	if _, err := e.s.Send(t.Context(), e.bob, &wallet, chaintest.Wallet.PackSetOwner(addr(e.carl))); err != nil {
+		t.Fatal(err)
+	}
+	w3 := w
+	w3.Value, w3.Nonce = big.NewInt(1), settlement.NonceFor("wallet-after")
+	bv, br, bs = e.sign(e.bob, w3)
+	e.wantRevert(e.carl, packTWABytes(w3, vrsBytes(bv, br, bs)), "invalid signature")
+	// The owner can also make the wallet pay by a plain transfer.
+	if _, err := e.s.Send(t.Context(), e.carl, &wallet, chaintest.Wallet.PackExecute(e.token, new(big.Int), chaintest.Token.PackTransfer(addr(e.alice), big.NewInt(500_000)))); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.s.BalanceOf(t.Context(), e.token, wallet); got != 1_500_000 {
+		t.Fatalf("wallet holds %d after its transfer, want 1500000", got)
+	}
 }
 
 func TestDomainSeparatorMatchesSettlement(t *testing.T) {

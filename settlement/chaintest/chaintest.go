@@ -1,6 +1,6 @@
 // Package chaintest is test support for code that talks to an EVM chain: it deploys Tollgate's
-// test token, sends transactions from test keys and waits for them, and starts a real anvil
-// node from tools/node. It works on ethclient/simulated and on anvil alike.
+// test token and test contract wallet (EIP-1271), sends transactions from test keys and waits
+// for them, and starts a real anvil node from tools/node. It works on ethclient/simulated and on anvil alike.
 package chaintest
 
 import (
@@ -164,4 +164,18 @@ func (s Sender) Mint(ctx context.Context, key *ecdsa.PrivateKey, token, to commo
 // Transfer sends micro-USDC from key's address to `to` with a plain ERC-20 transfer.
 func (s Sender) Transfer(ctx context.Context, key *ecdsa.PrivateKey, token, to common.Address, micro int64) (*types.Receipt, error) {
 	return s.Send(ctx, key, &token, Token.PackTransfer(to, big.NewInt(micro)))
+}
+
+// Wallet is the binding of TestWallet, the test EIP-1271 contract wallet.
+var Wallet = testusdc.NewTestWallet()
+
+// DeployTestWallet deploys a TestWallet owned by owner (its isValidSignature accepts owner's
+// ECDSA signatures), from key.
+func (s Sender) DeployTestWallet(ctx context.Context, key *ecdsa.PrivateKey, owner common.Address) (common.Address, error) {
+	data := append(hexutil.MustDecode(testusdc.TestWalletMetaData.Bin), Wallet.PackConstructor(owner)...)
+	rcpt, err := s.Send(ctx, key, nil, data)
+	if err != nil {
+		return common.Address{}, fmt.Errorf("chaintest: deploy TestWallet: %w", err)
+	}
+	return rcpt.ContractAddress, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-dev/tollgate/api/siwe"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/settlement"
+	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
 
 // fallbackSignInChain is the chain wallets sign in on when no settlement chain is configured
@@ -21,7 +22,8 @@ const fallbackSignInChain = 137
 // apiHandler returns the HTTP API and hosted pages that `tollgate serve` mounts on
 // serve.http_addr: the app's and developer's JSON API, the connect/top-up/wallet pages and the
 // OpenAPI document (package api). Top-ups are enabled when settle.treasury and settle.chains
-// are configured; contract wallets (EIP-1271) can sign in on the chains whose rpc_url answers.
+// are configured; contract wallets (EIP-1271) can sign in, and sign top-ups, on the chains
+// whose rpc_url answers (one client per chain, shared by both checks).
 // The server is the http.Handler; its Run prunes old idempotent answers until its context
 // ends (serve runs it beside the hold sweeper).
 func apiHandler(s *services) (*api.Server, error) {
@@ -29,7 +31,7 @@ func apiHandler(s *services) (*api.Server, error) {
 	logger := s.logger.With("part", "api")
 	var chainIDs []uint64
 	var payoutChains []string // withdrawals: the settlement chains, the first by default
-	callers := siwe.Chains{}
+	callers := eip1271.Chains{}
 	for _, c := range cfg.Settle.Chains {
 		id, err := strconv.ParseUint(c.ID, 10, 64)
 		if err != nil {
@@ -42,7 +44,7 @@ func apiHandler(s *services) (*api.Server, error) {
 		client, err := ethclient.DialContext(ctx, c.RPCURL)
 		cancel()
 		if err != nil {
-			logger.Warn("api: contract wallets cannot sign in on this chain: its node does not answer", "chain", c.ID, "err", err)
+			logger.Warn("api: contract wallets cannot sign in or sign top-ups on this chain: its node does not answer", "chain", c.ID, "err", err)
 			continue
 		}
 		callers[id] = client
@@ -60,7 +62,7 @@ func apiHandler(s *services) (*api.Server, error) {
 		}
 		t, err := settlement.NewTopUps(s.pool, chains, cfg.Settle.Treasury, settlement.TopUpOptions{
 			Validity: cfg.Settle.TopUps.Validity, MinMicro: cfg.Settle.TopUps.MinMicro, MaxMicro: cfg.Settle.TopUps.MaxMicro,
-			Logger: s.logger.With("part", "topups"),
+			Logger: s.logger.With("part", "topups"), Contracts: callers,
 		})
 		if err != nil {
 			return nil, err

@@ -1,4 +1,4 @@
-package siwe
+package eip1271
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 )
 
-// ErrUnknownChain means no client is configured for the message's chain.
-var ErrUnknownChain = errors.New("siwe: no node configured for this chain")
+// ErrUnknownChain means no client is configured for the chain asked about.
+var ErrUnknownChain = errors.New("eip1271: no node configured for this chain")
 
 // Chains is a ContractCaller over one go-ethereum client per chain id (ethclient.Client, or the
 // simulated backend's client in tests).
