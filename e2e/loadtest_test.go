@@ -80,7 +80,14 @@ type loadResult struct {
 	// "200 cut short", "connection error", …).
 	failures map[string]int
 	ttfb     []time.Duration // of the streams that succeeded, sorted
+	started  []streamStart   // of the streams that succeeded, unsorted: when each began
 	measure  time.Duration
+}
+
+// streamStart is when a stream began and its time to first byte.
+type streamStart struct {
+	at   time.Time
+	ttfb time.Duration
 }
 
 func (r loadResult) failed() int {
@@ -113,6 +120,7 @@ func (r *loadResult) add(o loadResult) {
 		r.failures[kind] += n
 	}
 	r.ttfb = append(r.ttfb, o.ttfb...)
+	r.started = append(r.started, o.started...)
 	r.measure += o.measure
 }
 
@@ -151,6 +159,7 @@ func runLoad(ctx context.Context, url string, run loadRun, headers func(worker i
 				if failure == "" {
 					res.ok++
 					res.ttfb = append(res.ttfb, ttfb)
+					res.started = append(res.started, streamStart{t0, ttfb})
 				} else {
 					res.failures[failure]++
 				}
@@ -354,10 +363,13 @@ func TestLoad(t *testing.T) {
 	noopOut.takeWaits()
 	tollOut.takeWaits()
 	before := srv.scrape(t)
+	pacedFrom := time.Now()
+	turns := make([][]string, len(targets)) // when each target's turns began
 	for round := range env.rounds {
 		byRound[round] = make([]loadResult, len(targets))
 		for k := range targets {
 			i := (round + k) % len(targets)
+			turns[i] = append(turns[i], fmt.Sprintf("+%.2fs", time.Since(pacedFrom).Seconds()))
 			r := runLoad(t.Context(), targets[i].url, loadRun{workers: env.workers, measure: env.measure / time.Duration(env.rounds), shape: env.shape}, targets[i].headers)
 			byRound[round][i] = r
 			paced[i].add(r)
@@ -426,6 +438,9 @@ func TestLoad(t *testing.T) {
 		}
 		t.Logf("p99 added by tollgate, round by round: vs direct %s; vs no-op %s", strings.Join(vsDirect, " "), strings.Join(vsNoop, " "))
 	}
+	for i, r := range paced {
+		t.Logf("slowest 1%% of %s (turns from %s): %s", names[i], strings.Join(turns[i], " "), slowSpells(r, pacedFrom, env.shape.TTFT))
+	}
 	logWaits(t, noopWaits, tollWaits)
 	phases.log(t)
 	if len(saturated) > 0 {
@@ -489,6 +504,40 @@ func fmtDelta(d time.Duration) string {
 		return "+" + d.Round(10*time.Microsecond).String()
 	}
 	return d.Round(10 * time.Microsecond).String()
+}
+
+// slowSpells says when the slowest 1% of r's streams began (seconds after from): streams whose
+// starts lie within gap of each other are one spell, which points at a stall of the machine or
+// of one process rather than at a cost every stream pays.
+func slowSpells(r loadResult, from time.Time, gap time.Duration) string {
+	cut := r.pct(0.99)
+	var slow []streamStart
+	for _, s := range r.started {
+		if s.ttfb >= cut {
+			slow = append(slow, s)
+		}
+	}
+	if len(slow) == 0 {
+		return "none"
+	}
+	slices.SortFunc(slow, func(a, b streamStart) int { return a.at.Compare(b.at) })
+	var spells []string
+	alone := 0
+	for i := 0; i < len(slow); {
+		j, worst := i+1, slow[i].ttfb
+		for j < len(slow) && slow[j].at.Sub(slow[j-1].at) <= gap {
+			worst = max(worst, slow[j].ttfb)
+			j++
+		}
+		if j-i == 1 {
+			alone++
+		} else {
+			spells = append(spells, fmt.Sprintf("+%.2fs (%d, up to %s)", slow[i].at.Sub(from).Seconds(), j-i, worst.Round(100*time.Microsecond)))
+		}
+		i = j
+	}
+	return fmt.Sprintf("%d streams at ≥ %s; spells: %s; alone: %d", len(slow), cut.Round(100*time.Microsecond),
+		cmp.Or(strings.Join(spells, ", "), "none"), alone)
 }
 
 func logRows(t *testing.T, names []string, rows []loadResult) {
