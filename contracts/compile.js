@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// Compiles the test contracts (TestUSDC.sol, TestWallet.sol) with the solc-js pinned in tools/node
-// (run `make tools` first) and writes build/NAME.abi and build/NAME.bin for each. Run through `go generate ./contracts/...` (or
-// `make generate`); the outputs are committed, so `go test` never needs Node.
+// Compiles the contracts (TestUSDC.sol, TestWallet.sol, TestWalletFactory.sol and the
+// ERC6492Validator.sol that sign-in and top-ups run as a deployless eth_call) with the solc-js
+// pinned in tools/node (run `make tools` first) and writes build/NAME.abi and build/NAME.bin for
+// each. Run through `go generate ./contracts/...` (or `make generate`); the outputs are
+// committed, so `go test` never needs Node.
 //
 // Usage: node compile.js [OUTDIR]   (OUTDIR defaults to ./build next to this file)
 'use strict';
@@ -26,7 +28,7 @@ if (!solc.version().startsWith(wantVersion + '+')) {
 }
 
 const outDir = process.argv[2] || path.join(here, 'build');
-const names = ['TestUSDC', 'TestWallet'];
+const names = ['TestUSDC', 'TestWallet', 'TestWalletFactory', 'ERC6492Validator'];
 const sources = {};
 const outputSelection = {};
 for (const name of names) {

@@ -367,7 +367,7 @@ type walletNode struct {
 	down bool
 }
 
-func (n walletNode) CallContract(context.Context, uint64, common.Address, []byte) ([]byte, error) {
+func (n walletNode) CallContract(context.Context, uint64, *common.Address, []byte) ([]byte, error) {
 	switch {
 	case n.down:
 		return nil, errors.New("dial tcp: connection refused")

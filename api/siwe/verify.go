@@ -30,7 +30,8 @@ var (
 	// ErrNotYetValid: the message's not-before time (or issued-at time) is in the future.
 	ErrNotYetValid = errors.New("siwe: message not yet valid")
 	// ErrBadSignature: the signature is not the address's, neither by EIP-191 recovery nor by
-	// the contract wallet's EIP-1271 answer.
+	// the contract wallet's EIP-1271 answer (for an ERC-6492 signature: the answer of the
+	// wallet its factory call deploys).
 	ErrBadSignature = errors.New("siwe: signature does not match the address")
 	// ErrContractCall: the EIP-1271 eth_call failed (node unreachable); retrying may succeed.
 	ErrContractCall = errors.New("siwe: could not ask the contract wallet")
@@ -83,15 +84,17 @@ func (m Message) Check(e Expect) error {
 
 // Verifier checks signatures over messages.
 type Verifier struct {
-	// Contracts answers EIP-1271 calls (eip1271.Chains); nil means contract wallets are not
-	// supported.
+	// Contracts answers EIP-1271 and ERC-6492 calls (eip1271.Chains); nil means contract
+	// wallets are not supported.
 	Contracts eip1271.ContractCaller
 }
 
 // Verify reports (by a nil error) whether sig is the signature of address over text, the raw
 // message as the wallet signed it. An EOA's 65-byte [R || S || V] signature (V 0/1 or 27/28) is
 // recovered locally; anything else, or a recovery that gives another address, is asked of the
-// address as an EIP-1271 contract on chainID.
+// address as an EIP-1271 contract on chainID. A smart account that is not deployed yet signs
+// with an ERC-6492 wrapper (ending in 0x6492…6492); it is checked by simulating the account's
+// deployment and asking it, in one read-only call (eip1271.Check), and nothing is deployed.
 // It can return: ErrBadSignature, ErrContractCall.
 func (v Verifier) Verify(ctx context.Context, text string, address common.Address, chainID uint64, sig []byte) error {
 	hash := accounts.TextHash([]byte(text))
@@ -109,12 +112,12 @@ func (v Verifier) Verify(ctx context.Context, text string, address common.Addres
 	if v.Contracts == nil {
 		return ErrBadSignature
 	}
-	ok, err := eip1271.IsValidSignature(ctx, v.Contracts, chainID, address, common.BytesToHash(hash), sig)
+	verdict, err := eip1271.Check(ctx, v.Contracts, chainID, address, common.BytesToHash(hash), sig, eip1271.MaxDeployGas)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: %w", ErrContractCall, err)
-	case !ok:
-		return ErrBadSignature
+	case verdict != eip1271.Accepted:
+		return fmt.Errorf("%w: %s", ErrBadSignature, verdict.Reason(address))
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 
 	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
 
@@ -132,10 +133,70 @@ func TestVerifyEIP1271(t *testing.T) {
 	}
 }
 
+// TestVerifyERC6492 signs in on anvil with a counterfactual smart account: a TestWallet that
+// TestWalletFactory will deploy at a CREATE2 address, with no code yet. The owner's signature
+// wrapped as ERC-6492 (factory, createAccount calldata, inner signature, magic suffix) is
+// accepted through one deployless eth_call, which deploys nothing; a stranger's key wrapped the
+// same way, and a wrapper whose factory call deploys someone else's wallet, are refused; the
+// owner's bare signature is refused too (no code to ask). After the wallet is deployed, the
+// wrapped and the bare signature are both accepted.
+func TestVerifyERC6492(t *testing.T) {
+	ctx := t.Context()
+	node := chaintest.StartAnvilWithFactory(t, chaintest.AnvilOptions{})
+	owner, stranger := chaintest.Key(t), chaintest.Key(t)
+	send, factory := node.Send, node.Factory
+	wallet, deploy, err := send.CounterfactualWallet(ctx, factory, crypto.PubkeyToAddress(owner.PublicKey), common.Hash{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, deployStrangers, err := send.CounterfactualWallet(ctx, factory, crypto.PubkeyToAddress(stranger.PublicKey), common.Hash{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chainID := node.ChainID.Uint64()
+	text := message(wallet, chainID).String()
+	wrapped := func(calldata, inner []byte) []byte {
+		return eip1271.Wrapped{Factory: factory, FactoryCalldata: calldata, Signature: inner}.Encode()
+	}
+	v := Verifier{Contracts: eip1271.Chains{chainID: node.Client}}
+	verify := func(t *testing.T, sig []byte, want error, why string) {
+		t.Helper()
+		err := v.Verify(ctx, text, wallet, chainID, sig)
+		if !errors.Is(err, want) || (err != nil && !strings.Contains(err.Error(), why)) {
+			t.Fatalf("Verify = %v, want %v containing %q", err, want, why)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		sig  []byte
+		want error
+		why  string
+	}{
+		{"owner's signature, wrapped", wrapped(deploy, personalSign(t, owner, text)), nil, ""},
+		{"stranger's signature, wrapped", wrapped(deploy, personalSign(t, stranger, text)), ErrBadSignature, "does not accept it"},
+		{"factory call deploys the stranger's wallet", wrapped(deployStrangers, personalSign(t, owner, text)), ErrBadSignature, "does not deploy it"},
+		{"owner's bare signature (no code yet)", personalSign(t, owner, text), ErrBadSignature, "does not accept it"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { verify(t, tt.sig, tt.want, tt.why) })
+	}
+	if code, err := node.Client.CodeAt(ctx, wallet, nil); err != nil || len(code) != 0 {
+		t.Fatalf("verifying deployed the wallet: code %x, %v", code, err)
+	}
+
+	if _, err := send.Send(ctx, node.Funded, &factory, deploy); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("deployed: wrapped", func(t *testing.T) { verify(t, wrapped(deploy, personalSign(t, owner, text)), nil, "") })
+	t.Run("deployed: bare", func(t *testing.T) { verify(t, personalSign(t, owner, text), nil, "") })
+	t.Run("deployed: stranger, wrapped", func(t *testing.T) {
+		verify(t, wrapped(deploy, personalSign(t, stranger, text)), ErrBadSignature, "does not accept it")
+	})
+}
+
 // revertingCaller is a fake node that answers every call with a revert.
 type revertingCaller struct{}
 
-func (revertingCaller) CallContract(context.Context, uint64, common.Address, []byte) ([]byte, error) {
+func (revertingCaller) CallContract(context.Context, uint64, *common.Address, []byte) ([]byte, error) {
 	return nil, eip1271.ErrReverted
 }
 

@@ -28,9 +28,12 @@ func TestBindingMatchesABI(t *testing.T) {
 }
 
 // contracts are the compiled contracts and their binding files.
-var contracts = map[string]string{"TestUSDC": "testusdc.go", "TestWallet": "testwallet.go"}
+var contracts = map[string]string{
+	"TestUSDC": "testusdc.go", "TestWallet": "testwallet.go", "TestWalletFactory": "testwalletfactory.go",
+	"ERC6492Validator": "erc6492validator.go",
+}
 
-// TestBuildMatchesSource recompiles TestUSDC.sol and TestWallet.sol with the pinned solc-js and compares the result
+// TestBuildMatchesSource recompiles the contracts with the pinned solc-js and compares the result
 // with the committed ABI and bytecode.
 func TestBuildMatchesSource(t *testing.T) {
 	if _, err := os.Stat("../../tools/node/node_modules/solc/package.json"); err != nil {

@@ -3,6 +3,7 @@ package chaintest
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
 	"fmt"
 	"math/big"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/ethereum/go-ethereum/rpc"
 )
@@ -197,4 +199,39 @@ func FreePort(ctx context.Context) (int, error) {
 		return port, nil
 	}
 	return 0, fmt.Errorf("chaintest: no free port in %d–%d after 100 tries", start, low-1)
+}
+
+// FactoryChain is an anvil node with a TestWalletFactory deployed, and a key with native
+// currency that tests send their transactions from.
+type FactoryChain struct {
+	*Anvil
+	Send    Sender
+	Funded  *ecdsa.PrivateKey
+	Factory common.Address
+}
+
+// StartAnvilWithFactory starts anvil (as StartAnvil), funds a new key and deploys a
+// TestWalletFactory from it, for tests of counterfactual wallets (ERC-6492).
+func StartAnvilWithFactory(t testing.TB, opts AnvilOptions) FactoryChain {
+	t.Helper()
+	node := StartAnvil(t, opts)
+	c := FactoryChain{Anvil: node, Send: Sender{Client: node.Client, TipFloor: big.NewInt(25_000_000_000)}, Funded: Key(t)}
+	if err := node.SetBalance(t.Context(), crypto.PubkeyToAddress(c.Funded.PublicKey), new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if c.Factory, err = c.Send.DeployTestWalletFactory(t.Context(), c.Funded); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Key makes a new secp256k1 key, or fails the test.
+func Key(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := crypto.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -1,5 +1,5 @@
 // Package chaintest is test support for code that talks to an EVM chain: it deploys Tollgate's
-// test token and test contract wallet (EIP-1271), sends transactions from test keys and waits
+// test token, test contract wallet (EIP-1271) and its factory (ERC-6492), sends transactions from test keys and waits
 // for them, and starts a real anvil node from tools/node. It works on ethclient/simulated and on anvil alike.
 package chaintest
 
@@ -178,4 +178,32 @@ func (s Sender) DeployTestWallet(ctx context.Context, key *ecdsa.PrivateKey, own
 		return common.Address{}, fmt.Errorf("chaintest: deploy TestWallet: %w", err)
 	}
 	return rcpt.ContractAddress, nil
+}
+
+// Factory is the binding of TestWalletFactory, which deploys TestWallets at CREATE2 addresses
+// known in advance (counterfactual wallets, ERC-6492).
+var Factory = testusdc.NewTestWalletFactory()
+
+// DeployTestWalletFactory deploys a TestWalletFactory from key.
+func (s Sender) DeployTestWalletFactory(ctx context.Context, key *ecdsa.PrivateKey) (common.Address, error) {
+	rcpt, err := s.Send(ctx, key, nil, hexutil.MustDecode(testusdc.TestWalletFactoryMetaData.Bin))
+	if err != nil {
+		return common.Address{}, fmt.Errorf("chaintest: deploy TestWalletFactory: %w", err)
+	}
+	return rcpt.ContractAddress, nil
+}
+
+// CounterfactualWallet is the address at which factory will deploy owner's TestWallet for salt
+// (the factory's own getAddress), and the factory calldata that deploys it there: what an
+// ERC-6492 wrapper carries. Nothing is deployed.
+func (s Sender) CounterfactualWallet(ctx context.Context, factory, owner common.Address, salt common.Hash) (common.Address, []byte, error) {
+	out, err := s.Call(ctx, factory, Factory.PackGetAddress(owner, salt))
+	if err != nil {
+		return common.Address{}, nil, fmt.Errorf("chaintest: getAddress: %w", err)
+	}
+	wallet, err := Factory.UnpackGetAddress(out)
+	if err != nil {
+		return common.Address{}, nil, err
+	}
+	return wallet, Factory.PackCreateAccount(owner, salt), nil
 }

@@ -18,14 +18,15 @@ var ErrUnknownChain = errors.New("eip1271: no node configured for this chain")
 // simulated backend's client in tests).
 type Chains map[uint64]ethereum.ContractCaller
 
-// CallContract runs an eth_call at the latest block on the chain.
+// CallContract runs an eth_call at the latest block on the chain; to nil makes it deployless
+// (data is creation code, the result what the constructor returns).
 // It can return: ErrUnknownChain, ErrReverted, or the node's error.
-func (c Chains) CallContract(ctx context.Context, chainID uint64, to common.Address, data []byte) ([]byte, error) {
+func (c Chains) CallContract(ctx context.Context, chainID uint64, to *common.Address, data []byte) ([]byte, error) {
 	client, ok := c[chainID]
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownChain, chainID)
 	}
-	out, err := client.CallContract(ctx, ethereum.CallMsg{To: &to, Data: data}, nil)
+	out, err := client.CallContract(ctx, ethereum.CallMsg{To: to, Data: data}, nil)
 	if err != nil && isRevert(err) {
 		return nil, fmt.Errorf("%w: %w", ErrReverted, err)
 	}

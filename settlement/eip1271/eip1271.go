@@ -2,7 +2,8 @@
 // isValidSignature(bytes32 hash, bytes signature) over eth_call, which returns 0x1626ba7e for
 // yes. Sign-in (api/siwe, over an EIP-191 hash) and top-ups (settlement, over an EIP-712
 // digest) both use it for the wallets that cannot be checked by ECDSA recovery: Safe,
-// Coinbase Smart Wallet and other deployed smart accounts.
+// Coinbase Smart Wallet and other smart accounts. Check also takes ERC-6492 signatures of
+// accounts not deployed yet (see erc6492.go).
 package eip1271
 
 import (
@@ -18,11 +19,13 @@ import (
 // ErrReverted is what a ContractCaller wraps when the node answered that the call reverted.
 var ErrReverted = errors.New("eip1271: contract call reverted")
 
-// ContractCaller makes the one read-only call EIP-1271 needs, on a chain. A call that reverts
-// returns an error wrapping ErrReverted (it means "not valid"); any other error means the node
-// could not be asked. Chains is the implementation over go-ethereum clients.
+// ContractCaller makes the read-only calls EIP-1271 and ERC-6492 need, on a chain: an eth_call
+// to a contract, or, with to nil, a deployless eth_call whose data is creation code (the
+// result is what the constructor returns). A call that reverts returns an error wrapping
+// ErrReverted (it means "not valid"); any other error means the node could not be asked.
+// Chains is the implementation over go-ethereum clients.
 type ContractCaller interface {
-	CallContract(ctx context.Context, chainID uint64, to common.Address, data []byte) ([]byte, error)
+	CallContract(ctx context.Context, chainID uint64, to *common.Address, data []byte) ([]byte, error)
 }
 
 // magic is isValidSignature's selector, which the contract returns for a valid signature.
@@ -34,7 +37,7 @@ var magic = [4]byte{0x16, 0x26, 0xba, 0x7e}
 // or an address without code (the call succeeds with no output) is false with a nil error; an
 // error means the node could not be asked, and asking again may succeed.
 func IsValidSignature(ctx context.Context, c ContractCaller, chainID uint64, wallet common.Address, hash common.Hash, sig []byte) (bool, error) {
-	out, err := c.CallContract(ctx, chainID, wallet, isValidSignatureCall(hash, sig))
+	out, err := c.CallContract(ctx, chainID, &wallet, isValidSignatureCall(hash, sig))
 	if errors.Is(err, ErrReverted) {
 		return false, nil
 	}

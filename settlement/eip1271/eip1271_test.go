@@ -17,7 +17,7 @@ type answer struct {
 	data *[]byte
 }
 
-func (a answer) CallContract(_ context.Context, _ uint64, _ common.Address, data []byte) ([]byte, error) {
+func (a answer) CallContract(_ context.Context, _ uint64, _ *common.Address, data []byte) ([]byte, error) {
 	*a.data = data
 	return a.out, a.err
 }
