@@ -209,6 +209,20 @@ func (l *Ledger) GetHold(ctx context.Context, holdID string) (Hold, error) {
 	return l.getHold(ctx, holdID)
 }
 
+// GetTransfer reads a committed transfer with its entries (one per account, shards merged)
+// and metadata. A non-UUID id is ErrTransferNotFound, as an unknown one.
+// It can return: ErrTransferNotFound.
+func (l *Ledger) GetTransfer(ctx context.Context, transferID string) (Transfer, error) {
+	return l.getTransfer(ctx, "id", transferID)
+}
+
+// Reversal reads the transfer that reversed transferID (there is at most one). A transfer that
+// was not reversed, or does not exist, is ErrTransferNotFound.
+// It can return: ErrTransferNotFound.
+func (l *Ledger) Reversal(ctx context.Context, transferID string) (Transfer, error) {
+	return l.getTransfer(ctx, "reverses", transferID)
+}
+
 // GetPayout reads a payout. It can return: ErrPayoutNotFound.
 func (l *Ledger) GetPayout(ctx context.Context, payoutID string) (Payout, error) {
 	return l.getPayout(ctx, payoutID)

@@ -260,6 +260,11 @@ type ReverseRequest struct {
 	Key        string
 	TransferID string
 	Reason     string
+	// Metadata is recorded on the reversal (Reason, when set, as "reason"), so that readers
+	// who pick transfers by metadata (the API shows a paywall the movements whose "paywall" is
+	// its id) see the reversal too. Like every transfer's metadata, it is not part of the
+	// request hash.
+	Metadata map[string]string
 }
 
 // WalletBalance is a wallet's money. AvailableMicro = PostedMicro − HeldMicro.

@@ -146,3 +146,21 @@ func (l *Ledger) getHold(ctx context.Context, holdID string) (Hold, error) {
 	}
 	return h.Hold, nil
 }
+
+// getTransfer reads the transfer whose column ("id" or "reverses") is transferID.
+func (l *Ledger) getTransfer(ctx context.Context, column, transferID string) (Transfer, error) {
+	if !validUUID(transferID) {
+		return Transfer{}, wrapf(ErrTransferNotFound, "transfer %q", transferID)
+	}
+	st, found, err := l.transferBy(ctx, column, strings.ToLower(transferID))
+	if err != nil {
+		return Transfer{}, public(err)
+	}
+	if !found {
+		if column == "reverses" {
+			return Transfer{}, wrapf(ErrTransferNotFound, "no reversal of transfer %s", transferID)
+		}
+		return Transfer{}, wrapf(ErrTransferNotFound, "transfer %s", transferID)
+	}
+	return st.Transfer, nil
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -130,8 +131,12 @@ func (l *Ledger) reverse(ctx context.Context, r ReverseRequest) (Transfer, error
 	}
 	hash := requestHash("reversal", strings.ToLower(r.TransferID))
 	var meta map[string]string
-	if r.Reason != "" {
-		meta = map[string]string{"reason": r.Reason}
+	if len(r.Metadata) > 0 || r.Reason != "" {
+		meta = make(map[string]string, len(r.Metadata)+1)
+		maps.Copy(meta, r.Metadata)
+		if r.Reason != "" {
+			meta["reason"] = r.Reason
+		}
 	}
 	var tr Transfer
 	applied := false
