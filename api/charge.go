@@ -64,10 +64,20 @@ func parseAmount(w http.ResponseWriter, s string, maxMicro int64) (int64, bool) 
 	return micro, true
 }
 
+// textProblem reports what is wrong with a free-form text field (a charge's description, a
+// refund's reason), or "". NUL is refused because the ledger keeps metadata as JSONB, which
+// cannot hold it: the write would fail as if the database were down.
+func textProblem(field, s string) string {
+	if !utf8.ValidString(s) || len(s) > maxDescriptionLen || strings.ContainsRune(s, 0) {
+		return fmt.Sprintf("The %s must be UTF-8 text (no NUL) of at most %d bytes.", field, maxDescriptionLen)
+	}
+	return ""
+}
+
 // checkMetadata reports what is wrong with a charge's description and metadata, or "".
 func checkMetadata(desc string, meta map[string]string) string {
-	if !utf8.ValidString(desc) || len(desc) > maxDescriptionLen {
-		return fmt.Sprintf("The description must be UTF-8 text of at most %d bytes.", maxDescriptionLen)
+	if problem := textProblem("description", desc); problem != "" {
+		return problem
 	}
 	if len(meta) > maxMetadataKeys {
 		return fmt.Sprintf("The metadata may have at most %d keys; it has %d.", maxMetadataKeys, len(meta))
@@ -76,8 +86,8 @@ func checkMetadata(desc string, meta map[string]string) string {
 		if k == "" || len(k) > maxMetadataKeyLen || !utf8.ValidString(k) || strings.ContainsAny(k, "\x00") {
 			return fmt.Sprintf("Metadata keys must be 1 to %d bytes of text.", maxMetadataKeyLen)
 		}
-		if len(v) > maxMetadataValLen || !utf8.ValidString(v) {
-			return fmt.Sprintf("Metadata value of %q must be UTF-8 text of at most %d bytes.", k, maxMetadataValLen)
+		if len(v) > maxMetadataValLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return fmt.Sprintf("Metadata value of %q must be UTF-8 text (no NUL) of at most %d bytes.", k, maxMetadataValLen)
 		}
 	}
 	return ""
@@ -143,14 +153,8 @@ func (s *Server) charge(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 		}
 		link := s.deps.Links.URL(pw.ID, user, paywall.PurposeTopUp)
 		writeAction(w, actionTopUp, pw.TopUpMessage(link, b.AvailableMicro), link)
-	case errors.Is(err, ledger.ErrIdempotencyConflict):
-		conflict(w, "idempotency_key_reused",
-			"This Idempotency-Key was already used with a different request. Use a new key for a new charge.")
-	case errors.Is(err, ledger.ErrAmbiguous):
-		writeError(w, http.StatusServiceUnavailable, "server_error", "outcome_unknown", "",
-			"The charge's outcome is not known yet; retry with the same Idempotency-Key to learn it (it will not charge twice).")
 	case err != nil:
-		s.unavailable(w, r, "record the charge", err)
+		s.ledgerFailure(w, r, "charge", err)
 	default:
 		s.opts.Logger.InfoContext(r.Context(), "manual charge", "paywall", pw.ID, "user", user, "amount_micro", amount, "transfer", t.ID)
 		writeJSON(w, http.StatusCreated, chargeJSON{
@@ -159,5 +163,22 @@ func (s *Server) charge(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 			Description: req.Description, Metadata: req.Metadata, CreatedAt: t.CreatedAt.UTC(),
 			Message: "Charged " + pricing.FormatUSDC(amount) + " " + currency + ".",
 		})
+	}
+}
+
+// ledgerFailure answers the ledger errors that every POST moving money shares: the ledger's
+// copy of the Idempotency-Key bound to another request (409), a commit whose outcome is not
+// known (503: the same key learns it, and never moves money twice), and anything else (503).
+// noun names the operation ("charge", "refund", "withdrawal").
+func (s *Server) ledgerFailure(w http.ResponseWriter, r *http.Request, noun string, err error) {
+	switch {
+	case errors.Is(err, ledger.ErrIdempotencyConflict):
+		conflict(w, "idempotency_key_reused",
+			"This Idempotency-Key was already used with a different request. Use a new key for a new "+noun+".")
+	case errors.Is(err, ledger.ErrAmbiguous):
+		writeError(w, http.StatusServiceUnavailable, "server_error", "outcome_unknown", "",
+			"The "+noun+"'s outcome is not known yet; retry with the same Idempotency-Key to learn it (it will not happen twice).")
+	default:
+		s.unavailable(w, r, "record the "+noun, err)
 	}
 }

@@ -168,24 +168,13 @@ func TestChargeRejectsBadInput(t *testing.T) {
 		{"form content type", map[string]any{"amount": "1"}, "k", "application/x-www-form-urlencoded", 415, "unsupported_media_type", "application/json"},
 		{"long description", map[string]any{"amount": "1", "description": long}, "k", "", 400, "invalid_metadata", "at most 500"},
 		{"many metadata keys", map[string]any{"amount": "1", "metadata": many}, "k", "", 400, "invalid_metadata", "at most 20 keys"},
+		// The ledger keeps metadata as JSONB, which has no NUL: a 400, not a failed write.
+		{"NUL in description", map[string]any{"amount": "1", "description": "a\x00b"}, "k", "", 400, "invalid_metadata", "no NUL"},
+		{"NUL in metadata value", map[string]any{"amount": "1", "metadata": map[string]string{"k": "\x00"}}, "k", "", 400, "invalid_metadata", "no NUL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := []string{}
-			if tt.idem != "" {
-				h = append(h, "Idempotency-Key", tt.idem)
-			}
-			if tt.ctype != "" {
-				h = append(h, "Content-Type", tt.ctype)
-			}
-			r := e.app("POST", "/api/v1/users/alice/charges", key, tt.body, h...)
-			expectStatus(t, r, tt.status)
-			if got := r.errorCode(t); got != tt.code {
-				t.Errorf("code %q, want %q", got, tt.code)
-			}
-			if msg := r.json(t)["error"].(map[string]any)["message"].(string); !strings.Contains(msg, tt.message) {
-				t.Errorf("message %q does not say %q", msg, tt.message)
-			}
+			e.expectRefusal(t, "/api/v1/users/alice/charges", key, tt.body, tt.idem, tt.ctype, tt.status, tt.code, tt.message)
 		})
 	}
 	if b, _ := e.ledger.Balance(t.Context(), wallet); b.AvailableMicro != 5_000_000 {
@@ -227,17 +216,11 @@ func FuzzChargeBody(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		rec := &capturedResponse{header: http.Header{}, status: 200}
-		req := httptest.NewRequest(http.MethodPost, "/api/v1/users/u/charges", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
 		var cr chargeRequest
-		if !decodeBody(rec, req, &cr) {
-			if rec.status != http.StatusBadRequest || !json.Valid(rec.body.Bytes()) {
-				t.Fatalf("refusal is not a JSON 400: %d %s", rec.status, rec.body.String())
-			}
+		if !decodeFuzzed(t, body, &cr, decodeBody) {
 			return
 		}
-		micro, ok := parseAmount(rec, cr.Amount, 1_000_000_000)
+		micro, ok := parseAmount(&capturedResponse{header: http.Header{}}, cr.Amount, 1_000_000_000)
 		if !ok {
 			return
 		}
@@ -250,4 +233,42 @@ func FuzzChargeBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// decodeFuzzed runs decode on a fuzzed body and reports whether it took it; a refusal must be
+// a JSON 400.
+func decodeFuzzed(t *testing.T, body []byte, v any, decode func(http.ResponseWriter, *http.Request, any) bool) bool {
+	t.Helper()
+	rec := &capturedResponse{header: http.Header{}, status: 200}
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/users/u/charges", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if decode(rec, req, v) {
+		return true
+	}
+	if rec.status != http.StatusBadRequest || !json.Valid(rec.body.Bytes()) {
+		t.Fatalf("refusal is not a JSON 400: %d %s", rec.status, rec.body.String())
+	}
+	return false
+}
+
+// expectRefusal posts body to path as the paywall with apiKey, with the Idempotency-Key and
+// Content-Type given ("" sends none), and checks that the answer is the error status and code
+// whose message says saying.
+func (e *env) expectRefusal(t *testing.T, path, apiKey string, body any, idem, ctype string, status int, code, saying string) {
+	t.Helper()
+	var h []string
+	if idem != "" {
+		h = append(h, "Idempotency-Key", idem)
+	}
+	if ctype != "" {
+		h = append(h, "Content-Type", ctype)
+	}
+	r := e.app("POST", path, apiKey, body, h...)
+	expectStatus(t, r, status)
+	if got := r.errorCode(t); got != code {
+		t.Errorf("code %q, want %q", got, code)
+	}
+	if msg := r.json(t)["error"].(map[string]any)["message"].(string); !strings.Contains(msg, saying) {
+		t.Errorf("message %q does not say %q", msg, saying)
+	}
 }

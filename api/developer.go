@@ -205,26 +205,25 @@ func (s *Server) payout(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 	})
 	switch {
 	case errors.Is(err, ledger.ErrInsufficientFunds), errors.Is(err, ledger.ErrUnknownAccount):
-		msg := fmt.Sprintf("Your available earnings cannot cover a withdrawal of %s USDC.", pricing.FormatUSDC(amount))
-		// A paywall that never earned has no account: its earnings are zero. A failed read leaves
-		// the figure out rather than showing 0.
-		if e, err := s.deps.Ledger.Earnings(r.Context(), pw.ID); err == nil || errors.Is(err, ledger.ErrUnknownAccount) {
-			msg = fmt.Sprintf("Your available earnings (%s USDC) cannot cover a withdrawal of %s USDC.",
-				pricing.FormatUSDC(e.AvailableMicro), pricing.FormatUSDC(amount))
-		}
-		conflict(w, "insufficient_earnings", msg)
-	case errors.Is(err, ledger.ErrIdempotencyConflict):
-		conflict(w, "idempotency_key_reused",
-			"This Idempotency-Key was already used with a different request. Use a new key for a new withdrawal.")
-	case errors.Is(err, ledger.ErrAmbiguous):
-		writeError(w, http.StatusServiceUnavailable, "server_error", "outcome_unknown", "",
-			"The withdrawal's outcome is not known yet; retry with the same Idempotency-Key to learn it.")
+		s.insufficientEarnings(w, r, pw.ID, "a withdrawal of "+pricing.FormatUSDC(amount)+" USDC", "")
 	case err != nil:
-		s.unavailable(w, r, "record the withdrawal", err)
+		s.ledgerFailure(w, r, "withdrawal", err)
 	default:
 		s.opts.Logger.InfoContext(r.Context(), "payout requested", "paywall", pw.ID, "payout", p.ID, "amount_micro", amount)
 		writeJSON(w, http.StatusCreated, toPayoutJSON(p))
 	}
+}
+
+// insufficientEarnings answers 409 insufficient_earnings: the paywall's available earnings
+// cannot cover what (a phrase: "a withdrawal of 5.00 USDC"); then follows the sentence.
+func (s *Server) insufficientEarnings(w http.ResponseWriter, r *http.Request, paywallID, what, then string) {
+	msg := "Your available earnings cannot cover " + what + "." + then
+	// A paywall that never earned has no account: its earnings are zero. A failed read leaves
+	// the figure out rather than showing 0.
+	if e, err := s.deps.Ledger.Earnings(r.Context(), paywallID); err == nil || errors.Is(err, ledger.ErrUnknownAccount) {
+		msg = fmt.Sprintf("Your available earnings (%s USDC) cannot cover %s.%s", pricing.FormatUSDC(e.AvailableMicro), what, then)
+	}
+	conflict(w, "insufficient_earnings", msg)
 }
 
 type payoutsJSON struct {
