@@ -2,7 +2,7 @@
 //
 //   - the JSON API for apps (authenticated with the paywall's key, the user named in the path
 //     or by X-Paywall-User): authorization status and link, revocation, balance, top-up link,
-//     manual charges, the user menu and history;
+//     manual charges and refunds, the user menu and history;
 //   - the developer's API: earnings, withdrawals and their status;
 //   - the hosted pages a user opens from a paywall message: connect (Sign-In with Ethereum),
 //     top-up (an EIP-3009 authorization signed by the wallet) and wallet (balance, history);
@@ -55,6 +55,10 @@ type Ledger interface {
 	Balance(ctx context.Context, wallet string) (ledger.WalletBalance, error)
 	History(ctx context.Context, a ledger.Account, cursor string, limit int) (ledger.HistoryPage, error)
 	Charge(ctx context.Context, r ledger.ChargeRequest) (ledger.Transfer, error)
+	// GetTransfer and Reversal can return ledger.ErrTransferNotFound.
+	GetTransfer(ctx context.Context, transferID string) (ledger.Transfer, error)
+	Reversal(ctx context.Context, transferID string) (ledger.Transfer, error)
+	Reverse(ctx context.Context, r ledger.ReverseRequest) (ledger.Transfer, error)
 	Earnings(ctx context.Context, paywallID string) (ledger.EarningsBalance, error)
 	RequestPayout(ctx context.Context, r ledger.PayoutRequest) (ledger.Payout, error)
 	GetPayout(ctx context.Context, payoutID string) (ledger.Payout, error)
@@ -350,6 +354,7 @@ func (s *Server) routeTable() []route {
 		add("GET", prefix+"/balance", s.withUser(s.getBalance))
 		add("GET", prefix+"/topup-link", s.withUser(s.getTopUpLink))
 		add("POST", prefix+"/charges", s.withUser(s.postCharge))
+		add("POST", prefix+"/charges/{id}/refund", s.withUser(s.postRefund))
 		add("GET", prefix+"/menu", s.withUser(s.getMenu))
 		add("GET", prefix+"/history", s.withUser(s.getHistory))
 	}

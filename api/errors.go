@@ -97,6 +97,16 @@ const maxBodyBytes = 64 << 10
 // decodeBody reads a JSON object into v, refusing unknown fields, trailing data and bodies
 // over maxBodyBytes; on failure it has written the 400 and returns false.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	return decodeJSON(w, r, v, false)
+}
+
+// decodeOptionalBody is decodeBody for an endpoint whose every field is optional: an empty
+// body (or only white space) is the empty object, and leaves v as it was.
+func decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	return decodeJSON(w, r, v, true)
+}
+
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 		writeError(w, http.StatusUnsupportedMediaType, "invalid_request_error", "unsupported_media_type", "",
 			fmt.Sprintf("Send the body as application/json, not %s.", ct))
@@ -105,6 +115,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if optional && errors.Is(err, io.EOF) {
+			return true
+		}
 		badRequest(w, "invalid_json", "", "The body is not the JSON object this endpoint takes: "+describeJSONError(err))
 		return false
 	}
