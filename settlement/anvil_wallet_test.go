@@ -13,6 +13,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 
+	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 	"github.com/tollgate-dev/tollgate/settlement/eip1271"
@@ -67,18 +68,9 @@ func TestAnvilContractWalletTopUp(t *testing.T) {
 	db, l, topups, w := newAnvilSettlement(t, node, chain, signer, TopUpOptions{
 		Contracts: eip1271.Chains{node.ChainID.Uint64(): node.Client},
 	})
-	// create makes a top-up and returns it with the authorization its wallet must sign.
 	create := func(from common.Address, micro int64) (string, Authorization) {
 		t.Helper()
-		in, err := topups.Create(ctx, TopUpRequest{Wallet: from.Hex(), AmountMicro: micro})
-		if err != nil {
-			t.Fatal(err)
-		}
-		row, err := loadTopUp(ctx, db.Pool, in.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return in.ID, row.authorization()
+		return createTopUp(t, topups, db, from, micro)
 	}
 
 	// The wallet's owner signs the EIP-712 digest; the node says the wallet accepts that.
@@ -137,18 +129,7 @@ func TestAnvilContractWalletTopUp(t *testing.T) {
 	}
 
 	// Each relay used the form its signature needs.
-	selector := func(id string) []byte {
-		t.Helper()
-		var hash string
-		if err := db.Pool.QueryRow(ctx, `SELECT tx_hash FROM settlement_topups WHERE id = $1`, id).Scan(&hash); err != nil {
-			t.Fatal(err)
-		}
-		tx, _, err := node.Client.TransactionByHash(ctx, common.HexToHash(hash))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tx.Data()[:4]
-	}
+	selector := func(id string) []byte { t.Helper(); return relayData(t, db, node, id)[:4] }
 	byBytes := crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"))[:4]
 	vrs := crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"))[:4]
 	if got := selector(good); !bytes.Equal(got, byBytes) {
@@ -159,25 +140,11 @@ func TestAnvilContractWalletTopUp(t *testing.T) {
 	}
 
 	// Money: the wallet and the EOA credited once, as top-ups; the refused and revoked ones moved nothing.
-	for _, c := range []struct {
-		who             common.Address
-		ledger, onChain int64
-	}{
+	checkMoney(t, l, send, tokenAddr, []money{
 		{wallet, 20_000_000, 30_000_000},
 		{addrOf(user), 5_000_000, 45_000_000},
 		{turncoat, 0, 50_000_000},
-	} {
-		b, err := l.Balance(ctx, strings.ToLower(c.who.Hex()))
-		if c.ledger == 0 && errors.Is(err, ledger.ErrUnknownAccount) {
-			err = nil // never credited: the ledger has no account for it
-		}
-		if err != nil || b.PostedMicro != c.ledger {
-			t.Errorf("%s: ledger %+v, %v; want %d", c.who.Hex(), b, err, c.ledger)
-		}
-		if got, _ := send.BalanceOf(ctx, tokenAddr, c.who); got != c.onChain {
-			t.Errorf("%s holds %d, want %d", c.who.Hex(), got, c.onChain)
-		}
-	}
+	})
 	var kinds string
 	if err := db.Pool.QueryRow(ctx, `SELECT string_agg(kind || ':' || topup_id::TEXT, ',' ORDER BY amount_micro)
 		FROM settlement_deposits WHERE status = 'credited'`).Scan(&kinds); err != nil {
@@ -197,5 +164,55 @@ func TestAnvilContractWalletTopUp(t *testing.T) {
 	_, err = node.Client.EstimateGas(ctx, ethereum.CallMsg{From: treasury, To: &wallet, Data: data})
 	if err == nil || classify(err) != failUnknown || hasRevertReason(err) {
 		t.Fatalf("missing function: %v (classified %v), want a revert without a reason", err, classify(err))
+	}
+}
+
+// createTopUp makes a top-up and returns it with the authorization its wallet must sign.
+func createTopUp(t *testing.T, topups *TopUps, db *testdb.DB, from common.Address, micro int64) (string, Authorization) {
+	t.Helper()
+	in, err := topups.Create(t.Context(), TopUpRequest{Wallet: from.Hex(), AmountMicro: micro})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, err := loadTopUp(t.Context(), db.Pool, in.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in.ID, row.authorization()
+}
+
+// relayData is the calldata of the transaction that moved a top-up's money.
+func relayData(t *testing.T, db *testdb.DB, node *chaintest.Anvil, id string) []byte {
+	t.Helper()
+	var hash string
+	if err := db.Pool.QueryRow(t.Context(), `SELECT tx_hash FROM settlement_topups WHERE id = $1`, id).Scan(&hash); err != nil {
+		t.Fatal(err)
+	}
+	tx, _, err := node.Client.TransactionByHash(t.Context(), common.HexToHash(hash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tx.Data()
+}
+
+// money is what a wallet should have: in the ledger (credited) and on chain (USDC held).
+type money struct {
+	who             common.Address
+	ledger, onChain int64
+}
+
+func checkMoney(t *testing.T, l *ledger.Ledger, send chaintest.Sender, token common.Address, want []money) {
+	t.Helper()
+	for _, c := range want {
+		b, err := l.Balance(t.Context(), strings.ToLower(c.who.Hex()))
+		if c.ledger == 0 && errors.Is(err, ledger.ErrUnknownAccount) {
+			err = nil // never credited: the ledger has no account for it
+		}
+		if err != nil || b.PostedMicro != c.ledger {
+			t.Errorf("%s: ledger %+v, %v; want %d", c.who.Hex(), b, err, c.ledger)
+		}
+		if got, _ := send.BalanceOf(t.Context(), token, c.who); got != c.onChain {
+			t.Errorf("%s holds %d, want %d", c.who.Hex(), got, c.onChain)
+		}
 	}
 }

@@ -33,6 +33,8 @@ type ChainClient interface {
 	NonceAt(ctx context.Context, account common.Address, block *big.Int) (uint64, error)
 	PendingNonceAt(ctx context.Context, account common.Address) (uint64, error)
 	BalanceAt(ctx context.Context, account common.Address, block *big.Int) (*big.Int, error)
+	// CodeAt tells whether a counterfactual wallet (ERC-6492) is deployed yet.
+	CodeAt(ctx context.Context, account common.Address, block *big.Int) ([]byte, error)
 	SendTransaction(ctx context.Context, tx *types.Transaction) error
 }
 

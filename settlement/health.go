@@ -223,6 +223,12 @@ func (c observedClient) BalanceAt(ctx context.Context, account common.Address, b
 	return v, err
 }
 
+func (c observedClient) CodeAt(ctx context.Context, account common.Address, block *big.Int) ([]byte, error) {
+	v, err := c.ChainClient.CodeAt(ctx, account, block)
+	c.observe(ctx, "eth_getCode", err)
+	return v, err
+}
+
 func (c observedClient) SendTransaction(ctx context.Context, tx *types.Transaction) error {
 	err := c.ChainClient.SendTransaction(ctx, tx)
 	c.observe(ctx, "eth_sendRawTransaction", err)

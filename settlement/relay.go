@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"time"
 
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
 
 // The top-up relay: signed top-ups are submitted as transferWithAuthorization from the hot
@@ -65,10 +69,24 @@ func (w *Worker) relay(ctx context.Context, t topUpRow) error {
 	if err != nil {
 		return w.setTopUp(ctx, t.id, TopUpFailed, "stored signature is malformed", 0)
 	}
-	data, byContract := w.chain.transferCall(SignedAuthorization{Authorization: t.authorization(), Signature: sig})
 	if ok, err := w.topUpPreflight(ctx, t, tok); err != nil || !ok {
 		return err
 	}
+	if eip1271.IsWrapped(sig) {
+		// A counterfactual wallet (ERC-6492): the token asks the wallet's isValidSignature,
+		// which needs code, so the wallet is deployed first and the token gets the inner
+		// signature. The preflight came first so that no gas is spent deploying a wallet whose
+		// transfer cannot happen now.
+		wrapped, err := eip1271.ParseWrapped(sig)
+		if err != nil {
+			return w.setTopUp(ctx, t.id, TopUpFailed, "stored signature is malformed: "+err.Error(), 0)
+		}
+		if deployed, err := w.deployWallet(ctx, t, wrapped); err != nil || !deployed {
+			return err
+		}
+		sig = wrapped.Signature
+	}
+	data, byContract := w.chain.transferCall(SignedAuthorization{Authorization: t.authorization(), Signature: sig})
 	gas, err := w.estimate(ctx, w.chain.Token, data)
 	if err != nil {
 		return w.topUpRefused(ctx, t, err, byContract)
@@ -83,6 +101,60 @@ func (w *Worker) relay(ctx context.Context, t topUpRow) error {
 		w.metrics.topUp(TopUpSubmitted)
 	}
 	return err
+}
+
+// deployWallet gets a top-up's counterfactual wallet deployed with its ERC-6492 factory call,
+// sent from the hot wallet (which pays the gas), and reports whether the wallet has code now.
+// It never deploys twice: a wallet with code (deployed by us, by itself or by anyone) is
+// ready; while our deployment is pending, it waits for it (monitorTxs follows it like any
+// other transaction, across restarts). A deployment that would revert, needs more than
+// eip1271.MaxDeployGas, or was mined without leaving code at the wallet fails the top-up; no
+// money has moved then.
+func (w *Worker) deployWallet(ctx context.Context, t topUpRow, wrapped eip1271.Wrapped) (bool, error) {
+	code, err := w.client.CodeAt(ctx, t.wallet, nil)
+	if err != nil {
+		return false, fmt.Errorf("code of %s: %w", t.wallet.Hex(), err)
+	}
+	if len(code) > 0 {
+		return true, nil
+	}
+	tx, ok, err := w.txByRef(ctx, purposeDeploy, t.id)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case ok && tx.status == "pending":
+		return false, nil // mined or not, not final yet; the wallet has code once it is mined
+	case ok && tx.status == "final" && tx.receiptStatus == 1:
+		return false, w.setTopUp(ctx, t.id, TopUpFailed, "the wallet's ERC-6492 factory call was mined ("+tx.minedHash+") but left no code at "+t.wallet.Hex(), 0)
+	case ok && tx.status == "final":
+		return false, w.setTopUp(ctx, t.id, TopUpFailed, "the wallet's ERC-6492 deployment reverted ("+tx.minedHash+") and nobody else deployed it", 0)
+	}
+	// None yet, or ours lost its nonce to a foreign transaction: deploy.
+	// Estimated within the bound, so a deployment that needs more fails here, as the
+	// submit's simulation would have refused it.
+	gas, err := w.client.EstimateGas(ctx, ethereum.CallMsg{From: w.signer.Address(), To: &wrapped.Factory, Data: wrapped.FactoryCalldata, Gas: eip1271.MaxDeployGas})
+	switch {
+	case err != nil && strings.Contains(err.Error(), "gas required exceeds"):
+		return false, w.setTopUp(ctx, t.id, TopUpFailed, fmt.Sprintf("the wallet's ERC-6492 deployment needs more than the %d gas the relayer pays for", eip1271.MaxDeployGas), 0)
+	case err != nil && classify(err) == failGas:
+		w.logger.WarnContext(ctx, "the hot wallet cannot pay for gas", "hot_wallet", w.signer.Address().Hex(), "err", err)
+		return false, w.setTopUp(ctx, t.id, TopUpSigned, "the relayer is out of gas money; waiting", w.cfg.RetryBackoff)
+	case err != nil && classify(err) == failTransport:
+		return false, fmt.Errorf("estimate the wallet's deployment: %w", err)
+	case err != nil:
+		return false, w.setTopUp(ctx, t.id, TopUpFailed, "the wallet's ERC-6492 factory call would revert: "+err.Error(), 0)
+	}
+	if gas > eip1271.MaxDeployGas {
+		return false, w.setTopUp(ctx, t.id, TopUpFailed, fmt.Sprintf("the wallet's ERC-6492 deployment needs %d gas, more than the %d the relayer pays for", gas, eip1271.MaxDeployGas), 0)
+	}
+	_, err = w.send(ctx, purposeDeploy, t.id, wrapped.Factory, wrapped.FactoryCalldata, gas+gas*gasMarginPct/100,
+		func(tx pgx.Tx, _ string, hash common.Hash) error {
+			_, err := tx.Exec(ctx, `UPDATE settlement_topups SET reason = $2, updated_at = now() WHERE id = $1 AND status = 'signed'`,
+				t.id, "deploying the wallet (ERC-6492) in "+lowerHash(hash))
+			return err
+		})
+	return false, err
 }
 
 // topUpPreflight checks what would make the relay revert and reports whether to go on.

@@ -23,10 +23,12 @@ import (
 // fees at least 10% higher, and one whose nonce was taken by a foreign transaction is marked
 // lost so its purpose is retried under a new nonce.
 
-// Transaction purposes.
+// Transaction purposes. A deploy transaction is the factory call of a top-up's counterfactual
+// wallet (ERC-6492); its ref is the top-up's id, as for the top-up's own transaction.
 const (
 	purposeTopUp  = "topup"
 	purposePayout = "payout"
+	purposeDeploy = "deploy"
 )
 
 // txRow is a settlement_txs row with its attempts, oldest first.

@@ -303,20 +303,26 @@ const contractCallTimeout = 10 * time.Second
 // checkSigner reports (with nil) whether the authorization's From signed it in a way the token
 // accepts. An EOA's signature is 65 bytes that recover to From (what the relay sends in the
 // v,r,s form). Anything else is asked of From as an EIP-1271 contract wallet, over the EIP-712
-// digest, at the chain's latest block (what the relay's bytes form makes the token ask). Without
-// a ContractCaller only the first is possible.
+// digest, at the chain's latest block (what the relay's bytes form makes the token ask). An
+// ERC-6492 signature of a wallet not deployed yet is checked by simulating its deployment
+// (eip1271.Check, with the gas bound the relay's deployment keeps); the relay deploys it before
+// the transfer. Without a ContractCaller only the first is possible.
 // It can return: ErrBadSignature, ErrContractCall.
 func (t *TopUps) checkSigner(ctx context.Context, c Chain, sa SignedAuthorization) error {
-	signer, err := c.Recover(sa)
-	if err == nil && signer == sa.From {
-		return nil
-	}
 	var why string
-	if err != nil {
-		why = fmt.Sprintf("not an ECDSA signature by the top-up's wallet %s (%s)", sa.From.Hex(),
-			strings.TrimPrefix(err.Error(), ErrBadSignature.Error()+": "))
+	if eip1271.IsWrapped(sa.Signature) {
+		why = "an ERC-6492 signature (a smart account's, possibly not deployed yet)"
 	} else {
-		why = fmt.Sprintf("an ECDSA signature by %s, not by the top-up's wallet %s", signer.Hex(), sa.From.Hex())
+		signer, err := c.Recover(sa)
+		if err == nil && signer == sa.From {
+			return nil
+		}
+		if err != nil {
+			why = fmt.Sprintf("not an ECDSA signature by the top-up's wallet %s (%s)", sa.From.Hex(),
+				strings.TrimPrefix(err.Error(), ErrBadSignature.Error()+": "))
+		} else {
+			why = fmt.Sprintf("an ECDSA signature by %s, not by the top-up's wallet %s", signer.Hex(), sa.From.Hex())
+		}
 	}
 	if t.opts.Contracts == nil {
 		return fmt.Errorf("%w: %s, and contract-wallet signatures (EIP-1271) cannot be checked here (no node to ask)", ErrBadSignature, why)
@@ -326,12 +332,12 @@ func (t *TopUps) checkSigner(ctx context.Context, c Chain, sa SignedAuthorizatio
 	}
 	ctx, cancel := context.WithTimeout(ctx, contractCallTimeout)
 	defer cancel()
-	ok, err := eip1271.IsValidSignature(ctx, t.opts.Contracts, c.chainID.Uint64(), sa.From, c.Digest(sa.Authorization), sa.Signature)
+	verdict, err := eip1271.Check(ctx, t.opts.Contracts, c.chainID.Uint64(), sa.From, c.Digest(sa.Authorization), sa.Signature, eip1271.MaxDeployGas)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: %w", ErrContractCall, err)
-	case !ok:
-		return fmt.Errorf("%w: %s, and %s does not accept it as a contract wallet (EIP-1271 isValidSignature)", ErrBadSignature, why, sa.From.Hex())
+	case verdict != eip1271.Accepted:
+		return fmt.Errorf("%w: %s, and %s", ErrBadSignature, why, verdict.Reason(sa.From))
 	}
 	return nil
 }
