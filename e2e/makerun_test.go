@@ -90,6 +90,7 @@ func TestMakeRunWalkthrough(t *testing.T) {
 		`{"kind":"capture","amount":"-0.00004","amount_micro":-40}`,
 		`{"kind":"deposit","amount":"5.00","amount_micro":5000000}`,
 		`{"success":true,"amount":"2.00"`,
+		`{"success":true,"amount":"0.50","reason":"charged twice"}`,
 		`{"available":"1.900038","in_flight":"0.00","paid_out":"0.00"}`,
 		`{"status":"requested","amount":"1.00","to":"0x90f79bf6eb2c4f870365e785982e1f101e93b906"}`,
 		"payout settled",
