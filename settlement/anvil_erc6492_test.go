@@ -27,7 +27,8 @@ import (
 //   - a wallet deployed by someone else between submit and relay is not deployed again: the
 //     relay goes straight to the transfer;
 //   - a stored wrapper whose factory call reverts at relay time fails the top-up with a reason,
-//     sends nothing and moves no money.
+//     sends nothing and moves no money; so does one whose deployment of ours was mined but
+//     reverted, with the wallet still without code.
 func TestAnvilCounterfactualTopUp(t *testing.T) {
 	ctx := t.Context()
 	node := chaintest.StartAnvilWithFactory(t, chaintest.AnvilOptions{})
@@ -178,6 +179,39 @@ func TestAnvilCounterfactualTopUp(t *testing.T) {
 	}
 	t.Logf("gas used by the wallet's deployment (createAccount): %d", gasUsed)
 	checkLedgerSums(t, db)
+
+	// Our deployment was mined but reverted, and nobody else deployed the wallet: the top-up
+	// fails and nothing is sent again. (Made by recording a reverted final deployment for a
+	// fresh wallet's top-up; last, because its made-up nonce is the hot wallet's highest.)
+	ghost, deployGhost := wallet(addrOf(owner), 4)
+	if err := send.Mint(ctx, tokenOwner, tokenAddr, ghost, 10_000_000); err != nil {
+		t.Fatal(err)
+	}
+	lost, lostAuth := create(ghost, 6_000_000)
+	if _, err := topups.Submit(ctx, lost, wrapped(deployGhost, inner(lostAuth))); err != nil {
+		t.Fatal(err)
+	}
+	var txID string
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO settlement_txs (chain_id, sender, nonce, purpose, ref, to_addr, data, gas, status, receipt_status, mined_hash)
+		SELECT chain_id, sender, MAX(nonce) + 1, 'deploy', $1, $2, $3, 500000, 'final', 0, '0xfeed' FROM settlement_txs GROUP BY chain_id, sender
+		RETURNING id::TEXT`, lost, strings.ToLower(factory.Hex()), deployGhost).Scan(&txID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO settlement_tx_attempts (hash, tx_id, tip_wei, fee_cap_wei, raw, created_at)
+		VALUES ('0xfeed', $1, '1', '1', '\x00', now())`, txID); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := w.Tick(ctx); err != nil {
+			t.Logf("tick: %v", err)
+		}
+	}
+	if tu, _ := topups.Get(ctx, lost); tu.Status != TopUpFailed || !strings.Contains(tu.Reason, "deployment reverted") {
+		t.Errorf("top-up whose deployment reverted: %s (%s), want failed", tu.Status, tu.Reason)
+	}
+	if n := countTxs(t, db, purposeDeploy, lost) + countTxs(t, db, purposeTopUp, lost); n != 1 {
+		t.Errorf("top-up whose deployment reverted: %d transactions, want only the recorded deployment", n)
+	}
 }
 
 // countTxs counts the hot wallet's stored transactions for a purpose and reference.
