@@ -25,6 +25,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/settlement"
 	"github.com/tollgate-dev/tollgate/settlement/chaintest"
@@ -263,8 +264,10 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 	worker := ch.worker(e)
 	// The wallet starts on mainnet, so the pages must ask it to switch.
 	wallet := &fakeWallet{t: t, key: key, address: address, chainID: 1}
-	// An earlier top-up, for the wallet page's balance and history.
+	// An earlier top-up, a request, and a charge the app refunded, for the wallet page's
+	// balance and history.
 	e.deposit(address, 2_500_000)
+	e.pastSpending(pw.ID, "browser-user", address)
 	signer := httptest.NewServer(wallet)
 	t.Cleanup(signer.Close)
 
@@ -338,15 +341,21 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 	if err != nil || status != "credited" || from != address || amount != 5_000_000 {
 		t.Errorf("top-up in the database: %s %s %d %v", status, from, amount, err)
 	}
-	if b, err := e.ledger.Balance(t.Context(), address); err != nil || b.AvailableMicro != 7_500_000 {
-		t.Errorf("ledger balance %+v %v, want 7.50 USDC (2.50 before, 5.00 topped up)", b, err)
+	if b, err := e.ledger.Balance(t.Context(), address); err != nil || b.AvailableMicro != 7_490_000 {
+		t.Errorf("ledger balance %+v %v, want 7.49 USDC (2.50 before, a request of 0.01, 5.00 topped up)", b, err)
 	}
 	if got := ch.tokenBalance(ch.treasury); got != 5_000_000 {
 		t.Errorf("treasury holds %d micro-USDC on chain, want 5000000", got)
 	}
 
-	if w := steps["wallet"]; !strings.Contains(w["status"], "7.50") || !strings.Contains(w["history"], "Top-up+5.00") || !strings.Contains(w["history"], "Top-up+2.50") {
-		t.Errorf("wallet page shows %q and history %q", w["status"], w["history"])
+	w := steps["wallet"]
+	if !strings.Contains(w["status"], "7.49") {
+		t.Errorf("wallet page shows %q", w["status"])
+	}
+	for _, row := range []string{"Top-up+5.00", "Top-up+2.50", "Request to fake/model-0.01", "An extra feature-1.00", "Refund: charged twice+1.00"} {
+		if !strings.Contains(w["history"], row) {
+			t.Errorf("wallet page's history %q has no row %q", w["history"], row)
+		}
 	}
 	if !strings.Contains(steps["disconnect"]["status"], "Disconnected") {
 		t.Errorf("wallet page after disconnect says %q", steps["disconnect"]["status"])
@@ -367,5 +376,36 @@ func TestBrowserConnectAndTopUp(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(shots, f)); err != nil || st.Size() == 0 {
 			t.Errorf("screenshot %s: %v", f, err)
 		}
+	}
+}
+
+// pastSpending gives the wallet a history as the request path and the app's API write it: a
+// request (a captured hold, with its model) and a charge the app refunded, each with the
+// paywall and user in its metadata as the history's filter expects.
+func (e *env) pastSpending(paywallID, user, wallet string) {
+	e.t.Helper()
+	ctx, l := e.t.Context(), e.ledger
+	meta := func(kv ...string) map[string]string {
+		m := map[string]string{"paywall": paywallID, "user": user}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	h, err := l.Hold(ctx, ledger.HoldRequest{Key: "past:hold", Wallet: wallet, Paywall: paywallID, AmountMicro: 50_000, TTL: time.Hour})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := l.Capture(ctx, ledger.CaptureRequest{Key: "past:capture", HoldID: h.ID,
+		Split: ledger.Split{FeeMicro: 500, DeveloperMicro: 9_500}, Metadata: meta("model", "fake/model")}); err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := l.Charge(ctx, ledger.ChargeRequest{Key: "past:charge", Wallet: wallet, Paywall: paywallID,
+		Split: ledger.Split{FeeMicro: 50_000, DeveloperMicro: 950_000}, Metadata: meta("description", "An extra feature")})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := l.Reverse(ctx, ledger.ReverseRequest{Key: "past:refund", TransferID: c.ID, Reason: "charged twice", Metadata: meta()}); err != nil {
+		e.t.Fatal(err)
 	}
 }

@@ -240,13 +240,26 @@
 
   // ---- wallet ----
 
+  // describe names a history item as the person would: a top-up, the model a request used, the
+  // app's own words for its charges, a refund and why.
+  function describe(it) {
+    const m = it.metadata || {};
+    switch (it.kind) {
+      case 'deposit': return 'Top-up';
+      case 'capture': return m.model ? 'Request to ' + m.model : 'Request';
+      case 'charge': return m.description || 'Charge';
+      case 'reversal': return m.reason ? 'Refund: ' + m.reason : 'Refund';
+      default: return it.kind;
+    }
+  }
+
   function addRows(items) {
     for (const it of items) {
       const tr = document.createElement('tr');
       const when = document.createElement('td');
       when.textContent = new Date(it.created_at).toLocaleString();
       const what = document.createElement('td');
-      what.textContent = it.kind === 'deposit' ? 'Top-up' : (it.metadata && it.metadata.description) || it.kind;
+      what.textContent = describe(it);
       const amount = document.createElement('td');
       amount.className = 'num';
       amount.textContent = (it.amount_micro > 0 ? '+' : '') + it.amount;
