@@ -21,7 +21,7 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 
 	"github.com/tollgate-dev/tollgate/api/siwe"
-	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/contracts/bindings"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/settlement"
 	"github.com/tollgate-dev/tollgate/settlement/eip1271"
@@ -213,7 +213,7 @@ func TestConnectContractWallet(t *testing.T) {
 	t.Cleanup(func() { _ = backend.Close() })
 	client := backend.Client()
 	contractAddr, _, err := bind.DeployContract(bind.NewKeyedTransactor(deployer, big.NewInt(testChainID)),
-		common.FromHex(testusdc.TestWalletMetaData.Bin), client, testusdc.NewTestWallet().PackConstructor(crypto.PubkeyToAddress(owner.PublicKey)))
+		common.FromHex(bindings.TestWalletMetaData.Bin), client, bindings.NewTestWallet().PackConstructor(crypto.PubkeyToAddress(owner.PublicKey)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/rpc"
 
-	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/contracts/bindings"
 )
 
 // ChainClient is every call the worker makes to a node. *ethclient.Client (a real node or anvil)
@@ -41,7 +41,7 @@ type ChainClient interface {
 var finalizedTag = big.NewInt(int64(rpc.FinalizedBlockNumber))
 
 // usdc packs and unpacks the token calls; FiatToken has the same signatures.
-var usdc = testusdc.NewTestUSDC()
+var usdc = bindings.NewTestUSDC()
 
 // transferCall packs the transferWithAuthorization that uses a signed authorization. The
 // From's own ECDSA signature (65 bytes recovering to From) goes in the v,r,s form, which every

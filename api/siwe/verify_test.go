@@ -17,7 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 
-	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/contracts/bindings"
 	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
@@ -100,8 +100,8 @@ func TestVerifyEIP1271(t *testing.T) {
 	}
 
 	opts := bind.NewKeyedTransactor(deployer, chainID)
-	wallet, _, err := bind.DeployContract(opts, common.FromHex(testusdc.TestWalletMetaData.Bin), client,
-		testusdc.NewTestWallet().PackConstructor(crypto.PubkeyToAddress(owner.PublicKey)))
+	wallet, _, err := bind.DeployContract(opts, common.FromHex(bindings.TestWalletMetaData.Bin), client,
+		bindings.NewTestWallet().PackConstructor(crypto.PubkeyToAddress(owner.PublicKey)))
 	if err != nil {
 		t.Fatalf("deploy: %v", err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 
-	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/contracts/bindings"
 )
 
 // Client is the part of a node client these helpers use; *ethclient.Client and
@@ -34,7 +34,7 @@ type Client interface {
 }
 
 // Token is the test token's binding.
-var Token = testusdc.NewTestUSDC()
+var Token = bindings.NewTestUSDC()
 
 // Sender sends transactions from test keys. Mine is called after each send: Commit on the
 // simulated backend, nothing on anvil with interval mining.
@@ -126,7 +126,7 @@ func (s Sender) Wait(ctx context.Context, hash common.Hash) (*types.Receipt, err
 // DeployToken deploys TestUSDC (EIP-712 name `name`, version "2") from key, which becomes its
 // owner, pauser and blacklister.
 func (s Sender) DeployToken(ctx context.Context, key *ecdsa.PrivateKey, name string) (common.Address, error) {
-	data := append(hexutil.MustDecode(testusdc.TestUSDCMetaData.Bin), Token.PackConstructor(name, "USDC")...)
+	data := append(hexutil.MustDecode(bindings.TestUSDCMetaData.Bin), Token.PackConstructor(name, "USDC")...)
 	rcpt, err := s.Send(ctx, key, nil, data)
 	if err != nil {
 		return common.Address{}, fmt.Errorf("chaintest: deploy TestUSDC: %w", err)
@@ -167,12 +167,12 @@ func (s Sender) Transfer(ctx context.Context, key *ecdsa.PrivateKey, token, to c
 }
 
 // Wallet is the binding of TestWallet, the test EIP-1271 contract wallet.
-var Wallet = testusdc.NewTestWallet()
+var Wallet = bindings.NewTestWallet()
 
 // DeployTestWallet deploys a TestWallet owned by owner (its isValidSignature accepts owner's
 // ECDSA signatures), from key.
 func (s Sender) DeployTestWallet(ctx context.Context, key *ecdsa.PrivateKey, owner common.Address) (common.Address, error) {
-	data := append(hexutil.MustDecode(testusdc.TestWalletMetaData.Bin), Wallet.PackConstructor(owner)...)
+	data := append(hexutil.MustDecode(bindings.TestWalletMetaData.Bin), Wallet.PackConstructor(owner)...)
 	rcpt, err := s.Send(ctx, key, nil, data)
 	if err != nil {
 		return common.Address{}, fmt.Errorf("chaintest: deploy TestWallet: %w", err)
@@ -182,11 +182,11 @@ func (s Sender) DeployTestWallet(ctx context.Context, key *ecdsa.PrivateKey, own
 
 // Factory is the binding of TestWalletFactory, which deploys TestWallets at CREATE2 addresses
 // known in advance (counterfactual wallets, ERC-6492).
-var Factory = testusdc.NewTestWalletFactory()
+var Factory = bindings.NewTestWalletFactory()
 
 // DeployTestWalletFactory deploys a TestWalletFactory from key.
 func (s Sender) DeployTestWalletFactory(ctx context.Context, key *ecdsa.PrivateKey) (common.Address, error) {
-	rcpt, err := s.Send(ctx, key, nil, hexutil.MustDecode(testusdc.TestWalletFactoryMetaData.Bin))
+	rcpt, err := s.Send(ctx, key, nil, hexutil.MustDecode(bindings.TestWalletFactoryMetaData.Bin))
 	if err != nil {
 		return common.Address{}, fmt.Errorf("chaintest: deploy TestWalletFactory: %w", err)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 
-	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/contracts/bindings"
 )
 
 // ERC-6492: a smart account that is not deployed yet (no code at its address until its first
@@ -168,8 +168,8 @@ func (v Verdict) Reason(wallet common.Address) string {
 
 // validator is ERC6492Validator's binding; validatorCode its creation code.
 var (
-	validator     = testusdc.NewERC6492Validator()
-	validatorCode = common.FromHex(testusdc.ERC6492ValidatorMetaData.Bin)
+	validator     = bindings.NewERC6492Validator()
+	validatorCode = common.FromHex(bindings.ERC6492ValidatorMetaData.Bin)
 )
 
 // Check asks whether wallet, on chainID, accepts sig over hash. A signature that ends with the

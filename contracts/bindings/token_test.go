@@ -1,4 +1,4 @@
-package testusdc_test
+package bindings_test
 
 import (
 	"crypto/ecdsa"
@@ -15,7 +15,7 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 
-	"github.com/tollgate-dev/tollgate/contracts/testusdc"
+	"github.com/tollgate-dev/tollgate/contracts/bindings"
 	"github.com/tollgate-dev/tollgate/settlement"
 	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 )
@@ -357,10 +357,10 @@ func TestPauseAndBlacklist(t *testing.T) {
 
 func TestBindingBytecodeIsTheBuild(t *testing.T) {
 	bin := strings.TrimSpace(string(readFile(t, "../build/TestUSDC.bin")))
-	if testusdc.TestUSDCMetaData.Bin != "0x"+bin {
+	if bindings.TestUSDCMetaData.Bin != "0x"+bin {
 		t.Fatal("binding bytecode differs from build/TestUSDC.bin")
 	}
-	if _, err := hexutil.Decode(testusdc.TestUSDCMetaData.Bin); err != nil {
+	if _, err := hexutil.Decode(bindings.TestUSDCMetaData.Bin); err != nil {
 		t.Fatal(err)
 	}
 }

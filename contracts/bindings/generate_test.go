@@ -1,4 +1,4 @@
-package testusdc_test
+package bindings_test
 
 import (
 	"bytes"
@@ -11,13 +11,13 @@ import (
 )
 
 // TestBindingMatchesABI regenerates the binding from the committed ABI and bytecode with the
-// abigen library of the go-ethereum version in go.mod, so a hand-edited testusdc.go, or an ABI
+// abigen library of the go-ethereum version in go.mod, so a hand-edited binding, or an ABI
 // changed without regenerating, fails `go test` and not only `make check-generate`.
 func TestBindingMatchesABI(t *testing.T) {
 	for name, file := range contracts {
 		abiJSON := readFile(t, "../build/"+name+".abi")
 		bin := readFile(t, "../build/"+name+".bin")
-		code, err := abigen.BindV2([]string{name}, []string{string(abiJSON)}, []string{string(bin)}, "testusdc", map[string]string{}, map[string]string{})
+		code, err := abigen.BindV2([]string{name}, []string{string(abiJSON)}, []string{string(bin)}, "bindings", map[string]string{}, map[string]string{})
 		if err != nil {
 			t.Fatalf("abigen %s: %v", name, err)
 		}

@@ -1,4 +1,4 @@
-// Package testusdc is the Go binding of Tollgate's contracts: TestUSDC (../TestUSDC.sol),
+// Package bindings is the Go binding of Tollgate's contracts: TestUSDC (../TestUSDC.sol),
 // its own FiatToken-like test token (6 decimals, EIP-3009 with v,r,s and bytes signatures,
 // EIP-2612 permit, blacklist and pause), TestWallet (../TestWallet.sol), a minimal EIP-1271
 // contract wallet owned by one EOA key, and TestWalletFactory (../TestWalletFactory.sol), which
@@ -15,10 +15,10 @@
 // The ABIs, the bytecode and the .go bindings are generated and committed; `make generate` (or
 // `go generate ./contracts/...`) reproduces them with the pinned solc-js (tools/node) and the
 // abigen of the go-ethereum version in go.mod, and `make check-generate` fails on drift.
-package testusdc
+package bindings
 
 //go:generate node ../compile.js ../build
-//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/TestUSDC.abi --bin ../build/TestUSDC.bin --pkg testusdc --type TestUSDC --out testusdc.go
-//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/TestWallet.abi --bin ../build/TestWallet.bin --pkg testusdc --type TestWallet --out testwallet.go
-//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/TestWalletFactory.abi --bin ../build/TestWalletFactory.bin --pkg testusdc --type TestWalletFactory --out testwalletfactory.go
-//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/ERC6492Validator.abi --bin ../build/ERC6492Validator.bin --pkg testusdc --type ERC6492Validator --out erc6492validator.go
+//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/TestUSDC.abi --bin ../build/TestUSDC.bin --pkg bindings --type TestUSDC --out testusdc.go
+//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/TestWallet.abi --bin ../build/TestWallet.bin --pkg bindings --type TestWallet --out testwallet.go
+//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/TestWalletFactory.abi --bin ../build/TestWalletFactory.bin --pkg bindings --type TestWalletFactory --out testwalletfactory.go
+//go:generate go run github.com/ethereum/go-ethereum/cmd/abigen --v2 --abi ../build/ERC6492Validator.abi --bin ../build/ERC6492Validator.bin --pkg bindings --type ERC6492Validator --out erc6492validator.go
