@@ -354,6 +354,7 @@ func (s *Server) routeTable() []route {
 		add("GET", prefix+"/balance", s.withUser(s.getBalance))
 		add("GET", prefix+"/topup-link", s.withUser(s.getTopUpLink))
 		add("POST", prefix+"/charges", s.withUser(s.postCharge))
+		add("GET", prefix+"/charges/{id}", s.withUser(s.getCharge))
 		add("POST", prefix+"/charges/{id}/refund", s.withUser(s.postRefund))
 		add("GET", prefix+"/menu", s.withUser(s.getMenu))
 		add("GET", prefix+"/history", s.withUser(s.getHistory))

@@ -167,11 +167,27 @@ var (
 	errNothingCharged = errors.New("api: nothing was charged")
 )
 
-// refundable checks, from the transfer alone, that an app may refund it: a manual charge or a
-// request's capture whose metadata names this paywall and this user, debiting one wallet and
-// crediting only this paywall's earnings, the platform fee and (built-in requests) a provider.
+// refundable checks, from the transfer alone, that an app may refund it: one of its own
+// charges (ownCharge) that did not pay a provider and took something from the wallet.
 // A zero Transfer (not found) is errNotRefundable.
 func refundable(t ledger.Transfer, paywallID, user string) (chargeLegs, error) {
+	c, err := ownCharge(t, paywallID, user)
+	switch {
+	case err != nil:
+		return c, err
+	case c.providerMicro > 0:
+		return c, errProviderPaid
+	case c.walletMicro == 0:
+		return c, errNothingCharged
+	}
+	return c, nil
+}
+
+// ownCharge checks, from the transfer alone, that it is a manual charge or a request's capture
+// whose metadata names this paywall and this user, debiting one wallet and crediting only this
+// paywall's earnings, the platform fee and (built-in requests) a provider, and returns its legs.
+// A zero Transfer (not found) is errNotRefundable.
+func ownCharge(t ledger.Transfer, paywallID, user string) (chargeLegs, error) {
 	var c chargeLegs
 	if (t.Kind != ledger.KindCharge && t.Kind != ledger.KindCapture) ||
 		t.Metadata[metaPaywall] != paywallID || t.Metadata[metaUser] != user {
@@ -193,11 +209,79 @@ func refundable(t ledger.Transfer, paywallID, user string) (chargeLegs, error) {
 			return chargeLegs{}, errNotRefundable
 		}
 	}
-	switch {
-	case c.providerMicro > 0:
-		return c, errProviderPaid
-	case c.walletMicro == 0:
-		return c, errNothingCharged
-	}
 	return c, nil
+}
+
+// chargeStateJSON answers GET …/charges/{id}: one of the user's charges or requests, as the
+// ledger holds it, and its refund.
+type chargeStateJSON struct {
+	ID          string            `json:"id"`
+	Kind        string            `json:"kind"` // "charge" (manual) or "request" (a chat completion)
+	User        string            `json:"user"`
+	Wallet      string            `json:"wallet"`
+	Amount      string            `json:"amount"` // what the wallet paid
+	AmountMicro int64             `json:"amount_micro"`
+	Currency    string            `json:"currency"`
+	Description string            `json:"description,omitempty"`
+	Model       string            `json:"model,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"` // the app's own keys, as it sent them
+	CreatedAt   time.Time         `json:"created_at"`
+	// Refundable says whether POST …/refund can give it back now; Refund is the refund, or null.
+	Refundable bool             `json:"refundable"`
+	Refund     *refundStateJSON `json:"refund"`
+}
+
+type refundStateJSON struct {
+	ID        string    `json:"id"`
+	Reason    string    `json:"reason,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// getCharge reads one of the user's charges or requests by the id its answer (or the history)
+// gave, with its refund: an app can learn whether a charge stands, was refunded, or may be.
+// Like a refund, it needs no authorization: the charge names its wallet.
+func (s *Server) getCharge(w http.ResponseWriter, r *http.Request, pw paywall.Paywall, user string) {
+	id, ok := parseChargeID(r.PathValue("id"))
+	if !ok {
+		badRequest(w, "invalid_charge_id", "id",
+			fmt.Sprintf("The charge id must be the id a charge answered, a UUID such as 5c7b5d3e-8c1f-4b8e-9a55-3f0c1a2b3c4d; got %q.", r.PathValue("id")))
+		return
+	}
+	t, err := s.deps.Ledger.GetTransfer(r.Context(), id)
+	if err != nil && !errors.Is(err, ledger.ErrTransferNotFound) {
+		s.unavailable(w, r, "read the charge", err)
+		return
+	}
+	c, err := ownCharge(t, pw.ID, user)
+	if err != nil {
+		notFoundError(w, "No charge of this user has that id (it must be a charge or a request of this paywall's).")
+		return
+	}
+	out := chargeStateJSON{
+		ID: t.ID, Kind: "charge", User: user, Wallet: c.wallet, Amount: pricing.FormatUSDC(c.walletMicro),
+		AmountMicro: c.walletMicro, Currency: currency, Description: t.Metadata["description"], CreatedAt: t.CreatedAt.UTC(),
+	}
+	if t.Kind == ledger.KindCapture {
+		out.Kind, out.Model = "request", t.Metadata["model"]
+	}
+	for k, v := range t.Metadata {
+		if app, ok := strings.CutPrefix(k, "app."); ok {
+			if out.Metadata == nil {
+				out.Metadata = map[string]string{}
+			}
+			out.Metadata[app] = v
+		}
+	}
+	rev, err := s.deps.Ledger.Reversal(r.Context(), id)
+	switch {
+	case err == nil:
+		out.Refund = &refundStateJSON{ID: rev.ID, Reason: rev.Metadata["reason"], CreatedAt: rev.CreatedAt.UTC()}
+	case errors.Is(err, ledger.ErrTransferNotFound):
+		_, rerr := refundable(t, pw.ID, user)
+		out.Refundable = rerr == nil
+	default:
+		s.unavailable(w, r, "read the charge's refund", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }

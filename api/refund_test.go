@@ -185,20 +185,37 @@ func TestRefundCharge(t *testing.T) {
 	e.checkLedger()
 }
 
+// neighbours is an API with two paywalls: alice has authorized both with one wallet, bob only
+// the first ("Demo"); both wallets are funded.
+type neighbours struct {
+	*env
+	pw                paywall.Paywall // Demo
+	key, key2         string          // Demo's and Other's API keys
+	wallet, bobWallet string
+}
+
+func newNeighbours(t *testing.T, aliceMicro, bobMicro int64) neighbours {
+	t.Helper()
+	n := neighbours{env: newEnv(t)}
+	n.pw, n.key = n.newPaywall("Demo")
+	pw2, key2 := n.newPaywall("Other")
+	n.key2 = key2
+	_, n.wallet = n.authorize(n.pw, "alice")
+	if _, err := n.store.Authorize(t.Context(), pw2.ID, "alice", n.wallet); err != nil {
+		t.Fatal(err)
+	}
+	_, n.bobWallet = n.authorize(n.pw, "bob")
+	n.deposit(n.wallet, aliceMicro)
+	n.deposit(n.bobWallet, bobMicro)
+	return n
+}
+
 // TestRefundOnlyOwnCharges: everything that is not a charge of this paywall's user is 404, as
 // an unknown id: another paywall's charge of the same wallet, another user's, a top-up, a
 // withdrawal, a refund. Nothing moves.
 func TestRefundOnlyOwnCharges(t *testing.T) {
-	e := newEnv(t)
-	pw, key := e.newPaywall("Demo")
-	pw2, key2 := e.newPaywall("Other")
-	_, wallet := e.authorize(pw, "alice")
-	if _, err := e.store.Authorize(t.Context(), pw2.ID, "alice", wallet); err != nil {
-		t.Fatal(err)
-	}
-	_, bobWallet := e.authorize(pw, "bob")
-	e.deposit(wallet, 20_000_000)
-	e.deposit(bobWallet, 5_000_000)
+	n := newNeighbours(t, 20_000_000, 5_000_000)
+	e, pw, key, key2, wallet, bobWallet := n.env, n.pw, n.key, n.key2, n.wallet, n.bobWallet
 	otherPaywalls := e.charge(key2, "alice", "1", "c")
 	bobs := e.charge(key, "bob", "1", "c-bob")
 	e.charge(key, "alice", "5", "c-alice")
@@ -437,4 +454,70 @@ func FuzzRefundBody(f *testing.F) {
 			t.Fatalf("accepted a reason beyond the limits: %q", rr.Reason)
 		}
 	})
+}
+
+// TestGetCharge: GET …/charges/{id} shows one of the user's charges or requests as the ledger
+// holds it — what the wallet paid, the app's description and metadata, a request's model —
+// whether the app may refund it, and its refund once made; on both route forms. Anything not
+// this user's charge is 404, a malformed id 400.
+func TestGetCharge(t *testing.T) {
+	n := newNeighbours(t, 10_000_000, 1_000_000)
+	e, pw, key, key2, wallet := n.env, n.pw, n.key, n.key2, n.wallet
+	r := e.app("POST", "/api/v1/users/alice/charges", key, map[string]any{"amount": "1.25", "description": "A report",
+		"metadata": map[string]string{"order": "42"}}, "Idempotency-Key", "c")
+	expectStatus(t, r, http.StatusCreated)
+	chargeID := r.json(t)["id"].(string)
+	byok := e.capture(pw, "alice", wallet, ledger.Split{FeeMicro: 1_000, DeveloperMicro: 19_000})
+	builtin := e.capture(pw, "alice", wallet, ledger.Split{ProviderMicro: 10_000, Provider: "openrouter", FeeMicro: 500, DeveloperMicro: 4_500})
+	get := func(user, id string) reply {
+		t.Helper()
+		return e.app("GET", "/api/v1/users/"+user+"/charges/"+id, key, nil)
+	}
+
+	m := get("alice", chargeID).json(t)
+	if m["id"] != chargeID || m["kind"] != "charge" || m["user"] != "alice" || m["wallet"] != wallet || m["amount"] != "1.25" ||
+		m["amount_micro"] != 1_250_000.0 || m["currency"] != "USDC" || m["description"] != "A report" ||
+		m["refundable"] != true || m["refund"] != nil {
+		t.Errorf("charge: %v", m)
+	}
+	if md, _ := m["metadata"].(map[string]any); len(md) != 1 || md["order"] != "42" {
+		t.Errorf("charge's metadata %v, want the app's own {order: 42}", m["metadata"])
+	}
+	if m := get("alice", byok).json(t); m["kind"] != "request" || m["model"] != "m" || m["amount"] != "0.02" || m["refundable"] != true {
+		t.Errorf("BYOK request: %v", m)
+	}
+	if m := get("alice", builtin).json(t); m["kind"] != "request" || m["amount"] != "0.015" || m["refundable"] != false || m["refund"] != nil {
+		t.Errorf("built-in request (the provider was paid): %v", m)
+	}
+
+	rr := e.refund(key, "alice", chargeID, "r", map[string]any{"reason": "the report failed"})
+	expectStatus(t, rr, http.StatusCreated)
+	refundID := rr.json(t)["id"].(string)
+	h := e.app("GET", "/api/v1/user/charges/"+strings.ToUpper(chargeID), key, nil, "X-Paywall-User", "alice")
+	expectStatus(t, h, http.StatusOK)
+	m = h.json(t)
+	refund, _ := m["refund"].(map[string]any)
+	if m["id"] != chargeID || m["refundable"] != false || refund["id"] != refundID || refund["reason"] != "the report failed" || refund["created_at"] == nil {
+		t.Errorf("after its refund: %s", h.body)
+	}
+
+	for _, tt := range []struct{ name, user, id string }{
+		{"another paywall's charge", "alice", e.charge(key2, "alice", "1", "c-other")},
+		{"another user's charge", "bob", chargeID},
+		{"a refund", "alice", refundID},
+		{"no such transfer", "alice", "5c7b5d3e-8c1f-4b8e-9a55-3f0c1a2b3c4d"},
+	} {
+		r := get(tt.user, tt.id)
+		expectStatus(t, r, http.StatusNotFound)
+		if r.errorCode(t) != "not_found" {
+			t.Errorf("%s: %s", tt.name, r.body)
+		}
+	}
+	for _, bad := range []string{"42", "5c7b5d3e8c1f4b8e9a553f0c1a2b3c4d", "{5c7b5d3e-8c1f-4b8e-9a55-3f0c1a2b3c4d}"} {
+		r := get("alice", bad)
+		expectStatus(t, r, http.StatusBadRequest)
+		if r.errorCode(t) != "invalid_charge_id" {
+			t.Errorf("id %q: %s", bad, r.body)
+		}
+	}
 }
