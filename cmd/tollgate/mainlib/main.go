@@ -38,6 +38,7 @@ func commands() map[string]command {
 		"migrate": {"apply the database schema", runMigrate},
 		"paywall": {"manage paywalls: create, list, rotate-key, set-price, set-markup, set-upstream-key", runPaywall},
 		"prices":  {"manage model prices: import FILE", runPrices},
+		"ledger":  {"read and correct the books: check, balance, earnings, history, show, reverse", runLedger},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -201,18 +203,9 @@ func settleCommands() map[string]command {
 
 // withLedger loads the configuration, opens the database and runs fn with the ledger.
 func withLedger(ctx context.Context, env *environment, configPath string, fn func(*settlement.Unassigned) error) error {
-	cfg, err := loadConfig(env, configPath)
-	if err != nil {
-		return err
-	}
-	logger := newLogger(env.stderr, cfg.Log.Level).With("cmd", "settle")
-	pool, err := openPool(ctx, cfg.Database)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	book := ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")})
-	return fn(settlement.NewUnassigned(pool, book, logger))
+	return withBook(ctx, env, configPath, "settle", func(pool *pgxpool.Pool, book *ledger.Ledger, logger *slog.Logger) error {
+		return fn(settlement.NewUnassigned(pool, book, logger))
+	})
 }
 
 // unassignedJSON is an unassigned deposit as -json prints it.
