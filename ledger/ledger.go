@@ -125,6 +125,9 @@ type Transfer struct {
 	Entries        []Entry
 	CreatedAt      time.Time
 	Metadata       map[string]string
+	// Reverses is, for a reversal read back (GetTransfer, Reversal), the id of the transfer it
+	// reverses; "" otherwise.
+	Reverses string
 }
 
 // Entry is one leg of a transfer: a signed change to one account's posted balance

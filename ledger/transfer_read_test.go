@@ -104,8 +104,8 @@ func TestReversalMetadata(t *testing.T) {
 		func() (ledger.Transfer, error) { return f.l.GetTransfer(ctx, rev.ID) },
 	} {
 		got, err := read()
-		if err != nil || got.ID != rev.ID || got.Kind != ledger.KindReversal || !maps.Equal(got.Metadata, want) {
-			t.Errorf("read back %+v, %v; want reversal %s with %v", got, err, rev.ID, want)
+		if err != nil || got.ID != rev.ID || got.Kind != ledger.KindReversal || !maps.Equal(got.Metadata, want) || got.Reverses != ch.ID {
+			t.Errorf("read back %+v, %v; want reversal %s of %s with %v", got, err, rev.ID, ch.ID, want)
 		}
 	}
 	// The wallet's history shows the reversal with its metadata.

@@ -1,5 +1,5 @@
 // Command tollgate is the ext_proc paywall server (serve), the settlement worker (settle) and
-// the operator's tools (migrate, paywall, prices). See `tollgate help`.
+// the operator's tools (migrate, paywall, prices, ledger). See `tollgate help`.
 package main
 
 import (

@@ -92,6 +92,9 @@ var invariants = []invariant{
 		 GROUP BY a.kind, a.ref, a.shards HAVING count(b.shard) <> a.shards`},
 }
 
+// Count is how many invariants Check evaluates.
+func Count() int { return len(invariants) }
+
 // Check evaluates every invariant in one REPEATABLE READ READ ONLY transaction (one
 // snapshot, so concurrent writers cannot make a consistent ledger look broken) and describes
 // each violation found.

@@ -144,7 +144,7 @@ func runLedgerCheck(ctx context.Context, env *environment, args []string) error 
 		} else {
 			var b strings.Builder
 			if len(violations) == 0 {
-				b.WriteString("ledger: every invariant holds (docs/ledger.md, \"Invariants\")\n")
+				fmt.Fprintf(&b, "ledger: all %d invariants hold (docs/ledger.md, \"Invariants\")\n", ledgercheck.Count())
 			}
 			for _, v := range violations {
 				fmt.Fprintf(&b, "ledger: VIOLATED: %s\n", v)
@@ -382,6 +382,8 @@ type transferJSON struct {
 	Currency       string            `json:"currency"`
 	Entries        []entryJSON       `json:"entries"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
+	// Reverses is, for a reversal, the transfer it reverses.
+	Reverses string `json:"reverses,omitempty"`
 	// ReversedBy is the reversal of this transfer, if it has one.
 	ReversedBy *transferJSON `json:"reversed_by,omitempty"`
 }
@@ -395,7 +397,7 @@ type entryJSON struct {
 
 func toTransferJSON(t ledger.Transfer) *transferJSON {
 	out := &transferJSON{ID: t.ID, Kind: string(t.Kind), IdempotencyKey: t.IdempotencyKey, CreatedAt: t.CreatedAt.UTC(),
-		Currency: "USDC", Entries: []entryJSON{}, Metadata: t.Metadata}
+		Currency: "USDC", Entries: []entryJSON{}, Metadata: t.Metadata, Reverses: t.Reverses}
 	for _, e := range t.Entries {
 		out.Entries = append(out.Entries, entryJSON{Account: string(e.Account.Kind), Ref: e.Account.Ref,
 			Amount: pricing.FormatUSDC(e.AmountMicro), AmountMicro: e.AmountMicro})
@@ -460,6 +462,11 @@ func runLedgerShow(ctx context.Context, env *environment, args []string) error {
 		}
 		if err := writeTransfer(env.stdout, t); err != nil {
 			return err
+		}
+		if t.Reverses != "" {
+			if err := writeRows(env.stdout, [2]string{"reverses", t.Reverses}); err != nil {
+				return err
+			}
 		}
 		var status string
 		switch {
