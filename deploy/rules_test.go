@@ -1,0 +1,397 @@
+package deploy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/tollgate-dev/tollgate/extproc"
+	"github.com/tollgate-dev/tollgate/settlement"
+)
+
+const rulesFile = "prometheus/tollgate-rules.yaml"
+
+// repoRoot is where a runbook's path starts.
+const repoRoot = ".."
+
+// TestPrometheusRules loads the rule file with Prometheus's own rule parser (what `promtool
+// check rules` and Prometheus at start run) and checks every rule against what the programs
+// register: each metric an expression names, with the labels it matches on, and each alert's
+// severity, annotations and runbook heading.
+func TestPrometheusRules(t *testing.T) {
+	groups, errs := rulefmt.ParseFile(rulesFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
+	if len(errs) > 0 {
+		t.Fatalf("Prometheus refuses %s: %v", rulesFile, errors.Join(errs...))
+	}
+	if len(groups.Groups) == 0 {
+		t.Fatal("no rule groups")
+	}
+	for _, err := range problems(groups, programs(t), repoRoot) {
+		t.Error(err)
+	}
+}
+
+// TestPrometheusRulesProblems shows that problems finds each kind of mistake: a rule file
+// written here, checked against the same registries and docs as the real one.
+func TestPrometheusRulesProblems(t *testing.T) {
+	progs := programs(t)
+	alert := func(group, expr, rest string) string {
+		return "groups:\n  - name: " + group + "\n    rules:\n      - alert: X\n        expr: " + expr + "\n" + rest
+	}
+	const ok = "        for: 5m\n        labels: {severity: page}\n        annotations: {summary: s, description: d, runbook: docs/settlement.md#unassigned-transfers}\n"
+	for _, tc := range []struct {
+		name, file, want string // want "": no problem
+	}{
+		{"good", alert("tollgate-serve", `histogram_quantile(0.9, sum by (le) (rate(tollgate_extproc_phase_seconds_bucket{phase="settle"}[5m]))) > 1 or up{job="x"} == 0`, ok), ""},
+		{"good summary", alert("tollgate-settle", `go_gc_duration_seconds{quantile="1"} > 1 or go_gc_duration_seconds_count > 1`, ok), ""},
+		{"recorded name", "groups:\n  - name: tollgate-serve\n    rules:\n      - record: job:tollgate_x:rate5m\n        expr: rate(tollgate_extproc_voids_total[5m])\n" +
+			"      - alert: X\n        expr: 'job:tollgate_x:rate5m > 1'\n" + ok, ""},
+		{"misspelled metric", alert("tollgate-serve", "rate(tollgate_extproc_request_total[5m]) > 0", ok),
+			`X: tollgate-serve registers no metric "tollgate_extproc_request_total"`},
+		{"the other program's metric", alert("tollgate-serve", "tollgate_settle_lease_held < 1", ok),
+			`X: tollgate-serve registers no metric "tollgate_settle_lease_held"`},
+		{"a label the metric lacks", alert("tollgate-settle", `tollgate_settle_payouts_total{result="failed"} > 0`, ok),
+			`X: tollgate_settle_payouts_total has no label "result" (it has chain, status; and job, instance from the scrape)`},
+		{"a histogram without its suffix", alert("tollgate-serve", "tollgate_extproc_phase_seconds > 1", ok),
+			`X: tollgate-serve registers no metric "tollgate_extproc_phase_seconds" (a histogram: name its _bucket, _sum or _count)`},
+		{"a counter with a histogram suffix", alert("tollgate-serve", "tollgate_extproc_voids_total_count > 1", ok),
+			`X: tollgate-serve registers no metric "tollgate_extproc_voids_total_count"`},
+		{"no metric name", alert("tollgate-serve", `'{__name__=~"tollgate_.*"} > 1'`, ok),
+			`X: a selector without a metric name`},
+		{"unknown group", alert("tollgate", "up == 0", ok), `group "tollgate": no program of that name (tollgate-serve, tollgate-settle)`},
+		{"no for", alert("tollgate-serve", "up == 0", strings.Replace(ok, "        for: 5m\n", "", 1)), "X: no for"},
+		{"severity critical", alert("tollgate-serve", "up == 0", strings.Replace(ok, "page", "critical", 1)), `X: severity "critical", want page or ticket`},
+		{"no summary", alert("tollgate-serve", "up == 0", strings.Replace(ok, "summary: s, ", "", 1)), "X: no summary annotation"},
+		{"unknown annotation", alert("tollgate-serve", "up == 0", strings.Replace(ok, "summary:", "owner: s, summary:", 1)), `X: annotation "owner" (want summary, description, runbook)`},
+		{"runbook without a heading", alert("tollgate-serve", "up == 0", strings.Replace(ok, "#unassigned-transfers", "#unassigned-deposits", 1)),
+			`X: runbook docs/settlement.md#unassigned-deposits: no such heading in docs/settlement.md`},
+		{"runbook to no file", alert("tollgate-serve", "up == 0", strings.Replace(ok, "docs/settlement.md", "docs/settle.md", 1)),
+			`X: runbook docs/settle.md#unassigned-transfers: open ` + filepath.Join(repoRoot, "docs/settle.md")},
+		{"runbook not in docs", alert("tollgate-serve", "up == 0", strings.Replace(ok, "docs/settlement.md", "https://example.com/x", 1)),
+			`X: runbook "https://example.com/x#unassigned-transfers" is not docs/FILE.md#HEADING`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			groups, errs := rulefmt.Parse([]byte(tc.file), false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
+			if len(errs) > 0 {
+				t.Fatalf("Prometheus refuses the case: %v", errors.Join(errs...))
+			}
+			got := problems(groups, progs, repoRoot)
+			switch {
+			case tc.want == "" && len(got) > 0:
+				t.Errorf("want no problem, got %v", got)
+			case tc.want != "" && !slices.ContainsFunc(got, func(err error) bool { return strings.HasPrefix(err.Error(), tc.want) }):
+				t.Errorf("want a problem starting %q, got %v", tc.want, got)
+			}
+		})
+	}
+}
+
+// program is what one Tollgate program exposes at /metrics: every series name a rule can
+// query, with its labels.
+type program map[string][]string
+
+// targetLabels are the labels Prometheus adds to every scraped series.
+var targetLabels = []string{"job", "instance"}
+
+// programs builds each program's registry as its command does (cmd/tollgate/mainlib
+// serve.go and settle.go: Go and process collectors, then the package's metrics), keyed by
+// the rule group that may query it. tollgate_holds_swept_total, which serve registers
+// itself, is not seen here: a rule on it fails this test.
+func programs(t *testing.T) map[string]program {
+	t.Helper()
+	build := func(register func(prometheus.Registerer)) program {
+		r := &recorder{reg: prometheus.NewRegistry()}
+		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		register(r)
+		p, err := r.program()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return map[string]program{
+		"tollgate-serve":  build(func(reg prometheus.Registerer) { extproc.NewMetrics(reg) }),
+		"tollgate-settle": build(func(reg prometheus.Registerer) { settlement.NewMetrics(reg) }),
+	}
+}
+
+// recorder registers collectors on a real registry and keeps their descriptions: a vector no
+// series has been created in yet is described but not gathered.
+type recorder struct {
+	reg   *prometheus.Registry
+	descs []*prometheus.Desc
+}
+
+func (r *recorder) Register(c prometheus.Collector) error {
+	if err := r.reg.Register(c); err != nil {
+		return err
+	}
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		c.Describe(ch)
+		close(ch)
+	}()
+	for d := range ch {
+		r.descs = append(r.descs, d)
+	}
+	return nil
+}
+
+func (r *recorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err) // the Registerer contract, as prometheus.Registry's
+		}
+	}
+}
+
+func (r *recorder) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }
+
+// descPattern reads a Desc's name and variable labels: Desc has no accessors, and its String
+// is the only way to them.
+var descPattern = regexp.MustCompile(`^Desc\{fqName: "([^"]+)", .*variableLabels: \{([^{}]*)\}\}$`)
+
+// program lists the series names and labels of what was registered. A histogram's series
+// are NAME_bucket (with le), NAME_sum and NAME_count; a summary's NAME (with quantile),
+// NAME_sum and NAME_count. The type of a family comes from Gather, so a histogram or summary
+// vector with no series yet would be taken for a plain one (ours create theirs at start).
+func (r *recorder) program() (program, error) {
+	families, err := r.reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	kinds := map[string]dto.MetricType{}
+	for _, f := range families {
+		kinds[f.GetName()] = f.GetType()
+	}
+	p := program{"up": nil}
+	for _, d := range r.descs {
+		m := descPattern.FindStringSubmatch(d.String())
+		if m == nil {
+			return nil, fmt.Errorf("cannot read %s", d)
+		}
+		name, labels := m[1], strings.FieldsFunc(m[2], func(r rune) bool { return r == ',' })
+		for i, l := range labels { // a constrained label reads c(name)
+			labels[i] = strings.TrimSuffix(strings.TrimPrefix(l, "c("), ")")
+		}
+		switch kinds[name] {
+		case dto.MetricType_HISTOGRAM:
+			p[name+"_bucket"] = append(slices.Clone(labels), "le")
+			p[name+"_sum"], p[name+"_count"] = labels, labels
+		case dto.MetricType_SUMMARY:
+			p[name] = append(slices.Clone(labels), "quantile")
+			p[name+"_sum"], p[name+"_count"] = labels, labels
+		default:
+			p[name] = labels
+		}
+	}
+	return p, nil
+}
+
+// annotations are the ones every alert has, and the only ones.
+var annotations = []string{"summary", "description", "runbook"}
+
+// runbookPattern is a runbook: a heading of one of the docs.
+var runbookPattern = regexp.MustCompile(`^(docs/[a-z0-9_-]+\.md)#([a-z0-9_-]+)$`)
+
+// problems checks the rules against the programs' metrics and the docs under root: the
+// group names a program; each name an expression selects is a series that program exposes
+// (or a rule of the file records), matched only on labels it has; each alert has a for, a
+// severity of page or ticket, exactly a summary, a description and a runbook naming a
+// heading in the docs.
+func problems(groups *rulefmt.RuleGroups, progs map[string]program, root string) []error {
+	var errs []error
+	recorded := map[string]bool{}
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			if r.Record != "" {
+				recorded[r.Record] = true
+			}
+		}
+	}
+	docs := map[string]map[string]bool{}
+	for _, g := range groups.Groups {
+		prog, ok := progs[g.Name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("group %q: no program of that name (%s)", g.Name, strings.Join(slices.Sorted(maps.Keys(progs)), ", ")))
+			continue
+		}
+		for _, r := range g.Rules {
+			name := r.Alert + r.Record
+			for _, err := range selectorProblems(r.Expr, g.Name, prog, recorded) {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			if r.Alert == "" {
+				continue
+			}
+			for _, err := range alertProblems(r, docs, root) {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	}
+	return errs
+}
+
+// selectorProblems checks every selector of expr against prog.
+func selectorProblems(expr, progName string, prog program, recorded map[string]bool) []error {
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		return []error{err} // rulefmt reports it too
+	}
+	var errs []error
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		vs, ok := node.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		if vs.Name == "" {
+			errs = append(errs, fmt.Errorf("a selector without a metric name: %s", vs))
+			return nil
+		}
+		if recorded[vs.Name] {
+			return nil
+		}
+		labels, ok := prog[vs.Name]
+		if !ok {
+			err := fmt.Errorf("%s registers no metric %q", progName, vs.Name)
+			if _, hist := prog[vs.Name+"_bucket"]; hist {
+				err = fmt.Errorf("%w (a histogram: name its _bucket, _sum or _count)", err)
+			}
+			errs = append(errs, err)
+			return nil
+		}
+		for _, m := range vs.LabelMatchers {
+			if m.Name == model.MetricNameLabel || slices.Contains(labels, m.Name) || slices.Contains(targetLabels, m.Name) {
+				continue
+			}
+			has := "no labels"
+			if len(labels) > 0 {
+				has = strings.Join(labels, ", ")
+			}
+			errs = append(errs, fmt.Errorf("%s has no label %q (it has %s; and %s from the scrape)", vs.Name, m.Name, has, strings.Join(targetLabels, ", ")))
+		}
+		return nil
+	})
+	return errs
+}
+
+// alertProblems checks an alert's for, severity and annotations; docs caches the headings
+// of each doc read.
+func alertProblems(r rulefmt.Rule, docs map[string]map[string]bool, root string) []error {
+	var errs []error
+	if r.For <= 0 {
+		errs = append(errs, errors.New("no for: one bad evaluation would fire it"))
+	}
+	if s := r.Labels["severity"]; s != "page" && s != "ticket" {
+		errs = append(errs, fmt.Errorf("severity %q, want page or ticket", s))
+	}
+	for _, a := range annotations {
+		if strings.TrimSpace(r.Annotations[a]) == "" {
+			errs = append(errs, fmt.Errorf("no %s annotation", a))
+		}
+	}
+	for _, a := range slices.Sorted(maps.Keys(r.Annotations)) {
+		if !slices.Contains(annotations, a) {
+			errs = append(errs, fmt.Errorf("annotation %q (want %s)", a, strings.Join(annotations, ", ")))
+		}
+	}
+	runbook := r.Annotations["runbook"]
+	if runbook == "" {
+		return errs
+	}
+	m := runbookPattern.FindStringSubmatch(runbook)
+	if m == nil {
+		return append(errs, fmt.Errorf("runbook %q is not docs/FILE.md#HEADING", runbook))
+	}
+	file, anchor := m[1], m[2]
+	if docs[file] == nil {
+		h, err := headings(filepath.Join(root, file))
+		if err != nil {
+			return append(errs, fmt.Errorf("runbook %s: %w", runbook, err))
+		}
+		docs[file] = h
+	}
+	if !docs[file][anchor] {
+		errs = append(errs, fmt.Errorf("runbook %s: no such heading in %s", runbook, file))
+	}
+	return errs
+}
+
+// headings returns the anchors GitHub gives the headings of a Markdown file.
+func headings(path string) (map[string]bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	return anchors(f)
+}
+
+// anchors reads Markdown and returns its headings' anchors as GitHub makes them: lower case,
+// punctuation but - and _ dropped, spaces to -, a repeated one suffixed -1, -2, …; a line
+// starting with # inside a fenced code block is not a heading.
+func anchors(r io.Reader) (map[string]bool, error) {
+	seen := map[string]int{}
+	out := map[string]bool{}
+	fenced := false
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "```") {
+			fenced = !fenced
+			continue
+		}
+		text, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " ")
+		if fenced || !strings.HasPrefix(line, "#") || !ok || len(line)-len(strings.TrimLeft(line, "#")) > 6 {
+			continue
+		}
+		var b strings.Builder
+		for _, c := range strings.ToLower(strings.TrimSpace(text)) {
+			switch {
+			case c == ' ':
+				b.WriteRune('-')
+			case c == '-' || c == '_' || unicode.IsLetter(c) || unicode.IsDigit(c):
+				b.WriteRune(c)
+			}
+		}
+		a := b.String()
+		if n := seen[a]; n > 0 {
+			seen[a]++
+			a = fmt.Sprintf("%s-%d", a, n)
+		} else {
+			seen[a] = 1
+		}
+		out[a] = true
+	}
+	return out, sc.Err()
+}
+
+func TestAnchors(t *testing.T) {
+	md := "# `tollgate serve`: the ext_proc server\n## Metrics (admin port, private registry)\n```sh\n# not a heading\n```\n" +
+		"### Top-ups or payouts stuck\n## Tests\n## Tests\n#not-a-heading\n"
+	got, err := anchors(strings.NewReader(md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"metrics-admin-port-private-registry", "tests", "tests-1", "tollgate-serve-the-ext_proc-server", "top-ups-or-payouts-stuck"}
+	if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, want) {
+		t.Errorf("anchors %v, want %v", keys, want)
+	}
+}
