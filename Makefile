@@ -18,6 +18,8 @@ test: tools ## run every test (needs PostgreSQL and Redis; see README)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -count=1 -timeout 60m ./...
+	@# deploy/ is its own module: its test needs Prometheus's rule parser, which the binary does not
+	cd deploy && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 .PHONY: bench
 bench: ## run the benchmarks that fill the README's performance section
@@ -27,6 +29,7 @@ bench: ## run the benchmarks that fill the README's performance section
 lint: ## golangci-lint v2 (installed on first use)
 	@command -v golangci-lint >/dev/null || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 	golangci-lint run ./...
+	cd deploy && golangci-lint run ./...
 
 .PHONY: generate
 generate: tools ## regenerate committed code (contract ABI, bytecode, bindings)
