@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -393,5 +394,54 @@ func TestAnchors(t *testing.T) {
 	want := []string{"metrics-admin-port-private-registry", "tests", "tests-1", "tollgate-serve-the-ext_proc-server", "top-ups-or-payouts-stuck"}
 	if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, want) {
 		t.Errorf("anchors %v, want %v", keys, want)
+	}
+}
+
+// TestPrometheusConfig loads the compose stack's prometheus.yml with Prometheus's own config
+// loader and checks that it evaluates the rule file and scrapes every job the rules name.
+func TestPrometheusConfig(t *testing.T) {
+	cfg, err := config.LoadFile("prometheus/prometheus.yml", false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Prometheus refuses prometheus/prometheus.yml: %v", err)
+	}
+	// The loader resolves rule_files against the configuration's directory.
+	if !slices.Contains(cfg.RuleFiles, filepath.Clean(rulesFile)) {
+		t.Errorf("rule_files %v do not include %s", cfg.RuleFiles, rulesFile)
+	}
+	jobs := map[string]bool{}
+	for _, sc := range cfg.ScrapeConfigs {
+		jobs[sc.JobName] = true
+	}
+	promql := parser.NewParser(parser.Options{})
+	groups, errs := rulefmt.ParseFile(rulesFile, false, model.UTF8Validation, promql, slog.New(slog.DiscardHandler))
+	if len(errs) > 0 {
+		t.Fatal(errors.Join(errs...))
+	}
+	named := 0
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			expr, err := promql.ParseExpr(r.Expr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+				vs, ok := n.(*parser.VectorSelector)
+				if !ok {
+					return nil
+				}
+				for _, m := range vs.LabelMatchers {
+					if m.Name == "job" {
+						named++
+						if !jobs[m.Value] {
+							t.Errorf("%s names job %q, which prometheus.yml does not scrape (jobs %v)", r.Alert, m.Value, slices.Sorted(maps.Keys(jobs)))
+						}
+					}
+				}
+				return nil
+			})
+		}
+	}
+	if named == 0 {
+		t.Fatal("no rule names a job: the check above passed on nothing")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/ethereum/go-ethereum/ethclient"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/tollgate-dev/tollgate/cmd/tollgate/mainlib"
 	"github.com/tollgate-dev/tollgate/config"
@@ -46,7 +47,7 @@ func loadCompose(t *testing.T) *types.Project {
 // involved: nothing here claims the stack was run.
 func TestComposeFile(t *testing.T) {
 	p := loadCompose(t)
-	want := []string{"anvil", "chain-setup", "cockroach", "demo-upstream", "envoy", "migrate", "redis", "tollgate-serve-1", "tollgate-serve-2", "tollgate-settle"}
+	want := []string{"anvil", "chain-setup", "cockroach", "demo-upstream", "envoy", "migrate", "prometheus", "redis", "tollgate-serve-1", "tollgate-serve-2", "tollgate-settle"}
 	got := p.ServiceNames()
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
@@ -178,6 +179,67 @@ func TestComposeFile(t *testing.T) {
 		}
 		if !funded {
 			t.Errorf("chain-setup mints no test USDC to the hot wallet %s, which pays payouts", hot.Address().Hex())
+		}
+	})
+
+	t.Run("prometheus scrapes every serve and settle process under the rules' jobs", func(t *testing.T) {
+		s := p.Services["prometheus"]
+		if !strings.HasPrefix(s.Image, "prom/prometheus:") {
+			t.Errorf("image %q", s.Image)
+		}
+		for _, f := range []string{"prometheus.yml", "tollgate-rules.yaml"} {
+			abs, _ := filepath.Abs("../deploy/prometheus/" + f)
+			if !slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+				return v.Source == abs && v.Target == "/etc/prometheus/"+f
+			}) {
+				t.Errorf("prometheus must mount %s at /etc/prometheus/%s; volumes %+v", abs, f, s.Volumes)
+			}
+		}
+		raw, err := os.ReadFile("../deploy/prometheus/prometheus.yml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg struct {
+			RuleFiles     []string `yaml:"rule_files"`
+			ScrapeConfigs []struct {
+				JobName       string `yaml:"job_name"`
+				StaticConfigs []struct {
+					Targets []string `yaml:"targets"`
+				} `yaml:"static_configs"`
+			} `yaml:"scrape_configs"`
+		}
+		if err := yaml.Unmarshal(raw, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(cfg.RuleFiles, []string{"tollgate-rules.yaml"}) {
+			t.Errorf("rule_files %v, want the mounted tollgate-rules.yaml", cfg.RuleFiles)
+		}
+		// Every target is a service's admin address, in the job of what that service runs, and
+		// every serve and settle process is a target.
+		jobOf := map[string]string{"serve": "tollgate-serve", "settle": "tollgate-settle"}
+		scraped := map[string]bool{}
+		for _, sc := range cfg.ScrapeConfigs {
+			for _, st := range sc.StaticConfigs {
+				for _, target := range st.Targets {
+					host, port, _ := strings.Cut(target, ":")
+					svc, ok := p.Services[host]
+					switch {
+					case !ok || len(svc.Command) < 2:
+						t.Errorf("job %s scrapes %s, which is not a tollgate service", sc.JobName, target)
+						continue
+					case jobOf[svc.Command[1]] != sc.JobName:
+						t.Errorf("job %s scrapes %s, which runs tollgate %s", sc.JobName, host, svc.Command[1])
+					case !slices.Contains(svc.Expose, port) || !listensOnAdmin(svc, port):
+						t.Errorf("job %s scrapes %s, but its admin address is not on port %s (expose %v)", sc.JobName, target, port, svc.Expose)
+					}
+					scraped[host] = true
+				}
+			}
+		}
+		for name, svc := range p.Services {
+			if len(svc.Command) >= 2 && svc.Command[0] == "tollgate" && jobOf[svc.Command[1]] != "" && !scraped[name] {
+				t.Errorf("%s runs tollgate %s, and nothing scrapes it", name, svc.Command[1])
+			}
 		}
 	})
 
@@ -334,6 +396,17 @@ func startAnvilWith(t *testing.T, args []string) string {
 		return err == nil
 	})
 	return url
+}
+
+// listensOnAdmin reports whether a service's environment puts its admin (metrics) address on
+// port.
+func listensOnAdmin(s types.ServiceConfig, port string) bool {
+	for k, v := range s.Environment {
+		if strings.HasSuffix(k, "_ADMIN_ADDR") && v != nil && strings.HasSuffix(*v, ":"+port) {
+			return true
+		}
+	}
+	return false
 }
 
 // listensOn reports whether a service's command or environment puts a listener on port.
