@@ -361,6 +361,7 @@ func (s *Server) routeTable() []route {
 	}
 	// The developer's API.
 	add("GET", "/api/v1/earnings", s.withPaywall(s.getEarnings))
+	add("GET", "/api/v1/earnings/history", s.withPaywall(s.getEarningsHistory))
 	add("POST", "/api/v1/payouts", s.withPaywall(s.postPayout))
 	add("GET", "/api/v1/payouts", s.withPaywall(s.listPayouts))
 	add("GET", "/api/v1/payouts/{id}", s.withPaywall(s.getPayout))

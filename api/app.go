@@ -223,35 +223,41 @@ func visibleTo(it ledger.HistoryItem, paywallID string) bool {
 
 // walletHistory reads one page of a wallet's history as a paywall may see it.
 func (s *Server) walletHistory(r *http.Request, wallet, paywallID string) (historyJSON, error) {
+	items, next, err := s.accountHistory(r, ledger.Wallet(wallet), func(it ledger.HistoryItem) bool { return visibleTo(it, paywallID) })
+	return historyJSON{Wallet: wallet, Items: items, Next: next}, err
+}
+
+// accountHistory reads one page of an account's history (the request's cursor and limit), the
+// items keep allows. An account the ledger does not know yet has an empty history.
+// It can return errBadLimit, errBadCursor and the ledger's errors.
+func (s *Server) accountHistory(r *http.Request, a ledger.Account, keep func(ledger.HistoryItem) bool) ([]historyItemJSON, string, error) {
 	limit := 50
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 200 {
-			return historyJSON{}, errBadLimit
+			return nil, "", errBadLimit
 		}
 		limit = n
 	}
-	page, err := s.deps.Ledger.History(r.Context(), ledger.Wallet(wallet), r.URL.Query().Get("cursor"), limit)
-	if errors.Is(err, ledger.ErrUnknownAccount) {
-		return historyJSON{Wallet: wallet, Items: []historyItemJSON{}}, nil
+	page, err := s.deps.Ledger.History(r.Context(), a, r.URL.Query().Get("cursor"), limit)
+	switch {
+	case errors.Is(err, ledger.ErrUnknownAccount):
+		return []historyItemJSON{}, "", nil
+	case errors.Is(err, ledger.ErrInvalid):
+		return nil, "", errBadCursor
+	case err != nil:
+		return nil, "", err
 	}
-	if errors.Is(err, ledger.ErrInvalid) {
-		return historyJSON{}, errBadCursor
-	}
-	if err != nil {
-		return historyJSON{}, err
-	}
-	out := historyJSON{Wallet: wallet, Items: []historyItemJSON{}, Next: page.Next}
+	items := []historyItemJSON{}
 	for _, it := range page.Items {
-		if !visibleTo(it, paywallID) {
-			continue
+		if keep(it) {
+			items = append(items, historyItemJSON{
+				ID: it.TransferID, Kind: string(it.Kind), Amount: pricing.FormatUSDC(it.AmountMicro),
+				AmountMicro: it.AmountMicro, Currency: currency, CreatedAt: it.CreatedAt.UTC(), Metadata: it.Metadata,
+			})
 		}
-		out.Items = append(out.Items, historyItemJSON{
-			ID: it.TransferID, Kind: string(it.Kind), Amount: pricing.FormatUSDC(it.AmountMicro),
-			AmountMicro: it.AmountMicro, Currency: currency, CreatedAt: it.CreatedAt.UTC(), Metadata: it.Metadata,
-		})
 	}
-	return out, nil
+	return items, page.Next, nil
 }
 
 var (
@@ -270,15 +276,24 @@ func (s *Server) getHistory(w http.ResponseWriter, r *http.Request, pw paywall.P
 // writeHistory answers one page of a wallet's history as the paywall may see it.
 func (s *Server) writeHistory(w http.ResponseWriter, r *http.Request, wallet, paywallID, user string) {
 	h, err := s.walletHistory(r, wallet, paywallID)
+	if s.historyFailed(w, r, err) {
+		return
+	}
+	h.User = user
+	writeJSON(w, http.StatusOK, h)
+}
+
+// historyFailed answers a history read's error, if there is one, and says so.
+func (s *Server) historyFailed(w http.ResponseWriter, r *http.Request, err error) bool {
 	switch {
+	case err == nil:
+		return false
 	case errors.Is(err, errBadLimit):
 		badRequest(w, "invalid_limit", "limit", "The limit must be a whole number from 1 to 200.")
 	case errors.Is(err, errBadCursor):
 		badRequest(w, "invalid_cursor", "cursor", "The cursor is not one this API returned; start again without it.")
-	case err != nil:
-		s.unavailable(w, r, "read the history", err)
 	default:
-		h.User = user
-		writeJSON(w, http.StatusOK, h)
+		s.unavailable(w, r, "read the history", err)
 	}
+	return true
 }

@@ -45,6 +45,24 @@ func (s *Server) getEarnings(w http.ResponseWriter, r *http.Request, pw paywall.
 	})
 }
 
+// earningsHistoryJSON is one page of a paywall's earnings movements, newest first.
+type earningsHistoryJSON struct {
+	Paywall string            `json:"paywall"`
+	Items   []historyItemJSON `json:"items"`
+	Next    string            `json:"next"`
+}
+
+// getEarningsHistory lists what moved the paywall's earnings, newest first, a page at a time:
+// its share of every request and charge, every refund, every withdrawal and a failed one's
+// return — with the user, model or description each carries — for the developer's books.
+func (s *Server) getEarningsHistory(w http.ResponseWriter, r *http.Request, pw paywall.Paywall) {
+	items, next, err := s.accountHistory(r, ledger.Earnings(pw.ID), func(ledger.HistoryItem) bool { return true })
+	if s.historyFailed(w, r, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, earningsHistoryJSON{Paywall: pw.ID, Items: items, Next: next})
+}
+
 // payoutJSON is a withdrawal.
 type payoutJSON struct {
 	ID          string    `json:"id"`

@@ -3,9 +3,12 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -387,4 +390,89 @@ func TestPayoutCapCountsEveryPayout(t *testing.T) {
 
 	age(n + 1) // all of them
 	expectStatus(t, withdraw("a-day-later", "4"), http.StatusCreated)
+}
+
+// TestEarningsHistory: GET /api/v1/earnings/history lists what moved the paywall's earnings,
+// newest first — a charge's and a request's share, a refund, a withdrawal — each with its
+// metadata; the page adds up to the earnings; the cursor pages through; another paywall sees
+// none of it; a bad limit or cursor is 400.
+func TestEarningsHistory(t *testing.T) {
+	n := newNeighbours(t, 20_000_000, 1_000_000)
+	e, pw, key, key2, wallet := n.env, n.pw, n.key, n.key2, n.wallet
+	charge := e.charge(key, "alice", "3", "c")
+	e.capture(pw, "alice", wallet, ledger.Split{FeeMicro: 1_000, DeveloperMicro: 19_000})
+	refunded := e.charge(key, "alice", "1", "c-2")
+	expectStatus(t, e.refund(key, "alice", refunded, "r", map[string]any{"reason": "twice"}), http.StatusCreated)
+	expectStatus(t, e.app("POST", "/api/v1/payouts", key, map[string]any{"amount": "1"}, "Idempotency-Key", "p"), http.StatusCreated)
+
+	r := e.app("GET", "/api/v1/earnings/history", key, nil)
+	expectStatus(t, r, http.StatusOK)
+	var h struct {
+		Paywall string `json:"paywall"`
+		Items   []struct {
+			ID          string            `json:"id"`
+			Kind        string            `json:"kind"`
+			AmountMicro int64             `json:"amount_micro"`
+			Metadata    map[string]string `json:"metadata"`
+		} `json:"items"`
+		Next string `json:"next"`
+	}
+	if err := json.Unmarshal(r.body, &h); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	var sum int64
+	for _, it := range h.Items {
+		kinds = append(kinds, it.Kind)
+		sum += it.AmountMicro
+	}
+	want := []string{"payout_request", "reversal", "charge", "capture", "charge"}
+	if h.Paywall != pw.ID || !slices.Equal(kinds, want) || h.Next != "" {
+		t.Fatalf("earnings history of %s: %v (next %q), want %v", h.Paywall, kinds, h.Next, want)
+	}
+	if it := h.Items[4]; it.ID != charge || it.AmountMicro <= 0 || it.Metadata["user"] != "alice" {
+		t.Errorf("the first charge's share: %+v", it)
+	}
+	if it := h.Items[3]; it.AmountMicro != 19_000 || it.Metadata["model"] != "m" {
+		t.Errorf("the request's share: %+v", it)
+	}
+	if it := h.Items[1]; it.AmountMicro != -h.Items[2].AmountMicro || it.Metadata["reason"] != "twice" {
+		t.Errorf("the refund gives back the refunded charge's share: %+v against %+v", it, h.Items[2])
+	}
+	if it := h.Items[0]; it.AmountMicro != -1_000_000 {
+		t.Errorf("the withdrawal: %+v", it)
+	}
+	earnings := e.app("GET", "/api/v1/earnings", key, nil).json(t)
+	if float64(sum) != earnings["available_micro"] {
+		t.Errorf("the history adds up to %d µUSDC, the earnings available are %v", sum, earnings["available_micro"])
+	}
+
+	// Two at a time, following the cursor, gives the same items.
+	var paged []string
+	for cursor, pages := "", 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("the cursor does not end")
+		}
+		p := e.app("GET", "/api/v1/earnings/history?limit=2&cursor="+url.QueryEscape(cursor), key, nil).json(t)
+		for _, it := range p["items"].([]any) {
+			paged = append(paged, it.(map[string]any)["kind"].(string))
+		}
+		if cursor = p["next"].(string); cursor == "" {
+			break
+		}
+	}
+	if !slices.Equal(paged, want) {
+		t.Errorf("paged by two: %v, want %v", paged, want)
+	}
+
+	if items := e.app("GET", "/api/v1/earnings/history", key2, nil).json(t)["items"].([]any); len(items) != 0 {
+		t.Errorf("another paywall sees %v", items)
+	}
+	for q, code := range map[string]string{"limit=0": "invalid_limit", "limit=201": "invalid_limit", "cursor=nope": "invalid_cursor"} {
+		r := e.app("GET", "/api/v1/earnings/history?"+q, key, nil)
+		expectStatus(t, r, http.StatusBadRequest)
+		if r.errorCode(t) != code {
+			t.Errorf("%s: %s", q, r.body)
+		}
+	}
 }
