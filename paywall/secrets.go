@@ -341,3 +341,39 @@ func paywallIDs(ps []Paywall) string {
 	}
 	return strings.Join(ids, ", ")
 }
+
+// Seal seals a secret other than a BYOK credential (purpose names which, e.g. "webhook
+// signing_secret") for one paywall, with a fresh nonce, in the format of sealed credentials.
+// The purpose and the paywall are the additional data: the value opens for them only, so a
+// sealed value copied to another paywall or another column does not open.
+func (k *SecretsKey) Seal(purpose, paywallID, secret string) string {
+	var nonce [gcmNonceSize]byte
+	_, _ = rand.Read(nonce[:]) // crypto/rand.Read never returns an error
+	buf := make([]byte, gcmNonceSize, gcmNonceSize+len(secret)+gcmTagSize)
+	copy(buf, nonce[:])
+	buf = k.aead.Seal(buf, buf, []byte(secret), purposeData(purpose, paywallID))
+	return sealedPrefix + sealedEncoding.EncodeToString(buf)
+}
+
+// OpenSealed opens what Seal sealed for purpose and paywallID with the first of keys that
+// opens it (the secrets key, then previous ones during a rotation).
+// It can return: ErrSealedCredential.
+func OpenSealed(keys []*SecretsKey, purpose, paywallID, sealed string) (string, error) {
+	raw, err := parseSealed(sealed)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range keys {
+		if k == nil {
+			continue
+		}
+		if plain, err := k.aead.Open(nil, raw[:gcmNonceSize], raw[gcmNonceSize:], purposeData(purpose, paywallID)); err == nil {
+			return string(plain), nil
+		}
+	}
+	return "", errDoesNotOpen
+}
+
+func purposeData(purpose, paywallID string) []byte {
+	return []byte("tollgate " + purpose + "\x00" + paywallID)
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
 	settlement "github.com/tollgate-dev/tollgate/settlement/schema"
+	"github.com/tollgate-dev/tollgate/webhook"
 )
 
 // All returns the sources `tollgate migrate` applies.
@@ -20,5 +21,6 @@ func All() []migrate.Source {
 		pricing.Migrations,
 		settlement.Migrations,
 		api.Migrations,
+		webhook.Migrations,
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
+	"github.com/tollgate-dev/tollgate/webhook"
 )
 
 // paywallCommands are the subcommands of `tollgate paywall`.
@@ -27,6 +28,8 @@ func paywallCommands() map[string]command {
 		"set-markup": {"set a paywall's markup over model prices, in basis points", runPaywallSetMarkup},
 		"set-upstream-key": {"replace a BYOK paywall's upstream credential (read from standard input)",
 			runPaywallSetUpstreamKey},
+		"set-webhook": {"send a paywall's events to a URL with a new signing secret (shown once); -url \"\" turns it off",
+			runPaywallSetWebhook},
 	}
 }
 
@@ -332,6 +335,56 @@ func runPaywallSetPrice(ctx context.Context, env *environment, args []string) er
 		}
 		_, err = fmt.Fprintf(env.stdout, "Paywall %s (%s) now charges for %s, in USDC per 1M tokens (request: per request): %s; its %d bps markup comes on top.\n",
 			pw.ID, pw.Name, model, strings.Join(shown, ", "), pw.MarkupBps)
+		return err
+	})
+}
+
+// runPaywallSetWebhook sets or turns off a paywall's webhook. The signing secret is made here,
+// stored sealed and printed once, like an API key.
+func runPaywallSetWebhook(ctx context.Context, env *environment, args []string) error {
+	fs, path := flagSet(env, "paywall set-webhook")
+	rawURL := fs.String("url", "", `where to POST the paywall's events (https; http only for loopback hosts); "" turns webhooks off`)
+	pos, err := parseArgs(fs, args, `ID -url URL   (-url "" turns webhooks off)`, 1)
+	if err != nil {
+		return err
+	}
+	urlSet := false
+	fs.Visit(func(f *flag.Flag) { urlSet = urlSet || f.Name == "url" })
+	if !urlSet {
+		return fmt.Errorf(`%w: paywall set-webhook: -url is required (-url "" turns webhooks off)`, errUsage)
+	}
+	if *rawURL != "" {
+		if err := webhook.ValidateURL(*rawURL); err != nil {
+			return fmt.Errorf("%w: paywall set-webhook: %s", errUsage, strings.TrimPrefix(err.Error(), webhook.ErrInvalidURL.Error()+": "))
+		}
+	}
+	id := pos[0]
+	return withStores(ctx, env, *path, func(svc *services) error {
+		if _, err := svc.paywallStore().Get(ctx, id); err != nil {
+			return fmt.Errorf("paywall set-webhook: %w", describePaywallError(id, err))
+		}
+		out := svc.outbox(webhook.Options{})
+		if *rawURL == "" {
+			removed, err := out.RemoveEndpoint(ctx, id)
+			if err != nil {
+				return fmt.Errorf("paywall set-webhook: %w", err)
+			}
+			msg := "Webhooks of paywall %s are off; events not delivered yet are cancelled.\n"
+			if !removed {
+				msg = "Paywall %s had no webhook; nothing changed.\n"
+			}
+			_, err = fmt.Fprintf(env.stdout, msg, id)
+			return err
+		}
+		secret, err := out.SetEndpoint(ctx, id, *rawURL)
+		if errors.Is(err, webhook.ErrNoSecretsKey) {
+			return fmt.Errorf("paywall set-webhook: %w\nSet paywall.secrets_key to the value `tollgate serve` uses", err)
+		}
+		if err != nil {
+			return fmt.Errorf("paywall set-webhook: %w", err)
+		}
+		_, err = fmt.Fprintf(env.stdout, "Paywall %s now sends its events to %s.\nSigning secret: %s\nIt is shown this once (stored sealed): store it now; running set-webhook again makes a new one.\n",
+			id, *rawURL, secret)
 		return err
 	})
 }

@@ -23,13 +23,14 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/wait"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
+	"github.com/tollgate-dev/tollgate/webhook"
 )
 
 // readyLine is printed to stderr once every listener is up; tests and scripts wait for it.
 const readyLine = "tollgate serve: ready"
 
 // runServe runs the ext_proc gRPC server (for Envoy), the HTTP API and hosted pages, and the
-// admin listener (metrics, health), plus the hold sweeper, until ctx ends; then it stops
+// admin listener (metrics, health), plus the hold sweeper and the webhook outbox, until ctx ends; then it stops
 // taking streams, lets the open ones finish for serve.shutdown_grace, cancels and settles the
 // rest, gives settlements being retried in the background what is left of the grace (then
 // leaves the rest to the other replicas through the journal in Redis), and returns.
@@ -155,6 +156,9 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { sweepHolds(sweepCtx, svc, sc.SweepInterval, sc.SweepBatch, swept, logger) })
 	wg.Go(func() { api.Run(sweepCtx) }) // prunes old idempotent answers of the HTTP API
+	// Tells apps when money moves: every replica scans the ledger and delivers (webhook.Outbox).
+	outbox := svc.outbox(webhook.Options{Logger: logger.With("part", "webhook"), Metrics: webhook.NewMetrics(reg)})
+	wg.Go(func() { outbox.Run(sweepCtx) })
 	// Takes over the captures and voids other replicas were retrying when they stopped or died.
 	wg.Go(func() { server.RecoverSettlements(sweepCtx) })
 

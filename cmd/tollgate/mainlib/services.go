@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/webhook"
 )
 
 // services are the stores every long-running command shares, opened once in order.
@@ -118,6 +119,13 @@ func (s *services) paywallStore() *paywall.Store {
 		})
 	})
 	return s.paywalls
+}
+
+// outbox returns the webhook outbox on the database, sealing and opening signing secrets with
+// the secrets keys; o may carry a logger and metrics.
+func (s *services) outbox(o webhook.Options) *webhook.Outbox {
+	o.PreviousSecretsKeys = s.previous
+	return webhook.New(s.pool, s.ledger, s.secrets, o)
 }
 
 // builtinUpstream is the routing header value of the operator's provider's route:

@@ -1,0 +1,368 @@
+package webhook_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/testdb"
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/webhook"
+)
+
+// env is one test database with the ledger, a secrets key and a receiver.
+type env struct {
+	t       *testing.T
+	db      *testdb.DB
+	l       *ledger.Ledger
+	secrets *paywall.SecretsKey
+	recv    *receiver
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	db := testdb.New(t, ledger.Migrations, webhook.Migrations)
+	k, err := paywall.NewSecretsKey(make([]byte, paywall.SecretsKeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, l: ledger.New(db.Pool, ledger.Options{Batch: 1}), secrets: k, recv: &receiver{t: t}}
+	srv := httptest.NewServer(e.recv)
+	t.Cleanup(srv.Close)
+	e.recv.url = srv.URL
+	return e
+}
+
+func (e *env) outbox(opts webhook.Options) *webhook.Outbox {
+	if opts.BackoffMin == 0 {
+		opts.BackoffMin = time.Millisecond
+	}
+	return webhook.New(e.db.Pool, e.l, e.secrets, opts)
+}
+
+// receiver is the app: it checks every request's signature with the docs' code and keeps the
+// events it accepted; fail makes it answer 500 that many times first.
+type receiver struct {
+	t      *testing.T
+	url    string
+	mu     sync.Mutex
+	secret string
+	fail   int
+	tries  map[string]int
+	got    []map[string]any
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := verifyTollgateSignature(r.secret, req.Header.Get("Tollgate-Signature"), body, time.Now()); err != nil {
+		r.t.Errorf("signature: %v", err)
+		http.Error(w, "bad signature", http.StatusBadRequest)
+		return
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(body, &ev); err != nil || ev["id"] != req.Header.Get("Tollgate-Event-Id") {
+		r.t.Errorf("body %s, Tollgate-Event-Id %q: %v", body, req.Header.Get("Tollgate-Event-Id"), err)
+	}
+	if r.tries == nil {
+		r.tries = map[string]int{}
+	}
+	r.tries[req.Header.Get("Tollgate-Event-Id")]++
+	if r.fail > 0 {
+		r.fail--
+		http.Error(w, "down", http.StatusInternalServerError)
+		return
+	}
+	r.got = append(r.got, ev)
+}
+
+func (r *receiver) events() []map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]map[string]any(nil), r.got...)
+}
+
+func addr(i int) string { return fmt.Sprintf("0x%040x", i) }
+
+// fund credits a wallet.
+func (e *env) fund(wallet string, micro int64) {
+	e.t.Helper()
+	if _, err := e.l.Deposit(e.t.Context(), ledger.DepositRequest{Key: "dep:" + wallet, ChainID: "137", Wallet: wallet, AmountMicro: micro}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) charge(key, paywallID, wallet string, dev int64) ledger.Transfer {
+	e.t.Helper()
+	tr, err := e.l.Charge(e.t.Context(), ledger.ChargeRequest{Key: key, Wallet: wallet, Paywall: paywallID,
+		Split:    ledger.Split{FeeMicro: 100, DeveloperMicro: dev},
+		Metadata: map[string]string{"paywall": paywallID, "user": "alice", "description": "Pro plan", "app.order": "42"}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tr
+}
+
+// setWebhook points paywallID at the receiver and lets it check the secret.
+func (e *env) setWebhook(o *webhook.Outbox, paywallID string) {
+	e.t.Helper()
+	secret, err := o.SetEndpoint(e.t.Context(), paywallID, e.recv.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.recv.mu.Lock()
+	e.recv.secret = secret
+	e.recv.mu.Unlock()
+}
+
+// drain scans and delivers until nothing is due.
+func drain(t *testing.T, o *webhook.Outbox) {
+	t.Helper()
+	if _, err := o.Scan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		n, err := o.Deliver(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+	t.Fatal("deliveries did not end")
+}
+
+func byType(evs []map[string]any) map[string][]map[string]any {
+	m := map[string][]map[string]any{}
+	for _, ev := range evs {
+		m[ev["type"].(string)] = append(m[ev["type"].(string)], ev)
+	}
+	return m
+}
+
+// TestWebhookEvents moves money every way an app hears of and checks each event arrives
+// once, signed, with its data; another paywall without a webhook records nothing.
+func TestWebhookEvents(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	o := e.outbox(webhook.Options{})
+	e.setWebhook(o, "pw1")
+	w := addr(1)
+	e.fund(w, 100_000_000)
+
+	ch := e.charge("c1", "pw1", w, 900)
+	e.charge("c-other", "pw2", w, 900) // no webhook: nothing
+	h, err := e.l.Hold(ctx, ledger.HoldRequest{Key: "h1", Wallet: w, AmountMicro: 5000, Paywall: "pw1", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	capt, err := e.l.Capture(ctx, ledger.CaptureRequest{Key: "cap1", HoldID: h.ID,
+		Split: ledger.Split{FeeMicro: 300, DeveloperMicro: 2700},
+		Metadata: map[string]string{"paywall": "pw1", "user": "bob", "model": "m/x", "request_id": "r1",
+			"prompt_tokens": "12", "completion_tokens": "34"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := e.l.Reverse(ctx, ledger.ReverseRequest{Key: "rev1", TransferID: ch.ID, Reason: "changed mind",
+		Metadata: map[string]string{"paywall": "pw1", "user": "alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, err := e.l.RequestPayout(ctx, ledger.PayoutRequest{Key: "p1", Paywall: "pw1", ChainID: "137", To: addr(9), AmountMicro: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := e.l.RequestPayout(ctx, ledger.PayoutRequest{Key: "p2", Paywall: "pw1", ChainID: "137", To: addr(9), AmountMicro: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.SettlePayout(ctx, p1.ID, "0xabc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.FailPayout(ctx, p2.ID, "reverted"); err != nil {
+		t.Fatal(err)
+	}
+
+	drain(t, o)
+	drain(t, o) // a second round finds nothing new
+	got := byType(e.recv.events())
+	want := map[string]map[string]any{
+		webhook.EventChargeCreated: {"charge_id": ch.ID, "user": "alice", "wallet": w, "amount": "0.001", "amount_micro": 1000.0,
+			"developer_amount_micro": 900.0, "description": "Pro plan", "metadata": map[string]any{"order": "42"}},
+		webhook.EventRequestCharged: {"charge_id": capt.Transfer.ID, "user": "bob", "model": "m/x", "prompt_tokens": 12.0,
+			"completion_tokens": 34.0, "amount_micro": 3000.0, "developer_amount_micro": 2700.0, "estimated": false},
+		webhook.EventChargeRefunded: {"refund_id": rev.ID, "charge_id": ch.ID, "amount_micro": 1000.0, "developer_amount_micro": 900.0,
+			"reason": "changed mind", "user": "alice"},
+		webhook.EventPayoutSettled: {"payout_id": p1.ID, "amount_micro": 1000.0, "tx_hash": "0xabc", "to": addr(9)},
+		webhook.EventPayoutFailed:  {"payout_id": p2.ID, "amount_micro": 500.0, "reason": "reverted"},
+	}
+	if len(got) != len(want) {
+		t.Errorf("event types %v, want %d types", got, len(want))
+	}
+	for typ, fields := range want {
+		evs := got[typ]
+		if len(evs) != 1 {
+			t.Errorf("%s: %d events, want 1", typ, len(evs))
+			continue
+		}
+		ev := evs[0]
+		if ev["paywall"] != "pw1" || ev["id"] == "" || ev["created_at"] == "" {
+			t.Errorf("%s: envelope %v", typ, ev)
+		}
+		data := ev["data"].(map[string]any)
+		for k, v := range fields {
+			if fmt.Sprint(data[k]) != fmt.Sprint(v) {
+				t.Errorf("%s: data.%s = %v, want %v", typ, k, data[k], v)
+			}
+		}
+	}
+}
+
+// TestWebhookRetries: a receiver failing twice gets the event a third time, and once more
+// never after it accepted it; one that never accepts has the event given up.
+func TestWebhookRetries(t *testing.T) {
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{BackoffMin: time.Millisecond, BackoffMax: 4 * time.Millisecond})
+	e.setWebhook(o, "pw1")
+	e.fund(addr(1), 1_000_000)
+	ch := e.charge("c1", "pw1", addr(1), 900)
+	e.recv.fail = 2
+	if _, err := o.Scan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	id := webhook.EventChargeCreated + ":" + ch.ID
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.recv.events()) == 0 && time.Now().Before(deadline) {
+		if _, err := o.Deliver(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for range 5 { // nothing more is sent once it was accepted
+		time.Sleep(5 * time.Millisecond)
+		if _, err := o.Deliver(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.recv.mu.Lock()
+	tries := e.recv.tries[id]
+	e.recv.mu.Unlock()
+	if tries != 3 || len(e.recv.events()) != 1 {
+		t.Fatalf("tries %d, accepted %d; want 3 tries, accepted once", tries, len(e.recv.events()))
+	}
+
+	// Given up: GiveUpAfter shorter than the first backoff.
+	short := e.outbox(webhook.Options{BackoffMin: time.Hour, GiveUpAfter: time.Minute})
+	e.charge("c2", "pw1", addr(1), 900)
+	e.recv.fail = 1
+	drain(t, short)
+	var status string
+	var attempts int
+	if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, attempts FROM webhook_events WHERE type = 'charge.created' AND id <> $1`, id).Scan(&status, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if status != "failed" || attempts != 1 {
+		t.Fatalf("status %s after %d attempts, want failed after 1", status, attempts)
+	}
+}
+
+// TestWebhookConcurrentProducers: two replicas scanning the same ledger at once record each
+// event once.
+func TestWebhookConcurrentProducers(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.outbox(webhook.Options{}), e.outbox(webhook.Options{})
+	e.setWebhook(a, "pw1")
+	e.fund(addr(1), 100_000_000)
+	for i := range 40 {
+		e.charge(fmt.Sprintf("c%d", i), "pw1", addr(1), 900)
+	}
+	var wg sync.WaitGroup
+	for _, o := range []*webhook.Outbox{a, b, a, b} {
+		wg.Go(func() {
+			if _, err := o.Scan(t.Context()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	var n int
+	if err := e.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM webhook_events`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 40 {
+		t.Fatalf("%d events, want 40", n)
+	}
+	var wg2 sync.WaitGroup
+	for _, o := range []*webhook.Outbox{a, b} {
+		wg2.Go(func() { drain(t, o) })
+	}
+	wg2.Wait()
+	if got := len(e.recv.events()); got != 40 {
+		t.Fatalf("%d deliveries, want 40", got)
+	}
+}
+
+// TestScanOverlap: a transfer that commits after a scan moved the cursor past its created_at
+// (its transaction started earlier) is found by the next scan thanks to the overlap; without
+// an overlap (the negative control) it is missed.
+func TestScanOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		overlap time.Duration
+		want    int
+	}{{30 * time.Second, 2}, {time.Microsecond, 1}} {
+		t.Run(tc.overlap.String(), func(t *testing.T) {
+			e := newEnv(t)
+			o := e.outbox(webhook.Options{Overlap: tc.overlap})
+			e.setWebhook(o, "pw1")
+			e.fund(addr(1), 100_000_000)
+			e.charge("c1", "pw1", addr(1), 900)
+			if _, err := o.Scan(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			// Committed now, dated 10 s ago: as a transaction that began before the scan.
+			late := e.charge("late", "pw1", addr(1), 900)
+			e.db.Must(t, `UPDATE ledger_entries SET created_at = created_at - INTERVAL '10 seconds' WHERE transfer_id = '`+late.ID+`'`)
+			e.db.Must(t, `UPDATE ledger_transfers SET created_at = created_at - INTERVAL '10 seconds' WHERE id = '`+late.ID+`'`)
+			drain(t, o)
+			if got := len(e.recv.events()); got != tc.want {
+				t.Fatalf("%d events, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWebhookTurnedOff: turning the webhook off cancels what was not delivered and records
+// nothing more.
+func TestWebhookTurnedOff(t *testing.T) {
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{})
+	e.setWebhook(o, "pw1")
+	e.fund(addr(1), 100_000_000)
+	e.charge("c1", "pw1", addr(1), 900)
+	if _, err := o.Scan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := o.RemoveEndpoint(t.Context(), "pw1"); err != nil || !removed {
+		t.Fatal(removed, err)
+	}
+	e.charge("c2", "pw1", addr(1), 900)
+	drain(t, o)
+	if got := len(e.recv.events()); got != 0 {
+		t.Fatalf("%d deliveries after the webhook was turned off", got)
+	}
+	var cancelled int
+	if err := e.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM webhook_events WHERE status = 'cancelled'`).Scan(&cancelled); err != nil {
+		t.Fatal(err)
+	}
+	if cancelled != 1 {
+		t.Fatalf("%d cancelled events, want 1", cancelled)
+	}
+}
