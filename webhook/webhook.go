@@ -209,6 +209,43 @@ func (o *Outbox) RemoveEndpoint(ctx context.Context, paywallID string) (bool, er
 	return removed, nil
 }
 
+// ResealSecrets seals again with the secrets key every signing secret that only a previous key
+// (PreviousSecretsKeys) opens, during a rotation of paywall.secrets_key, and reports how many
+// it sealed again. Each update is conditional on the value it read, so a secret replaced
+// meanwhile (set-webhook) is left as it is; running it again does nothing. A secret no key
+// opens is an error naming its paywall.
+func (o *Outbox) ResealSecrets(ctx context.Context) (int, error) {
+	if o.secrets == nil || len(o.opts.PreviousSecretsKeys) == 0 {
+		return 0, nil
+	}
+	rows, err := o.pool.Query(ctx, `SELECT paywall, secret_sealed FROM webhook_endpoints`)
+	if err != nil {
+		return 0, fmt.Errorf("webhook: read the signing secrets: %w", err)
+	}
+	type endpoint struct{ Paywall, Sealed string }
+	eps, err := pgx.CollectRows(rows, pgx.RowToStructByPos[endpoint])
+	if err != nil {
+		return 0, fmt.Errorf("webhook: read the signing secrets: %w", err)
+	}
+	resealed := 0
+	for _, ep := range eps {
+		if _, err := paywall.OpenSealed([]*paywall.SecretsKey{o.secrets}, secretPurpose, ep.Paywall, ep.Sealed); err == nil {
+			continue
+		}
+		secret, err := paywall.OpenSealed(o.opts.PreviousSecretsKeys, secretPurpose, ep.Paywall, ep.Sealed)
+		if err != nil {
+			return resealed, fmt.Errorf("webhook: the signing secret of paywall %s opens with no key: %w", ep.Paywall, err)
+		}
+		tag, err := o.pool.Exec(ctx, `UPDATE webhook_endpoints SET secret_sealed = $3 WHERE paywall = $1 AND secret_sealed = $2`,
+			ep.Paywall, ep.Sealed, o.secrets.Seal(secretPurpose, ep.Paywall, secret))
+		if err != nil {
+			return resealed, fmt.Errorf("webhook: seal the signing secret of paywall %s again: %w", ep.Paywall, err)
+		}
+		resealed += int(tag.RowsAffected())
+	}
+	return resealed, nil
+}
+
 // Endpoint is a paywall's webhook as the CLI shows it (never the secret).
 type Endpoint struct {
 	Paywall   string

@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/migrate"
 	"github.com/tollgate-dev/tollgate/internal/schema"
 	"github.com/tollgate-dev/tollgate/paywall"
+	"github.com/tollgate-dev/tollgate/webhook"
 )
 
 func runMigrate(ctx context.Context, env *environment, args []string) error {
@@ -61,8 +62,14 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 	if len(previous) > 0 {
-		_, err = fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) sealed again with paywall.secrets_key; "+
-			"if every replica and command already has the new key, paywall.previous_secrets_keys can now be removed\n", sealed.Resealed)
+		// Webhook signing secrets are sealed with the same key (no Redis copies).
+		hooks, err := webhook.New(pool, nil, secrets, webhook.Options{PreviousSecretsKeys: previous}).ResealSecrets(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		_, err = fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) and %d webhook signing secret(s) sealed again with paywall.secrets_key; "+
+			"if every replica and command already has the new key, paywall.previous_secrets_keys can now be removed\n", sealed.Resealed, hooks)
+		return err
 	}
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,20 @@ func TestMigrateRotatesSecretsKey(t *testing.T) {
 		}
 	}
 	sealedB := c.storedUpstreamKey(b.ID)
+	// b's webhook signing secret, sealed with the old key too.
+	secretOut := c.mustRun("paywall", "set-webhook", b.ID, "-url", "http://127.0.0.1:9/hook")
+	secret := regexp.MustCompile(`whsec_\S+`).FindString(secretOut)
+	if secret == "" {
+		t.Fatalf("set-webhook printed %q", secretOut)
+	}
+	storedSecret := func() string {
+		var v string
+		if err := c.db.Pool.QueryRow(t.Context(), `SELECT secret_sealed FROM webhook_endpoints WHERE paywall = $1`, b.ID).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	sealedSecret := storedSecret()
 
 	const newKey = "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA="
 	newOnly, err := paywall.ParseSecretsKey(newKey)
@@ -197,12 +212,17 @@ func TestMigrateRotatesSecretsKey(t *testing.T) {
 	t.Setenv("TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS", testSecretsKey)
 	c.mustRun("paywall", "set-markup", a.ID, "700") // opens with the old key, seals with the new
 	out := c.mustRun("migrate")
-	if !strings.Contains(out, "1 BYOK upstream credential(s) sealed again with paywall.secrets_key") ||
+	if !strings.Contains(out, "1 BYOK upstream credential(s) and 1 webhook signing secret(s) sealed again with paywall.secrets_key") ||
 		!strings.Contains(out, "paywall.previous_secrets_keys can now be removed") {
 		t.Errorf("migrate while rotating printed %q; want b sealed again (a already was, by set-markup)", out)
 	}
 	if c.storedUpstreamKey(b.ID) == sealedB {
 		t.Error("b's credential was not sealed again")
+	}
+	// The webhook's secret opens with the new key alone, to the same secret (apps keep theirs).
+	// "webhook signing_secret" is the purpose package webhook seals it for.
+	if got, err := paywall.OpenSealed([]*paywall.SecretsKey{newOnly}, "webhook signing_secret", b.ID, storedSecret()); err != nil || got != secret || storedSecret() == sealedSecret {
+		t.Errorf("b's webhook secret after migrate: %q, %v (sealed again: %v)", got, err, storedSecret() != sealedSecret)
 	}
 
 	store := replica(paywall.Options{SecretsKey: newOnly})
