@@ -25,6 +25,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/extproc"
 	"github.com/tollgate-dev/tollgate/settlement"
+	"github.com/tollgate-dev/tollgate/webhook"
 )
 
 const rulesFile = "prometheus/tollgate-rules.yaml"
@@ -128,7 +129,10 @@ func programs(t *testing.T) map[string]program {
 		return p
 	}
 	return map[string]program{
-		"tollgate-serve":  build(func(reg prometheus.Registerer) { extproc.NewMetrics(reg) }),
+		"tollgate-serve": build(func(reg prometheus.Registerer) {
+			extproc.NewMetrics(reg)
+			webhook.NewMetrics(reg)
+		}),
 		"tollgate-settle": build(func(reg prometheus.Registerer) { settlement.NewMetrics(reg) }),
 	}
 }
