@@ -97,11 +97,12 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.reqs...)
 }
 
-// Reset forgets the recorded requests.
+// Reset forgets the recorded requests and the generation records (a long run keeps neither).
 func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reqs = nil
+	clear(s.gens)
 }
 
 func (s *Server) record(r Request) {
