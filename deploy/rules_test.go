@@ -38,6 +38,14 @@ const repoRoot = ".."
 // register: each metric an expression names, with the labels it matches on, and each alert's
 // severity, annotations and runbook heading.
 func TestPrometheusRules(t *testing.T) {
+	for _, err := range problems(loadRules(t), programs(t), repoRoot) {
+		t.Error(err)
+	}
+}
+
+// loadRules parses the rule file as Prometheus does, or fails the test.
+func loadRules(t *testing.T) *rulefmt.RuleGroups {
+	t.Helper()
 	groups, errs := rulefmt.ParseFile(rulesFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
 	if len(errs) > 0 {
 		t.Fatalf("Prometheus refuses %s: %v", rulesFile, errors.Join(errs...))
@@ -45,9 +53,22 @@ func TestPrometheusRules(t *testing.T) {
 	if len(groups.Groups) == 0 {
 		t.Fatal("no rule groups")
 	}
-	for _, err := range problems(groups, programs(t), repoRoot) {
-		t.Error(err)
+	return groups
+}
+
+// selectors calls f with every vector selector of expr.
+func selectors(expr string, f func(*parser.VectorSelector)) error {
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		return err
 	}
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		if vs, ok := node.(*parser.VectorSelector); ok {
+			f(vs)
+		}
+		return nil
+	})
+	return nil
 }
 
 // TestPrometheusRulesProblems shows that problems finds each kind of mistake: a rule file
@@ -256,22 +277,14 @@ func problems(groups *rulefmt.RuleGroups, progs map[string]program, root string)
 
 // selectorProblems checks every selector of expr against prog.
 func selectorProblems(expr, progName string, prog program, recorded map[string]bool) []error {
-	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
-	if err != nil {
-		return []error{err} // rulefmt reports it too
-	}
 	var errs []error
-	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
-		vs, ok := node.(*parser.VectorSelector)
-		if !ok {
-			return nil
-		}
+	err := selectors(expr, func(vs *parser.VectorSelector) {
 		if vs.Name == "" {
 			errs = append(errs, fmt.Errorf("a selector without a metric name: %s", vs))
-			return nil
+			return
 		}
 		if recorded[vs.Name] {
-			return nil
+			return
 		}
 		labels, ok := prog[vs.Name]
 		if !ok {
@@ -280,7 +293,7 @@ func selectorProblems(expr, progName string, prog program, recorded map[string]b
 				err = fmt.Errorf("%w (a histogram: name its _bucket, _sum or _count)", err)
 			}
 			errs = append(errs, err)
-			return nil
+			return
 		}
 		for _, m := range vs.LabelMatchers {
 			if m.Name == model.MetricNameLabel || slices.Contains(labels, m.Name) || slices.Contains(targetLabels, m.Name) {
@@ -292,8 +305,10 @@ func selectorProblems(expr, progName string, prog program, recorded map[string]b
 			}
 			errs = append(errs, fmt.Errorf("%s has no label %q (it has %s; and %s from the scrape)", vs.Name, m.Name, has, strings.Join(targetLabels, ", ")))
 		}
-		return nil
 	})
+	if err != nil {
+		return []error{err} // rulefmt reports it too
+	}
 	return errs
 }
 
@@ -416,23 +431,10 @@ func TestPrometheusConfig(t *testing.T) {
 	for _, sc := range cfg.ScrapeConfigs {
 		jobs[sc.JobName] = true
 	}
-	promql := parser.NewParser(parser.Options{})
-	groups, errs := rulefmt.ParseFile(rulesFile, false, model.UTF8Validation, promql, slog.New(slog.DiscardHandler))
-	if len(errs) > 0 {
-		t.Fatal(errors.Join(errs...))
-	}
 	named := 0
-	for _, g := range groups.Groups {
+	for _, g := range loadRules(t).Groups {
 		for _, r := range g.Rules {
-			expr, err := promql.ParseExpr(r.Expr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
-				vs, ok := n.(*parser.VectorSelector)
-				if !ok {
-					return nil
-				}
+			err := selectors(r.Expr, func(vs *parser.VectorSelector) {
 				for _, m := range vs.LabelMatchers {
 					if m.Name == "job" {
 						named++
@@ -441,8 +443,10 @@ func TestPrometheusConfig(t *testing.T) {
 						}
 					}
 				}
-				return nil
 			})
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if named == 0 {
