@@ -71,24 +71,40 @@ func ParseSecretsKey(s string) (*SecretsKey, error) {
 	return NewSecretsKey(key)
 }
 
-// additionalData binds a sealed credential to its paywall: opened under another id, it fails.
-func additionalData(paywallID string) []byte {
-	return []byte("tollgate paywall upstream_key\x00" + paywallID)
+// upstreamKeyPurpose is what a sealed BYOK credential is bound to, besides its paywall.
+const upstreamKeyPurpose = "paywall upstream_key"
+
+// additionalData binds a sealed value to its purpose and its paywall: opened for another
+// purpose or under another id, it fails.
+func additionalData(purpose, paywallID string) []byte {
+	return []byte("tollgate " + purpose + "\x00" + paywallID)
 }
 
-// seal returns credential sealed for paywallID, with a fresh random nonce (96 random bits:
-// far from GCM's limit for the few seals a key makes).
+// seal returns credential sealed for paywallID.
 func (k *SecretsKey) seal(paywallID, credential string) string {
+	return k.Seal(upstreamKeyPurpose, paywallID, credential)
+}
+
+// Seal seals a secret for one paywall and one purpose (what the secret is: "paywall
+// upstream_key" for BYOK credentials, "webhook signing_secret"…), with a fresh random
+// nonce (96 random bits: far from GCM's limit for the few seals a key makes). The purpose and
+// the paywall are the additional data: the value opens for them only, so a sealed value copied
+// to another paywall or another column does not open.
+func (k *SecretsKey) Seal(purpose, paywallID, secret string) string {
 	var nonce [gcmNonceSize]byte
 	_, _ = rand.Read(nonce[:]) // crypto/rand.Read never returns an error (it crashes the program instead)
-	return k.sealWith(nonce, paywallID, credential)
+	return k.sealFor(nonce, purpose, paywallID, secret)
 }
 
-// sealWith seals with a given nonce; only seal and tests (which need fixed values) call it.
+// sealWith seals a credential with a given nonce, for tests (which need fixed values).
 func (k *SecretsKey) sealWith(nonce [gcmNonceSize]byte, paywallID, credential string) string {
-	buf := make([]byte, gcmNonceSize, gcmNonceSize+len(credential)+gcmTagSize)
+	return k.sealFor(nonce, upstreamKeyPurpose, paywallID, credential)
+}
+
+func (k *SecretsKey) sealFor(nonce [gcmNonceSize]byte, purpose, paywallID, secret string) string {
+	buf := make([]byte, gcmNonceSize, gcmNonceSize+len(secret)+gcmTagSize)
 	copy(buf, nonce[:])
-	buf = k.aead.Seal(buf, buf, []byte(credential), additionalData(paywallID))
+	buf = k.aead.Seal(buf, buf, []byte(secret), additionalData(purpose, paywallID))
 	return sealedPrefix + sealedEncoding.EncodeToString(buf)
 }
 
@@ -96,12 +112,24 @@ func (k *SecretsKey) sealWith(nonce [gcmNonceSize]byte, paywallID, credential st
 // It can return: ErrSealedCredential (not the sealed format, another key, another paywall's
 // value, tampered with).
 func (k *SecretsKey) open(paywallID, sealed string) (string, error) {
+	return OpenSealed([]*SecretsKey{k}, upstreamKeyPurpose, paywallID, sealed)
+}
+
+// OpenSealed opens what Seal sealed for purpose and paywallID with the first of keys that
+// opens it (the secrets key, then previous ones during a rotation); nil keys are skipped.
+// It can return: ErrSealedCredential.
+func OpenSealed(keys []*SecretsKey, purpose, paywallID, sealed string) (string, error) {
 	raw, err := parseSealed(sealed)
 	if err != nil {
 		return "", err
 	}
-	if c, ok := k.openRaw(paywallID, raw); ok {
-		return c, nil
+	for _, k := range keys {
+		if k == nil {
+			continue
+		}
+		if plain, ok := k.openRaw(purpose, paywallID, raw); ok {
+			return plain, nil
+		}
 	}
 	return "", errDoesNotOpen
 }
@@ -111,8 +139,8 @@ var errDoesNotOpen = fmt.Errorf("%w: it does not open with paywall.secrets_key (
 // openRaw opens a parsed sealed value (parseSealed), reporting whether this key opens it. raw is
 // left as it was, so that the next key of a rotation can try it (decrypting in place would
 // overwrite it even when the value does not open).
-func (k *SecretsKey) openRaw(paywallID string, raw []byte) (string, bool) {
-	plain, err := k.aead.Open(nil, raw[:gcmNonceSize], raw[gcmNonceSize:], additionalData(paywallID))
+func (k *SecretsKey) openRaw(purpose, paywallID string, raw []byte) (string, bool) {
+	plain, err := k.aead.Open(nil, raw[:gcmNonceSize], raw[gcmNonceSize:], additionalData(purpose, paywallID))
 	return string(plain), err == nil
 }
 
@@ -209,11 +237,11 @@ func (s *Store) openSealed(paywallID, sealed string) (credential string, current
 	if err != nil {
 		return "", false, err
 	}
-	if c, ok := s.opts.SecretsKey.openRaw(paywallID, raw); ok {
+	if c, ok := s.opts.SecretsKey.openRaw(upstreamKeyPurpose, paywallID, raw); ok {
 		return c, true, nil
 	}
 	for _, k := range s.opts.PreviousSecretsKeys {
-		if c, ok := k.openRaw(paywallID, raw); ok {
+		if c, ok := k.openRaw(upstreamKeyPurpose, paywallID, raw); ok {
 			return c, false, nil
 		}
 	}
@@ -340,40 +368,4 @@ func paywallIDs(ps []Paywall) string {
 		ids[i] = p.ID
 	}
 	return strings.Join(ids, ", ")
-}
-
-// Seal seals a secret other than a BYOK credential (purpose names which, e.g. "webhook
-// signing_secret") for one paywall, with a fresh nonce, in the format of sealed credentials.
-// The purpose and the paywall are the additional data: the value opens for them only, so a
-// sealed value copied to another paywall or another column does not open.
-func (k *SecretsKey) Seal(purpose, paywallID, secret string) string {
-	var nonce [gcmNonceSize]byte
-	_, _ = rand.Read(nonce[:]) // crypto/rand.Read never returns an error
-	buf := make([]byte, gcmNonceSize, gcmNonceSize+len(secret)+gcmTagSize)
-	copy(buf, nonce[:])
-	buf = k.aead.Seal(buf, buf, []byte(secret), purposeData(purpose, paywallID))
-	return sealedPrefix + sealedEncoding.EncodeToString(buf)
-}
-
-// OpenSealed opens what Seal sealed for purpose and paywallID with the first of keys that
-// opens it (the secrets key, then previous ones during a rotation).
-// It can return: ErrSealedCredential.
-func OpenSealed(keys []*SecretsKey, purpose, paywallID, sealed string) (string, error) {
-	raw, err := parseSealed(sealed)
-	if err != nil {
-		return "", err
-	}
-	for _, k := range keys {
-		if k == nil {
-			continue
-		}
-		if plain, err := k.aead.Open(nil, raw[:gcmNonceSize], raw[gcmNonceSize:], purposeData(purpose, paywallID)); err == nil {
-			return string(plain), nil
-		}
-	}
-	return "", errDoesNotOpen
-}
-
-func purposeData(purpose, paywallID string) []byte {
-	return []byte("tollgate " + purpose + "\x00" + paywallID)
 }
