@@ -98,7 +98,7 @@ func TestComposeFile(t *testing.T) {
 					if !slices.Contains(svc.Expose, port) {
 						t.Errorf("cluster %s: service %s does not expose %s (expose %v)", c.GetName(), host, port, svc.Expose)
 					}
-					if !listensOn(svc, port) {
+					if !listensOn(svc, "_ADDR", port) {
 						t.Errorf("cluster %s: service %s is not configured to listen on %s", c.GetName(), host, port)
 					}
 				}
@@ -229,7 +229,7 @@ func TestComposeFile(t *testing.T) {
 						continue
 					case jobOf[svc.Command[1]] != sc.JobName:
 						t.Errorf("job %s scrapes %s, which runs tollgate %s", sc.JobName, host, svc.Command[1])
-					case !slices.Contains(svc.Expose, port) || !listensOnAdmin(svc, port):
+					case !slices.Contains(svc.Expose, port) || !listensOn(svc, "_ADMIN_ADDR", port):
 						t.Errorf("job %s scrapes %s, but its admin address is not on port %s (expose %v)", sc.JobName, target, port, svc.Expose)
 					}
 					scraped[host] = true
@@ -398,26 +398,17 @@ func startAnvilWith(t *testing.T, args []string) string {
 	return url
 }
 
-// listensOnAdmin reports whether a service's environment puts its admin (metrics) address on
-// port.
-func listensOnAdmin(s types.ServiceConfig, port string) bool {
-	for k, v := range s.Environment {
-		if strings.HasSuffix(k, "_ADMIN_ADDR") && v != nil && strings.HasSuffix(*v, ":"+port) {
-			return true
-		}
-	}
-	return false
-}
-
-// listensOn reports whether a service's command or environment puts a listener on port.
-func listensOn(s types.ServiceConfig, port string) bool {
+// listensOn reports whether a service's command, or a variable of its environment whose name
+// ends in envSuffix ("_ADDR": any listener; "_ADMIN_ADDR": the metrics one), puts a listener
+// on port.
+func listensOn(s types.ServiceConfig, envSuffix, port string) bool {
 	for _, arg := range s.Command {
 		if strings.HasSuffix(arg, ":"+port) {
 			return true
 		}
 	}
 	for k, v := range s.Environment {
-		if strings.HasSuffix(k, "_ADDR") && v != nil && strings.HasSuffix(*v, ":"+port) {
+		if strings.HasSuffix(k, envSuffix) && v != nil && strings.HasSuffix(*v, ":"+port) {
 			return true
 		}
 	}
