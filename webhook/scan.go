@@ -91,13 +91,16 @@ const scanPage = 500
 // read twice insert nothing. Ledger transactions are short (seconds at most, with retries);
 // one longer than the overlap would be missed (TestScanOverlap shows both sides).
 func (o *Outbox) Scan(ctx context.Context) (int, error) {
-	rows, err := o.pool.Query(ctx, `SELECT paywall, scanned_to FROM webhook_endpoints`)
+	// Start is the database's clock (the one that dates transfers) as this scan begins:
+	// everything that committed before it is read by this scan; what committed after it, by the
+	// next (overlap).
+	rows, err := o.pool.Query(ctx, `SELECT paywall, scanned_to, now() FROM webhook_endpoints`)
 	if err != nil {
 		return 0, fmt.Errorf("webhook: read the endpoints: %w", err)
 	}
 	type cursor struct {
-		Paywall string
-		At      time.Time
+		Paywall   string
+		At, Start time.Time
 	}
 	cursors, err := pgx.CollectRows(rows, pgx.RowToStructByPos[cursor])
 	if err != nil {
@@ -105,7 +108,7 @@ func (o *Outbox) Scan(ctx context.Context) (int, error) {
 	}
 	total := 0
 	for _, c := range cursors {
-		n, err := o.scanPaywall(ctx, c.Paywall, c.At)
+		n, err := o.scanPaywall(ctx, c.Paywall, c.At, c.Start)
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("webhook: scan paywall %s: %w", c.Paywall, err)
@@ -114,13 +117,7 @@ func (o *Outbox) Scan(ctx context.Context) (int, error) {
 	return total, nil
 }
 
-func (o *Outbox) scanPaywall(ctx context.Context, paywallID string, cursor time.Time) (int, error) {
-	// The database's clock, the one that dates transfers. Everything that committed before this
-	// moment is read by this scan; what committed after it is read by the next (overlap).
-	var start time.Time
-	if err := o.pool.QueryRow(ctx, `SELECT now()`).Scan(&start); err != nil {
-		return 0, err
-	}
+func (o *Outbox) scanPaywall(ctx context.Context, paywallID string, cursor, start time.Time) (int, error) {
 	from := cursor.Add(-o.opts.Overlap)
 	n, err := o.scanTransfers(ctx, paywallID, from)
 	if err != nil {
