@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -123,10 +124,7 @@ func (o *Outbox) post(ctx context.Context, url, secret string, ev claimed) (int,
 
 // failed schedules the next attempt after an exponential backoff, or gives the event up when
 // that attempt would come later than GiveUpAfter after it was recorded.
-func (o *Outbox) failed(ctx context.Context, log interface {
-	Warn(string, ...any)
-	Error(string, ...any)
-}, ev claimed, why string) {
+func (o *Outbox) failed(ctx context.Context, log *slog.Logger, ev claimed, why string) {
 	backoff := o.opts.BackoffMin
 	for i := 1; i < ev.Attempts && backoff < o.opts.BackoffMax; i++ {
 		backoff *= 2
