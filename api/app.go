@@ -78,7 +78,16 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request, pw paywall.P
 
 // balanceJSON is a wallet's money. Every amount is USDC, as a decimal string and in micro-USDC.
 type balanceJSON struct {
-	User           string `json:"user,omitempty"`
+	User string `json:"user,omitempty"`
+	WalletBalanceJSON
+	// Pending is USDC seen arriving on chain but not final yet (not spendable).
+	Pending      string `json:"pending"`
+	PendingMicro int64  `json:"pending_micro"`
+}
+
+// WalletBalanceJSON is a wallet's ledger balance as the API shows it, and `tollgate ledger
+// balance -json` too: every amount as a USDC decimal string and in micro-USDC.
+type WalletBalanceJSON struct {
 	Wallet         string `json:"wallet"`
 	Currency       string `json:"currency"`
 	Available      string `json:"available"`
@@ -87,9 +96,16 @@ type balanceJSON struct {
 	HeldMicro      int64  `json:"held_micro"`
 	Posted         string `json:"posted"`
 	PostedMicro    int64  `json:"posted_micro"`
-	// Pending is USDC seen arriving on chain but not final yet (not spendable).
-	Pending      string `json:"pending"`
-	PendingMicro int64  `json:"pending_micro"`
+}
+
+// NewWalletBalanceJSON is wallet's balance b as the API shows it.
+func NewWalletBalanceJSON(wallet string, b ledger.WalletBalance) WalletBalanceJSON {
+	return WalletBalanceJSON{
+		Wallet: wallet, Currency: currency,
+		Available: pricing.FormatUSDC(b.AvailableMicro), AvailableMicro: b.AvailableMicro,
+		Held: pricing.FormatUSDC(b.HeldMicro), HeldMicro: b.HeldMicro,
+		Posted: pricing.FormatUSDC(b.PostedMicro), PostedMicro: b.PostedMicro,
+	}
 }
 
 // walletBalance reads a wallet's balance; a wallet never credited has none.
@@ -103,11 +119,8 @@ func (s *Server) walletBalance(r *http.Request, wallet string) (balanceJSON, err
 		return balanceJSON{}, err
 	}
 	return balanceJSON{
-		Wallet: wallet, Currency: currency,
-		Available: pricing.FormatUSDC(b.AvailableMicro), AvailableMicro: b.AvailableMicro,
-		Held: pricing.FormatUSDC(b.HeldMicro), HeldMicro: b.HeldMicro,
-		Posted: pricing.FormatUSDC(b.PostedMicro), PostedMicro: b.PostedMicro,
-		Pending: pricing.FormatUSDC(pending), PendingMicro: pending,
+		WalletBalanceJSON: NewWalletBalanceJSON(wallet, b),
+		Pending:           pricing.FormatUSDC(pending), PendingMicro: pending,
 	}, nil
 }
 
@@ -184,21 +197,30 @@ func (s *Server) getMenu(w http.ResponseWriter, r *http.Request, pw paywall.Payw
 	}})
 }
 
-// historyItemJSON is one movement of the wallet's money.
-type historyItemJSON struct {
+// HistoryItemJSON is one movement of an account's money (a wallet's or a paywall's earnings),
+// as the API and `tollgate ledger history -json` show it.
+type HistoryItemJSON struct {
 	ID          string            `json:"id"`
-	Kind        string            `json:"kind"` // deposit, capture, charge, reversal
+	Kind        string            `json:"kind"` // deposit, capture, charge, reversal, payout
 	Amount      string            `json:"amount"`
-	AmountMicro int64             `json:"amount_micro"` // signed: positive adds to the wallet
+	AmountMicro int64             `json:"amount_micro"` // signed: positive adds to the account
 	Currency    string            `json:"currency"`
 	CreatedAt   time.Time         `json:"created_at"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 }
 
+// NewHistoryItemJSON is the ledger's history item as the API shows it.
+func NewHistoryItemJSON(it ledger.HistoryItem) HistoryItemJSON {
+	return HistoryItemJSON{
+		ID: it.TransferID, Kind: string(it.Kind), Amount: pricing.FormatUSDC(it.AmountMicro),
+		AmountMicro: it.AmountMicro, Currency: currency, CreatedAt: it.CreatedAt.UTC(), Metadata: it.Metadata,
+	}
+}
+
 type historyJSON struct {
 	User   string            `json:"user,omitempty"`
 	Wallet string            `json:"wallet"`
-	Items  []historyItemJSON `json:"items"`
+	Items  []HistoryItemJSON `json:"items"`
 	// Next is the cursor of the next page; "" on the last one.
 	Next string `json:"next"`
 }
@@ -230,7 +252,7 @@ func (s *Server) walletHistory(r *http.Request, wallet, paywallID string) (histo
 // accountHistory reads one page of an account's history (the request's cursor and limit), the
 // items keep allows. An account the ledger does not know yet has an empty history.
 // It can return errBadLimit, errBadCursor and the ledger's errors.
-func (s *Server) accountHistory(r *http.Request, a ledger.Account, keep func(ledger.HistoryItem) bool) ([]historyItemJSON, string, error) {
+func (s *Server) accountHistory(r *http.Request, a ledger.Account, keep func(ledger.HistoryItem) bool) ([]HistoryItemJSON, string, error) {
 	limit := 50
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -242,19 +264,16 @@ func (s *Server) accountHistory(r *http.Request, a ledger.Account, keep func(led
 	page, err := s.deps.Ledger.History(r.Context(), a, r.URL.Query().Get("cursor"), limit)
 	switch {
 	case errors.Is(err, ledger.ErrUnknownAccount):
-		return []historyItemJSON{}, "", nil
+		return []HistoryItemJSON{}, "", nil
 	case errors.Is(err, ledger.ErrInvalid):
 		return nil, "", errBadCursor
 	case err != nil:
 		return nil, "", err
 	}
-	items := []historyItemJSON{}
+	items := []HistoryItemJSON{}
 	for _, it := range page.Items {
 		if keep(it) {
-			items = append(items, historyItemJSON{
-				ID: it.TransferID, Kind: string(it.Kind), Amount: pricing.FormatUSDC(it.AmountMicro),
-				AmountMicro: it.AmountMicro, Currency: currency, CreatedAt: it.CreatedAt.UTC(), Metadata: it.Metadata,
-			})
+			items = append(items, NewHistoryItemJSON(it))
 		}
 	}
 	return items, page.Next, nil

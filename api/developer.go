@@ -17,8 +17,15 @@ import (
 	"github.com/tollgate-dev/tollgate/pricing"
 )
 
-// earningsJSON is a paywall's earnings, in USDC.
+// earningsJSON is a paywall's earnings, in USDC, and where withdrawals go.
 type earningsJSON struct {
+	EarningsJSON
+	PayoutAddress string `json:"payout_address"`
+}
+
+// EarningsJSON is a paywall's earnings as the API shows them, and `tollgate ledger earnings
+// -json` too: every amount as a USDC decimal string and in micro-USDC.
+type EarningsJSON struct {
 	Paywall        string `json:"paywall"`
 	Currency       string `json:"currency"`
 	Available      string `json:"available"`
@@ -27,7 +34,16 @@ type earningsJSON struct {
 	InFlightMicro  int64  `json:"in_flight_micro"`
 	PaidOut        string `json:"paid_out"`
 	PaidOutMicro   int64  `json:"paid_out_micro"`
-	PayoutAddress  string `json:"payout_address"`
+}
+
+// NewEarningsJSON is paywallID's earnings e as the API shows them.
+func NewEarningsJSON(paywallID string, e ledger.EarningsBalance) EarningsJSON {
+	return EarningsJSON{
+		Paywall: paywallID, Currency: currency,
+		Available: pricing.FormatUSDC(e.AvailableMicro), AvailableMicro: e.AvailableMicro,
+		InFlight: pricing.FormatUSDC(e.InFlightMicro), InFlightMicro: e.InFlightMicro,
+		PaidOut: pricing.FormatUSDC(e.PaidOutMicro), PaidOutMicro: e.PaidOutMicro,
+	}
 }
 
 func (s *Server) getEarnings(w http.ResponseWriter, r *http.Request, pw paywall.Paywall) {
@@ -36,19 +52,13 @@ func (s *Server) getEarnings(w http.ResponseWriter, r *http.Request, pw paywall.
 		s.unavailable(w, r, "read the earnings", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, earningsJSON{
-		Paywall: pw.ID, Currency: currency,
-		Available: pricing.FormatUSDC(e.AvailableMicro), AvailableMicro: e.AvailableMicro,
-		InFlight: pricing.FormatUSDC(e.InFlightMicro), InFlightMicro: e.InFlightMicro,
-		PaidOut: pricing.FormatUSDC(e.PaidOutMicro), PaidOutMicro: e.PaidOutMicro,
-		PayoutAddress: pw.PayoutAddress,
-	})
+	writeJSON(w, http.StatusOK, earningsJSON{EarningsJSON: NewEarningsJSON(pw.ID, e), PayoutAddress: pw.PayoutAddress})
 }
 
 // earningsHistoryJSON is one page of a paywall's earnings movements, newest first.
 type earningsHistoryJSON struct {
 	Paywall string            `json:"paywall"`
-	Items   []historyItemJSON `json:"items"`
+	Items   []HistoryItemJSON `json:"items"`
 	Next    string            `json:"next"`
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-dev/tollgate/api"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/ledger/ledgercheck"
 	"github.com/tollgate-dev/tollgate/paywall"
@@ -162,14 +163,7 @@ func runLedgerCheck(ctx context.Context, env *environment, args []string) error 
 
 // walletBalanceJSON is `ledger balance -json`, in the API's shape.
 type walletBalanceJSON struct {
-	Wallet         string `json:"wallet"`
-	Currency       string `json:"currency"`
-	Available      string `json:"available"`
-	AvailableMicro int64  `json:"available_micro"`
-	Held           string `json:"held"`
-	HeldMicro      int64  `json:"held_micro"`
-	Posted         string `json:"posted"`
-	PostedMicro    int64  `json:"posted_micro"`
+	api.WalletBalanceJSON
 	// InLedger is false for a wallet that was never credited (no account: every figure is 0).
 	InLedger bool `json:"in_ledger"`
 }
@@ -195,12 +189,7 @@ func runLedgerBalance(ctx context.Context, env *environment, args []string) erro
 			return fmt.Errorf("ledger balance: %w", err)
 		}
 		if *asJSON {
-			return printJSON(env.stdout, walletBalanceJSON{
-				Wallet: wallet, Currency: "USDC", InLedger: known,
-				Available: pricing.FormatUSDC(b.AvailableMicro), AvailableMicro: b.AvailableMicro,
-				Held: pricing.FormatUSDC(b.HeldMicro), HeldMicro: b.HeldMicro,
-				Posted: pricing.FormatUSDC(b.PostedMicro), PostedMicro: b.PostedMicro,
-			})
+			return printJSON(env.stdout, walletBalanceJSON{api.NewWalletBalanceJSON(wallet, b), known})
 		}
 		rows := [][2]string{
 			{"wallet", wallet},
@@ -213,18 +202,6 @@ func runLedgerBalance(ctx context.Context, env *environment, args []string) erro
 		}
 		return writeRows(env.stdout, rows...)
 	})
-}
-
-// earningsBalanceJSON is `ledger earnings -json`, in the API's shape.
-type earningsBalanceJSON struct {
-	Paywall        string `json:"paywall"`
-	Currency       string `json:"currency"`
-	Available      string `json:"available"`
-	AvailableMicro int64  `json:"available_micro"`
-	InFlight       string `json:"in_flight"`
-	InFlightMicro  int64  `json:"in_flight_micro"`
-	PaidOut        string `json:"paid_out"`
-	PaidOutMicro   int64  `json:"paid_out_micro"`
 }
 
 func runLedgerEarnings(ctx context.Context, env *environment, args []string) error {
@@ -248,12 +225,7 @@ func runLedgerEarnings(ctx context.Context, env *environment, args []string) err
 			return fmt.Errorf("ledger earnings: %w", err)
 		}
 		if *asJSON {
-			return printJSON(env.stdout, earningsBalanceJSON{
-				Paywall: id, Currency: "USDC",
-				Available: pricing.FormatUSDC(e.AvailableMicro), AvailableMicro: e.AvailableMicro,
-				InFlight: pricing.FormatUSDC(e.InFlightMicro), InFlightMicro: e.InFlightMicro,
-				PaidOut: pricing.FormatUSDC(e.PaidOutMicro), PaidOutMicro: e.PaidOutMicro,
-			})
+			return printJSON(env.stdout, api.NewEarningsJSON(id, e))
 		}
 		return writeRows(env.stdout,
 			[2]string{"paywall", id},
@@ -278,21 +250,11 @@ func paywallExists(ctx context.Context, pool *pgxpool.Pool, id string) error {
 	return describePaywallError(id, paywall.ErrNotFound)
 }
 
-// historyItemJSON is one row of `ledger history -json`, in the API's shape.
-type historyItemJSON struct {
-	ID          string            `json:"id"`
-	Kind        string            `json:"kind"`
-	Amount      string            `json:"amount"`
-	AmountMicro int64             `json:"amount_micro"` // signed: positive adds to the wallet
-	Currency    string            `json:"currency"`
-	CreatedAt   time.Time         `json:"created_at"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
-}
-
+// historyPageJSON is `ledger history -json`, in the API's shape.
 type historyPageJSON struct {
-	Wallet string            `json:"wallet"`
-	Items  []historyItemJSON `json:"items"`
-	Next   string            `json:"next"` // "" on the last page
+	Wallet string                `json:"wallet"`
+	Items  []api.HistoryItemJSON `json:"items"`
+	Next   string                `json:"next"` // "" on the last page
 }
 
 // describingKeys are the metadata keys that say what a transfer was, in the order shown.
@@ -339,11 +301,9 @@ func runLedgerHistory(ctx context.Context, env *environment, args []string) erro
 			return fmt.Errorf("ledger history: %w", err)
 		}
 		if *asJSON {
-			out := historyPageJSON{Wallet: wallet, Items: []historyItemJSON{}, Next: page.Next}
+			out := historyPageJSON{Wallet: wallet, Items: []api.HistoryItemJSON{}, Next: page.Next}
 			for _, it := range page.Items {
-				out.Items = append(out.Items, historyItemJSON{ID: it.TransferID, Kind: string(it.Kind),
-					Amount: pricing.FormatUSDC(it.AmountMicro), AmountMicro: it.AmountMicro, Currency: "USDC",
-					CreatedAt: it.CreatedAt.UTC(), Metadata: it.Metadata})
+				out.Items = append(out.Items, api.NewHistoryItemJSON(it))
 			}
 			return printJSON(env.stdout, out)
 		}

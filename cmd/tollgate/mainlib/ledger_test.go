@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/api"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/ledger/ledgercheck"
 )
@@ -126,7 +127,7 @@ func TestLedgerBalanceAndEarnings(t *testing.T) {
 	spaced(t, "earnings", out, "available", "0.34 USDC")
 	spaced(t, "earnings", out, "in flight", "0.00 USDC")
 	spaced(t, "earnings", out, "paid out", "0.00 USDC")
-	var earn earningsBalanceJSON
+	var earn api.EarningsJSON
 	if err := json.Unmarshal([]byte(b.mustRun("ledger", "earnings", strings.ToUpper(b.paywall), "-json")), &earn); err != nil ||
 		earn.AvailableMicro != 340_000 || earn.Paywall != b.paywall || earn.Currency != "USDC" {
 		t.Errorf("earnings -json: %+v %v", earn, err)
