@@ -168,9 +168,9 @@ func isLoopback(host string) bool {
 }
 
 // SetEndpoint sends paywallID's events to rawURL from now on (events of money that moved
-// before are not sent), with a fresh signing secret, which it returns (stored sealed: shown
-// this once). Setting it again replaces the URL and the secret; the ledger is read on from
-// where it was.
+// before are not sent, but for the Overlap before it, which the first scan reads again), with
+// a fresh signing secret, which it returns (stored sealed: shown this once). Setting it again
+// replaces the URL and the secret; the ledger is read on from where it was.
 // It can return: ErrInvalidURL, ErrNoSecretsKey.
 func (o *Outbox) SetEndpoint(ctx context.Context, paywallID, rawURL string) (string, error) {
 	if err := ValidateURL(rawURL); err != nil {
