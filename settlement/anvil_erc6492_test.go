@@ -3,10 +3,10 @@ package settlement
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -124,24 +124,17 @@ func TestAnvilCounterfactualTopUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		g, _ := topups.Get(ctx, good)
-		p, _ := topups.Get(ctx, pre)
-		b, _ := topups.Get(ctx, bad)
-		if g.Status == TopUpCredited && p.Status == TopUpCredited && b.Status == TopUpFailed {
-			if !strings.Contains(b.Reason, "factory call would revert") {
-				t.Errorf("broken wrapper's top-up failed for %q", b.Reason)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("anvil: never reached: lazy %s (%s), early %s (%s), broken %s (%s)", g.Status, g.Reason, p.Status, p.Reason, b.Status, b.Reason)
-		}
-		if err := w.Tick(ctx); err != nil {
-			t.Logf("tick: %v", err)
-		}
-		time.Sleep(300 * time.Millisecond)
+	var g, p, b TopUp
+	tickUntil(t, w, func() bool {
+		g, _ = topups.Get(ctx, good)
+		p, _ = topups.Get(ctx, pre)
+		b, _ = topups.Get(ctx, bad)
+		return g.Status == TopUpCredited && p.Status == TopUpCredited && b.Status == TopUpFailed
+	}, func() string {
+		return fmt.Sprintf("lazy %s (%s), early %s (%s), broken %s (%s)", g.Status, g.Reason, p.Status, p.Reason, b.Status, b.Reason)
+	})
+	if !strings.Contains(b.Reason, "factory call would revert") {
+		t.Errorf("broken wrapper's top-up failed for %q", b.Reason)
 	}
 	for _, c := range []struct {
 		id   string

@@ -72,16 +72,7 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 	treasury := signer.Address()
 	runUntil := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("anvil: never reached: %s", what)
-			}
-			if err := w.Tick(ctx); err != nil {
-				t.Logf("tick: %v", err)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
+		tickUntil(t, w, cond, func() string { return what })
 	}
 
 	// Top-up: 20 USDC, signed by the user's wallet, relayed by the hot wallet.
@@ -196,4 +187,20 @@ func newAnvilSettlement(t *testing.T, node *chaintest.Anvil, chain Chain, signer
 		t.Fatal(err)
 	}
 	return db, l, topups, w
+}
+
+// tickUntil runs w's ticks until cond holds, or fails the test after 90 s (anvil mines a block a
+// second); state says, then, where things stand.
+func tickUntil(t *testing.T, w *Worker, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("anvil: never reached: %s", state())
+		}
+		if err := w.Tick(t.Context()); err != nil {
+			t.Logf("tick: %v", err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
 }

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
@@ -105,24 +105,17 @@ func TestAnvilContractWalletTopUp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		g, _ := topups.Get(ctx, good)
-		e, _ := topups.Get(ctx, eoa)
-		r, _ := topups.Get(ctx, revoked)
-		if g.Status == TopUpCredited && e.Status == TopUpCredited && r.Status == TopUpFailed {
-			if !strings.Contains(r.Reason, "invalid signature") {
-				t.Errorf("revoked top-up failed for %q, want the token's invalid signature", r.Reason)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("anvil: never reached: wallet %s, EOA %s, revoked %s (%s)", g.Status, e.Status, r.Status, r.Reason)
-		}
-		if err := w.Tick(ctx); err != nil {
-			t.Logf("tick: %v", err)
-		}
-		time.Sleep(300 * time.Millisecond)
+	var g, e, r TopUp
+	tickUntil(t, w, func() bool {
+		g, _ = topups.Get(ctx, good)
+		e, _ = topups.Get(ctx, eoa)
+		r, _ = topups.Get(ctx, revoked)
+		return g.Status == TopUpCredited && e.Status == TopUpCredited && r.Status == TopUpFailed
+	}, func() string {
+		return fmt.Sprintf("wallet %s, EOA %s, revoked %s (%s)", g.Status, e.Status, r.Status, r.Reason)
+	})
+	if !strings.Contains(r.Reason, "invalid signature") {
+		t.Errorf("revoked top-up failed for %q, want the token's invalid signature", r.Reason)
 	}
 	if tu, _ := topups.Get(ctx, refused); tu.Status != TopUpAwaitingSignature {
 		t.Errorf("refused top-up is %s", tu.Status)
