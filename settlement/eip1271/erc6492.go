@@ -174,10 +174,10 @@ var (
 
 // Check asks whether wallet, on chainID, accepts sig over hash. A signature that ends with the
 // ERC-6492 suffix is unwrapped and decided by one deployless eth_call of ERC6492Validator: if
-// the wallet has no code, the call runs the factory call with at most deployGas (0:
-// MaxDeployGas; a deployment that needs more fails, FactoryFailed) and then asks
-// the new wallet about the inner signature; if it has code, the wallet is asked at once, as
-// ERC-6492 says. Any other signature is asked with IsValidSignature. An error means the node
+// the wallet has no code, the call runs the factory call with at most deployGas (a
+// deployment that needs more fails, FactoryFailed) and then asks the new wallet about the
+// inner signature (callers pass MaxDeployGas); if it has code, the wallet is asked at once,
+// as ERC-6492 says. Any other signature is asked with IsValidSignature. An error means the node
 // could not be asked (or gave an answer that is not one), and asking again may succeed.
 func Check(ctx context.Context, c ContractCaller, chainID uint64, wallet common.Address, hash common.Hash, sig []byte, deployGas uint64) (Verdict, error) {
 	if !IsWrapped(sig) {
@@ -191,9 +191,6 @@ func Check(ctx context.Context, c ContractCaller, chainID uint64, wallet common.
 	w, err := ParseWrapped(sig)
 	if errors.Is(err, ErrMalformedWrapper) {
 		return Malformed, nil
-	}
-	if deployGas == 0 {
-		deployGas = MaxDeployGas
 	}
 	data := append(bytes.Clone(validatorCode),
 		validator.PackConstructor(wallet, hash, w.Factory, w.FactoryCalldata, w.Signature, new(big.Int).SetUint64(deployGas))...)

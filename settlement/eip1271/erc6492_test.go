@@ -136,7 +136,7 @@ func TestCheckOnAnvil(t *testing.T) {
 	chains := eip1271.Chains{node.ChainID.Uint64(): node.Client}
 	check := func(t *testing.T, sig []byte, want eip1271.Verdict) {
 		t.Helper()
-		got, err := eip1271.Check(ctx, chains, node.ChainID.Uint64(), wallet, hash, sig, 0)
+		got, err := eip1271.Check(ctx, chains, node.ChainID.Uint64(), wallet, hash, sig, eip1271.MaxDeployGas)
 		if err != nil || got != want {
 			t.Fatalf("Check = %v, %v; want %v", got, err, want)
 		}
