@@ -246,23 +246,6 @@ func (o *Outbox) ResealSecrets(ctx context.Context) (int, error) {
 	return resealed, nil
 }
 
-// Endpoint is a paywall's webhook as the CLI shows it (never the secret).
-type Endpoint struct {
-	Paywall   string
-	URL       string
-	CreatedAt time.Time
-}
-
-// GetEndpoint reads paywallID's webhook; ok is false when it has none.
-func (o *Outbox) GetEndpoint(ctx context.Context, paywallID string) (e Endpoint, ok bool, err error) {
-	err = o.pool.QueryRow(ctx, `SELECT paywall, url, created_at FROM webhook_endpoints WHERE paywall = $1`, paywallID).
-		Scan(&e.Paywall, &e.URL, &e.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Endpoint{}, false, nil
-	}
-	return e, err == nil, err
-}
-
 // Run scans and delivers every Interval until ctx ends, and keeps the backlog gauge current.
 func (o *Outbox) Run(ctx context.Context) {
 	wait.Every(ctx, o.opts.Interval, func() { o.round(ctx) })
