@@ -167,6 +167,38 @@ func TestSettlementTakenOverWhenItsReplicaDies(t *testing.T) {
 	}
 }
 
+// slowReplyJournal is the real journal whose answer to a Release is slow to come back, as over
+// a congested link: the lease is already released while the settler still waits.
+type slowReplyJournal struct {
+	*journal.Journal
+}
+
+func (s slowReplyJournal) Release(ctx context.Context, id string) error {
+	err := s.Journal.Release(ctx, id)
+	time.Sleep(150 * time.Millisecond)
+	return err
+}
+
+// TestHandedOverSettlementClaimableAtOnce: a settlement handed over at shutdown can be claimed
+// as soon as WaitSettlements returns; no renewal of the lease lands after its release (the
+// lease renews every 10 ms here, so one would lease it again).
+func TestHandedOverSettlementClaimableAtOnce(t *testing.T) {
+	shared := testJournal(t)
+	a := newFlakyReplica(t, 10*time.Minute, funded(&flakyLedger{failCaptures: 1 << 30}), slowReplyJournal{shared},
+		func(c *Config, _ *Deps) { c.SettleLease = 30 * time.Millisecond })
+	run(t, a.client, exchange{key: testKey, user: testUser, body: streamBody, chunks: okStream})
+	waitFor(t, "the capture to be journaled", 5*time.Second, func() bool { return journalLen(t, shared) == 1 })
+	a.server.Shutdown()
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if n := a.server.WaitSettlements(ctx); n != 0 {
+		t.Fatalf("gave up %d settlements; want them handed over", n)
+	}
+	if got, err := shared.Claim(t.Context(), 10, time.Hour); err != nil || len(got) != 1 {
+		t.Fatalf("claimed %+v, %v right after the hand-over; want the capture", got, err)
+	}
+}
+
 // TestUnreadableJournalEntryDropped: an entry no replica could attempt (not JSON, or a capture
 // without its request) is dropped with an error naming it, and nothing is charged.
 func TestUnreadableJournalEntryDropped(t *testing.T) {

@@ -106,6 +106,9 @@ func (s *settler) launch(st *settlement) {
 	go s.run(st)
 }
 
+// run retries st until it ends and records how. Its lease stops being renewed first: a renewal
+// landing after the journal's last word on st (Done, or Release at shutdown) would lease it
+// again, and keep the other replicas from taking it over until that lease ran out.
 func (s *settler) run(st *settlement) {
 	defer func() {
 		s.mu.Lock()
@@ -113,42 +116,49 @@ func (s *settler) run(st *settlement) {
 		s.mu.Unlock()
 		s.metrics.settlePending.Dec()
 	}()
+	stop := func() {}
 	if st.journaled {
-		stop := s.keepLease(st)
-		defer stop()
+		stop = s.keepLease(st)
 	}
+	res, gaveUp, err := s.attempts(st)
+	stop()
+	if gaveUp != "" {
+		s.giveUp(st, gaveUp, err)
+		return
+	}
+	s.finish(st, res, err)
+}
+
+// attempts retries st with backoff until it settles or fails for good (gaveUp is ""), or until
+// the hold is about to expire or shutdown gives up on it (gaveUp is "expiring" or "abandoned").
+func (s *settler) attempts(st *settlement) (res ledger.CaptureResult, gaveUp string, err error) {
 	backoff := s.minBackoff
 	for {
 		d := jitter(backoff)
 		if time.Until(st.Deadline) < d {
-			s.giveUp(st, "expiring", errors.New("the hold expires before the next attempt"))
-			return
+			return res, "expiring", errors.New("the hold expires before the next attempt")
 		}
 		if err := wait.Sleep(s.ctx, d); err != nil {
-			s.giveUp(st, "abandoned", errors.New("shutting down"))
-			return
+			return res, "abandoned", errors.New("shutting down")
 		}
 		if st.refine != nil && !s.refined(st) {
 			backoff = min(2*backoff, s.maxBackoff)
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.attempt)
-		res, err := s.once(ctx, st)
+		res, err = s.once(ctx, st)
 		cancel()
 		switch {
 		case err == nil:
 			s.metrics.settleBackground.WithLabelValues(st.Op, "settled").Inc()
 			s.log.Info("settled in the background", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID)
-			s.finish(st, res, nil)
-			return
+			return res, "", nil
 		case isFinal(err, st.final()):
 			s.metrics.settleBackground.WithLabelValues(st.Op, "failed").Inc()
 			s.log.Error("background settlement failed for good", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID, "err", err)
-			s.finish(st, res, err)
-			return
+			return res, "", err
 		case s.ctx.Err() != nil:
-			s.giveUp(st, "abandoned", err)
-			return
+			return res, "abandoned", err
 		}
 		s.metrics.settleRetries.WithLabelValues(st.Op).Inc()
 		s.log.Debug("background settlement attempt failed", "op", st.Op, "request_id", st.RequestID, "err", err)
