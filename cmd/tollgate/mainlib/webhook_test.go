@@ -35,6 +35,9 @@ func TestPaywallSetWebhook(t *testing.T) {
 	if out := c.mustRun("paywall", "set-webhook", pw.ID, "-url", ""); !strings.Contains(out, "off") {
 		t.Fatalf("turning off: %s", out)
 	}
+	if out := c.mustRun("paywall", "set-webhook", pw.ID, "-url", ""); !strings.Contains(out, "had no webhook") {
+		t.Fatalf("turning off again (the first removed it): %s", out)
+	}
 	if _, err := c.run("paywall", "set-webhook", "no-such-paywall", "-url", "https://a.example/"); err == nil {
 		t.Error("unknown paywall accepted")
 	}
