@@ -132,11 +132,8 @@ func newFlakyReplica(t *testing.T, holdTTL time.Duration, fl *flakyLedger, j Jou
 	logs := &lockedLog{}
 	cfg := Config{FeeBps: 500, ProviderKey: "sk-or-operator", PromptMarginPct: 20, HoldTTL: holdTTL,
 		SettleTimeout: time.Second, SettleRetryBackoff: 10 * time.Millisecond, SettleRetryMaxBackoff: 40 * time.Millisecond}
-	deps := Deps{Ledger: fl, Paywalls: pws, Prices: fakePrices{"m1": price(1, 2)}, Links: fakeLinks{}, Metrics: m,
+	deps := Deps{Ledger: fl, Paywalls: pws, Prices: fakePrices{"m1": price(1, 2)}, Links: fakeLinks{}, Journal: j, Metrics: m,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-	if j != nil {
-		deps.Journal = j
-	}
 	if tweak != nil {
 		tweak(&cfg, &deps)
 	}
