@@ -36,20 +36,8 @@ type refundJSON struct {
 // Other spellings a UUID library would take (braces, urn:uuid:, no dashes) are refused: ids
 // are only ever copied from answers, and one spelling keeps the idempotency hash honest.
 func parseChargeID(s string) (string, bool) {
-	if len(s) != 36 {
+	if !ledger.ValidUUID(s) {
 		return "", false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if c != '-' {
-				return "", false
-			}
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
-		default:
-			return "", false
-		}
 	}
 	return strings.ToLower(s), true
 }

@@ -162,7 +162,7 @@ func (l *Ledger) capture(ctx context.Context, r CaptureRequest) (CaptureResult, 
 	if err := r.Split.validate(); err != nil {
 		return CaptureResult{}, err
 	}
-	if !validUUID(r.HoldID) {
+	if !ValidUUID(r.HoldID) {
 		return CaptureResult{}, wrapf(ErrHoldNotFound, "hold %q", r.HoldID)
 	}
 	if r.Split.ProviderMicro > 0 {
@@ -409,7 +409,7 @@ const voidSQL = `WITH h AS (
 SELECT h.id, h.wallet, h.paywall, h.amount, h.expires_at FROM h, w`
 
 func (l *Ledger) void(ctx context.Context, holdID string) (Hold, error) {
-	if !validUUID(holdID) {
+	if !ValidUUID(holdID) {
 		return Hold{}, wrapf(ErrHoldNotFound, "hold %q", holdID)
 	}
 	for try := 0; ; try++ {

@@ -89,7 +89,7 @@ func (l *Ledger) requestPayout(ctx context.Context, r PayoutRequest) (Payout, er
 // finishPayout settles or fails a requested payout: the payout row changes state and its money
 // leaves the in-flight account, to the treasury (settled) or back to the earnings (failed).
 func (l *Ledger) finishPayout(ctx context.Context, payoutID string, to PayoutStatus, detail string) (Payout, error) {
-	if !validUUID(payoutID) {
+	if !ValidUUID(payoutID) {
 		return Payout{}, wrapf(ErrPayoutNotFound, "payout %q", payoutID)
 	}
 	if to == PayoutSettled {
@@ -185,7 +185,7 @@ func scanPayout(row pgx.Row) (Payout, error) {
 }
 
 func (l *Ledger) getPayout(ctx context.Context, id string) (Payout, error) {
-	if !validUUID(id) {
+	if !ValidUUID(id) {
 		return Payout{}, wrapf(ErrPayoutNotFound, "payout %q", id)
 	}
 	p, err := scanPayout(l.queryRow(ctx, `SELECT `+payoutColumns+` FROM ledger_payouts WHERE id = $1`, id))

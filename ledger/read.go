@@ -61,7 +61,7 @@ func decodeCursor(s string) (historyCursor, error) {
 		return historyCursor{}, invalid("bad history cursor")
 	}
 	parts := strings.Split(string(raw), ":")
-	if len(parts) != 3 || parts[0] != "h1" || !validUUID(parts[2]) {
+	if len(parts) != 3 || parts[0] != "h1" || !ValidUUID(parts[2]) {
 		return historyCursor{}, invalid("bad history cursor")
 	}
 	us, err := strconv.ParseInt(parts[1], 10, 64)
@@ -134,7 +134,7 @@ func (l *Ledger) history(ctx context.Context, a Account, cursor string, limit in
 }
 
 func (l *Ledger) getHold(ctx context.Context, holdID string) (Hold, error) {
-	if !validUUID(holdID) {
+	if !ValidUUID(holdID) {
 		return Hold{}, wrapf(ErrHoldNotFound, "hold %q", holdID)
 	}
 	h, found, err := l.holdBy(ctx, "id", holdID)
@@ -149,7 +149,7 @@ func (l *Ledger) getHold(ctx context.Context, holdID string) (Hold, error) {
 
 // getTransfer reads the transfer whose column ("id" or "reverses") is transferID.
 func (l *Ledger) getTransfer(ctx context.Context, column, transferID string) (Transfer, error) {
-	if !validUUID(transferID) {
+	if !ValidUUID(transferID) {
 		return Transfer{}, wrapf(ErrTransferNotFound, "transfer %q", transferID)
 	}
 	st, found, err := l.transferBy(ctx, column, strings.ToLower(transferID))

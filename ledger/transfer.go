@@ -126,7 +126,7 @@ func (l *Ledger) reverse(ctx context.Context, r ReverseRequest) (Transfer, error
 	if err := validKey(r.Key); err != nil {
 		return Transfer{}, err
 	}
-	if !validUUID(r.TransferID) {
+	if !ValidUUID(r.TransferID) {
 		return Transfer{}, wrapf(ErrTransferNotFound, "transfer %q", r.TransferID)
 	}
 	hash := requestHash("reversal", strings.ToLower(r.TransferID))

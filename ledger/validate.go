@@ -71,9 +71,10 @@ func validAmount(what string, v int64) error {
 	return nil
 }
 
-// validUUID reports whether s is a UUID in its canonical text form. Ids that are not cannot
-// name anything, so lookups answer "not found" without asking the database.
-func validUUID(s string) bool {
+// ValidUUID reports whether s is a UUID in its canonical 8-4-4-4-12 hex form, either case (the
+// ledger stores ids in lower case). Ids that are not cannot name anything, so lookups answer
+// "not found" without asking the database; the API and the CLI refuse them with the same test.
+func ValidUUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}

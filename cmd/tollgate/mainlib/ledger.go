@@ -71,17 +71,7 @@ func parseWallet(cmd, s string) (string, error) {
 // parseUUID reads an id (a transfer's or a paywall's): a UUID in its 8-4-4-4-12 hex form,
 // either case, returned in lower case, the ledger's spelling.
 func parseUUID(cmd, what, s string) (string, error) {
-	ok := len(s) == 36
-	for i := 0; ok && i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			ok = c == '-'
-		default:
-			ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-		}
-	}
-	if !ok {
+	if !ledger.ValidUUID(s) {
 		return "", fmt.Errorf("%w: %s: %s must be a UUID such as 5c7b5d3e-8c1f-4b8e-9a55-3f0c1a2b3c4d, got %q", errUsage, cmd, what, s)
 	}
 	return strings.ToLower(s), nil
