@@ -36,8 +36,9 @@ const (
 // sealedEncoding is the one spelling of a sealed value's bytes.
 var sealedEncoding = base64.RawURLEncoding.Strict()
 
-// SecretsKey seals BYOK upstream credentials before they reach the database or Redis, and
-// opens them for the request path. It is safe for concurrent use.
+// SecretsKey seals BYOK upstream credentials (and, through Seal, other secrets such as webhook
+// signing secrets) before they reach the database or Redis, and opens them for the request
+// path. It is safe for concurrent use.
 type SecretsKey struct {
 	aead cipher.AEAD
 }
