@@ -26,9 +26,6 @@ var (
 	ErrBadAnswer = errors.New("generation: unreadable answer")
 )
 
-// DefaultURL is OpenRouter's generation endpoint.
-const DefaultURL = "https://openrouter.ai/api/v1/generation"
-
 // maxAnswer bounds how much of an answer is read; a record is a few hundred bytes.
 const maxAnswer = 1 << 20
 
@@ -42,12 +39,9 @@ type Client struct {
 	http *http.Client
 }
 
-// New returns a Client of the endpoint (DefaultURL if empty) with the operator's key, over hc
-// (nil: a client with a 10 s timeout).
+// New returns a Client of the endpoint (serve.provider.generation_url, whose default is
+// OpenRouter's) with the operator's key, over hc (nil: a client with a 10 s timeout).
 func New(endpoint, key string, hc *http.Client) *Client {
-	if endpoint == "" {
-		endpoint = DefaultURL
-	}
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
