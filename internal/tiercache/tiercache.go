@@ -151,7 +151,7 @@ type flight[V any] struct {
 	v       V
 	found   bool
 	err     error
-	waiters atomic.Int32 // Gets that joined it after the first (for tests)
+	waiters int // Gets that joined it after the first, under Cache.mu (for tests)
 }
 
 // flightLocked returns the flight reading k at the current generation, starting one if there
@@ -159,7 +159,7 @@ type flight[V any] struct {
 // values) and bounded by LoadTimeout. c.mu must be held.
 func (c *Cache[K, V]) flightLocked(ctx context.Context, k K) *flight[V] {
 	if f, ok := c.flights[k]; ok && f.gen == c.gen {
-		f.waiters.Add(1)
+		f.waiters++
 		return f
 	}
 	f := &flight[V]{gen: c.gen, done: make(chan struct{})}

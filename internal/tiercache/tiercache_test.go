@@ -360,7 +360,7 @@ func waiters(c *Cache[string, string], k string) int {
 	if !ok {
 		return -1
 	}
-	return int(f.waiters.Load())
+	return f.waiters
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
