@@ -42,6 +42,16 @@ func parseChargeID(s string) (string, bool) {
 	return strings.ToLower(s), true
 }
 
+// pathChargeID reads the charge id of the request's path; on failure it has written the 400.
+func pathChargeID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id, ok := parseChargeID(r.PathValue("id"))
+	if !ok {
+		badRequest(w, "invalid_charge_id", "id",
+			fmt.Sprintf("The charge id must be the id a charge answered, a UUID such as 5c7b5d3e-8c1f-4b8e-9a55-3f0c1a2b3c4d; got %q.", r.PathValue("id")))
+	}
+	return id, ok
+}
+
 // postRefund gives a charge of this paywall's user back, once per Idempotency-Key and once per
 // charge: the whole transfer is reversed, so the wallet gets everything back and the earnings
 // and the platform fee return their shares.
@@ -54,10 +64,8 @@ func (s *Server) postRefund(w http.ResponseWriter, r *http.Request, pw paywall.P
 	if !ok {
 		return
 	}
-	chargeID, ok := parseChargeID(r.PathValue("id"))
+	chargeID, ok := pathChargeID(w, r)
 	if !ok {
-		badRequest(w, "invalid_charge_id", "id",
-			fmt.Sprintf("The charge id must be the id a charge answered, a UUID such as 5c7b5d3e-8c1f-4b8e-9a55-3f0c1a2b3c4d; got %q.", r.PathValue("id")))
 		return
 	}
 	var req refundRequest
@@ -84,7 +92,10 @@ func (s *Server) refund(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 		s.unavailable(w, r, "read the charge", err)
 		return
 	}
-	c, err := refundable(t, pw.ID, user)
+	c, err := ownCharge(t, pw.ID, user)
+	if err == nil {
+		err = c.refundProblem()
+	}
 	switch {
 	case errors.Is(err, errNotRefundable):
 		notFoundError(w, "No charge of this user has that id (it must be a charge or a request of this paywall's, not a refund, top-up or withdrawal).")
@@ -155,20 +166,16 @@ var (
 	errNothingCharged = errors.New("api: nothing was charged")
 )
 
-// refundable checks, from the transfer alone, that an app may refund it: one of its own
-// charges (ownCharge) that did not pay a provider and took something from the wallet.
-// A zero Transfer (not found) is errNotRefundable.
-func refundable(t ledger.Transfer, paywallID, user string) (chargeLegs, error) {
-	c, err := ownCharge(t, paywallID, user)
+// refundProblem reports why an app may not refund its own charge c (errProviderPaid,
+// errNothingCharged), or nil.
+func (c chargeLegs) refundProblem() error {
 	switch {
-	case err != nil:
-		return c, err
 	case c.providerMicro > 0:
-		return c, errProviderPaid
+		return errProviderPaid
 	case c.walletMicro == 0:
-		return c, errNothingCharged
+		return errNothingCharged
 	}
-	return c, nil
+	return nil
 }
 
 // ownCharge checks, from the transfer alone, that it is a manual charge or a request's capture
@@ -229,10 +236,8 @@ type refundStateJSON struct {
 // gave, with its refund: an app can learn whether a charge stands, was refunded, or may be.
 // Like a refund, it needs no authorization: the charge names its wallet.
 func (s *Server) getCharge(w http.ResponseWriter, r *http.Request, pw paywall.Paywall, user string) {
-	id, ok := parseChargeID(r.PathValue("id"))
+	id, ok := pathChargeID(w, r)
 	if !ok {
-		badRequest(w, "invalid_charge_id", "id",
-			fmt.Sprintf("The charge id must be the id a charge answered, a UUID such as 5c7b5d3e-8c1f-4b8e-9a55-3f0c1a2b3c4d; got %q.", r.PathValue("id")))
 		return
 	}
 	t, err := s.deps.Ledger.GetTransfer(r.Context(), id)
@@ -265,8 +270,7 @@ func (s *Server) getCharge(w http.ResponseWriter, r *http.Request, pw paywall.Pa
 	case err == nil:
 		out.Refund = &refundStateJSON{ID: rev.ID, Reason: rev.Metadata["reason"], CreatedAt: rev.CreatedAt.UTC()}
 	case errors.Is(err, ledger.ErrTransferNotFound):
-		_, rerr := refundable(t, pw.ID, user)
-		out.Refundable = rerr == nil
+		out.Refundable = c.refundProblem() == nil
 	default:
 		s.unavailable(w, r, "read the charge's refund", err)
 		return
