@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -32,18 +33,18 @@ type RPCSigner struct {
 	legacyTyped atomic.Bool
 }
 
-// NewRPCSigner connects to the remote signer at url and checks that it holds address (its
+// NewRPCSigner connects to the remote signer at signerURL and checks that it holds address (its
 // eth_accounts lists it). Errors never contain the URL, which may carry credentials.
-func NewRPCSigner(ctx context.Context, url string, address common.Address) (*RPCSigner, error) {
-	c, err := rpc.DialContext(ctx, url)
+func NewRPCSigner(ctx context.Context, signerURL string, address common.Address) (*RPCSigner, error) {
+	c, err := rpc.DialContext(ctx, signerURL)
 	if err != nil {
 		return nil, errors.New("settlement: the remote signer's URL is not one this client can dial (http, https, ws or wss)")
 	}
-	s := &RPCSigner{rpc: c, addr: address, url: url}
+	s := &RPCSigner{rpc: c, addr: address, url: signerURL}
 	var accounts []common.Address
 	if err := c.CallContext(ctx, &accounts, "eth_accounts"); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("settlement: ask the remote signer for its accounts: %w", scrub(err, url))
+		return nil, fmt.Errorf("settlement: ask the remote signer for its accounts: %w", scrub(err, signerURL))
 	}
 	if !slices.Contains(accounts, address) {
 		c.Close()
@@ -52,13 +53,24 @@ func NewRPCSigner(ctx context.Context, url string, address common.Address) (*RPC
 	return s, nil
 }
 
-// scrub removes url from an error's text (Go's HTTP client shows the URL it failed to reach,
-// with any password masked but a token in the path or query as it is).
-func scrub(err error, url string) error {
-	if url == "" || !strings.Contains(err.Error(), url) {
+// scrub removes the signer's URL from an error's text. Go's HTTP client shows the URL it
+// failed to reach (a *url.Error) with any password masked but a token in the path or query as
+// it is, so both the URL as given and the one the *url.Error shows are removed.
+func scrub(err error, signerURL string) error {
+	msg := err.Error()
+	forms := []string{signerURL}
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		forms = append(forms, ue.URL)
+	}
+	for _, f := range forms {
+		if f != "" {
+			msg = strings.ReplaceAll(msg, f, "<signer url>")
+		}
+	}
+	if msg == err.Error() {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), url, "<signer url>"))
+	return errors.New(msg)
 }
 
 // Close closes the connection.

@@ -138,8 +138,11 @@ func TestRPCSignerChecksWhatItGetsBack(t *testing.T) {
 		t.Errorf("an authorization signed with another key: %v", err)
 	}
 
-	_, err = NewRPCSigner(ctx, "http://tollgate:s3cret@127.0.0.1:1/", hot)
-	if err == nil || strings.Contains(err.Error(), "s3cret") {
-		t.Errorf("an unreachable signer: %v (must fail without showing the URL)", err)
+	// Go masks a password in the URL it shows, but not a token in the path or query.
+	for _, u := range []string{"http://tollgate:s3cret@127.0.0.1:1/", "http://127.0.0.1:1/s3cret?key=s3cret", "http://tollgate:s3cret@127.0.0.1:1/s3cret?key=s3cret"} {
+		_, err = NewRPCSigner(ctx, u, hot)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("an unreachable signer: %v (must fail without showing the URL)", err)
+		}
 	}
 }

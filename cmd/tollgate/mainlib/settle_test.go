@@ -47,7 +47,7 @@ func TestSettleCommandRefusesBadSetups(t *testing.T) {
 	writeFile(t, remote, `settle:
   treasury: "0x1111111111111111111111111111111111111111"
   hot_wallet:
-    signer_url: "http://tollgate:hunter2@127.0.0.1:1"
+    signer_url: "http://tollgate:hunter2@127.0.0.1:1/hunter2?token=hunter2"
     address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
   chains:
     - {id: "31337", rpc_url: "http://127.0.0.1:1", usdc: "0x5FbDB2315678afecb367f032d93F642f64180aa3"}
