@@ -61,19 +61,14 @@ func TestLoadBadSettle(t *testing.T) {
 			`settle.chains[2].tip_floor_gwei: more precise than one wei: "1.0000000001"`,
 			"settle.chains[2].id: chain 1 is configured twice",
 		}},
+		{"bad_settle_signer_both.yaml", []string{"2 problem(s)",
+			"settle.hot_wallet: set a key (private_key or private_key_file) or a remote signer (signer_url), not both",
+			`settle.hot_wallet.address: must be a 0x address of 40 hex digits, got "0x12"`,
+		}},
+		{"bad_settle_signer_no_address.yaml", []string{"1 problem(s)",
+			"settle.hot_wallet.address: required with signer_url (the hot wallet the remote signer signs for)",
+		}},
 	}
-	tests = append(tests, struct {
-		file string
-		want []string
-	}{"bad_settle_signer_both.yaml", []string{"2 problem(s)",
-		"settle.hot_wallet: set a key (private_key or private_key_file) or a remote signer (signer_url), not both",
-		`settle.hot_wallet.address: must be a 0x address of 40 hex digits, got "0x12"`,
-	}}, struct {
-		file string
-		want []string
-	}{"bad_settle_signer_no_address.yaml", []string{"1 problem(s)",
-		"settle.hot_wallet.address: required with signer_url (the hot wallet the remote signer signs for)",
-	}})
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			err := loadFails(t, filepath.Join("testdata", tt.file), nil, tt.want...)
