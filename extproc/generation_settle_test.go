@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,22 @@ func TestClientGoneChargesTheEstimateWithoutARecord(t *testing.T) {
 				t.Errorf("provider records %s %v, want 1", tt.result, got)
 			}
 		})
+	}
+}
+
+// TestSetUsageMeta: a capture's metadata carries the counts of the usage it charges, and none
+// left over from the usage it replaces (the provider's record in place of a reported usage
+// that could not be priced).
+func TestSetUsageMeta(t *testing.T) {
+	meta := map[string]string{"model": "m1"}
+	setUsageMeta(meta, pricing.Usage{PromptTokens: 7, CompletionTokens: 9, CachedTokens: 3, ReasoningTokens: 2})
+	want := map[string]string{"model": "m1", "prompt_tokens": "7", "completion_tokens": "9", "cached_tokens": "3", "reasoning_tokens": "2"}
+	if !maps.Equal(meta, want) {
+		t.Fatalf("metadata %v, want %v", meta, want)
+	}
+	setUsageMeta(meta, pricing.Usage{PromptTokens: 1, CompletionTokens: 0})
+	want = map[string]string{"model": "m1", "prompt_tokens": "1", "completion_tokens": "0"}
+	if !maps.Equal(meta, want) {
+		t.Fatalf("metadata %v, want %v", meta, want)
 	}
 }

@@ -62,25 +62,18 @@ func (p *processor) settle(reason string) {
 		return
 	}
 	meta := map[string]string{
-		"request_id":        p.id,
-		"paywall":           p.pw.ID, // the API shows a paywall only its own charges of a shared wallet
-		"model":             p.req.Model,
-		"user":              p.userID,
-		"prompt_tokens":     strconv.FormatInt(usage.PromptTokens, 10),
-		"completion_tokens": strconv.FormatInt(usage.CompletionTokens, 10),
+		"request_id": p.id,
+		"paywall":    p.pw.ID, // the API shows a paywall only its own charges of a shared wallet
+		"model":      p.req.Model,
+		"user":       p.userID,
 	}
+	setUsageMeta(meta, usage)
 	if p.envoyID != "" {
 		meta["envoy_request_id"] = p.envoyID
 	}
 	if p.provID != "" {
 		// For the built-in provider this is the generation id a reconciler can look up.
 		meta["provider_id"] = p.provID
-	}
-	if usage.CachedTokens > 0 {
-		meta["cached_tokens"] = strconv.FormatInt(usage.CachedTokens, 10)
-	}
-	if usage.ReasoningTokens > 0 {
-		meta["reasoning_tokens"] = strconv.FormatInt(usage.ReasoningTokens, 10)
 	}
 	if estimated {
 		meta["estimate_reason"] = why
@@ -140,15 +133,23 @@ func (p *processor) fromProviderRecord(est *ledger.CaptureRequest) func(context.
 		meta := maps.Clone(est.Metadata)
 		delete(meta, "estimate_reason")
 		meta["usage_source"] = "provider_record"
-		meta["prompt_tokens"] = strconv.FormatInt(u.PromptTokens, 10)
-		meta["completion_tokens"] = strconv.FormatInt(u.CompletionTokens, 10)
-		for k, n := range map[string]int64{"cached_tokens": u.CachedTokens, "reasoning_tokens": u.ReasoningTokens} {
-			delete(meta, k)
-			if n > 0 {
-				meta[k] = strconv.FormatInt(n, 10)
-			}
-		}
+		setUsageMeta(meta, u)
 		return &ledger.CaptureRequest{Key: est.Key, HoldID: est.HoldID, Split: split, Metadata: meta}, nil
+	}
+}
+
+// setUsageMeta writes u's token counts into a capture's metadata, the cached and reasoning ones
+// only when there are any.
+func setUsageMeta(meta map[string]string, u pricing.Usage) {
+	meta["prompt_tokens"] = strconv.FormatInt(u.PromptTokens, 10)
+	meta["completion_tokens"] = strconv.FormatInt(u.CompletionTokens, 10)
+	delete(meta, "cached_tokens")
+	delete(meta, "reasoning_tokens")
+	if u.CachedTokens > 0 {
+		meta["cached_tokens"] = strconv.FormatInt(u.CachedTokens, 10)
+	}
+	if u.ReasoningTokens > 0 {
+		meta["reasoning_tokens"] = strconv.FormatInt(u.ReasoningTokens, 10)
 	}
 }
 
