@@ -125,8 +125,7 @@ type Transfer struct {
 	Entries        []Entry
 	CreatedAt      time.Time
 	Metadata       map[string]string
-	// Reverses is, for a reversal read back (GetTransfer, Reversal), the id of the transfer it
-	// reverses; "" otherwise.
+	// Reverses is, for a reversal, the id of the transfer it reverses; "" otherwise.
 	Reverses string
 }
 

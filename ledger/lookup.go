@@ -15,10 +15,10 @@ type storedTransfer struct {
 	hash     []byte
 	holdID   *string
 	payoutID *string
-	reverses *string
 }
 
-// transferBy reads a transfer by id or by idempotency key (column is "id" or "idempotency_key").
+// transferBy reads a transfer by id, by idempotency key or by what it reverses (column is "id",
+// "idempotency_key" or "reverses").
 func (l *Ledger) transferBy(ctx context.Context, column, value string) (st storedTransfer, found bool, err error) {
 	err = l.read(ctx, func() error {
 		st, found = storedTransfer{}, false
@@ -34,14 +34,18 @@ func (l *Ledger) transferBy(ctx context.Context, column, value string) (st store
 		for rows.Next() {
 			var (
 				kind        string
+				reverses    *string
 				ekind, eref *string
 				amount      *int64
 			)
-			if err := rows.Scan(&st.ID, &kind, &st.IdempotencyKey, &st.hash, &st.holdID, &st.payoutID, &st.reverses,
+			if err := rows.Scan(&st.ID, &kind, &st.IdempotencyKey, &st.hash, &st.holdID, &st.payoutID, &reverses,
 				&st.Metadata, &st.CreatedAt, &ekind, &eref, &amount); err != nil {
 				return err
 			}
 			st.Kind = TransferKind(kind)
+			if reverses != nil {
+				st.Reverses = *reverses
+			}
 			found = true
 			if ekind != nil {
 				st.Entries = append(st.Entries, Entry{Account: Account{AccountKind(*ekind), *eref}, AmountMicro: *amount})

@@ -162,8 +162,5 @@ func (l *Ledger) getTransfer(ctx context.Context, column, transferID string) (Tr
 		}
 		return Transfer{}, wrapf(ErrTransferNotFound, "transfer %s", transferID)
 	}
-	if st.reverses != nil {
-		st.Reverses = *st.reverses
-	}
 	return st.Transfer, nil
 }

@@ -190,7 +190,8 @@ func (l *Ledger) reverse(ctx context.Context, r ReverseRequest) (Transfer, error
 			return err
 		}
 		applied = true
-		tr = Transfer{ID: out.id, Kind: KindReversal, IdempotencyKey: r.Key, Entries: out.entries, CreatedAt: out.created, Metadata: meta}
+		tr = Transfer{ID: out.id, Kind: KindReversal, IdempotencyKey: r.Key, Entries: out.entries, CreatedAt: out.created,
+			Metadata: meta, Reverses: strings.ToLower(r.TransferID)}
 		return nil
 	}, l.resolveTransfer(r.Key, func(_ context.Context, st storedTransfer) error {
 		if !bytes.Equal(st.hash, hash) {

@@ -88,15 +88,15 @@ func TestReversalMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{"paywall": "pw", "user": "alice", "reason": "service failed"}
-	if !maps.Equal(rev.Metadata, want) {
-		t.Errorf("reversal metadata %v, want %v", rev.Metadata, want)
+	if !maps.Equal(rev.Metadata, want) || rev.Reverses != ch.ID {
+		t.Errorf("reversal metadata %v, reverses %q; want %v, %s", rev.Metadata, rev.Reverses, want, ch.ID)
 	}
 	if req.Metadata["reason"] != "overridden by Reason" {
 		t.Error("Reverse changed the caller's metadata map")
 	}
 	// The metadata is not part of the request: a replay with other metadata is the same reversal.
 	again, err := f.l.Reverse(ctx, ledger.ReverseRequest{Key: "refund", TransferID: ch.ID})
-	if err != nil || again.ID != rev.ID || !maps.Equal(again.Metadata, want) {
+	if err != nil || again.ID != rev.ID || !maps.Equal(again.Metadata, want) || again.Reverses != ch.ID {
 		t.Errorf("replay = %+v, %v", again, err)
 	}
 	for _, read := range []func() (ledger.Transfer, error){
