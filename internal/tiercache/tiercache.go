@@ -53,11 +53,7 @@ type Config[K comparable, V any] struct {
 	RedisTTL time.Duration
 	// MaxEntries bounds the in-process tier (default 100,000); keys may come from clients.
 	MaxEntries int
-	// LoadTimeout bounds one shared read (default 5s). It runs apart from its callers'
-	// contexts, each of which may give up on it sooner, so that one caller going away does
-	// not fail the others.
-	LoadTimeout time.Duration
-	Logger      *slog.Logger
+	Logger     *slog.Logger
 }
 
 type entry[V any] struct {
@@ -102,9 +98,6 @@ func New[K comparable, V any](rdb *redis.Client, bus *Bus, prefix string, cfg Co
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 100_000
 	}
-	if cfg.LoadTimeout <= 0 {
-		cfg.LoadTimeout = 5 * time.Second
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -144,6 +137,10 @@ func (c *Cache[K, V]) Get(ctx context.Context, k K) (V, bool, error) {
 	}
 }
 
+// loadTimeout bounds one shared read. The read runs apart from its callers' contexts, each of
+// which may give up on it sooner, so that one caller going away does not fail the others.
+const loadTimeout = 5 * time.Second
+
 // flight is one read of a key after a miss, shared by the Gets that join it.
 type flight[V any] struct {
 	gen     uint64 // the in-process generation it reads with
@@ -156,7 +153,7 @@ type flight[V any] struct {
 
 // flightLocked returns the flight reading k at the current generation, starting one if there
 // is none. The read runs in a goroutine of its own, detached from ctx's cancellation (not its
-// values) and bounded by LoadTimeout. c.mu must be held.
+// values) and bounded by loadTimeout. c.mu must be held.
 func (c *Cache[K, V]) flightLocked(ctx context.Context, k K) *flight[V] {
 	if f, ok := c.flights[k]; ok && f.gen == c.gen {
 		f.waiters++
@@ -165,7 +162,7 @@ func (c *Cache[K, V]) flightLocked(ctx context.Context, k K) *flight[V] {
 	f := &flight[V]{gen: c.gen, done: make(chan struct{})}
 	c.flights[k] = f
 	go func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.LoadTimeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
 		defer cancel()
 		f.v, f.found, f.err = c.miss(ctx, k, f.gen)
 		c.mu.Lock()
