@@ -163,8 +163,6 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 	}
 }
 
-// gasOf returns the gas used by the final transaction of a top-up or payout.
-
 // newAnvilSettlement is the settlement side of an anvil test: a database with the ledger's,
 // paywalls' and settlement's tables, the ledger, the top-ups (with opts) and a checked worker
 // for the chain, whose hot wallet is also the treasury (so top-ups fund payouts).
