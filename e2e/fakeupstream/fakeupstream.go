@@ -1,14 +1,15 @@
 // Package fakeupstream is a fake OpenAI-compatible upstream (a process-boundary fake, named as
-// one): chat completions streamed or not, the usage chunk when asked for with
-// stream_options.include_usage, configurable chunk sizes and delays, error statuses, mid-stream
-// disconnects. It records what it received (credentials, headers, body) so tests can prove a
-// request reached the right upstream with the right key. It is also the demo upstream of
-// `make run` and docker compose.
+// one): chat completions (POST …/chat/completions) and OpenAI's Responses API (POST …/responses),
+// each streamed or not, the chat usage chunk when asked for with stream_options.include_usage,
+// configurable chunk sizes and delays, error statuses, mid-stream disconnects. It records what it
+// received (credentials, headers, body) so tests can prove a request reached the right upstream
+// with the right key. It is also the demo upstream of `make run` and docker compose.
 //
 // Behaviour is set per server (Options) and can be changed per request with headers:
 //
 //	x-fake-status: 429              answer with this status and an OpenAI-shaped error
-//	x-fake-completion-tokens: 40    words (= tokens) in the completion, before max_tokens caps it
+//	x-fake-completion-tokens: 40    words (= tokens) in the completion, before max_tokens (or
+//	                                max_completion_tokens, max_output_tokens) caps it
 //	x-fake-words-per-chunk: 3       words per streamed delta
 //	x-fake-delay-ms: 5              pause between streamed events
 //	x-fake-ttfb-ms: 50              pause before the response headers
@@ -16,10 +17,13 @@
 //	x-fake-disconnect-after: 4      cut the connection after this many content deltas
 //	x-fake-comment: 1               start the stream with ": OPENROUTER PROCESSING"
 //
-// Like OpenRouter, it keeps a record of every completion it started (GET …/generation?id=,
-// answering {"data": {"native_tokens_prompt", "native_tokens_completion", …}}), with the whole
-// completion's counts even when the stream was cut: the generation ran to its end, as it does
-// at providers that do not stop on a disconnect.
+// A streamed Response is OpenAI's sequence of named events (response.created … response.completed,
+// or response.incomplete when max_output_tokens cut it), with no "data: [DONE]".
+//
+// Like OpenRouter, it keeps a record of every completion and Response it started
+// (GET …/generation?id=, answering {"data": {"native_tokens_prompt", "native_tokens_completion",
+// …}}), with the whole completion's counts even when the stream was cut: the generation ran to
+// its end, as it does at providers that do not stop on a disconnect.
 package fakeupstream
 
 import (
@@ -58,7 +62,7 @@ type Request struct {
 	Body          []byte
 	// Stream and IncludeUsage are what the body asked for.
 	Stream, IncludeUsage bool
-	// MaxTokens is max_tokens or max_completion_tokens from the body (0: none).
+	// MaxTokens is max_tokens, max_completion_tokens or max_output_tokens from the body (0: none).
 	MaxTokens int64
 	User      string
 	// Usage is what the fake answered with (zero for errors).
@@ -162,30 +166,41 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 			"native_tokens_reasoning": 0, "native_tokens_cached": 0}})
 		return http.StatusOK
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions"):
+		return s.chat(w, r, body, rec)
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/responses"):
+		return s.responses(w, r, body, rec)
 	default:
 		return writeError(w, http.StatusNotFound, "not_found", "fake upstream: no such endpoint "+r.Method+" "+r.URL.Path)
 	}
-	var req chatRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return writeError(w, http.StatusBadRequest, "invalid_json", "fake upstream: "+err.Error())
-	}
-	rec.Stream, rec.User = req.Stream, req.User
-	rec.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+}
+
+// completion is one generation the fake answers with.
+type completion struct {
+	id     string
+	words  []string // "w1 ", "w2 ", …: one token each
+	capped bool     // a max-tokens cap cut it short
+}
+
+func (c completion) text() string { return strings.Join(c.words, "") }
+
+// complete sizes a completion (x-fake-completion-tokens or the default, cut by the body's caps),
+// fills rec's MaxTokens and Usage, and keeps the generation record under idPrefix plus the next
+// sequence suffix.
+func (s *Server) complete(r *http.Request, rec *Request, idPrefix string, prompt int64, caps ...*int64) completion {
 	n := int64(headerInt(r, "x-fake-completion-tokens", s.opts.CompletionTokens))
-	finish := "stop"
-	for _, cap := range []*int64{req.MaxTokens, req.MaxCompletionTokens} {
-		if cap != nil {
-			rec.MaxTokens = *cap
-			if *cap < n {
-				n, finish = *cap, "length"
+	capped := false
+	for _, c := range caps {
+		if c != nil {
+			rec.MaxTokens = *c
+			if *c < n {
+				n, capped = *c, true
 			}
 		}
 	}
-	prompt := promptTokens(req)
 	rec.Usage = Usage{PromptTokens: prompt, CompletionTokens: n}
 	s.mu.Lock()
 	s.seq++
-	id := fmt.Sprintf("chatcmpl-fake-%s-%d", s.opts.Name, s.seq)
+	id := fmt.Sprintf("%sfake-%s-%d", idPrefix, s.opts.Name, s.seq)
 	if s.gens == nil {
 		s.gens = map[string]Usage{}
 	}
@@ -195,6 +210,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 	for i := range words {
 		words[i] = fmt.Sprintf("w%d ", i+1)
 	}
+	return completion{id: id, words: words, capped: capped}
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request, body []byte, rec *Request) int {
+	var req chatRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return writeError(w, http.StatusBadRequest, "invalid_json", "fake upstream: "+err.Error())
+	}
+	rec.Stream, rec.User = req.Stream, req.User
+	rec.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	c := s.complete(r, rec, "chatcmpl-", promptTokens(req), req.MaxTokens, req.MaxCompletionTokens)
+	finish := "stop"
+	if c.capped {
+		finish = "length"
+	}
+	prompt, n := rec.Usage.PromptTokens, rec.Usage.CompletionTokens
 	usage := map[string]any{
 		"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n,
 		"prompt_tokens_details":     map[string]any{"cached_tokens": 0},
@@ -203,62 +234,173 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 	if !req.Stream {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
-			"id": id, "object": "chat.completion", "created": 1700000000, "model": req.Model,
+			"id": c.id, "object": "chat.completion", "created": 1700000000, "model": req.Model,
 			"choices": []any{map[string]any{"index": 0, "finish_reason": finish,
-				"message": map[string]any{"role": "assistant", "content": strings.Join(words, "")}}},
+				"message": map[string]any{"role": "assistant", "content": c.text()}}},
 			"usage": usage,
 		})
 		return http.StatusOK
 	}
 	rec.Status = http.StatusOK // the headers go out before any cut
-	return s.stream(w, r, id, req, words, finish, usage, rec.IncludeUsage)
+	sse := s.startStream(w, r)
+	chunk := func(delta map[string]any, finishReason any) map[string]any {
+		return map[string]any{"id": c.id, "object": "chat.completion.chunk", "created": 1700000000, "model": req.Model,
+			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finishReason}}}
+	}
+	sse.event("", chunk(map[string]any{"role": "assistant", "content": ""}, nil))
+	sse.deltas(c.words, func(text string) { sse.event("", chunk(map[string]any{"content": text}, nil)) })
+	sse.event("", chunk(map[string]any{}, finish))
+	if rec.IncludeUsage {
+		sse.event("", map[string]any{"id": c.id, "object": "chat.completion.chunk", "created": 1700000000, "model": req.Model,
+			"choices": []any{}, "usage": usage})
+	}
+	sse.out.write("data: [DONE]\n\n")
+	return http.StatusOK
 }
 
-// stream writes the SSE reply; the writer splits it into writes of at most split bytes.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, id string, req chatRequest, words []string, finish string, usage map[string]any, includeUsage bool) int {
+// responsesRequest is the part of a Responses API request body the fake reads.
+type responsesRequest struct {
+	Model           string          `json:"model"`
+	Stream          bool            `json:"stream"`
+	MaxOutputTokens *int64          `json:"max_output_tokens"`
+	User            string          `json:"user"`
+	Instructions    string          `json:"instructions"`
+	Input           json.RawMessage `json:"input"` // a string or a list of items
+}
+
+// responses answers the Responses API: one assistant message, as a Response object or as the
+// stream of named events that builds one.
+func (s *Server) responses(w http.ResponseWriter, r *http.Request, body []byte, rec *Request) int {
+	var req responsesRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return writeError(w, http.StatusBadRequest, "invalid_json", "fake upstream: "+err.Error())
+	}
+	rec.Stream, rec.User = req.Stream, req.User
+	c := s.complete(r, rec, "resp_", inputTokens(req), req.MaxOutputTokens)
+	msgID := "msg_" + strings.TrimPrefix(c.id, "resp_")
+	status, itemStatus, incomplete := "completed", "completed", any(nil)
+	if c.capped {
+		status, itemStatus, incomplete = "incomplete", "incomplete", map[string]any{"reason": "max_output_tokens"}
+	}
+	in, out := rec.Usage.PromptTokens, rec.Usage.CompletionTokens
+	usage := map[string]any{
+		"input_tokens": in, "output_tokens": out, "total_tokens": in + out,
+		"input_tokens_details":  map[string]any{"cached_tokens": 0, "cache_write_tokens": 0},
+		"output_tokens_details": map[string]any{"reasoning_tokens": 0},
+	}
+	item := outputMessage(msgID, itemStatus, outputText(c.text()))
+	final := responseObject(req, c.id, status, []any{item}, usage, incomplete)
+	if !req.Stream {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(final)
+		return http.StatusOK
+	}
+	rec.Status = http.StatusOK // the headers go out before any cut
+	sse := s.startStream(w, r)
+	seq := 0
+	event := func(typ string, fields map[string]any) {
+		fields["type"], fields["sequence_number"] = typ, seq
+		seq++
+		sse.event(typ, fields)
+	}
+	part := func(fields map[string]any) map[string]any {
+		fields["item_id"], fields["output_index"], fields["content_index"] = msgID, 0, 0
+		return fields
+	}
+	running := responseObject(req, c.id, "in_progress", []any{}, nil, nil)
+	event("response.created", map[string]any{"response": running})
+	event("response.in_progress", map[string]any{"response": running})
+	event("response.output_item.added", map[string]any{"output_index": 0, "item": outputMessage(msgID, "in_progress")})
+	event("response.content_part.added", part(map[string]any{"part": outputText("")}))
+	sse.deltas(c.words, func(text string) {
+		event("response.output_text.delta", part(map[string]any{"delta": text, "logprobs": []any{}}))
+	})
+	event("response.output_text.done", part(map[string]any{"text": c.text(), "logprobs": []any{}}))
+	event("response.content_part.done", part(map[string]any{"part": outputText(c.text())}))
+	event("response.output_item.done", map[string]any{"output_index": 0, "item": item})
+	event("response."+status, map[string]any{"response": final})
+	return http.StatusOK
+}
+
+// responseObject is a Response as the API sends it, with every member the SDK requires.
+func responseObject(req responsesRequest, id, status string, output []any, usage, incomplete any) map[string]any {
+	return map[string]any{
+		"id": id, "object": "response", "created_at": 1700000000, "status": status, "model": req.Model,
+		"error": nil, "incomplete_details": incomplete, "output": output, "usage": usage,
+		"instructions": nullIfEmpty(req.Instructions), "user": nullIfEmpty(req.User),
+		"max_output_tokens": req.MaxOutputTokens, "previous_response_id": nil,
+		"access_programs": map[string]any{"cyber": "standard"}, "metadata": map[string]any{},
+		"parallel_tool_calls": true, "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "tools": []any{},
+		"text": map[string]any{"format": map[string]any{"type": "text"}}, "truncation": "disabled",
+	}
+}
+
+func outputMessage(id, status string, content ...any) map[string]any {
+	return map[string]any{"type": "message", "id": id, "status": status, "role": "assistant", "content": append([]any{}, content...)}
+}
+
+func outputText(text string) map[string]any {
+	return map[string]any{"type": "output_text", "text": text, "annotations": []any{}, "logprobs": []any{}}
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// sseWriter writes one streamed reply shaped by the request's x-fake-* headers.
+type sseWriter struct {
+	out      *splitWriter
+	delay    time.Duration // after each event
+	perChunk int           // words per delta
+	cutAfter int           // deltas before the connection is cut; -1: never
+}
+
+// startStream sends the event-stream headers, and the OpenRouter comment when asked for.
+func (s *Server) startStream(w http.ResponseWriter, r *http.Request) *sseWriter {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	out := &splitWriter{w: w, rc: http.NewResponseController(w), max: headerInt(r, "x-fake-split-bytes", 0)}
-	delay := s.opts.Delay
+	sse := &sseWriter{
+		out:      &splitWriter{w: w, rc: http.NewResponseController(w), max: headerInt(r, "x-fake-split-bytes", 0)},
+		delay:    s.opts.Delay,
+		perChunk: max(headerInt(r, "x-fake-words-per-chunk", s.opts.WordsPerChunk), 1),
+		cutAfter: headerInt(r, "x-fake-disconnect-after", -1),
+	}
 	if d := headerInt(r, "x-fake-delay-ms", -1); d >= 0 {
-		delay = time.Duration(d) * time.Millisecond
-	}
-	perChunk := headerInt(r, "x-fake-words-per-chunk", s.opts.WordsPerChunk)
-	cutAfter := headerInt(r, "x-fake-disconnect-after", -1)
-	event := func(v any) {
-		b, _ := json.Marshal(v)
-		out.write("data: " + string(b) + "\n\n")
-		if delay > 0 {
-			time.Sleep(delay)
-		}
-	}
-	chunk := func(delta map[string]any, finishReason any) map[string]any {
-		return map[string]any{"id": id, "object": "chat.completion.chunk", "created": 1700000000, "model": req.Model,
-			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finishReason}}}
+		sse.delay = time.Duration(d) * time.Millisecond
 	}
 	if headerInt(r, "x-fake-comment", 0) == 1 {
-		out.write(": OPENROUTER PROCESSING\n\n")
+		sse.out.write(": OPENROUTER PROCESSING\n\n")
 	}
-	event(chunk(map[string]any{"role": "assistant", "content": ""}, nil))
-	sent := 0
-	for i := 0; i < len(words); i += perChunk {
-		if cutAfter >= 0 && sent >= cutAfter {
-			out.flush()
+	return sse
+}
+
+// event writes one event; a name goes in an "event:" line, as the Responses API names its events
+// and chat completions do not.
+func (e *sseWriter) event(name string, v any) {
+	b, _ := json.Marshal(v)
+	frame := "data: " + string(b) + "\n\n"
+	if name != "" {
+		frame = "event: " + name + "\n" + frame
+	}
+	e.out.write(frame)
+	if e.delay > 0 {
+		time.Sleep(e.delay)
+	}
+}
+
+// deltas hands send the words perChunk at a time, and cuts the connection after cutAfter deltas.
+func (e *sseWriter) deltas(words []string, send func(text string)) {
+	for sent, i := 0, 0; i < len(words); sent, i = sent+1, i+e.perChunk {
+		if e.cutAfter >= 0 && sent >= e.cutAfter {
+			e.out.flush()
 			panic(http.ErrAbortHandler) // the connection is cut mid-stream
 		}
-		end := min(i+perChunk, len(words))
-		event(chunk(map[string]any{"content": strings.Join(words[i:end], "")}, nil))
-		sent++
+		send(strings.Join(words[i:min(i+e.perChunk, len(words))], ""))
 	}
-	event(chunk(map[string]any{}, finish))
-	if includeUsage {
-		event(map[string]any{"id": id, "object": "chat.completion.chunk", "created": 1700000000, "model": req.Model,
-			"choices": []any{}, "usage": usage})
-	}
-	out.write("data: [DONE]\n\n")
-	out.flush()
-	return http.StatusOK
 }
 
 type splitWriter struct {
@@ -289,11 +431,47 @@ func promptTokens(req chatRequest) int64 {
 		n += 3
 		var text string
 		if json.Unmarshal(m.Content, &text) == nil {
-			n += int64(len(strings.Fields(text)))
+			n += wordCount(text)
 		}
 	}
 	return max(n, 1)
 }
+
+// inputTokens is promptTokens for the Responses API: the words of the instructions and of a
+// string input, or, for a list of items, 3 per item plus the words of its content.
+func inputTokens(req responsesRequest) int64 {
+	n := wordCount(req.Instructions)
+	var items []struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(req.Input, &items) == nil {
+		for _, it := range items {
+			n += 3 + contentWords(it.Content)
+		}
+	} else {
+		n += contentWords(req.Input)
+	}
+	return max(n, 1)
+}
+
+// contentWords counts the words of a string, or of the text of each part in a list of parts.
+func contentWords(raw json.RawMessage) int64 {
+	var text string
+	if json.Unmarshal(raw, &text) == nil {
+		return wordCount(text)
+	}
+	var parts []struct {
+		Text string `json:"text"`
+	}
+	_ = json.Unmarshal(raw, &parts)
+	var n int64
+	for _, p := range parts {
+		n += wordCount(p.Text)
+	}
+	return n
+}
+
+func wordCount(s string) int64 { return int64(len(strings.Fields(s))) }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) int {
 	w.Header().Set("Content-Type", "application/json")
