@@ -41,7 +41,7 @@ func badInputRows(env badInputEnv) []struct {
 	code   string
 	settle string // "estimated" or "void"
 } {
-	k, u := env.key, env.user
+	k, u, rp := env.key, env.user, responsesPath
 	body := func(extra string) string { return `{"model":"m1",` + extra + okMessages + `}` }
 	big := `{"model":"m1","messages":[{"role":"user","content":"` + strings.Repeat("a", 5<<20) + `"}]}`
 	usage := func(p, c int) string { return usageChunk(p, c) }
@@ -94,6 +94,22 @@ func badInputRows(env badInputEnv) []struct {
 		{name: "stream not a boolean", ex: exchange{key: k, user: u, body: body(`"stream":"yes",`)}, status: 400, code: "invalid_type"},
 		{name: "stream_options not an object", ex: exchange{key: k, user: u, body: body(`"stream":true,"stream_options":true,`)}, status: 400, code: "invalid_type"},
 
+		// The Responses API's own refusals.
+		{name: "response: no input", ex: exchange{path: rp, key: k, user: u, body: `{"model":"m1"}`}, status: 400, code: "missing_input"},
+		{name: "response: empty input array", ex: exchange{path: rp, key: k, user: u, body: `{"model":"m1","input":[]}`}, status: 400, code: "missing_input"},
+		{name: "response: input a number", ex: exchange{path: rp, key: k, user: u, body: `{"model":"m1","input":7}`}, status: 400, code: "invalid_type"},
+		{name: "response: input item not an object", ex: exchange{path: rp, key: k, user: u, body: `{"model":"m1","input":["hi"]}`}, status: 400, code: "invalid_type"},
+		{name: "response: instructions not a string", ex: exchange{path: rp, key: k, user: u, body: respBody(`"instructions":["x"],`)}, status: 400, code: "invalid_type"},
+		{name: "response: zero max_output_tokens", ex: exchange{path: rp, key: k, user: u, body: respBody(`"max_output_tokens":0,`)}, status: 400, code: "invalid_max_tokens"},
+		{name: "response: background", ex: exchange{path: rp, key: k, user: u, body: respBody(`"background":true,`)}, status: 400, code: "unsupported_parameter"},
+		{name: "response: background not a boolean", ex: exchange{path: rp, key: k, user: u, body: respBody(`"background":"yes",`)}, status: 400, code: "invalid_type"},
+		{name: "response: previous_response_id on the built-in provider", ex: exchange{path: rp, key: k, user: u, body: respBody(`"previous_response_id":"resp_1",`)}, status: 400, code: "unsupported_parameter"},
+		{name: "response: conversation on the built-in provider", ex: exchange{path: rp, key: k, user: u, body: respBody(`"conversation":"conv_1",`)}, status: 400, code: "unsupported_parameter"},
+		{name: "response: hosted web search on the built-in provider", ex: exchange{path: rp, key: k, user: u, body: respBody(`"tools":[{"type":"function","name":"f"},{"type":"web_search"}],`)}, status: 400, code: "unsupported_parameter"},
+		{name: "response: tools not an array", ex: exchange{path: rp, key: k, user: u, body: respBody(`"tools":{"type":"function"},`)}, status: 400, code: "invalid_type"},
+		{name: "response: missing user", ex: exchange{path: rp, key: k, body: respBody("")}, status: 400, code: "missing_user"},
+		{name: "response: stored response read", ex: exchange{path: rp + "/resp_1", key: k, user: u, headers: map[string]string{":method": "GET"}, noBody: true}, status: 404, code: "unsupported_endpoint"},
+
 		// Upstream replies that are malformed, truncated or without usage.
 		{name: "SSE garbage", ex: exchange{key: k, user: u, body: body(`"stream":true,`),
 			chunks: []string{"data: {not json\n\n", "\x00\x01garbage\n\n", "data: [DONE]\n\n"}}, settle: "estimated"},
@@ -111,6 +127,14 @@ func badInputRows(env badInputEnv) []struct {
 			chunks: []string{`{"id":"x","choices":[`}}, settle: "estimated"},
 		{name: "empty 200 body", ex: exchange{key: k, user: u, body: body(""), ctype: "application/json",
 			chunks: []string{""}}, settle: "estimated"},
+		{name: "response: SSE without its completed event", ex: exchange{path: rp, key: k, user: u, body: respBody(`"stream":true,`),
+			chunks: []string{responseEvent("response.created", `"response":{"id":"resp_1","usage":null}`), textDelta("partial")}}, settle: "estimated"},
+		{name: "response: SSE error event", ex: exchange{path: rp, key: k, user: u, body: respBody(`"stream":true,`),
+			chunks: []string{textDelta("a"), responseEvent("error", `"code":"server_error","message":"overloaded"`)}}, settle: "estimated"},
+		{name: "response: usage without output_tokens", ex: exchange{path: rp, key: k, user: u, body: respBody(`"stream":true,`),
+			chunks: []string{textDelta("a"), responseEvent("response.completed", `"response":{"id":"resp_1","usage":{"input_tokens":3}}`)}}, settle: "estimated"},
+		{name: "response: JSON body not JSON", ex: exchange{path: rp, key: k, user: u, body: respBody(""), ctype: "application/json",
+			chunks: []string{`{"id":"resp_1","output":[`}}, settle: "estimated"},
 		{name: "upstream 503", ex: exchange{key: k, user: u, body: body(`"stream":true,`), status: "503", ctype: "application/json",
 			chunks: []string{`{"error":{"message":"down"}}`}}, settle: "void"},
 		// Last: it empties the wallet (the overrun beyond the balance is a shortfall).

@@ -50,6 +50,8 @@ type processor struct {
 	// upstreamPath replaces :path when the user prefix is stripped ("": unchanged).
 	upstreamPath string
 	pw           paywall.Paywall
+	// api is the billed request's API, from its path.
+	api api
 
 	// From the request body.
 	req       chatRequest
@@ -179,8 +181,11 @@ func (p *processor) RequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		}}}
 	}
 	p.upstreamPath = rt.upstreamPath
+	if rt.kind == routeResponses {
+		p.api = apiResponses
+	}
 	if h.GetEndOfStream() {
-		return p.fail(OutcomeBadRequest, badRequest("missing_body", "", "The request has no body. Send a chat completion request as JSON."))
+		return p.fail(OutcomeBadRequest, badRequest("missing_body", "", "The request has no body. Send the request as JSON."))
 	}
 	return continueRequestHeaders()
 }
@@ -222,18 +227,27 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		return p.fail(OutcomeUnavailable, &apiError{Status: http.StatusInternalServerError, Type: "server_error",
 			Code: "misconfigured", Message: "Tollgate needs the whole request body: configure the ext_proc filter's request_body_mode as BUFFERED."})
 	}
-	req, bad := parseChatRequest(b.GetBody(), requestLimits{MaxBodyBytes: p.s.cfg.MaxBodyBytes, MaxTokens: p.s.cfg.MaxTokensLimit})
+	parse, unpriced, userPath := parseChatRequest, unpricedOptions, "chat/completions"
+	if p.api == apiResponses {
+		parse, unpriced, userPath = parseResponsesRequest, unpricedResponsesOptions, "responses"
+	}
+	req, bad := parse(b.GetBody(), requestLimits{MaxBodyBytes: p.s.cfg.MaxBodyBytes, MaxTokens: p.s.cfg.MaxTokensLimit})
 	if bad != nil {
 		return p.fail(OutcomeBadRequest, bad)
 	}
 	p.req = req
-	if len(req.Unpriced) > 0 && p.pw.Mode != paywall.ModeBYOK {
-		return p.fail(OutcomeBadRequest, badRequest("unsupported_parameter", req.Unpriced[0], unpricedOptions))
+	if p.pw.Mode != paywall.ModeBYOK {
+		switch {
+		case len(req.Unpriced) > 0:
+			return p.fail(OutcomeBadRequest, badRequest("unsupported_parameter", req.Unpriced[0], unpriced))
+		case len(req.Stored) > 0:
+			return p.fail(OutcomeBadRequest, badRequest("unsupported_parameter", req.Stored[0], fmt.Sprintf(storedContextMessage, req.Stored[0])))
+		}
 	}
 	p.userID = firstNonEmpty(p.headerUser, p.pathUser, req.User)
 	if p.userID == "" {
 		return p.fail(OutcomeBadRequest, badRequest("missing_user", "user",
-			"The request does not say which end user it is for. Set the 'X-Paywall-User' header, the body's 'user', or call /v1/{user}/chat/completions."))
+			"The request does not say which end user it is for. Set the 'X-Paywall-User' header, the body's 'user', or call /v1/{user}/"+userPath+"."))
 	}
 	if err := paywall.ValidUserID(p.userID); err != nil {
 		return p.fail(OutcomeBadRequest, badRequest("invalid_user", "user", userMessage(err)))
@@ -444,24 +458,23 @@ func (p *processor) holdAmount(prompt, budget, markup int64) (int64, error) {
 // forward answers the request body with the rewritten request: body, content-length,
 // upstream credentials, routing header, and a recomputed route.
 func (p *processor) forward() *extprocv3.ProcessingResponse {
-	builtin := p.pw.Mode != paywall.ModeBYOK
-	keys := p.req.MaxTokensKeys
-	if builtin && !slices.Contains(keys, "max_tokens") {
-		// OpenRouter documents max_tokens; a max_completion_tokens alone might not bound it.
-		keys = append(slices.Clip(keys), "max_tokens")
+	w := rewrite{User: p.userID, MaxTokens: p.budget, MaxTokenKey: []string{"max_output_tokens"}}
+	if p.api == apiChat {
+		builtin := p.pw.Mode != paywall.ModeBYOK
+		keys := p.req.MaxTokensKeys
+		if builtin && !slices.Contains(keys, "max_tokens") {
+			// OpenRouter documents max_tokens; a max_completion_tokens alone might not bound it.
+			keys = append(slices.Clip(keys), "max_tokens")
+		}
+		// A response reports its usage unasked; a chat stream only when asked.
+		w.MaxTokenKey, w.ForceUsage, w.OpenRouter = keys, p.req.Stream, builtin
+		p.dropUsage = p.req.Stream && !p.req.IncludeUsage
 	}
-	body, err := p.req.rewriteBody(rewrite{
-		User:        p.userID,
-		MaxTokens:   p.budget,
-		ForceUsage:  p.req.Stream,
-		OpenRouter:  builtin,
-		MaxTokenKey: keys,
-	})
+	body, err := p.req.rewriteBody(w)
 	if err != nil {
 		p.voidNow("rewrite failed")
 		return p.unavailable("rewrite the request", err)
 	}
-	p.dropUsage = p.req.Stream && !p.req.IncludeUsage
 
 	set, remove := p.upstreamHeaders(p.upstreamPath)
 	set = append(set, setHeader("content-length", contentLength(len(body))))
@@ -656,7 +669,7 @@ func (p *processor) observe(ev *sse.Event) bool {
 	if !ev.HasUsage && !ev.HasError {
 		return true
 	}
-	c, err := sse.ParseCompletion(ev.Data)
+	c, err := p.parse(ev.Data)
 	if c.Error != "" {
 		p.upErr = c.Error
 	}
@@ -676,14 +689,24 @@ func (p *processor) setUsage(u sse.Usage) {
 		CachedTokens: u.CachedTokens, CacheWriteTokens: u.CacheWriteTokens, ReasoningTokens: u.ReasoningTokens}
 }
 
-// readCompletion meters a buffered (non-streamed) completion.
+// parse reads the usage, error and id of an event or a whole body, in the request's API.
+func (p *processor) parse(data []byte) (sse.Completion, error) {
+	if p.api == apiResponses {
+		return sse.ParseResponse(data)
+	}
+	return sse.ParseCompletion(data)
+}
+
+// readCompletion meters a buffered (non-streamed) completion or response.
 func (p *processor) readCompletion(body []byte) {
-	ev := sse.Inspect(body)
-	p.outBytes = int64(ev.ContentBytes)
+	c, err := p.parse(body)
+	p.outBytes = int64(c.OutputBytes)
+	if p.api == apiChat {
+		p.outBytes = int64(sse.Inspect(body).ContentBytes)
+	}
 	if p.outBytes > 0 {
 		p.outEvents = 1
 	}
-	c, err := sse.ParseCompletion(body)
 	if c.ID != "" {
 		p.provID = c.ID[:min(len(c.ID), 200)]
 	}
@@ -758,7 +781,11 @@ func (p *processor) paywallMessage(a Action, availableMicro int64) *extprocv3.Pr
 		p.end(OutcomeTopUp)
 	}
 	p.finished = true
-	ct, body := paywallMessage("tg-"+p.id, p.req.Model, text, p.req.Stream, p.s.deps.Clock.Now())
+	build := paywallMessage
+	if p.api == apiResponses {
+		build = responsesPaywallMessage
+	}
+	ct, body := build("tg-"+p.id, p.req.Model, text, p.req.Stream, p.s.deps.Clock.Now())
 	return immediate(http.StatusOK, ct, body, []*corev3.HeaderValueOption{setHeader(ActionHeader, []byte(a))})
 }
 

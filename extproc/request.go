@@ -10,8 +10,9 @@ import (
 	"unicode/utf8"
 )
 
-// chatRequest is what Tollgate reads from a /v1/chat/completions body. The body's other
-// members are kept as they came (fields), so the rewrite changes only what it must.
+// chatRequest is what Tollgate reads from a billed request's body: a chat completion
+// (/v1/chat/completions) or a response (/v1/responses, responses.go). The body's other members
+// are kept as they came (fields), so the rewrite changes only what it must.
 type chatRequest struct {
 	Model  string
 	Stream bool
@@ -26,6 +27,9 @@ type chatRequest struct {
 	// Unpriced lists the members that make the built-in provider charge for more than the
 	// tokens of `model` (see unpricedOptions).
 	Unpriced []string
+	// Stored lists the members that name context stored at the upstream (Responses API:
+	// previous_response_id, conversation, prompt).
+	Stored []string
 	// IncludeUsage reports whether the client itself asked for the usage chunk.
 	IncludeUsage bool
 	// StreamOptions is the client's stream_options object, if any.
@@ -60,34 +64,18 @@ type requestLimits struct {
 // OpenAI-shaped 400 that says what is wrong and how to fix it.
 func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 	var r chatRequest
-	if lim.MaxBodyBytes > 0 && len(body) > lim.MaxBodyBytes {
-		return r, badRequest("request_too_large", "",
-			fmt.Sprintf("The request body is %d bytes; at most %d bytes are accepted. Shorten the conversation.", len(body), lim.MaxBodyBytes))
-	}
-	if !utf8.Valid(body) {
-		return r, badRequest("invalid_utf8", "", "The request body is not valid UTF-8. Send JSON encoded as UTF-8.")
-	}
-	fields, err := members(body)
-	if err != nil {
-		return r, badRequest("invalid_json", "", "The request body is not a valid JSON object: "+err.Error()+".")
+	fields, bad := readObject(body, lim)
+	if bad != nil {
+		return r, bad
 	}
 	r.fields = fields
 	var messages json.RawMessage
 	for _, m := range fields {
+		if bad := r.readCommon(m); bad != nil {
+			return r, bad
+		}
 		var bad *apiError
 		switch m.key {
-		case "model":
-			if json.Unmarshal(m.raw, &r.Model) != nil || r.Model == "" {
-				bad = badRequest("invalid_model", "model", "'model' must be a non-empty string naming the model, such as \"openai/gpt-4o-mini\".")
-			}
-		case "stream":
-			if !isNull(m.raw) && json.Unmarshal(m.raw, &r.Stream) != nil {
-				bad = badRequest("invalid_type", "stream", "'stream' must be true or false.")
-			}
-		case "user":
-			if !isNull(m.raw) && json.Unmarshal(m.raw, &r.User) != nil {
-				bad = badRequest("invalid_user", "user", "'user' must be a string: the end user's id.")
-			}
 		case "max_tokens", "max_completion_tokens":
 			n, ok := parseMaxTokens(m.raw, lim.MaxTokens)
 			switch {
@@ -132,7 +120,7 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 	}
 	r.Choices = max(r.Choices, 1)
 	if r.Model == "" {
-		return r, badRequest("missing_model", "model", "The request has no 'model'. Name the model to use, such as \"openai/gpt-4o-mini\".")
+		return r, missingModel
 	}
 	n, bad := estimateMessages(messages)
 	if bad != nil {
@@ -141,6 +129,43 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 	r.PromptTokens = n
 	return r, nil
 }
+
+// readObject checks a request body's size and encoding and splits it into its members.
+func readObject(body []byte, lim requestLimits) ([]member, *apiError) {
+	if lim.MaxBodyBytes > 0 && len(body) > lim.MaxBodyBytes {
+		return nil, badRequest("request_too_large", "",
+			fmt.Sprintf("The request body is %d bytes; at most %d bytes are accepted. Shorten the conversation.", len(body), lim.MaxBodyBytes))
+	}
+	if !utf8.Valid(body) {
+		return nil, badRequest("invalid_utf8", "", "The request body is not valid UTF-8. Send JSON encoded as UTF-8.")
+	}
+	fields, err := members(body)
+	if err != nil {
+		return nil, badRequest("invalid_json", "", "The request body is not a valid JSON object: "+err.Error()+".")
+	}
+	return fields, nil
+}
+
+// readCommon reads the members both billed APIs share: model, stream and user.
+func (r *chatRequest) readCommon(m member) *apiError {
+	switch m.key {
+	case "model":
+		if json.Unmarshal(m.raw, &r.Model) != nil || r.Model == "" {
+			return badRequest("invalid_model", "model", "'model' must be a non-empty string naming the model, such as \"openai/gpt-4o-mini\".")
+		}
+	case "stream":
+		if !isNull(m.raw) && json.Unmarshal(m.raw, &r.Stream) != nil {
+			return badRequest("invalid_type", "stream", "'stream' must be true or false.")
+		}
+	case "user":
+		if !isNull(m.raw) && json.Unmarshal(m.raw, &r.User) != nil {
+			return badRequest("invalid_user", "user", "'user' must be a string: the end user's id.")
+		}
+	}
+	return nil
+}
+
+var missingModel = badRequest("missing_model", "model", "The request has no 'model'. Name the model to use, such as \"openai/gpt-4o-mini\".")
 
 // members splits a JSON object into its members, in order, refusing duplicate keys (an
 // upstream might read a different copy than we did) and anything after the object.

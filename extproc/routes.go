@@ -6,16 +6,20 @@ import (
 	"strings"
 )
 
-// chatPath is the one billable path; /v1/{user}/chat/completions is its user-prefixed form.
-const chatPath = "/v1/chat/completions"
+// chatPath and responsesPath are the billed paths; /v1/{user}/chat/completions and
+// /v1/{user}/responses are their user-prefixed forms.
+const (
+	chatPath      = "/v1/chat/completions"
+	responsesPath = "/v1/responses"
+)
 
 // modelsPath lists the upstream's models; /v1/models/{id} describes one.
 const modelsPath = "/v1/models"
 
 // routeKind is what Tollgate does with a request, decided from its method and path alone.
 //
-// The rule: only /v1/ paths are Tollgate's. Among them, chat completions are billed, the
-// model listing is forwarded to the paywall's upstream unbilled (it costs the operator
+// The rule: only /v1/ paths are Tollgate's. Among them, chat completions and responses
+// (creating one) are billed, the model listing is forwarded to the paywall's upstream unbilled (it costs the operator
 // nothing), and everything else is refused — an embeddings or images call forwarded with the
 // operator's credentials would be served unbilled, and a billing hole is worse than a missing
 // feature.
@@ -26,6 +30,10 @@ const (
 	routeNotOurs routeKind = iota
 	// routeChat is POST /v1/chat/completions (or /v1/{user}/chat/completions): billed.
 	routeChat
+	// routeResponses is POST /v1/responses (or /v1/{user}/responses): billed. Reading,
+	// cancelling or deleting a stored response (/v1/responses/{id}…) is unsupported: Tollgate
+	// keeps no responses, and the built-in provider's are every app's.
+	routeResponses
 	// routeModels is GET /v1/models or /v1/models/{id} (optionally /v1/{user}/…): forwarded
 	// to the paywall's upstream with its credentials, nothing held or charged.
 	routeModels
@@ -36,6 +44,15 @@ const (
 	// routeBadModelID is /v1/models/{id} whose id is not a plain model id (dot segments,
 	// encoded slashes or dots, control characters): 400 invalid_model.
 	routeBadModelID
+)
+
+// api is the OpenAI API a billed request speaks: it decides how its body is read, where the
+// usage is in its response, and the shape of a paywall message.
+type api uint8
+
+const (
+	apiChat      api = iota // POST /v1/chat/completions
+	apiResponses            // POST /v1/responses (responses.go)
 )
 
 // route is the classified request line.
@@ -66,12 +83,21 @@ func classifyRoute(method, path string) route {
 		}
 		return route{kind: routeChat, allow: http.MethodPost}
 	}
+	if rest == "responses" {
+		if method != http.MethodPost {
+			return route{kind: routeWrongMethod, allow: http.MethodPost}
+		}
+		return route{kind: routeResponses, allow: http.MethodPost}
+	}
 	var r route
 	models := "" // the models form's path after /v1/ and any user prefix
 	switch segs := strings.Split(rest, "/"); {
 	case len(segs) == 3 && segs[0] != "" && segs[1] == "chat" && segs[2] == "completions":
 		// Checked before the models forms: a user may be called "models".
 		r = route{kind: routeChat, allow: http.MethodPost, user: segs[0], upstreamPath: chatPath}
+	case len(segs) == 2 && segs[0] != "" && segs[0] != "models" && segs[1] == "responses":
+		// /v1/models/responses stays a model id; a user called "models" uses the header.
+		r = route{kind: routeResponses, allow: http.MethodPost, user: segs[0], upstreamPath: responsesPath}
 	case segs[0] == "models":
 		r, models = route{kind: routeModels, allow: http.MethodGet}, rest
 	case len(segs) >= 2 && segs[0] != "" && segs[1] == "models":
@@ -117,4 +143,4 @@ func validModelID(id string) bool {
 }
 
 // supportedEndpoints is what an unsupported_endpoint error tells the client it can call.
-const supportedEndpoints = "Tollgate serves POST /v1/chat/completions (billed per request from the user's wallet) and GET /v1/models; other OpenAI endpoints are not available through it."
+const supportedEndpoints = "Tollgate serves POST /v1/chat/completions and POST /v1/responses (billed per request from the user's wallet) and GET /v1/models; other OpenAI endpoints are not available through it."

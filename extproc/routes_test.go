@@ -47,7 +47,18 @@ func TestClassifyRoute(t *testing.T) {
 		{"GET", "/v1/alice/models/../../embeddings", routeBadModelID, "alice", ""},
 		{"POST", "/v1/embeddings", routeUnsupported, "", ""},
 		{"POST", "/v1/completions", routeUnsupported, "", ""},
-		{"POST", "/v1/responses", routeUnsupported, "", ""},
+		{"POST", "/v1/responses", routeResponses, "", ""},
+		{"POST", "/v1/alice/responses", routeResponses, "alice", responsesPath},
+		{"GET", "/v1/responses", routeWrongMethod, "", ""},
+		{"GET", "/v1/alice/responses", routeWrongMethod, "alice", responsesPath},
+		{"GET", "/v1/responses/resp_123", routeUnsupported, "", ""},
+		{"DELETE", "/v1/responses/resp_123", routeUnsupported, "", ""},
+		{"POST", "/v1/responses/resp_123/cancel", routeUnsupported, "", ""},
+		{"GET", "/v1/responses/resp_123/input_items", routeUnsupported, "", ""},
+		{"POST", "/v1/responses/input_tokens", routeUnsupported, "", ""},
+		{"GET", "/v1/models/responses", routeModels, "", ""}, // a model id, not a user called "models"
+		{"POST", "/v1//responses", routeUnsupported, "", ""},
+		{"POST", "/v1/responses/", routeUnsupported, "", ""},
 		{"POST", "/v1/images/generations", routeUnsupported, "", ""},
 		{"POST", "/v1/audio/speech", routeUnsupported, "", ""},
 		{"POST", "/v1/alice/embeddings", routeUnsupported, "", ""},
@@ -71,10 +82,10 @@ func TestClassifyRoute(t *testing.T) {
 	}
 }
 
-// FuzzClassifyRoute: whatever the path, what is forwarded is a chat completion (billed) or a
-// model listing whose upstream path cannot name another endpoint after decoding.
+// FuzzClassifyRoute: whatever the path, what is forwarded is a chat completion or a response
+// (billed) or a model listing whose upstream path cannot name another endpoint after decoding.
 func FuzzClassifyRoute(f *testing.F) {
-	for _, p := range []string{"/v1/chat/completions", "/v1/u/chat/completions", "/v1/models", "/v1/models/openai/gpt-4o",
+	for _, p := range []string{"/v1/chat/completions", "/v1/u/chat/completions", "/v1/responses", "/v1/u/responses", "/v1/responses/r/cancel", "/v1/models", "/v1/models/openai/gpt-4o",
 		"/v1/u/models/x", "/v1/models/..%2f..%2fembeddings", "/v1/embeddings", "/healthz", "/v1/models/%25252e"} {
 		f.Add("GET", p)
 		f.Add("POST", p)
@@ -88,6 +99,13 @@ func FuzzClassifyRoute(f *testing.F) {
 			}
 			if p := r.upstreamPath; p != "" && p != chatPath {
 				t.Fatalf("chat forwarded to %q", p)
+			}
+		case routeResponses:
+			if method != http.MethodPost {
+				t.Fatalf("%s %s billed", method, path)
+			}
+			if p := r.upstreamPath; p != "" && p != responsesPath {
+				t.Fatalf("responses forwarded to %q", p)
 			}
 		case routeModels:
 			if method != http.MethodGet {
@@ -208,7 +226,8 @@ func TestUnsupportedEndpointsRefused(t *testing.T) {
 	}{
 		{"POST", "/v1/embeddings", testKey, 404, "unsupported_endpoint"},
 		{"POST", "/v1/completions", testKey, 404, "unsupported_endpoint"},
-		{"POST", "/v1/responses", testKey, 404, "unsupported_endpoint"},
+		{"GET", "/v1/responses/resp_1", testKey, 404, "unsupported_endpoint"},
+		{"GET", "/v1/responses", testKey, 405, "method_not_allowed"},
 		{"POST", "/v1/images/generations", testKey, 404, "unsupported_endpoint"},
 		{"POST", "/v1/audio/transcriptions", testKey, 404, "unsupported_endpoint"},
 		{"POST", "/v1/moderations", "", 404, "unsupported_endpoint"},
@@ -233,7 +252,7 @@ func TestUnsupportedEndpointsRefused(t *testing.T) {
 			if err := json.Unmarshal(ir.GetBody(), &e); err != nil || e.Error.Code != tt.code || e.Error.Message == "" || e.Error.Type == "" {
 				t.Errorf("body %s (%v), want code %s", ir.GetBody(), err, tt.code)
 			}
-			if tt.status == 404 && !strings.Contains(e.Error.Message, "POST /v1/chat/completions") {
+			if tt.status == 404 && !strings.Contains(e.Error.Message, "POST /v1/chat/completions and POST /v1/responses") {
 				t.Errorf("the message does not say what is supported: %q", e.Error.Message)
 			}
 			if a, _ := header(ir.GetHeaders(), "allow"); tt.status == 405 && a == "" {

@@ -1,14 +1,14 @@
 // Package sse scans a Server-Sent Events byte stream incrementally, the way an LLM upstream
-// sends chat completion chunks: events split across arbitrary chunk boundaries, the three line
+// sends chat completion chunks or Responses API events: events split across arbitrary chunk boundaries, the three line
 // endings the SSE specification allows ("\r\n", "\n" and a lone "\r", also a "\r\n" cut
 // between two chunks), comment lines such as ": OPENROUTER PROCESSING", "data: [DONE]" and
 // mid-stream error events.
 //
 // The scanner sits on the hot path of every streamed response chunk, so it only scans bytes:
-// it finds event boundaries and the few keys metering needs ("usage", "error", "content", "id")
-// without decoding JSON, and it allocates nothing per chunk once its carry buffer has grown to
-// the largest event that straddled a chunk boundary. JSON is decoded only for the rare events
-// that need it (ParseCompletion).
+// it finds event boundaries and the few keys metering needs ("usage", "error", "content",
+// "delta", "id") without decoding JSON, and it allocates nothing per chunk once its carry buffer
+// has grown to the largest event that straddled a chunk boundary. JSON is decoded only for the
+// rare events that need it (ParseCompletion, ParseResponse).
 package sse
 
 import (
@@ -52,10 +52,11 @@ type Event struct {
 	Data []byte
 	// HasUsage reports whether Data has a "usage" key with an object value (not null).
 	HasUsage bool
-	// HasError reports whether Data has an "error" key with an object or string value.
+	// HasError reports whether Data has an "error" key with an object or string value, or is
+	// a Responses API error event ("type": "error").
 	HasError bool
-	// ContentBytes is the length in bytes of every "content", "reasoning" and
-	// "reasoning_content" string value in Data, escapes counted as written.
+	// ContentBytes is the length in bytes of every "content", "reasoning",
+	// "reasoning_content" and "delta" string value in Data, escapes counted as written.
 	ContentBytes int
 }
 
@@ -352,6 +353,9 @@ func (s *Scanner) classify(ev *Event, hasCR bool) {
 	scanKeys(ev)
 }
 
+// errorType is the value of an error event's "type".
+var errorType = []byte(`"error"`)
+
 // Inspect reports the keys metering needs in a JSON payload that did not come through the
 // scanner (a buffered, non-streamed completion): HasUsage, HasError and ContentBytes.
 func Inspect(data []byte) Event {
@@ -382,7 +386,12 @@ func scanKeys(ev *Event) {
 		}
 		name := d[from:end]
 		switch len(name) {
-		case 5: // usage, error
+		case 4: // type
+			v := skipSpace(d, k+1)
+			if string(name) == "type" && bytes.HasPrefix(d[v:], errorType) {
+				ev.HasError = true
+			}
+		case 5: // usage, error, delta
 			v := skipSpace(d, k+1)
 			if v >= len(d) {
 				return
@@ -392,6 +401,14 @@ func scanKeys(ev *Event) {
 				ev.HasUsage = ev.HasUsage || d[v] == '{'
 			case "error":
 				ev.HasError = ev.HasError || d[v] == '{' || d[v] == '"'
+			case "delta":
+				// A Responses API delta (text, reasoning, tool call arguments) is a string; a
+				// chat chunk's delta is an object, whose "content" is counted below.
+				if d[v] == '"' {
+					e := closingQuote(d, v+1)
+					ev.ContentBytes += min(e, len(d)) - (v + 1)
+					i = e + 1
+				}
 			}
 		case 7, 9, 17: // content, reasoning, reasoning_content
 			if s := string(name); s != "content" && s != "reasoning" && s != "reasoning_content" {

@@ -6,8 +6,9 @@ import (
 	"fmt"
 )
 
-// Usage is the token usage an OpenAI-compatible upstream reports, in a stream's usage chunk or
-// a completion's body.
+// Usage is the token usage an OpenAI-compatible upstream reports: in a chat stream's usage
+// chunk or a completion's body (prompt_tokens, completion_tokens …), or in a Responses API
+// response (input_tokens, output_tokens …).
 type Usage struct {
 	PromptTokens     int64
 	CompletionTokens int64
@@ -23,23 +24,30 @@ const maxTokenCount = 1 << 40
 var ErrBadUsage = errors.New("sse: malformed usage")
 
 type wireUsage struct {
-	PromptTokens        *int64 `json:"prompt_tokens"`
-	CompletionTokens    *int64 `json:"completion_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens     int64 `json:"cached_tokens"`
-		CacheWriteTokens int64 `json:"cache_write_tokens"`
-	} `json:"prompt_tokens_details"`
-	CompletionTokensDetails *struct {
-		ReasoningTokens int64 `json:"reasoning_tokens"`
-	} `json:"completion_tokens_details"`
+	PromptTokens            *int64             `json:"prompt_tokens"`
+	CompletionTokens        *int64             `json:"completion_tokens"`
+	PromptTokensDetails     *promptDetails     `json:"prompt_tokens_details"`
+	CompletionTokensDetails *completionDetails `json:"completion_tokens_details"`
 }
 
-// Completion is what metering reads from one chunk or one whole completion body.
+type promptDetails struct {
+	CachedTokens     int64 `json:"cached_tokens"`
+	CacheWriteTokens int64 `json:"cache_write_tokens"`
+}
+
+type completionDetails struct {
+	ReasoningTokens int64 `json:"reasoning_tokens"`
+}
+
+// Completion is what metering reads from one chunk or event, or one whole body.
 type Completion struct {
 	ID      string
 	Usage   *Usage // nil when absent or null
-	Choices int    // number of entries in "choices"
-	Error   string // the message of an "error" member, if any
+	Choices int    // number of entries in "choices" (chat only)
+	Error   string // the message of an "error" member or an error event, if any
+	// OutputBytes is, for a whole Responses API body, the bytes of its output text and tool
+	// call arguments: what an estimate counts when the usage is missing.
+	OutputBytes int
 }
 
 type wireCompletion struct {
@@ -75,7 +83,7 @@ func ParseCompletion(data []byte) (Completion, error) {
 
 func (w *wireUsage) usage() (Usage, error) {
 	if w.PromptTokens == nil || w.CompletionTokens == nil {
-		return Usage{}, fmt.Errorf("%w: prompt_tokens and completion_tokens are required", ErrBadUsage)
+		return Usage{}, fmt.Errorf("%w: the prompt and completion token counts are required", ErrBadUsage)
 	}
 	u := Usage{PromptTokens: *w.PromptTokens, CompletionTokens: *w.CompletionTokens}
 	if d := w.PromptTokensDetails; d != nil {

@@ -1,0 +1,93 @@
+package sse
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// The Responses API (POST /v1/responses) reports its usage in the response object itself: the
+// whole body when not streamed, or the response carried by the stream's last event
+// (response.completed, response.incomplete or response.failed). A stream can also end in an
+// "error" event, whose message is at the top level.
+
+type wireResponseUsage struct {
+	InputTokens         *int64             `json:"input_tokens"`
+	OutputTokens        *int64             `json:"output_tokens"`
+	InputTokensDetails  *promptDetails     `json:"input_tokens_details"`
+	OutputTokensDetails *completionDetails `json:"output_tokens_details"`
+}
+
+type wireResponse struct {
+	ID     string             `json:"id"`
+	Usage  *wireResponseUsage `json:"usage"`
+	Error  json.RawMessage    `json:"error"`
+	Output []json.RawMessage  `json:"output"`
+}
+
+type wireResponseEvent struct {
+	wireResponse
+	Type     string        `json:"type"`
+	Message  string        `json:"message"`
+	Response *wireResponse `json:"response"`
+}
+
+// outputItem is the part of an output item an estimate counts: a message's text parts, a
+// function call's arguments.
+type outputItem struct {
+	Content []struct {
+		Text string `json:"text"`
+	} `json:"content"`
+	Arguments string `json:"arguments"`
+}
+
+// ParseResponse decodes the fields metering needs from a Responses API object: a whole
+// response, a stream event that carries one (its usage, error and id are read), or an "error"
+// event. Like ParseCompletion it allocates, so callers use it only for the events the byte scan
+// flagged (HasUsage, HasError) and for non-streamed bodies.
+//
+// It can return: ErrBadUsage (wrapped), or a JSON syntax error.
+func ParseResponse(data []byte) (Completion, error) {
+	var w wireResponseEvent
+	if err := json.Unmarshal(data, &w); err != nil {
+		return Completion{}, fmt.Errorf("sse: response JSON: %w", err)
+	}
+	if w.Type == "error" {
+		c := Completion{Error: w.Message}
+		if c.Error == "" {
+			c.Error = "upstream error"
+		}
+		return c, nil
+	}
+	r := &w.wireResponse
+	if w.Response != nil {
+		r = w.Response
+	}
+	c := Completion{ID: r.ID}
+	if len(r.Error) > 0 && string(r.Error) != "null" {
+		c.Error = errorMessage(r.Error)
+	}
+	for _, raw := range r.Output {
+		var it outputItem
+		if json.Unmarshal(raw, &it) != nil {
+			continue // an item of another shape: nothing to count
+		}
+		c.OutputBytes += len(it.Arguments)
+		for _, p := range it.Content {
+			c.OutputBytes += len(p.Text)
+		}
+	}
+	if r.Usage != nil {
+		u, err := r.Usage.usage()
+		if err != nil {
+			return c, err
+		}
+		c.Usage = &u
+	}
+	return c, nil
+}
+
+func (w *wireResponseUsage) usage() (Usage, error) {
+	chat := wireUsage{PromptTokens: w.InputTokens, CompletionTokens: w.OutputTokens,
+		PromptTokensDetails: w.InputTokensDetails, CompletionTokensDetails: w.OutputTokensDetails}
+	return chat.usage()
+}

@@ -1,0 +1,99 @@
+package sse
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParseResponse(t *testing.T) {
+	usage := `"usage":{"input_tokens":12,"input_tokens_details":{"cached_tokens":4},"output_tokens":7,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":19}`
+	tests := []struct {
+		name      string
+		in        string
+		id        string
+		want      *Usage
+		errWant   error
+		errMsg    string
+		outputLen int
+	}{
+		{name: "whole body", in: `{"id":"resp_1","object":"response","status":"completed","error":null,` +
+			`"output":[{"type":"reasoning","summary":[]},{"type":"message","content":[{"type":"output_text","text":"Hello"},{"type":"refusal","refusal":"no"}]},` +
+			`{"type":"function_call","name":"f","arguments":"{\"a\":1}"},{"type":"odd","content":"a string"}],` + usage + `}`,
+			id: "resp_1", want: &Usage{PromptTokens: 12, CompletionTokens: 7, CachedTokens: 4, ReasoningTokens: 2}, outputLen: len("Hello") + len(`{"a":1}`)},
+		{name: "completed event", in: `{"type":"response.completed","sequence_number":9,"response":{"id":"resp_2","output":[],` + usage + `}}`,
+			id: "resp_2", want: &Usage{PromptTokens: 12, CompletionTokens: 7, CachedTokens: 4, ReasoningTokens: 2}},
+		{name: "created event, usage null", in: `{"type":"response.created","response":{"id":"resp_3","usage":null,"error":null}}`, id: "resp_3"},
+		{name: "failed event", in: `{"type":"response.failed","response":{"id":"resp_4","error":{"code":"server_error","message":"model crashed"},"usage":null}}`,
+			id: "resp_4", errMsg: "model crashed"},
+		{name: "error event", in: `{"type":"error","code":"rate_limit_exceeded","message":"slow down","param":null,"sequence_number":3}`, errMsg: "slow down"},
+		{name: "error event without a message", in: `{"type":"error","sequence_number":3}`, errMsg: "upstream error"},
+		{name: "missing output tokens", in: `{"type":"response.completed","response":{"usage":{"input_tokens":3}}}`, errWant: ErrBadUsage},
+		{name: "negative", in: `{"usage":{"input_tokens":-1,"output_tokens":1}}`, errWant: ErrBadUsage},
+		{name: "reasoning over output", in: `{"usage":{"input_tokens":1,"output_tokens":1,"output_tokens_details":{"reasoning_tokens":2}}}`, errWant: ErrBadUsage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseResponse([]byte(tt.in))
+			if tt.errWant != nil {
+				if !errors.Is(err, tt.errWant) {
+					t.Fatalf("err %v, want %v", err, tt.errWant)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (c.Usage == nil) != (tt.want == nil) || (c.Usage != nil && *c.Usage != *tt.want) {
+				t.Errorf("usage %+v, want %+v", c.Usage, tt.want)
+			}
+			if c.ID != tt.id || c.Error != tt.errMsg || c.OutputBytes != tt.outputLen {
+				t.Errorf("id %q error %q output %d", c.ID, c.Error, c.OutputBytes)
+			}
+		})
+	}
+	if _, err := ParseResponse([]byte(`{"type":`)); err == nil {
+		t.Error("truncated JSON parsed")
+	}
+}
+
+// TestScannerResponseEvents: in a Responses API stream the scanner flags the events that carry
+// usage or an error, and counts the deltas' text (not the done events', which repeat it).
+func TestScannerResponseEvents(t *testing.T) {
+	in := "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"usage\":null,\"error\":null}}\n\n" +
+		"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hel\\\"lo\"}\n\n" +
+		"event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"Hel\\\"lo\"}\n\n" +
+		"event: error\ndata: {\"type\": \"error\",\"message\":\"boom\"}\n\n" +
+		"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n"
+	evs, _ := scanAll(t, 0, []byte(in))
+	if len(evs) != 5 {
+		t.Fatalf("%d events", len(evs))
+	}
+	for i, want := range []struct {
+		usage, err bool
+		content    int
+	}{{false, false, 0}, {false, false, len(`Hel\"lo`)}, {false, false, 0}, {false, true, 0}, {true, false, 0}} {
+		if ev := evs[i]; ev.HasUsage != want.usage || ev.HasError != want.err || ev.ContentBytes != want.content {
+			t.Errorf("event %d: usage %v error %v content %d, want %+v", i, ev.HasUsage, ev.HasError, ev.ContentBytes, want)
+		}
+	}
+}
+
+// FuzzParseResponse: any bytes, no panic; usage that parses is within the bounds ParseCompletion
+// promises.
+func FuzzParseResponse(f *testing.F) {
+	f.Add([]byte(`{"type":"response.completed","response":{"id":"r","output":[{"content":[{"text":"x"}]}],"usage":{"input_tokens":1,"output_tokens":2,"input_tokens_details":{"cached_tokens":1}}}}`))
+	f.Add([]byte(`{"type":"error","message":"x"}`))
+	f.Add([]byte(`{"id":"r","output":[1,"a",{"arguments":"{}"}],"error":"boom"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseResponse(data)
+		if err != nil || c.Usage == nil {
+			return
+		}
+		u := *c.Usage
+		if u.PromptTokens < 0 || u.CompletionTokens < 0 || u.PromptTokens > maxTokenCount || u.CompletionTokens > maxTokenCount ||
+			u.CachedTokens+u.CacheWriteTokens > u.PromptTokens || u.ReasoningTokens > u.CompletionTokens || c.OutputBytes > len(data) {
+			t.Fatalf("usage out of bounds: %+v from %s", c, data)
+		}
+	})
+}
