@@ -78,17 +78,11 @@ func TestResponsesLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("authorized without funds gets the top-up message", func(t *testing.T) {
-		deadline := time.Now().Add(3 * time.Second) // caches learn of the authorization within a second
-		for {
+		// Caches learn of the authorization within a second.
+		eventually(t, "the top-up message after authorizing", 3*time.Second, func() bool {
 			res, hdr := respond(t, c, responseParams())
-			if hdr.Get("x-tollgate-action") == "topup" && strings.Contains(res.OutputText(), "/topup?t=") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("got %q (action %q)", res.OutputText(), hdr.Get("x-tollgate-action"))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return hdr.Get("x-tollgate-action") == "topup" && strings.Contains(res.OutputText(), "/topup?t=")
+		})
 	})
 
 	const depositMicro = 2_000_000

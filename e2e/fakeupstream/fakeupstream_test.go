@@ -106,7 +106,7 @@ func generation(t *testing.T, url, id string) (prompt, completion int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var body struct {
 		Data struct {
 			Prompt     int64 `json:"native_tokens_prompt"`
@@ -308,7 +308,7 @@ func TestResponsesWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("%v %q", err, resp.Header.Get("Content-Type"))

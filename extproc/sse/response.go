@@ -63,9 +63,6 @@ func ParseResponse(data []byte) (Completion, error) {
 		r = w.Response
 	}
 	c := Completion{ID: r.ID}
-	if len(r.Error) > 0 && string(r.Error) != "null" {
-		c.Error = errorMessage(r.Error)
-	}
 	for _, raw := range r.Output {
 		var it outputItem
 		if json.Unmarshal(raw, &it) != nil {
@@ -76,18 +73,14 @@ func ParseResponse(data []byte) (Completion, error) {
 			c.OutputBytes += len(p.Text)
 		}
 	}
-	if r.Usage != nil {
-		u, err := r.Usage.usage()
-		if err != nil {
-			return c, err
-		}
-		c.Usage = &u
-	}
-	return c, nil
+	return c, c.read(r.Error, r.Usage.chat())
 }
 
-func (w *wireResponseUsage) usage() (Usage, error) {
-	chat := wireUsage{PromptTokens: w.InputTokens, CompletionTokens: w.OutputTokens,
+// chat is the usage in chat's names (nil for none).
+func (w *wireResponseUsage) chat() *wireUsage {
+	if w == nil {
+		return nil
+	}
+	return &wireUsage{PromptTokens: w.InputTokens, CompletionTokens: w.OutputTokens,
 		PromptTokensDetails: w.InputTokensDetails, CompletionTokensDetails: w.OutputTokensDetails}
-	return chat.usage()
 }

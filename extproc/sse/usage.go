@@ -68,17 +68,23 @@ func ParseCompletion(data []byte) (Completion, error) {
 		return Completion{}, fmt.Errorf("sse: completion JSON: %w", err)
 	}
 	c := Completion{ID: w.ID, Choices: len(w.Choices)}
-	if len(w.Error) > 0 && string(w.Error) != "null" {
-		c.Error = errorMessage(w.Error)
+	return c, c.read(w.Error, w.Usage)
+}
+
+// read sets c's Error from an "error" member and its Usage from a usage object (nil: none).
+func (c *Completion) read(errRaw json.RawMessage, w *wireUsage) error {
+	if len(errRaw) > 0 && string(errRaw) != "null" {
+		c.Error = errorMessage(errRaw)
 	}
-	if w.Usage != nil {
-		u, err := w.Usage.usage()
-		if err != nil {
-			return c, err
-		}
-		c.Usage = &u
+	if w == nil {
+		return nil
 	}
-	return c, nil
+	u, err := w.usage()
+	if err != nil {
+		return err
+	}
+	c.Usage = &u
+	return nil
 }
 
 func (w *wireUsage) usage() (Usage, error) {
