@@ -23,9 +23,9 @@ import (
 // prints, runs the walk-through block of docs/e2e.md exactly as written there (the shell
 // between the walkthrough:begin/end markers), checks what it printed — authorize message,
 // sign-in, top-up message, top-up credited, a charge of exactly 40 µUSDC listed in the history,
-// a payout settled, the USDC on chain — and then presses Ctrl-C (SIGINT) and checks that
-// everything stopped and the temporary directory is gone. It runs as whatever user runs the
-// tests (root here: PostgreSQL then runs as the postgres user).
+// a payout settled, the USDC on chain, a response charged 8 µUSDC — and then presses Ctrl-C
+// (SIGINT) and checks that everything stopped and the temporary directory is gone. It runs as
+// whatever user runs the tests (root here: PostgreSQL then runs as the postgres user).
 func TestMakeRunWalkthrough(t *testing.T) {
 	block := walkthroughBlock(t)
 	// Port 10000 busy, as on a machine that runs something there (or another make run).
@@ -98,6 +98,8 @@ func TestMakeRunWalkthrough(t *testing.T) {
 		"0x70997970C51812dc3A010C7d01b50e0d17dc79C8 5.000000 USDC",
 		"0x90F79bf6EB2c4f870365E785982E1f101E93b906 1.000000 USDC",
 		"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC 95.000000 USDC",
+		`{"status":"incomplete","text":"w1 w2 w3 ","input_tokens":1,"output_tokens":3}`,
+		`{"kind":"capture","amount":"-0.000008","amount_micro":-8}`,
 	} {
 		if !bytes.Contains(printed, []byte(want)) {
 			t.Errorf("the walk-through did not print %s", want)
