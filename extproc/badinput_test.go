@@ -41,7 +41,7 @@ func badInputRows(env badInputEnv) []struct {
 	code   string
 	settle string // "estimated" or "void"
 } {
-	k, u, rp := env.key, env.user, responsesPath
+	k, u, rp, ep := env.key, env.user, responsesPath, embeddingsPath
 	body := func(extra string) string { return `{"model":"m1",` + extra + okMessages + `}` }
 	big := `{"model":"m1","messages":[{"role":"user","content":"` + strings.Repeat("a", 5<<20) + `"}]}`
 	usage := func(p, c int) string { return usageChunk(p, c) }
@@ -67,7 +67,7 @@ func badInputRows(env badInputEnv) []struct {
 		{name: "non-ASCII user", ex: exchange{key: k, body: body(`"user":"zoë",`)}, status: 400, code: "invalid_user"},
 		{name: "user not a string", ex: exchange{key: k, body: body(`"user":42,`)}, status: 400, code: "invalid_user"},
 		{name: "percent-encoded path user", ex: exchange{path: "/v1/a%2Fb/chat/completions", key: k, body: body("")}, status: 400, code: "invalid_user"},
-		{name: "unbilled endpoint with a valid key", ex: exchange{path: "/v1/embeddings", key: k, user: u, body: `{"model":"m1","input":"x"}`}, status: 404, code: "unsupported_endpoint"},
+		{name: "unbilled endpoint with a valid key", ex: exchange{path: "/v1/images/generations", key: k, user: u, body: `{"model":"m1","prompt":"x"}`}, status: 404, code: "unsupported_endpoint"},
 		{name: "model listing path escaping to another endpoint", ex: exchange{path: "/v1/models/..%2Fembeddings", key: k,
 			headers: map[string]string{":method": "GET"}, noBody: true}, status: 400, code: "invalid_model"},
 		{name: "no API key", ex: exchange{user: u, body: body("")}, status: 401, code: "missing_api_key"},
@@ -110,6 +110,14 @@ func badInputRows(env badInputEnv) []struct {
 		{name: "response: missing user", ex: exchange{path: rp, key: k, body: respBody("")}, status: 400, code: "missing_user"},
 		{name: "response: stored response read", ex: exchange{path: rp + "/resp_1", key: k, user: u, headers: map[string]string{":method": "GET"}, noBody: true}, status: 404, code: "unsupported_endpoint"},
 
+		// Embeddings' own refusals.
+		{name: "embeddings: no input", ex: exchange{path: ep, key: k, user: u, body: `{"model":"m1"}`}, status: 400, code: "missing_input"},
+		{name: "embeddings: empty input", ex: exchange{path: ep, key: k, user: u, body: `{"model":"m1","input":[]}`}, status: 400, code: "missing_input"},
+		{name: "embeddings: input an object", ex: exchange{path: ep, key: k, user: u, body: `{"model":"m1","input":{"text":"x"}}`}, status: 400, code: "invalid_type"},
+		{name: "embeddings: an empty token list", ex: exchange{path: ep, key: k, user: u, body: `{"model":"m1","input":[[]]}`}, status: 400, code: "invalid_type"},
+		{name: "embeddings: fallback models on the built-in provider", ex: exchange{path: ep, key: k, user: u, body: `{"model":"m1","models":["m2"],"input":"x"}`}, status: 400, code: "unsupported_parameter"},
+		{name: "embeddings: unpriced model", ex: exchange{path: ep, key: k, user: u, body: `{"model":"nope/unpriced","input":"x"}`}, status: 400, code: "model_not_priced"},
+
 		// Upstream replies that are malformed, truncated or without usage.
 		{name: "SSE garbage", ex: exchange{key: k, user: u, body: body(`"stream":true,`),
 			chunks: []string{"data: {not json\n\n", "\x00\x01garbage\n\n", "data: [DONE]\n\n"}}, settle: "estimated"},
@@ -135,6 +143,10 @@ func badInputRows(env badInputEnv) []struct {
 			chunks: []string{textDelta("a"), responseEvent("response.completed", `"response":{"id":"resp_1","usage":{"input_tokens":3}}`)}}, settle: "estimated"},
 		{name: "response: JSON body not JSON", ex: exchange{path: rp, key: k, user: u, body: respBody(""), ctype: "application/json",
 			chunks: []string{`{"id":"resp_1","output":[`}}, settle: "estimated"},
+		{name: "embeddings: reply without usage", ex: exchange{path: ep, key: k, user: u, body: `{"model":"m1","input":"x"}`, ctype: "application/json",
+			chunks: []string{`{"object":"list","data":[{"embedding":[0.1]}]}`}}, settle: "estimated"},
+		{name: "embeddings: reply cut in its usage", ex: exchange{path: ep, key: k, user: u, body: `{"model":"m1","input":"x"}`, ctype: "application/json",
+			chunks: []string{`{"object":"list","data":[],"usage":{"prompt_tok`}}, settle: "estimated"},
 		{name: "upstream 503", ex: exchange{key: k, user: u, body: body(`"stream":true,`), status: "503", ctype: "application/json",
 			chunks: []string{`{"error":{"message":"down"}}`}}, settle: "void"},
 		// Last: it empties the wallet (the overrun beyond the balance is a shortfall).

@@ -181,9 +181,7 @@ func (p *processor) RequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		}}}
 	}
 	p.upstreamPath = rt.upstreamPath
-	if rt.kind == routeResponses {
-		p.api = apiResponses
-	}
+	p.api = apiOf(rt.kind)
 	if h.GetEndOfStream() {
 		return p.fail(OutcomeBadRequest, badRequest("missing_body", "", "The request has no body. Send the request as JSON."))
 	}
@@ -228,8 +226,11 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 			Code: "misconfigured", Message: "Tollgate needs the whole request body: configure the ext_proc filter's request_body_mode as BUFFERED."})
 	}
 	parse, unpriced, userPath := parseChatRequest, unpricedOptions, "chat/completions"
-	if p.api == apiResponses {
+	switch p.api {
+	case apiResponses:
 		parse, unpriced, userPath = parseResponsesRequest, unpricedResponsesOptions, "responses"
+	case apiEmbeddings:
+		parse, unpriced, userPath = parseEmbeddingsRequest, unpricedEmbeddingsOptions, "embeddings"
 	}
 	req, bad := parse(b.GetBody(), requestLimits{MaxBodyBytes: p.s.cfg.MaxBodyBytes, MaxTokens: p.s.cfg.MaxTokensLimit})
 	if bad != nil {
@@ -355,6 +356,9 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 	if want <= 0 {
 		want = p.s.cfg.DefaultMaxTokens
 	}
+	if p.api == apiEmbeddings {
+		want = 0 // the input is all there is to pay for
+	}
 	minTokens := p.pw.MinCompletionTokens
 	if minTokens <= 0 {
 		minTokens = p.s.cfg.MinCompletionTokens
@@ -374,6 +378,10 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 				return p.unavailable("read the balance", err)
 			}
 			available = bal.AvailableMicro
+			if want == 0 {
+				// Nothing to clamp: the wallet cannot pay for the input.
+				return p.paywallMessage(ActionTopUp, available)
+			}
 			var ok bool
 			if budget, ok = clampBudget(p.price, markup, available, prompt, choices, want, minTokens); !ok {
 				return p.paywallMessage(ActionTopUp, available)
@@ -458,17 +466,22 @@ func (p *processor) holdAmount(prompt, budget, markup int64) (int64, error) {
 // forward answers the request body with the rewritten request: body, content-length,
 // upstream credentials, routing header, and a recomputed route.
 func (p *processor) forward() *extprocv3.ProcessingResponse {
-	w := rewrite{User: p.userID, MaxTokens: p.budget, MaxTokenKey: []string{"max_output_tokens"}}
-	if p.api == apiChat {
+	w := rewrite{User: p.userID, MaxTokens: p.budget}
+	switch p.api {
+	case apiChat:
 		builtin := p.pw.Mode != paywall.ModeBYOK
 		keys := p.req.MaxTokensKeys
-		if builtin && !slices.Contains(keys, "max_tokens") {
+		if len(keys) == 0 || (builtin && !slices.Contains(keys, "max_tokens")) {
 			// OpenRouter documents max_tokens; a max_completion_tokens alone might not bound it.
 			keys = append(slices.Clip(keys), "max_tokens")
 		}
-		// A response reports its usage unasked; a chat stream only when asked.
+		// A chat stream reports its usage only when asked; a response always does.
 		w.MaxTokenKey, w.ForceUsage, w.OpenRouter = keys, p.req.Stream, builtin
 		p.dropUsage = p.req.Stream && !p.req.IncludeUsage
+	case apiResponses:
+		w.MaxTokenKey = []string{"max_output_tokens"}
+	case apiEmbeddings:
+		// No budget: embeddings produce no tokens.
 	}
 	body, err := p.req.rewriteBody(w)
 	if err != nil {
@@ -691,8 +704,11 @@ func (p *processor) setUsage(u sse.Usage) {
 
 // parse reads the usage, error and id of an event or a whole body, in the request's API.
 func (p *processor) parse(data []byte) (sse.Completion, error) {
-	if p.api == apiResponses {
+	switch p.api {
+	case apiResponses:
 		return sse.ParseResponse(data)
+	case apiEmbeddings:
+		return sse.ParseEmbeddings(data)
 	}
 	return sse.ParseCompletion(data)
 }
@@ -769,7 +785,8 @@ func (p *processor) unavailable(what string, err error) *extprocv3.ProcessingRes
 		Message: "Billing is temporarily unavailable, so the request was not sent. Retry in a few seconds."})
 }
 
-// paywallMessage answers with the authorize or top-up message as an ordinary completion.
+// paywallMessage answers with the authorize or top-up message: an ordinary completion or
+// response (embeddings: a 402 error carrying the same text).
 func (p *processor) paywallMessage(a Action, availableMicro int64) *extprocv3.ProcessingResponse {
 	link := p.s.deps.Links.URL(p.pw.ID, p.userID, purposeOf(a))
 	var text string
@@ -781,6 +798,10 @@ func (p *processor) paywallMessage(a Action, availableMicro int64) *extprocv3.Pr
 		p.end(OutcomeTopUp)
 	}
 	p.finished = true
+	if p.api == apiEmbeddings {
+		e := embeddingsPaywallMessage(a, text)
+		return immediate(e.Status, "application/json", e.body(), []*corev3.HeaderValueOption{setHeader(ActionHeader, []byte(a))})
+	}
 	build := paywallMessage
 	if p.api == apiResponses {
 		build = responsesPaywallMessage

@@ -63,24 +63,14 @@ type requestLimits struct {
 // parseChatRequest reads and checks a chat completion request body. Every refusal is an
 // OpenAI-shaped 400 that says what is wrong and how to fix it.
 func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
-	var r chatRequest
-	fields, bad := readObject(body, lim)
-	if bad != nil {
-		return r, bad
-	}
-	r.fields = fields
 	var messages json.RawMessage
-	for _, m := range fields {
-		if bad := r.readCommon(m); bad != nil {
-			return r, bad
-		}
-		var bad *apiError
+	r, bad := readRequest(body, lim, func(r *chatRequest, m member) *apiError {
 		switch m.key {
 		case "max_tokens", "max_completion_tokens":
 			n, ok := parseMaxTokens(m.raw, lim.MaxTokens)
 			switch {
 			case !ok:
-				bad = badRequest("invalid_max_tokens", m.key,
+				return badRequest("invalid_max_tokens", m.key,
 					fmt.Sprintf("'%s' must be a whole number from 1 to %d.", m.key, lim.MaxTokens))
 			case n > 0:
 				r.MaxTokensKeys = append(r.MaxTokensKeys, m.key)
@@ -91,13 +81,11 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 		case "n":
 			n, ok := parseMaxTokens(m.raw, maxChoices)
 			if !ok {
-				bad = badRequest("invalid_n", "n", fmt.Sprintf("'n' must be a whole number from 1 to %d: how many completions to generate.", maxChoices))
+				return badRequest("invalid_n", "n", fmt.Sprintf("'n' must be a whole number from 1 to %d: how many completions to generate.", maxChoices))
 			}
 			r.Choices = n
 		case "models", "plugins", "web_search_options":
-			if !isNull(m.raw) && string(bytes.TrimSpace(m.raw)) != "[]" {
-				r.Unpriced = append(r.Unpriced, m.key)
-			}
+			r.noteUnpriced(m)
 		case "stream_options":
 			if isNull(m.raw) {
 				break
@@ -106,28 +94,56 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 				IncludeUsage *bool `json:"include_usage"`
 			}
 			if m.raw[0] != '{' || json.Unmarshal(m.raw, &so) != nil {
-				bad = badRequest("invalid_type", "stream_options", "'stream_options' must be an object such as {\"include_usage\": true}.")
-				break
+				return badRequest("invalid_type", "stream_options", "'stream_options' must be an object such as {\"include_usage\": true}.")
 			}
 			r.StreamOptions = m.raw
 			r.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
 		case "messages":
 			messages = m.raw
 		}
-		if bad != nil {
-			return r, bad
-		}
+		return nil
+	})
+	if bad != nil {
+		return r, bad
 	}
 	r.Choices = max(r.Choices, 1)
-	if r.Model == "" {
-		return r, missingModel
-	}
 	n, bad := estimateMessages(messages)
 	if bad != nil {
 		return r, bad
 	}
 	r.PromptTokens = n
 	return r, nil
+}
+
+// readRequest checks a billed request's body and reads its members: model, stream and user
+// here, the API's own through each, which may refuse one. A request without a model is refused.
+func readRequest(body []byte, lim requestLimits, each func(r *chatRequest, m member) *apiError) (chatRequest, *apiError) {
+	var r chatRequest
+	fields, bad := readObject(body, lim)
+	if bad != nil {
+		return r, bad
+	}
+	r.fields = fields
+	for _, m := range fields {
+		if bad := r.readCommon(m); bad != nil {
+			return r, bad
+		}
+		if bad := each(&r, m); bad != nil {
+			return r, bad
+		}
+	}
+	if r.Model == "" {
+		return r, missingModel
+	}
+	return r, nil
+}
+
+// noteUnpriced records m when it asks for something priced beyond the tokens of `model`: any
+// value but null or an empty array.
+func (r *chatRequest) noteUnpriced(m member) {
+	if !isNull(m.raw) && string(bytes.TrimSpace(m.raw)) != "[]" {
+		r.Unpriced = append(r.Unpriced, m.key)
+	}
 }
 
 // readObject checks a request body's size and encoding and splits it into its members.
@@ -329,10 +345,11 @@ func withMargin(n, pct int64) int64 { return n + (n*pct+99)/100 }
 
 // rewrite is what the body mutation sets.
 type rewrite struct {
-	User        string
-	MaxTokens   int64
-	ForceUsage  bool // stream: set stream_options.include_usage
-	OpenRouter  bool // built-in OpenRouter: also set usage.include
+	User       string
+	MaxTokens  int64
+	ForceUsage bool // stream: set stream_options.include_usage
+	OpenRouter bool // built-in OpenRouter: also set usage.include
+	// MaxTokenKey are the members set to MaxTokens (none for a request without a budget).
 	MaxTokenKey []string
 }
 
@@ -340,9 +357,6 @@ type rewrite struct {
 // stays, in order, except those rewritten, which are set once at the end.
 func (r *chatRequest) rewriteBody(w rewrite) ([]byte, error) {
 	keys := w.MaxTokenKey
-	if len(keys) == 0 {
-		keys = []string{"max_tokens"}
-	}
 	replaced := map[string]bool{"user": true}
 	for _, k := range keys {
 		replaced[k] = true

@@ -35,25 +35,15 @@ var clientTools = map[string]bool{"function": true, "custom": true}
 // parseResponsesRequest reads and checks a Responses API request body, as parseChatRequest
 // does a chat completion's.
 func parseResponsesRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
-	r := chatRequest{Choices: 1}
-	fields, bad := readObject(body, lim)
-	if bad != nil {
-		return r, bad
-	}
-	r.fields = fields
 	var input json.RawMessage
 	var extra int64 // instructions and tool definitions, counted as input
-	for _, m := range fields {
-		if bad := r.readCommon(m); bad != nil {
-			return r, bad
-		}
-		var bad *apiError
+	r, bad := readRequest(body, lim, func(r *chatRequest, m member) *apiError {
 		switch m.key {
 		case "max_output_tokens":
 			n, ok := parseMaxTokens(m.raw, lim.MaxTokens)
 			switch {
 			case !ok:
-				bad = badRequest("invalid_max_tokens", m.key, fmt.Sprintf("'max_output_tokens' must be a whole number from 1 to %d.", lim.MaxTokens))
+				return badRequest("invalid_max_tokens", m.key, fmt.Sprintf("'max_output_tokens' must be a whole number from 1 to %d.", lim.MaxTokens))
 			case n > 0:
 				r.MaxTokens, r.MaxTokensKeys = n, []string{m.key}
 			}
@@ -61,21 +51,21 @@ func parseResponsesRequest(body []byte, lim requestLimits) (chatRequest, *apiErr
 			var on bool
 			switch {
 			case !isNull(m.raw) && json.Unmarshal(m.raw, &on) != nil:
-				bad = badRequest("invalid_type", m.key, "'background' must be true or false.")
+				return badRequest("invalid_type", m.key, "'background' must be true or false.")
 			case on:
-				bad = badRequest("unsupported_parameter", m.key, backgroundMessage)
+				return badRequest("unsupported_parameter", m.key, backgroundMessage)
 			}
 		case "previous_response_id", "conversation", "prompt":
 			if !isNull(m.raw) {
 				r.Stored = append(r.Stored, m.key)
 			}
 		case "models", "plugins":
-			if !isNull(m.raw) && string(bytes.TrimSpace(m.raw)) != "[]" {
-				r.Unpriced = append(r.Unpriced, m.key)
-			}
+			r.noteUnpriced(m)
 		case "tools":
-			var hosted string
-			hosted, bad = hostedTool(m.raw)
+			hosted, bad := hostedTool(m.raw)
+			if bad != nil {
+				return bad
+			}
 			if hosted != "" {
 				r.Unpriced = append(r.Unpriced, hosted)
 			}
@@ -83,19 +73,18 @@ func parseResponsesRequest(body []byte, lim requestLimits) (chatRequest, *apiErr
 		case "instructions":
 			var s string
 			if !isNull(m.raw) && json.Unmarshal(m.raw, &s) != nil {
-				bad = badRequest("invalid_type", m.key, "'instructions' must be a string.")
+				return badRequest("invalid_type", m.key, "'instructions' must be a string.")
 			}
 			extra += textTokens(s)
 		case "input":
 			input = m.raw
 		}
-		if bad != nil {
-			return r, bad
-		}
+		return nil
+	})
+	if bad != nil {
+		return r, bad
 	}
-	if r.Model == "" {
-		return r, missingModel
-	}
+	r.Choices = 1
 	n, bad := estimateInput(input)
 	if bad != nil {
 		return r, bad

@@ -6,23 +6,35 @@ import (
 	"strings"
 )
 
-// chatPath and responsesPath are the billed paths; /v1/{user}/chat/completions and
-// /v1/{user}/responses are their user-prefixed forms.
+// The billed paths; /v1/{user}/chat/completions, /v1/{user}/responses and
+// /v1/{user}/embeddings are their user-prefixed forms.
 const (
-	chatPath      = "/v1/chat/completions"
-	responsesPath = "/v1/responses"
+	chatPath       = "/v1/chat/completions"
+	responsesPath  = "/v1/responses"
+	embeddingsPath = "/v1/embeddings"
 )
+
+// billedEndpoints are the billed paths after "/v1/", with their routes.
+var billedEndpoints = [...]struct {
+	rest string
+	kind routeKind
+	path string
+}{
+	{"chat/completions", routeChat, chatPath},
+	{"responses", routeResponses, responsesPath},
+	{"embeddings", routeEmbeddings, embeddingsPath},
+}
 
 // modelsPath lists the upstream's models; /v1/models/{id} describes one.
 const modelsPath = "/v1/models"
 
 // routeKind is what Tollgate does with a request, decided from its method and path alone.
 //
-// The rule: only /v1/ paths are Tollgate's. Among them, chat completions and responses
-// (creating one) are billed, the model listing is forwarded to the paywall's upstream unbilled (it costs the operator
-// nothing), and everything else is refused — an embeddings or images call forwarded with the
-// operator's credentials would be served unbilled, and a billing hole is worse than a missing
-// feature.
+// The rule: only /v1/ paths are Tollgate's. Among them, chat completions, responses (creating
+// one) and embeddings are billed, the model listing is forwarded to the paywall's upstream
+// unbilled (it costs the operator nothing), and everything else is refused — an images or audio
+// call forwarded with the operator's credentials would be served unbilled, and a billing hole is
+// worse than a missing feature.
 type routeKind uint8
 
 const (
@@ -34,6 +46,8 @@ const (
 	// cancelling or deleting a stored response (/v1/responses/{id}…) is unsupported: Tollgate
 	// keeps no responses, and the built-in provider's are every app's.
 	routeResponses
+	// routeEmbeddings is POST /v1/embeddings (or /v1/{user}/embeddings): billed.
+	routeEmbeddings
 	// routeModels is GET /v1/models or /v1/models/{id} (optionally /v1/{user}/…): forwarded
 	// to the paywall's upstream with its credentials, nothing held or charged.
 	routeModels
@@ -51,9 +65,21 @@ const (
 type api uint8
 
 const (
-	apiChat      api = iota // POST /v1/chat/completions
-	apiResponses            // POST /v1/responses (responses.go)
+	apiChat       api = iota // POST /v1/chat/completions
+	apiResponses             // POST /v1/responses (responses.go)
+	apiEmbeddings            // POST /v1/embeddings (embeddings.go)
 )
+
+// apiOf is the API of a billed route.
+func apiOf(k routeKind) api {
+	switch k {
+	case routeResponses:
+		return apiResponses
+	case routeEmbeddings:
+		return apiEmbeddings
+	}
+	return apiChat
+}
 
 // route is the classified request line.
 type route struct {
@@ -76,28 +102,29 @@ func classifyRoute(method, path string) route {
 		}
 		return route{kind: routeNotOurs}
 	}
-	if rest == "chat/completions" {
+	user, tail, _ := strings.Cut(rest, "/")
+	for _, e := range billedEndpoints {
 		// The hot path: no allocation.
-		if method != http.MethodPost {
-			return route{kind: routeWrongMethod, allow: http.MethodPost}
+		if rest == e.rest {
+			if method != http.MethodPost {
+				return route{kind: routeWrongMethod, allow: http.MethodPost}
+			}
+			return route{kind: e.kind, allow: http.MethodPost}
 		}
-		return route{kind: routeChat, allow: http.MethodPost}
-	}
-	if rest == "responses" {
-		if method != http.MethodPost {
-			return route{kind: routeWrongMethod, allow: http.MethodPost}
+		// Checked before the models forms, so that a user may be called "models" for chat
+		// (/v1/models/chat/completions); /v1/models/responses and /v1/models/embeddings stay
+		// model ids, and a user called "models" sends those with the header.
+		if tail == e.rest && user != "" && (user != "models" || e.kind == routeChat) {
+			r := route{kind: e.kind, allow: http.MethodPost, user: user, upstreamPath: e.path}
+			if method != http.MethodPost {
+				r.kind = routeWrongMethod
+			}
+			return r
 		}
-		return route{kind: routeResponses, allow: http.MethodPost}
 	}
 	var r route
 	models := "" // the models form's path after /v1/ and any user prefix
 	switch segs := strings.Split(rest, "/"); {
-	case len(segs) == 3 && segs[0] != "" && segs[1] == "chat" && segs[2] == "completions":
-		// Checked before the models forms: a user may be called "models".
-		r = route{kind: routeChat, allow: http.MethodPost, user: segs[0], upstreamPath: chatPath}
-	case len(segs) == 2 && segs[0] != "" && segs[0] != "models" && segs[1] == "responses":
-		// /v1/models/responses stays a model id; a user called "models" uses the header.
-		r = route{kind: routeResponses, allow: http.MethodPost, user: segs[0], upstreamPath: responsesPath}
 	case segs[0] == "models":
 		r, models = route{kind: routeModels, allow: http.MethodGet}, rest
 	case len(segs) >= 2 && segs[0] != "" && segs[1] == "models":
@@ -143,4 +170,4 @@ func validModelID(id string) bool {
 }
 
 // supportedEndpoints is what an unsupported_endpoint error tells the client it can call.
-const supportedEndpoints = "Tollgate serves POST /v1/chat/completions and POST /v1/responses (billed per request from the user's wallet) and GET /v1/models; other OpenAI endpoints are not available through it."
+const supportedEndpoints = "Tollgate serves POST /v1/chat/completions, POST /v1/responses and POST /v1/embeddings (billed per request from the user's wallet) and GET /v1/models; other OpenAI endpoints are not available through it."

@@ -45,7 +45,11 @@ func TestClassifyRoute(t *testing.T) {
 		{"GET", "/v1/models/a%5Cb", routeBadModelID, "", ""},
 		{"GET", "/v1/models/a%zz", routeBadModelID, "", ""},
 		{"GET", "/v1/alice/models/../../embeddings", routeBadModelID, "alice", ""},
-		{"POST", "/v1/embeddings", routeUnsupported, "", ""},
+		{"POST", "/v1/embeddings", routeEmbeddings, "", ""},
+		{"POST", "/v1/alice/embeddings", routeEmbeddings, "alice", embeddingsPath},
+		{"GET", "/v1/embeddings", routeWrongMethod, "", ""},
+		{"GET", "/v1/models/embeddings", routeModels, "", ""},
+		{"POST", "/v1/embeddings/x", routeUnsupported, "", ""},
 		{"POST", "/v1/completions", routeUnsupported, "", ""},
 		{"POST", "/v1/responses", routeResponses, "", ""},
 		{"POST", "/v1/alice/responses", routeResponses, "alice", responsesPath},
@@ -61,7 +65,6 @@ func TestClassifyRoute(t *testing.T) {
 		{"POST", "/v1/responses/", routeUnsupported, "", ""},
 		{"POST", "/v1/images/generations", routeUnsupported, "", ""},
 		{"POST", "/v1/audio/speech", routeUnsupported, "", ""},
-		{"POST", "/v1/alice/embeddings", routeUnsupported, "", ""},
 		{"POST", "/v1/a/b/chat/completions", routeUnsupported, "", ""},
 		{"POST", "/v1//chat/completions", routeUnsupported, "", ""},
 		{"POST", "/v1/chat/completions/", routeUnsupported, "", ""},
@@ -100,12 +103,12 @@ func FuzzClassifyRoute(f *testing.F) {
 			if p := r.upstreamPath; p != "" && p != chatPath {
 				t.Fatalf("chat forwarded to %q", p)
 			}
-		case routeResponses:
+		case routeResponses, routeEmbeddings:
 			if method != http.MethodPost {
 				t.Fatalf("%s %s billed", method, path)
 			}
-			if p := r.upstreamPath; p != "" && p != responsesPath {
-				t.Fatalf("responses forwarded to %q", p)
+			if p := r.upstreamPath; p != "" && p != responsesPath && p != embeddingsPath {
+				t.Fatalf("%s forwarded to %q", path, p)
 			}
 		case routeModels:
 			if method != http.MethodGet {
@@ -224,14 +227,14 @@ func TestUnsupportedEndpointsRefused(t *testing.T) {
 		status            int
 		code              string
 	}{
-		{"POST", "/v1/embeddings", testKey, 404, "unsupported_endpoint"},
 		{"POST", "/v1/completions", testKey, 404, "unsupported_endpoint"},
 		{"GET", "/v1/responses/resp_1", testKey, 404, "unsupported_endpoint"},
 		{"GET", "/v1/responses", testKey, 405, "method_not_allowed"},
 		{"POST", "/v1/images/generations", testKey, 404, "unsupported_endpoint"},
 		{"POST", "/v1/audio/transcriptions", testKey, 404, "unsupported_endpoint"},
 		{"POST", "/v1/moderations", "", 404, "unsupported_endpoint"},
-		{"POST", "/v1/alice/embeddings", testKey, 404, "unsupported_endpoint"},
+		{"POST", "/v1/alice/images/generations", testKey, 404, "unsupported_endpoint"},
+		{"GET", "/v1/embeddings", testKey, 405, "method_not_allowed"},
 		{"POST", "/v1/a/b/chat/completions", testKey, 404, "unsupported_endpoint"},
 		{"GET", "/v1/chat/completions", testKey, 405, "method_not_allowed"},
 		{"POST", "/v1/models", testKey, 405, "method_not_allowed"},
@@ -252,7 +255,7 @@ func TestUnsupportedEndpointsRefused(t *testing.T) {
 			if err := json.Unmarshal(ir.GetBody(), &e); err != nil || e.Error.Code != tt.code || e.Error.Message == "" || e.Error.Type == "" {
 				t.Errorf("body %s (%v), want code %s", ir.GetBody(), err, tt.code)
 			}
-			if tt.status == 404 && !strings.Contains(e.Error.Message, "POST /v1/chat/completions and POST /v1/responses") {
+			if tt.status == 404 && !strings.Contains(e.Error.Message, "POST /v1/chat/completions, POST /v1/responses and POST /v1/embeddings") {
 				t.Errorf("the message does not say what is supported: %q", e.Error.Message)
 			}
 			if a, _ := header(ir.GetHeaders(), "allow"); tt.status == 405 && a == "" {
@@ -273,7 +276,7 @@ func TestUnsupportedEndpointsRefused(t *testing.T) {
 
 // TestModelsThroughEnvoyEmulator runs the real server behind the Envoy emulator reading
 // envoy/envoy.yaml, with fake upstreams: a model listing reaches the built-in provider with
-// the operator's key (or the BYOK upstream with the paywall's key), and an embeddings call
+// the operator's key (or the BYOK upstream with the paywall's key), and an images call
 // reaches no upstream at all.
 func TestModelsThroughEnvoyEmulator(t *testing.T) {
 	byok := testPaywall()
@@ -343,8 +346,8 @@ func TestModelsThroughEnvoyEmulator(t *testing.T) {
 		reqs[0].Header.Get("X-Tollgate-Upstream") != "demo" {
 		t.Errorf("the BYOK upstream got %+v", reqs)
 	}
-	if code, body := do("POST", "/v1/embeddings", testKey); code != 404 || !strings.Contains(body, "unsupported_endpoint") {
-		t.Errorf("POST /v1/embeddings: %d %s", code, body)
+	if code, body := do("POST", "/v1/images/generations", testKey); code != 404 || !strings.Contains(body, "unsupported_endpoint") {
+		t.Errorf("POST /v1/images/generations: %d %s", code, body)
 	}
 	if len(or.Requests()) != 1 || len(demo.Requests()) != 1 {
 		t.Error("an unsupported endpoint reached an upstream")

@@ -1,9 +1,10 @@
 // Package fakeupstream is a fake OpenAI-compatible upstream (a process-boundary fake, named as
 // one): chat completions (POST …/chat/completions) and OpenAI's Responses API (POST …/responses),
-// each streamed or not, the chat usage chunk when asked for with stream_options.include_usage,
-// configurable chunk sizes and delays, error statuses, mid-stream disconnects. It records what it
-// received (credentials, headers, body) so tests can prove a request reached the right upstream
-// with the right key. It is also the demo upstream of `make run` and docker compose.
+// each streamed or not, embeddings (POST …/embeddings, vectors of 4), the chat usage chunk when
+// asked for with stream_options.include_usage, configurable chunk sizes and delays, error
+// statuses, mid-stream disconnects. It records what it received (credentials, headers, body) so
+// tests can prove a request reached the right upstream with the right key. It is also the demo
+// upstream of `make run` and docker compose.
 //
 // Behaviour is set per server (Options) and can be changed per request with headers:
 //
@@ -27,9 +28,12 @@
 package fakeupstream
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -169,6 +173,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 		return s.chat(w, r, body, rec)
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/responses"):
 		return s.responses(w, r, body, rec)
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/embeddings"):
+		return s.embeddings(w, body, rec)
 	default:
 		return writeError(w, http.StatusNotFound, "not_found", "fake upstream: no such endpoint "+r.Method+" "+r.URL.Path)
 	}
@@ -472,6 +478,71 @@ func contentWords(raw json.RawMessage) int64 {
 }
 
 func wordCount(s string) int64 { return int64(len(strings.Fields(s))) }
+
+// embeddingDims is the length of the fake's vectors.
+const embeddingDims = 4
+
+// embeddings answers an embeddings request: one small vector per input, as floats or (with
+// "encoding_format":"base64") as little-endian float32s in base64, and the usage: the words of
+// each text input (at least 1), or the number of token ids.
+func (s *Server) embeddings(w http.ResponseWriter, body []byte, rec *Request) int {
+	var req struct {
+		Model          string          `json:"model"`
+		Input          json.RawMessage `json:"input"`
+		User           string          `json:"user"`
+		EncodingFormat string          `json:"encoding_format"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return writeError(w, http.StatusBadRequest, "invalid_json", "fake upstream: "+err.Error())
+	}
+	var inputs []json.RawMessage
+	if json.Unmarshal(req.Input, &inputs) != nil {
+		inputs = []json.RawMessage{req.Input}
+	}
+	var tokens int64
+	ids := false // an array of token ids is one input
+	data := make([]any, 0, len(inputs))
+	for i, in := range inputs {
+		var text string
+		var list []json.Number
+		switch {
+		case json.Unmarshal(in, &text) == nil:
+			tokens += max(wordCount(text), 1)
+		case json.Unmarshal(in, &list) == nil:
+			tokens += int64(len(list))
+		default:
+			tokens, ids = tokens+1, true
+			continue
+		}
+		data = append(data, embeddingObject(i, req.EncodingFormat))
+	}
+	if ids {
+		data = append(data, embeddingObject(0, req.EncodingFormat))
+	}
+	rec.User = req.User
+	rec.Usage = Usage{PromptTokens: tokens}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data, "model": req.Model,
+		"usage": map[string]any{"prompt_tokens": tokens, "total_tokens": tokens}})
+	return http.StatusOK
+}
+
+// embeddingObject is the i-th input's vector: 0.1, 0.2, … in the encoding asked for.
+func embeddingObject(i int, format string) map[string]any {
+	vec := make([]float32, embeddingDims)
+	for d := range vec {
+		vec[d] = float32(d+1) / 10
+	}
+	var embedding any = vec
+	if format == "base64" {
+		b := make([]byte, 0, 4*embeddingDims)
+		for _, f := range vec {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+		}
+		embedding = base64.StdEncoding.EncodeToString(b)
+	}
+	return map[string]any{"object": "embedding", "index": i, "embedding": embedding}
+}
 
 func writeError(w http.ResponseWriter, status int, code, msg string) int {
 	w.Header().Set("Content-Type", "application/json")
