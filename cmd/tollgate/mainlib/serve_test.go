@@ -95,7 +95,7 @@ func TestServeCommand(t *testing.T) {
 	if r := send(headers(":method", "GET", ":path", "/healthz")); r.GetRequestHeaders() == nil || r.GetRequestHeaders().GetResponse() != nil {
 		t.Errorf("pass-through answered %v", r)
 	}
-	if r := send(headers(":method", "POST", ":path", "/v1/embeddings", "authorization", "Bearer tg_x")); r.GetImmediateResponse().GetStatus().GetCode() != 404 {
+	if r := send(headers(":method", "POST", ":path", "/v1/images/generations", "authorization", "Bearer tg_x")); r.GetImmediateResponse().GetStatus().GetCode() != 404 {
 		t.Errorf("unsupported endpoint answered %v", r)
 	}
 	r := send(headers(":method", "POST", ":path", "/v1/chat/completions", "authorization", "Bearer tg_not_a_real_key"))
