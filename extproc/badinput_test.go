@@ -86,6 +86,8 @@ func badInputRows(env badInputEnv) []struct {
 		{name: "n not a number", ex: exchange{key: k, user: u, body: body(`"n":"2",`)}, status: 400, code: "invalid_n"},
 		{name: "fallback models on the built-in provider", ex: exchange{key: k, user: u, body: body(`"models":["m1","openai/gpt-4o"],`)}, status: 400, code: "unsupported_parameter"},
 		{name: "web search plugin on the built-in provider", ex: exchange{key: k, user: u, body: body(`"plugins":[{"id":"web"}],`)}, status: 400, code: "unsupported_parameter"},
+		{name: "a server tool on the built-in provider", ex: exchange{key: k, user: u, body: body(`"tools":[{"type":"openrouter:web_search"}],`)}, status: 400, code: "unsupported_parameter"},
+		{name: "tools not an array", ex: exchange{key: k, user: u, body: body(`"tools":"web",`)}, status: 400, code: "invalid_type"},
 		{name: "web_search_options on the built-in provider", ex: exchange{key: k, user: u, body: body(`"web_search_options":{},`)}, status: 400, code: "unsupported_parameter"},
 		{name: "no messages", ex: exchange{key: k, user: u, body: `{"model":"m1"}`}, status: 400, code: "missing_messages"},
 		{name: "empty messages", ex: exchange{key: k, user: u, body: `{"model":"m1","messages":[]}`}, status: 400, code: "missing_messages"},

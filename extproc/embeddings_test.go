@@ -43,6 +43,11 @@ func TestEmbeddingsChargedFromUsage(t *testing.T) {
 	if res.clientBody != reply {
 		t.Error("the response was changed")
 	}
+	// Streamed through (the vectors may be more than Envoy would buffer), content-length kept.
+	if res.respHeaders.GetModeOverride().GetResponseBodyMode().String() != "STREAMED" ||
+		res.respHeaders.GetResponseHeaders().GetResponse().GetHeaderMutation() != nil {
+		t.Errorf("response headers answered %v", res.respHeaders)
+	}
 	// The hold was the input alone: two texts of 3 and 4 tokens, +20 % margin = 9 tokens × 1,
 	// +20 % markup: 10.8 → 11 µUSDC. No completion budget.
 	env.ledger.mu.Lock()
@@ -58,24 +63,43 @@ func TestEmbeddingsChargedFromUsage(t *testing.T) {
 	}
 }
 
-// TestEmbeddingsLargeReply: megabytes of vectors in several chunks are read for their usage
-// without decoding the vectors, and nothing of them is changed.
+// TestEmbeddingsLargeReply: megabytes of vectors streamed through in chunks are read for their
+// usage at either end of the body, without keeping or decoding the vectors, and nothing of them
+// is changed; a usage in the middle of megabytes is not found, and the input is estimated.
 func TestEmbeddingsLargeReply(t *testing.T) {
-	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
-	c := startServer(t, s)
-	reply := embeddingsReply(100, 3072, 500) // ~4 MB
-	var chunks []string
-	for rest := reply; rest != ""; {
-		n := min(len(rest), 1<<20)
-		chunks, rest = append(chunks, rest[:n]), rest[n:]
-	}
-	res := run(t, c, exchange{path: embeddingsPath, key: testKey, user: testUser, ctype: "application/json",
-		body: `{"model":"m1","input":"Hello there"}`, chunks: chunks})
-	if res.clientBody != reply {
-		t.Error("the response was changed")
-	}
-	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Split.TotalMicro() != 600 || capt.Estimated {
-		t.Errorf("capture %+v", capt)
+	last := embeddingsReply(100, 3072, 500) // ~4 MB, usage last
+	usage := `"usage":{"prompt_tokens":500,"total_tokens":500}`
+	i := strings.Index(last, `"data"`)
+	first := `{` + usage + `,` + strings.Replace(last[i:], ","+usage, "", 1)
+	data := strings.Index(last, `"model"`)
+	middle := last[:i] + `"data":[` + strings.Repeat(`{"embedding":[0.5]},`, 50_000) + `{}],` + usage + `,"more":` + last[i+7:data-1] + `}`
+	for _, tt := range []struct {
+		name, reply string
+		charged     int64
+		estimated   bool
+	}{
+		{"usage last", last, 600, false},
+		{"usage first", first, 600, false},
+		{"usage in the middle", middle, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+			c := startServer(t, s)
+			var chunks []string
+			for rest := tt.reply; rest != ""; {
+				n := min(len(rest), 100<<10)
+				chunks, rest = append(chunks, rest[:n]), rest[n:]
+			}
+			res := run(t, c, exchange{path: embeddingsPath, key: testKey, user: testUser, ctype: "application/json",
+				body: `{"model":"m1","input":"Hello there"}`, chunks: chunks})
+			if res.clientBody != tt.reply {
+				t.Error("the response was changed")
+			}
+			capt, ok := env.ledger.onlyCapture()
+			if !ok || capt.Estimated != tt.estimated || (!tt.estimated && capt.Split.TotalMicro() != tt.charged) {
+				t.Errorf("capture %+v", capt)
+			}
+		})
 	}
 }
 

@@ -69,16 +69,21 @@ type processor struct {
 	// From the response.
 	status    int
 	streaming bool
-	dropUsage bool // only Tollgate asked for the usage chunk: hide it from the client
-	scan      sse.Scanner
-	out       []byte // the rewritten chunk when events are dropped or carried over
-	jsonBody  []byte // a buffered body that arrived in several messages
-	usage     *pricing.Usage
-	outBytes  int64 // content bytes streamed, for the estimate
-	outEvents int64 // content events streamed, for the estimate
-	provID    string
-	upErr     string
-	ended     bool // the response's last body chunk was answered: settle now
+	// windowed: a body streamed through whose usage is read from its ends (embeddings).
+	windowed bool
+	// head and tail are the first and last windowBytes of a windowed body, or tail the last of
+	// a Responses stream the scanner could not split (an event over its limit).
+	head, tail []byte
+	dropUsage  bool // only Tollgate asked for the usage chunk: hide it from the client
+	scan       sse.Scanner
+	out        []byte // the rewritten chunk when events are dropped or carried over
+	jsonBody   []byte // a buffered body that arrived in several messages
+	usage      *pricing.Usage
+	outBytes   int64 // content bytes streamed, for the estimate
+	outEvents  int64 // content events streamed, for the estimate
+	provID     string
+	upErr      string
+	ended      bool // the response's last body chunk was answered: settle now
 	// sent: the answer carrying the rewritten request went out, so the upstream may be working.
 	sent bool
 
@@ -363,6 +368,9 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 	if minTokens <= 0 {
 		minTokens = p.s.cfg.MinCompletionTokens
 	}
+	if p.api == apiResponses {
+		minTokens = max(minTokens, minOutputTokens)
+	}
 	minTokens = min(minTokens, want)
 	choices := max(p.req.Choices, 1)
 
@@ -480,6 +488,9 @@ func (p *processor) forward() *extprocv3.ProcessingResponse {
 		p.dropUsage = p.req.Stream && !p.req.IncludeUsage
 	case apiResponses:
 		w.MaxTokenKey = []string{"max_output_tokens"}
+		// A response's events repeat the request (its instructions and tools), and the last
+		// one carries the whole output too: the scanner must be able to hold one.
+		p.scan.MaxEventBytes = p.s.cfg.MaxEventBytes + 2*sumLen(p.req.fields) + 16*int(p.budget)
 	case apiEmbeddings:
 		// No budget: embeddings produce no tokens.
 	}
@@ -553,13 +564,26 @@ func (p *processor) ResponseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 		p.ended = true
 		return continueResponseHeaders()
 	}
+	if p.api == apiEmbeddings {
+		// The vectors can be tens of megabytes, more than Envoy would buffer: they stream
+		// through unchanged, and only the body's ends, where the usage is, are kept.
+		p.windowed = true
+		return streamResponseBody(nil)
+	}
 	if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(contentType)), "text/event-stream") {
 		return continueResponseHeaders()
 	}
 	p.streaming = true
+	// Events may be cut out of a chunk, so its length changes.
+	return streamResponseBody(&extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}})
+}
+
+// streamResponseBody answers the response headers switching the body to STREAMED, with the
+// header changes given.
+func streamResponseBody(h *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
-			Response: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}},
+			Response: &extprocv3.CommonResponse{HeaderMutation: h},
 		}},
 		ModeOverride: &extprocfilterv3.ProcessingMode{
 			RequestHeaderMode:   extprocfilterv3.ProcessingMode_SEND,
@@ -578,6 +602,14 @@ func (p *processor) ResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 		return continueResponseBody()
 	}
 	eos := b.GetEndOfStream()
+	if p.windowed {
+		p.keepEnds(b.GetBody())
+		if eos {
+			p.readEnds()
+			p.ended = true
+		}
+		return continueResponseBody()
+	}
 	if !p.streaming {
 		p.jsonBody = append(p.jsonBody, b.GetBody()...)
 		if len(p.jsonBody) > p.s.cfg.MaxBodyBytes*4 {
@@ -667,6 +699,11 @@ func (p *processor) scanChunk(chunk []byte, eos bool) (out []byte, mutated bool)
 
 // observe meters one event and reports whether the client should see it.
 func (p *processor) observe(ev *sse.Event) bool {
+	if ev.Kind == sse.KindInvalid && p.api == apiResponses {
+		// An event over the scanner's limit (a response repeats the request's instructions
+		// and tools in its events): the final event's usage is looked for in the last bytes.
+		p.keepTail(ev.Raw)
+	}
 	if ev.Kind != sse.KindData {
 		return true
 	}
@@ -732,6 +769,60 @@ func (p *processor) readCompletion(body []byte) {
 		return
 	}
 	if c.Usage != nil {
+		p.setUsage(*c.Usage)
+	}
+}
+
+// windowBytes is how much of each end of a body too large to keep whole is kept: a usage
+// object is a few hundred bytes, a final response event's members after it a few kilobytes.
+const windowBytes = 64 << 10
+
+// keepEnds keeps the first and the last windowBytes of a body streamed through.
+func (p *processor) keepEnds(chunk []byte) {
+	if n := min(len(chunk), windowBytes-len(p.head)); n > 0 {
+		p.head = append(p.head, chunk[:n]...)
+	}
+	p.keepTail(chunk)
+}
+
+// keepTail keeps the last windowBytes of what it is given, across calls.
+func (p *processor) keepTail(b []byte) {
+	if len(b) >= windowBytes {
+		p.tail = append(p.tail[:0], b[len(b)-windowBytes:]...)
+		return
+	}
+	if over := len(p.tail) + len(b) - windowBytes; over > 0 {
+		p.tail = p.tail[:copy(p.tail, p.tail[over:])]
+	}
+	p.tail = append(p.tail, b...)
+}
+
+// readEnds meters a windowed body from its ends: the usage is usually last, after the vectors,
+// else first.
+func (p *processor) readEnds() {
+	for _, w := range [][]byte{p.tail, p.head} {
+		c, err := p.parse(w)
+		if err != nil {
+			p.s.log.Warn("unreadable usage from the upstream; the charge will be estimated", "request_id", p.id, "err", err)
+		}
+		if c.Usage != nil {
+			p.setUsage(*c.Usage)
+			return
+		}
+	}
+}
+
+// usageFromTail reads the usage of a Responses stream that ended normally but whose final
+// event the scanner could not split.
+func (p *processor) usageFromTail() {
+	if p.usage != nil || len(p.tail) == 0 || !p.ended {
+		return
+	}
+	c, err := sse.ParseResponseTail(p.tail)
+	switch {
+	case err != nil:
+		p.s.log.Warn("unreadable usage from the upstream; the charge will be estimated", "request_id", p.id, "err", err)
+	case c.Usage != nil:
 		p.setUsage(*c.Usage)
 	}
 }

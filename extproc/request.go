@@ -46,10 +46,11 @@ type member struct {
 
 // unpricedOptions explains the request members the built-in provider (OpenRouter) bills for
 // beyond the tokens of `model`, which is all Tollgate prices: "models" lets it answer with a
-// fallback model, billed at that model's price; "plugins" (web search, file parsing) and
-// "web_search_options" add per-request charges. Built-in paywalls refuse them, since the
+// fallback model, billed at that model's price; "plugins" (web search, file parsing),
+// "web_search_options" and server tools (a tool whose type is not "function") add per-request
+// charges. Built-in paywalls refuse them, since the
 // operator would pay what the user is not charged.
-const unpricedOptions = "Tollgate charges the tokens of the one 'model' you name, so on this paywall it cannot accept 'models' (fallback models, billed at the fallback's price), 'plugins' or 'web_search_options' (charged per request by the provider). Remove them, or name a priced model that includes what you need."
+const unpricedOptions = "Tollgate charges the tokens of the one 'model' you name, so on this paywall it cannot accept 'models' (fallback models, billed at the fallback's price), 'plugins', 'web_search_options' or server tools (charged per request by the provider). Remove them, use function tools, or name a priced model that includes what you need."
 
 // maxChoices is the largest n accepted (OpenAI's own limit).
 const maxChoices = 128
@@ -86,6 +87,8 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 			r.Choices = n
 		case "models", "plugins", "web_search_options":
 			r.noteUnpriced(m)
+		case "tools":
+			return r.noteHostedTool(m.raw)
 		case "stream_options":
 			if isNull(m.raw) {
 				break

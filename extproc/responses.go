@@ -29,8 +29,15 @@ const storedContextMessage = "The built-in provider keeps no responses, conversa
 
 const backgroundMessage = "Tollgate charges a response as it comes back on this request, so it cannot run one in the background to be fetched later. Send the request without 'background' (with \"stream\": true a long response stays alive)."
 
-// clientTools are the tool types the client runs itself: they cost only tokens.
-var clientTools = map[string]bool{"function": true, "custom": true}
+// clientTools are the tool types the client runs itself: they cost only tokens. Every other
+// type (web_search, file_search, code_interpreter, image_generation, mcp, OpenRouter's server
+// tools …) is run and charged for by the provider.
+var clientTools = map[string]bool{"function": true, "custom": true, "local_shell": true, "shell": true,
+	"apply_patch": true, "computer_use_preview": true}
+
+// minOutputTokens is the least max_output_tokens OpenAI accepts: a budget clamped below it
+// gets the top-up message rather than the upstream's refusal.
+const minOutputTokens = 16
 
 // parseResponsesRequest reads and checks a Responses API request body, as parseChatRequest
 // does a chat completion's.
@@ -59,17 +66,11 @@ func parseResponsesRequest(body []byte, lim requestLimits) (chatRequest, *apiErr
 			if !isNull(m.raw) {
 				r.Stored = append(r.Stored, m.key)
 			}
-		case "models", "plugins":
+		case "models", "plugins", "web_search_options":
 			r.noteUnpriced(m)
 		case "tools":
-			hosted, bad := hostedTool(m.raw)
-			if bad != nil {
-				return bad
-			}
-			if hosted != "" {
-				r.Unpriced = append(r.Unpriced, hosted)
-			}
 			extra += textTokens(string(m.raw))
+			return r.noteHostedTool(m.raw)
 		case "instructions":
 			var s string
 			if !isNull(m.raw) && json.Unmarshal(m.raw, &s) != nil {
@@ -85,6 +86,11 @@ func parseResponsesRequest(body []byte, lim requestLimits) (chatRequest, *apiErr
 		return r, bad
 	}
 	r.Choices = 1
+	if len(input) == 0 && len(r.Stored) > 0 {
+		// The input may be all stored (a prompt, an earlier response): only what is sent counts.
+		r.PromptTokens = tokensPerRequest + extra
+		return r, nil
+	}
 	n, bad := estimateInput(input)
 	if bad != nil {
 		return r, bad
@@ -93,24 +99,25 @@ func parseResponsesRequest(body []byte, lim requestLimits) (chatRequest, *apiErr
 	return r, nil
 }
 
-// hostedTool returns the param ("tools[i]") of the first tool the provider runs and charges
-// for, or "" when every tool is the client's.
-func hostedTool(raw json.RawMessage) (string, *apiError) {
+// noteHostedTool records in Unpriced the param ("tools[i]") of the first tool the provider
+// runs and charges for, if any; `tools` that is not an array of tool objects is refused.
+func (r *chatRequest) noteHostedTool(raw json.RawMessage) *apiError {
 	if isNull(raw) {
-		return "", nil
+		return nil
 	}
 	var tools []struct {
 		Type string `json:"type"`
 	}
 	if raw[0] != '[' || json.Unmarshal(raw, &tools) != nil {
-		return "", badRequest("invalid_type", "tools", "'tools' must be an array of tool objects, such as {\"type\":\"function\",\"name\":\"get_weather\",\"parameters\":{…}}.")
+		return badRequest("invalid_type", "tools", "'tools' must be an array of tool objects, each with a 'type' such as \"function\".")
 	}
 	for i, t := range tools {
 		if !clientTools[t.Type] {
-			return fmt.Sprintf("tools[%d]", i), nil
+			r.Unpriced = append(r.Unpriced, fmt.Sprintf("tools[%d]", i))
+			return nil
 		}
 	}
-	return "", nil
+	return nil
 }
 
 // estimateInput checks `input` (a string, or an array of input items) and estimates its

@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/responses"
 
+	"github.com/tollgate-dev/tollgate/extproc/generation/generationtest"
 	"github.com/tollgate-dev/tollgate/paywall"
 )
 
@@ -252,8 +254,13 @@ func TestParseResponsesRequest(t *testing.T) {
 	if r.PromptTokens <= tokensPerMediaPart+textTokens("Hello there")+textTokens("Be brief.") {
 		t.Errorf("prompt estimate %d", r.PromptTokens)
 	}
-	r, bad = parseResponsesRequest([]byte(`{"model":"m1","input":"x","prompt":{"id":"pmpt_1"},"plugins":[{"id":"web"}],"tools":[{"type":"mcp"}]}`), lim)
-	if bad != nil || strings.Join(r.Stored, ",") != "prompt" || strings.Join(r.Unpriced, ",") != "plugins,tools[0]" {
+	r, bad = parseResponsesRequest([]byte(`{"model":"m1","input":"x","prompt":{"id":"pmpt_1"},"plugins":[{"id":"web"}],"tools":[{"type":"local_shell"},{"type":"mcp"}]}`), lim)
+	if bad != nil || strings.Join(r.Stored, ",") != "prompt" || strings.Join(r.Unpriced, ",") != "plugins,tools[1]" {
+		t.Errorf("%+v %v", r, bad)
+	}
+	// The input may be all stored upstream.
+	r, bad = parseResponsesRequest([]byte(`{"model":"m1","previous_response_id":"resp_1","instructions":"Be brief."}`), lim)
+	if bad != nil || strings.Join(r.Stored, ",") != "previous_response_id" || r.PromptTokens != tokensPerRequest+textTokens("Be brief.") {
 		t.Errorf("%+v %v", r, bad)
 	}
 }
@@ -300,4 +307,130 @@ func FuzzParseResponsesRequest(f *testing.F) {
 			t.Fatalf("rewrite does not parse back: %+v %+v", again, bad)
 		}
 	})
+}
+
+// TestResponseUsageOnlyFromFinalEvents: a usage object on an earlier event (a provider filling
+// one in on response.created) is not the response's: a stream cut after it is estimated, not
+// charged that usage.
+func TestResponseUsageOnlyFromFinalEvents(t *testing.T) {
+	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+	c := startServer(t, s)
+	run(t, c, exchange{path: responsesPath, key: testKey, user: testUser, body: respBody(`"stream":true,`), cancelAfter: 2,
+		chunks: []string{
+			responseEvent("response.created", `"response":{"id":"resp_42","usage":{"input_tokens":0,"output_tokens":0,"total_tokens":0}}`),
+			textDelta(strings.Repeat("z", 400)), completedEvent(1, 1)}})
+	if capt := waitCapture(t, env.ledger); !capt.Estimated || capt.Metadata["completion_tokens"] != "100" {
+		t.Errorf("capture %+v", capt)
+	}
+}
+
+// TestResponseEndingsCharged: a stream that ends in response.incomplete or response.failed is
+// charged the usage that event carries; an error event without one leaves the estimate, marked
+// as the upstream's error.
+func TestResponseEndingsCharged(t *testing.T) {
+	for _, tt := range []struct {
+		name, last  string
+		total       int64
+		estimated   bool
+		reason, err string
+	}{
+		{"incomplete", responseEvent("response.incomplete", `"response":`+responseObject("incomplete", 10, 5, 0)), 24, false, "", ""},
+		{"failed", responseEvent("response.failed", `"response":{"id":"resp_42","status":"failed","error":{"code":"server_error","message":"model crashed"},`+
+			`"usage":{"input_tokens":10,"output_tokens":5}}`), 24, false, "", ""},
+		{"error event", responseEvent("error", `"code":"server_error","message":"overloaded"`), 0, true, "upstream_error_event", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+			c := startServer(t, s)
+			run(t, c, exchange{path: responsesPath, key: testKey, user: testUser, body: respBody(`"stream":true,`),
+				chunks: []string{textDelta("abcd"), tt.last}})
+			capt, ok := env.ledger.onlyCapture()
+			if !ok || capt.Estimated != tt.estimated || capt.Metadata["estimate_reason"] != tt.reason ||
+				(!tt.estimated && capt.Split.TotalMicro() != tt.total) {
+				t.Errorf("capture %+v", capt)
+			}
+		})
+	}
+}
+
+// TestResponseOversizedEventsCharged: a response's events repeat the request, so a request with
+// megabytes of instructions streams events of megabytes, in many chunks; they are read whole
+// and the response charged its usage. An event larger still than the scanner allows stops the
+// scanning, and the usage is then read from the stream's last bytes.
+func TestResponseOversizedEventsCharged(t *testing.T) {
+	big := strings.Repeat("Be brief. ", 150_000) // 1.5 MB
+	for _, tt := range []struct {
+		name, instructions, echo string
+	}{
+		{"large instructions, repeated", big, big},
+		{"an event beyond any limit", "Be brief.", big + big + big + big}, // 6 MB from a short request
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env, s := newFakeEnv(t, testPaywall(), 1_000_000_000)
+			c := startServer(t, s)
+			stream := responseEvent("response.created", fmt.Sprintf(`"response":{"id":"resp_42","instructions":%q,"usage":null}`, tt.echo)) +
+				textDelta("Hi") + responseEvent("response.completed",
+				fmt.Sprintf(`"response":{"id":"resp_42","instructions":%q,"output":[],"usage":{"input_tokens":300000,"output_tokens":50000}}`, tt.echo))
+			var chunks []string
+			for rest := stream; rest != ""; {
+				n := min(len(rest), 16<<10)
+				chunks, rest = append(chunks, rest[:n]), rest[n:]
+			}
+			res := run(t, c, exchange{path: responsesPath, key: testKey, user: testUser, chunks: chunks,
+				body: fmt.Sprintf(`{"model":"m1","stream":true,"instructions":%q,"input":"hi","max_output_tokens":60000}`, tt.instructions)})
+			if res.clientBody != stream {
+				t.Error("the stream was changed")
+			}
+			// (300,000 × 1 + 50,000 × 2) × 1.2 = 480,000.
+			if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 480_000 {
+				t.Errorf("capture %+v", capt)
+			}
+		})
+	}
+}
+
+// TestResponseCutNeverAsksForTheProviderRecord: the built-in provider's generation record is
+// looked up by a chat completion's id; a cut response is charged its estimate at once.
+func TestResponseCutNeverAsksForTheProviderRecord(t *testing.T) {
+	fake := generationtest.Start(t, "sk-or-operator", "resp_42", 0, `{"data":{"id":"resp_42","native_tokens_prompt":31,"native_tokens_completion":95}}`)
+	e := providerRecordReplica(t, fake.URL, 30*time.Second, testJournal(t))
+	run(t, e.client, exchange{path: responsesPath, key: testKey, user: testUser, body: respBody(`"stream":true,`), cancelAfter: 2,
+		chunks: []string{responseEvent("response.created", `"response":{"id":"resp_42","usage":null}`), textDelta("abcd"), completedEvent(1, 1)}})
+	capt := waitCapture(t, e.ledger.fakeLedger)
+	if !capt.Estimated || capt.Metadata["usage_source"] != "" || capt.Metadata["provider_id"] != "resp_42" || fake.Asks.Load() != 0 {
+		t.Errorf("capture %+v after %d asks", capt, fake.Asks.Load())
+	}
+}
+
+// TestResponseFreeModel: a model priced at zero holds and charges nothing, and is served.
+func TestResponseFreeModel(t *testing.T) {
+	env, s := newFakeEnv(t, testPaywall(), 0)
+	c := startServer(t, s)
+	res := run(t, c, exchange{path: responsesPath, key: testKey, user: testUser, body: `{"model":"free","input":"hi"}`,
+		ctype: "application/json", chunks: []string{responseObject("completed", 10, 5, 0)}})
+	if res.immediate != nil || sentBody(t, res)["max_output_tokens"] == nil {
+		t.Fatalf("not forwarded: %v", res.immediate)
+	}
+	if len(env.ledger.holdKeys) != 0 || len(env.ledger.captures) != 0 {
+		t.Errorf("%d holds, %d captures for a free model", len(env.ledger.holdKeys), len(env.ledger.captures))
+	}
+}
+
+// TestResponseLargeEchoCutStreamEstimated: the scanner holds a response's megabyte events, so
+// the output streamed after them is still counted when the client leaves before the end.
+func TestResponseLargeEchoCutStreamEstimated(t *testing.T) {
+	env, s := newFakeEnv(t, testPaywall(), 1_000_000_000)
+	c := startServer(t, s)
+	big := strings.Repeat("Be brief. ", 150_000) // 1.5 MB
+	var chunks []string
+	for rest := responseEvent("response.created", fmt.Sprintf(`"response":{"id":"resp_42","instructions":%q,"usage":null}`, big)); rest != ""; {
+		n := min(len(rest), 16<<10)
+		chunks, rest = append(chunks, rest[:n]), rest[n:]
+	}
+	chunks = append(chunks, textDelta(strings.Repeat("z", 400)), completedEvent(1, 1))
+	run(t, c, exchange{path: responsesPath, key: testKey, user: testUser, chunks: chunks, cancelAfter: len(chunks) - 1,
+		body: fmt.Sprintf(`{"model":"m1","stream":true,"instructions":%q,"input":"hi"}`, big)})
+	if capt := waitCapture(t, env.ledger); !capt.Estimated || capt.Metadata["completion_tokens"] != "100" {
+		t.Errorf("capture %+v", capt)
+	}
 }

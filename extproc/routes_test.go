@@ -100,15 +100,19 @@ func FuzzClassifyRoute(f *testing.F) {
 			if method != http.MethodPost {
 				t.Fatalf("%s %s billed", method, path)
 			}
-			if p := r.upstreamPath; p != "" && p != chatPath {
-				t.Fatalf("chat forwarded to %q", p)
+			if up := r.upstreamPath; (up != "" || path != chatPath) && up != chatPath {
+				t.Fatalf("%s billed as chat and forwarded to %q", path, up)
 			}
 		case routeResponses, routeEmbeddings:
 			if method != http.MethodPost {
 				t.Fatalf("%s %s billed", method, path)
 			}
-			if p := r.upstreamPath; p != "" && p != responsesPath && p != embeddingsPath {
-				t.Fatalf("%s forwarded to %q", path, p)
+			want := responsesPath
+			if r.kind == routeEmbeddings {
+				want = embeddingsPath
+			}
+			if up := r.upstreamPath; (up != "" || path != want) && up != want {
+				t.Fatalf("%s billed as %d and forwarded to %q", path, r.kind, up)
 			}
 		case routeModels:
 			if method != http.MethodGet {

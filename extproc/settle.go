@@ -36,6 +36,7 @@ func (p *processor) settle(reason string) {
 		p.voidNow(reason)
 		return
 	}
+	p.usageFromTail()
 	usage, estimated := p.chargedUsage()
 	why := reason
 	if estimated && why == "" {

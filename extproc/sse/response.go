@@ -40,9 +40,13 @@ type outputItem struct {
 	Arguments string `json:"arguments"`
 }
 
+// finalEvents are the stream events that carry the response as it ended; only their usage is
+// the response's (an earlier event's, if a provider filled one in, is not).
+var finalEvents = map[string]bool{"response.completed": true, "response.incomplete": true, "response.failed": true}
+
 // ParseResponse decodes the fields metering needs from a Responses API object: a whole
-// response, a stream event that carries one (its usage, error and id are read), or an "error"
-// event. Like ParseCompletion it allocates, so callers use it only for the events the byte scan
+// response, a stream event that carries one (its error and id are read, and its usage when it
+// is a final event), or an "error" event. Like ParseCompletion it allocates, so callers use it only for the events the byte scan
 // flagged (HasUsage, HasError) and for non-streamed bodies.
 //
 // It can return: ErrBadUsage (wrapped), or a JSON syntax error.
@@ -62,6 +66,9 @@ func ParseResponse(data []byte) (Completion, error) {
 	if w.Response != nil {
 		r = w.Response
 	}
+	if w.Type != "" && !finalEvents[w.Type] {
+		r.Usage = nil
+	}
 	c := Completion{ID: r.ID}
 	for _, raw := range r.Output {
 		var it outputItem
@@ -74,6 +81,24 @@ func ParseResponse(data []byte) (Completion, error) {
 		}
 	}
 	return c, c.read(r.Error, r.Usage.chat())
+}
+
+// ParseResponseTail reads the usage of a Responses API stream from the last bytes of it: the
+// last "usage" object there, which is the final event's. It is for a stream whose events could
+// not be split (one over the scanner's limit), whose final event therefore never came as one.
+//
+// It can return: ErrBadUsage (wrapped), or a JSON syntax error.
+func ParseResponseTail(tail []byte) (Completion, error) {
+	obj, err := lastUsage(tail)
+	if obj == nil {
+		return Completion{}, err
+	}
+	var w wireResponseUsage
+	if err := json.Unmarshal(obj, &w); err != nil {
+		return Completion{}, fmt.Errorf("sse: response usage JSON: %w", err)
+	}
+	var c Completion
+	return c, c.read(nil, w.chat())
 }
 
 // chat is the usage in chat's names (nil for none).

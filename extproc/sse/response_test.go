@@ -22,6 +22,9 @@ func TestParseResponse(t *testing.T) {
 			id: "resp_1", want: &Usage{PromptTokens: 12, CompletionTokens: 7, CachedTokens: 4, ReasoningTokens: 2}, outputLen: len("Hello") + len(`{"a":1}`)},
 		{name: "completed event", in: `{"type":"response.completed","sequence_number":9,"response":{"id":"resp_2","output":[],` + usage + `}}`,
 			id: "resp_2", want: &Usage{PromptTokens: 12, CompletionTokens: 7, CachedTokens: 4, ReasoningTokens: 2}},
+		{name: "in-progress event with a usage, not the response's", in: `{"type":"response.in_progress","response":{"id":"resp_5","usage":{"input_tokens":0,"output_tokens":0}}}`, id: "resp_5"},
+		{name: "incomplete event", in: `{"type":"response.incomplete","response":{"id":"resp_6",` + usage + `}}`,
+			id: "resp_6", want: &Usage{PromptTokens: 12, CompletionTokens: 7, CachedTokens: 4, ReasoningTokens: 2}},
 		{name: "created event, usage null", in: `{"type":"response.created","response":{"id":"resp_3","usage":null,"error":null}}`, id: "resp_3"},
 		{name: "failed event", in: `{"type":"response.failed","response":{"id":"resp_4","error":{"code":"server_error","message":"model crashed"},"usage":null}}`,
 			id: "resp_4", errMsg: "model crashed"},
@@ -78,22 +81,40 @@ func TestScannerResponseEvents(t *testing.T) {
 	}
 }
 
-// FuzzParseResponse: any bytes, no panic; usage that parses is within the bounds ParseCompletion
-// promises.
+// FuzzParseResponse: any bytes, no panic in ParseResponse or ParseResponseTail; usage that
+// parses is within the bounds ParseCompletion promises.
 func FuzzParseResponse(f *testing.F) {
 	f.Add([]byte(`{"type":"response.completed","response":{"id":"r","output":[{"content":[{"text":"x"}]}],"usage":{"input_tokens":1,"output_tokens":2,"input_tokens_details":{"cached_tokens":1}}}}`))
 	f.Add([]byte(`{"type":"error","message":"x"}`))
 	f.Add([]byte(`{"id":"r","output":[1,"a",{"arguments":"{}"}],"error":"boom"}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseResponse(data)
-		if err != nil || c.Usage == nil {
-			return
-		}
-		u := *c.Usage
-		if u.PromptTokens < 0 || u.CompletionTokens < 0 || u.PromptTokens > maxTokenCount || u.CompletionTokens > maxTokenCount ||
-			u.CachedTokens+u.CacheWriteTokens > u.PromptTokens || u.ReasoningTokens > u.CompletionTokens || c.OutputBytes > len(data) {
-			t.Fatalf("usage out of bounds: %+v from %s", c, data)
+		for _, parse := range []func([]byte) (Completion, error){ParseResponse, ParseResponseTail} {
+			c, err := parse(data)
+			if err != nil || c.Usage == nil {
+				continue
+			}
+			u := *c.Usage
+			if u.PromptTokens < 0 || u.CompletionTokens < 0 || u.PromptTokens > maxTokenCount || u.CompletionTokens > maxTokenCount ||
+				u.CachedTokens+u.CacheWriteTokens > u.PromptTokens || u.ReasoningTokens > u.CompletionTokens || c.OutputBytes > len(data) {
+				t.Fatalf("usage out of bounds: %+v from %s", c, data)
+			}
 		}
 	})
+}
+
+func TestParseResponseTail(t *testing.T) {
+	final := `"},"output":[],"usage":{"input_tokens":3,"output_tokens":5,"output_tokens_details":{"reasoning_tokens":1}},"user":null,"metadata":{}},"sequence_number":9}` + "\n\n"
+	c, err := ParseResponseTail([]byte(`…the end of a long "usage" string` + final))
+	if err != nil || c.Usage == nil || *c.Usage != (Usage{PromptTokens: 3, CompletionTokens: 5, ReasoningTokens: 1}) {
+		t.Errorf("%+v %v", c.Usage, err)
+	}
+	for _, tail := range []string{`…"usage":null}}`, `nothing here`, ``} {
+		if c, err := ParseResponseTail([]byte(tail)); err != nil || c.Usage != nil {
+			t.Errorf("%q: %+v %v", tail, c.Usage, err)
+		}
+	}
+	if _, err := ParseResponseTail([]byte(`"usage":{"input_tokens":-1,"output_tokens":1}`)); !errors.Is(err, ErrBadUsage) {
+		t.Errorf("negative usage: %v", err)
+	}
 }
