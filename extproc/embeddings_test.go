@@ -213,3 +213,20 @@ func FuzzParseEmbeddingsRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestEmbeddingsHoldAgainWhenTheMoneyIsBack: a refused hold whose wallet covers the input by
+// the time its balance is read (another request's hold was released) is held again, not
+// answered with the top-up message.
+func TestEmbeddingsHoldAgainWhenTheMoneyIsBack(t *testing.T) {
+	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+	env.ledger.refuse = 1
+	c := startServer(t, s)
+	res := run(t, c, exchange{path: embeddingsPath, key: testKey, user: testUser, body: `{"model":"m1","input":"x"}`,
+		ctype: "application/json", chunks: []string{embeddingsReply(1, 2, 3)}})
+	if res.immediate != nil || len(env.ledger.holdKeys) != 2 || env.ledger.balanceReads() != 1 {
+		t.Fatalf("answered %v after %d holds and %d balance reads", res.immediate, len(env.ledger.holdKeys), env.ledger.balanceReads())
+	}
+	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Split.TotalMicro() != 4 {
+		t.Errorf("capture %+v", capt)
+	}
+}

@@ -387,8 +387,11 @@ func (p *processor) reserve(ctx context.Context) *extprocv3.ProcessingResponse {
 			}
 			available = bal.AvailableMicro
 			if want == 0 {
-				// Nothing to clamp: the wallet cannot pay for the input.
-				return p.paywallMessage(ActionTopUp, available)
+				// Nothing to clamp: hold the input's price again if the wallet now covers it
+				// (another request's hold was released), else it cannot pay for the input.
+				if a, err := p.holdAmount(prompt, 0, markup); err != nil || a > available {
+					return p.paywallMessage(ActionTopUp, available)
+				}
 			}
 			var ok bool
 			if budget, ok = clampBudget(p.price, markup, available, prompt, choices, want, minTokens); !ok {

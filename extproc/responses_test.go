@@ -434,3 +434,29 @@ func TestResponseLargeEchoCutStreamEstimated(t *testing.T) {
 		t.Errorf("capture %+v", capt)
 	}
 }
+
+// TestResponseBudgetAtLeast16: a response's budget is clamped to what the wallet affords like a
+// chat completion's, but never below OpenAI's least max_output_tokens (16): below it, the
+// top-up message.
+func TestResponseBudgetAtLeast16(t *testing.T) {
+	// The prompt estimate of "Hello there" is 10 tokens, 12 with the margin: a budget of n costs
+	// (12 + 2n) × 1.2 µUSDC.
+	for _, tt := range []struct {
+		balance int64
+		budget  float64 // 0: the top-up message
+	}{{44, 0}, {60, 19}} {
+		env, s := newFakeEnv(t, testPaywall(), tt.balance)
+		c := startServer(t, s)
+		res := run(t, c, exchange{path: responsesPath, key: testKey, user: testUser, body: respBody(""),
+			ctype: "application/json", chunks: []string{responseObject("completed", 1, 1, 0)}})
+		if tt.budget == 0 {
+			if a, _ := header(res.immediate.GetHeaders(), ActionHeader); a != string(ActionTopUp) || len(env.ledger.captures) != 0 {
+				t.Errorf("balance %d: got %v", tt.balance, res.immediate)
+			}
+			continue
+		}
+		if res.immediate != nil || sentBody(t, res)["max_output_tokens"] != tt.budget {
+			t.Errorf("balance %d: got %v, sent %v", tt.balance, res.immediate, res.reqBody)
+		}
+	}
+}
