@@ -56,6 +56,9 @@ func TestEmbeddingsChargedFromUsage(t *testing.T) {
 	if held != 11 {
 		t.Errorf("held %d µUSDC", held)
 	}
+	if value(t, s.metrics.forwarded.WithLabelValues("embeddings")) != 1 {
+		t.Error("the forwarded metric does not count the embeddings request")
+	}
 	// 30 tokens × 1, +20 % = 36.
 	capt, ok := env.ledger.onlyCapture()
 	if !ok || capt.Split.TotalMicro() != 36 || capt.Estimated || capt.Metadata["prompt_tokens"] != "30" || capt.Metadata["completion_tokens"] != "0" {

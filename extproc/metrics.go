@@ -57,6 +57,7 @@ var callNames = [numCalls]string{"paywall_key", "price", "authorization", "caps"
 // Metrics are the server's Prometheus metrics. Register them on a private registry.
 type Metrics struct {
 	requests      *prometheus.CounterVec
+	forwarded     *prometheus.CounterVec
 	holds         *prometheus.CounterVec
 	heldMicro     prometheus.Counter
 	captures      *prometheus.CounterVec
@@ -81,6 +82,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests:      counterVec("tollgate_extproc_requests_total", "Requests seen by the ext_proc server, by how they ended.", "outcome"),
+		forwarded:     counterVec("tollgate_extproc_forwarded_total", "Billed requests sent upstream, by API (chat, responses, embeddings).", "api"),
 		holds:         counterVec("tollgate_extproc_holds_total", "Hold attempts by result (reserved, insufficient, error).", "result"),
 		heldMicro:     counter("tollgate_extproc_held_micro_usdc_total", "Micro-USDC reserved by holds."),
 		captures:      counterVec("tollgate_extproc_captures_total", "Captures by source of the usage (reported, estimated).", "usage"),
@@ -113,7 +115,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		"Time of one call to a store (paywall_key, price, authorization: cached lookups; caps: Redis; balance, hold, capture, void: the ledger), whatever its result.",
 		"call", callNames[:], m.calls[:])
 	if reg != nil {
-		reg.MustRegister(m.requests, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
+		reg.MustRegister(m.requests, m.forwarded, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
 			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.journaled, m.settleRetries, m.settleBackground, m.providerRecords, phase, call)
 	}
 	return m

@@ -503,6 +503,7 @@ func (p *processor) forward() *extprocv3.ProcessingResponse {
 		return p.unavailable("rewrite the request", err)
 	}
 
+	p.s.metrics.forwarded.WithLabelValues(apiNames[p.api]).Inc()
 	set, remove := p.upstreamHeaders(p.upstreamPath)
 	set = append(set, setHeader("content-length", contentLength(len(body))))
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{

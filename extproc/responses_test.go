@@ -88,6 +88,9 @@ func TestResponseStreamChargedFromUsage(t *testing.T) {
 	if posted, held, open := env.ledger.state(testWallet); posted != 1_000_000-84 || held != 0 || open != 0 {
 		t.Errorf("wallet posted %d held %d, open holds %d", posted, held, open)
 	}
+	if value(t, s.metrics.forwarded.WithLabelValues("responses")) != 1 || value(t, s.metrics.forwarded.WithLabelValues("chat")) != 0 {
+		t.Error("the forwarded metric does not count the response as one")
+	}
 }
 
 func TestResponseJSONChargedFromUsage(t *testing.T) {

@@ -70,6 +70,9 @@ const (
 	apiEmbeddings            // POST /v1/embeddings (embeddings.go)
 )
 
+// apiNames label the forwarded metric.
+var apiNames = [...]string{apiChat: "chat", apiResponses: "responses", apiEmbeddings: "embeddings"}
+
 // apiOf is the API of a billed route.
 func apiOf(k routeKind) api {
 	switch k {
