@@ -62,6 +62,7 @@ type Metrics struct {
 	heldMicro     prometheus.Counter
 	captures      *prometheus.CounterVec
 	capturedMicro prometheus.Counter
+	providerCost  *prometheus.CounterVec
 	shortfall     prometheus.Counter
 	estimated     *prometheus.CounterVec
 	voids         prometheus.Counter
@@ -87,10 +88,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		heldMicro:     counter("tollgate_extproc_held_micro_usdc_total", "Micro-USDC reserved by holds."),
 		captures:      counterVec("tollgate_extproc_captures_total", "Captures by source of the usage (reported, estimated).", "usage"),
 		capturedMicro: counter("tollgate_extproc_captured_micro_usdc_total", "Micro-USDC charged by captures."),
-		shortfall:     counter("tollgate_extproc_shortfall_micro_usdc_total", "Micro-USDC of overruns the wallet could not cover."),
-		estimated:     counterVec("tollgate_extproc_estimated_settlements_total", "Settlements from an estimate, by reason.", "reason"),
-		voids:         counter("tollgate_extproc_voids_total", "Holds voided (upstream errors, requests never sent)."),
-		limitErrors:   counter("tollgate_extproc_limit_errors_total", "Requests admitted without caps because Redis failed."),
+		providerCost: counterVec("tollgate_extproc_provider_cost_micro_usd_total",
+			"The built-in provider's cost of the requests whose usage reported one: as it reported (source=reported) and as the price catalog priced it (source=priced).", "source"),
+		shortfall:   counter("tollgate_extproc_shortfall_micro_usdc_total", "Micro-USDC of overruns the wallet could not cover."),
+		estimated:   counterVec("tollgate_extproc_estimated_settlements_total", "Settlements from an estimate, by reason.", "reason"),
+		voids:       counter("tollgate_extproc_voids_total", "Holds voided (upstream errors, requests never sent)."),
+		limitErrors: counter("tollgate_extproc_limit_errors_total", "Requests admitted without caps because Redis failed."),
 		openStreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_extproc_open_streams", Help: "ext_proc streams being processed.",
 		}),
@@ -115,7 +118,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		"Time of one call to a store (paywall_key, price, authorization: cached lookups; caps: Redis; balance, hold, capture, void: the ledger), whatever its result.",
 		"call", callNames[:], m.calls[:])
 	if reg != nil {
-		reg.MustRegister(m.requests, m.forwarded, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.shortfall,
+		reg.MustRegister(m.requests, m.forwarded, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.providerCost, m.shortfall,
 			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.journaled, m.settleRetries, m.settleBackground, m.providerRecords, phase, call)
 	}
 	return m

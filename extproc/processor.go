@@ -79,11 +79,14 @@ type processor struct {
 	out        []byte // the rewritten chunk when events are dropped or carried over
 	jsonBody   []byte // a buffered body that arrived in several messages
 	usage      *pricing.Usage
-	outBytes   int64 // content bytes streamed, for the estimate
-	outEvents  int64 // content events streamed, for the estimate
-	provID     string
-	upErr      string
-	ended      bool // the response's last body chunk was answered: settle now
+	// reportedCost is what the upstream said it charged (micro-USD), when costReported.
+	reportedCost int64
+	costReported bool
+	outBytes     int64 // content bytes streamed, for the estimate
+	outEvents    int64 // content events streamed, for the estimate
+	provID       string
+	upErr        string
+	ended        bool // the response's last body chunk was answered: settle now
 	// sent: the answer carrying the rewritten request went out, so the upstream may be working.
 	sent bool
 
@@ -741,6 +744,7 @@ func (p *processor) observe(ev *sse.Event) bool {
 func (p *processor) setUsage(u sse.Usage) {
 	p.usage = &pricing.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
 		CachedTokens: u.CachedTokens, CacheWriteTokens: u.CacheWriteTokens, ReasoningTokens: u.ReasoningTokens}
+	p.reportedCost, p.costReported = u.CostMicro, u.CostReported
 }
 
 // parse reads the usage, error and id of an event or a whole body, in the request's API.

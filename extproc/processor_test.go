@@ -616,3 +616,31 @@ func TestUnpricedOptionsOnlyRefusedForBuiltin(t *testing.T) {
 		}
 	}
 }
+
+// TestProviderReportedCostRecorded: the built-in provider's own figure for what a request cost
+// it (OpenRouter's usage.cost) is kept beside the catalog's, in the capture and the metrics;
+// the user is charged the catalog's price either way, and a malformed cost costs nothing.
+func TestProviderReportedCostRecorded(t *testing.T) {
+	for _, tt := range []struct {
+		name, cost string
+		reported   string // "": not recorded
+	}{
+		{"reported", `0.000091`, "91"},
+		{"malformed", `"a lot"`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+			c := startServer(t, s)
+			usage := fmt.Sprintf("data: {\"id\":\"gen-42\",\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":20,\"cost\":%s}}\n\n", tt.cost)
+			run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: []string{sseChunk("Hi"), usage, "data: [DONE]\n\n"}})
+			capt, ok := env.ledger.onlyCapture()
+			if !ok || capt.Estimated || capt.Split.TotalMicro() != 84 || capt.Metadata["provider_reported_cost_micro"] != tt.reported {
+				t.Fatalf("capture %+v", capt)
+			}
+			reported, priced := value(t, s.metrics.providerCost.WithLabelValues("reported")), value(t, s.metrics.providerCost.WithLabelValues("priced"))
+			if tt.reported != "" && (reported != 91 || priced != 70) || tt.reported == "" && (reported != 0 || priced != 0) {
+				t.Errorf("provider cost metrics: reported %v, priced %v", reported, priced)
+			}
+		})
+	}
+}

@@ -79,6 +79,13 @@ func (p *processor) settle(reason string) {
 	if estimated {
 		meta["estimate_reason"] = why
 	}
+	if p.costReported && !estimated && p.pw.Mode != paywall.ModeBYOK {
+		// What the provider says it charged, beside what the catalog priced (the provider's
+		// share): a gap means the catalog is stale or the provider routed to a dearer host.
+		meta["provider_reported_cost_micro"] = strconv.FormatInt(p.reportedCost, 10)
+		p.s.metrics.providerCost.WithLabelValues("reported").Add(float64(p.reportedCost))
+		p.s.metrics.providerCost.WithLabelValues("priced").Add(float64(provider))
+	}
 	st := &settlement{Op: opCapture, RequestID: p.id, HoldID: p.hold.ID, Deadline: p.retryDeadline(), Reason: why,
 		Capture: &ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta}}
 	if estimated && p.provID != "" && p.api == apiChat && p.pw.Mode != paywall.ModeBYOK && p.s.deps.Generations != nil && p.s.cfg.GenerationWait > 0 {

@@ -15,6 +15,7 @@ type wireResponseUsage struct {
 	OutputTokens        *int64             `json:"output_tokens"`
 	InputTokensDetails  *promptDetails     `json:"input_tokens_details"`
 	OutputTokensDetails *completionDetails `json:"output_tokens_details"`
+	Cost                json.RawMessage    `json:"cost"`
 }
 
 type wireResponse struct {
@@ -107,5 +108,5 @@ func (w *wireResponseUsage) chat() *wireUsage {
 		return nil
 	}
 	return &wireUsage{PromptTokens: w.InputTokens, CompletionTokens: w.OutputTokens,
-		PromptTokensDetails: w.InputTokensDetails, CompletionTokensDetails: w.OutputTokensDetails}
+		PromptTokensDetails: w.InputTokensDetails, CompletionTokensDetails: w.OutputTokensDetails, Cost: w.Cost}
 }

@@ -118,3 +118,21 @@ func TestParseResponseTail(t *testing.T) {
 		t.Errorf("negative usage: %v", err)
 	}
 }
+
+// TestReportedCost: a provider's usage.cost (USD) is read as micro-USD beside the token counts,
+// in chat and responses usage alike; a cost that is not a sane number is not reported, and
+// never costs the usage.
+func TestReportedCost(t *testing.T) {
+	for cost, want := range map[string]int64{`0.5`: 500_000, `0.0000914`: 91, `0`: 0, `-1`: -1, `1e400`: -1, `"0.5"`: -1, `null`: -1, `1e10`: -1} {
+		for _, parse := range []func([]byte) (Completion, error){ParseCompletion, ParseResponse} {
+			body := `{"usage":{"prompt_tokens":1,"completion_tokens":2,"input_tokens":1,"output_tokens":2,"cost":` + cost + `}}`
+			c, err := parse([]byte(body))
+			if err != nil || c.Usage == nil || c.Usage.CompletionTokens != 2 {
+				t.Fatalf("%s: %+v %v", body, c.Usage, err)
+			}
+			if got := c.Usage.CostMicro; c.Usage.CostReported != (want >= 0) || (want >= 0 && got != want) {
+				t.Errorf("cost %s: %d reported %v, want %d", cost, got, c.Usage.CostReported, want)
+			}
+		}
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 )
 
 // Usage is the token usage an OpenAI-compatible upstream reports: in a chat stream's usage
@@ -15,6 +17,10 @@ type Usage struct {
 	CachedTokens     int64 // part of PromptTokens read from the provider's cache
 	CacheWriteTokens int64 // part of PromptTokens written to the provider's cache
 	ReasoningTokens  int64 // part of CompletionTokens spent on reasoning
+	// CostMicro is what the provider says it charged, in micro-USD (OpenRouter's usage.cost),
+	// when CostReported; it is telemetry, never what the user is charged.
+	CostMicro    int64
+	CostReported bool
 }
 
 // maxTokenCount is far above any real request, and keeps sums of counts from overflowing.
@@ -28,6 +34,20 @@ type wireUsage struct {
 	CompletionTokens        *int64             `json:"completion_tokens"`
 	PromptTokensDetails     *promptDetails     `json:"prompt_tokens_details"`
 	CompletionTokensDetails *completionDetails `json:"completion_tokens_details"`
+	Cost                    json.RawMessage    `json:"cost"`
+}
+
+// maxCostUSD bounds a reported cost read as one (a billion dollars for one request is not).
+const maxCostUSD = 1e9
+
+// costMicro reads a reported cost in USD, leniently: a cost that is not a non-negative number
+// within maxCostUSD is not reported (it must not cost the request its usage).
+func costMicro(raw json.RawMessage) (int64, bool) {
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > maxCostUSD {
+		return 0, false
+	}
+	return int64(math.Round(f * 1e6)), true
 }
 
 type promptDetails struct {
@@ -92,6 +112,7 @@ func (w *wireUsage) usage() (Usage, error) {
 		return Usage{}, fmt.Errorf("%w: the prompt and completion token counts are required", ErrBadUsage)
 	}
 	u := Usage{PromptTokens: *w.PromptTokens, CompletionTokens: *w.CompletionTokens}
+	u.CostMicro, u.CostReported = costMicro(w.Cost)
 	if d := w.PromptTokensDetails; d != nil {
 		u.CachedTokens, u.CacheWriteTokens = d.CachedTokens, d.CacheWriteTokens
 	}
