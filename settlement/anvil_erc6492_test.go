@@ -33,7 +33,7 @@ func TestAnvilCounterfactualTopUp(t *testing.T) {
 	ctx := t.Context()
 	node := chaintest.StartAnvilWithFactory(t, chaintest.AnvilOptions{})
 	send, factory := node.Send, node.Factory
-	tokenOwner, owner, stranger, hot := node.Funded, mustKey(t), mustKey(t), mustKey(t)
+	tokenOwner, owner, stranger, hot := node.Funded, chaintest.Key(t), chaintest.Key(t), chaintest.Key(t)
 	if err := node.SetBalance(ctx, addrOf(hot), new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
 		t.Fatal(err)
 	}

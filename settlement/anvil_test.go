@@ -35,7 +35,7 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 		opts.SigningAccounts = 1
 	}
 	node := chaintest.StartAnvil(t, opts)
-	owner, user := mustKey(t), mustKey(t)
+	owner, user := chaintest.Key(t), chaintest.Key(t)
 	payee := common.HexToAddress("0x000000000000000000000000000000000000a11c")
 	funded := []common.Address{addrOf(owner)}
 	var signer Signer
@@ -47,7 +47,7 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 		t.Cleanup(rs.Close)
 		signer = rs
 	} else {
-		hot := mustKey(t)
+		hot := chaintest.Key(t)
 		signer = NewLocalSignerFromKey(hot)
 		funded = append(funded, addrOf(hot))
 	}

@@ -33,7 +33,7 @@ import (
 func TestAnvilContractWalletTopUp(t *testing.T) {
 	ctx := t.Context()
 	node := chaintest.StartAnvil(t, chaintest.AnvilOptions{})
-	tokenOwner, walletOwner, stranger, user, hot := mustKey(t), mustKey(t), mustKey(t), mustKey(t), mustKey(t)
+	tokenOwner, walletOwner, stranger, user, hot := chaintest.Key(t), chaintest.Key(t), chaintest.Key(t), chaintest.Key(t), chaintest.Key(t)
 	for _, k := range []*ecdsa.PrivateKey{tokenOwner, walletOwner, hot} {
 		if err := node.SetBalance(ctx, addrOf(k), new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
 			t.Fatal(err)

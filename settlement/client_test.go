@@ -8,6 +8,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 )
 
 // TestClassify reads the revert reasons of FiatToken and TestUSDC as geth and anvil word them,
@@ -42,7 +44,7 @@ func TestTransferCallSelectors(t *testing.T) {
 	vrs := crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"))[:4]
 	byBytes := crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"))[:4]
 	c := testChain()
-	key := mustKey(t)
+	key := chaintest.Key(t)
 	a := Authorization{From: addrOf(key), To: common.HexToAddress("0xbb"), Value: big.NewInt(5), ValidAfter: 1, ValidBefore: 2, Nonce: NonceFor("x")}
 	own, err := signAuthorization(t.Context(), NewLocalSignerFromKey(key), c, a)
 	if err != nil {
@@ -50,7 +52,7 @@ func TestTransferCallSelectors(t *testing.T) {
 	}
 	lowV := bytes.Clone(own.Signature)
 	lowV[64] -= 27
-	other, err := signAuthorization(t.Context(), NewLocalSignerFromKey(mustKey(t)), c, a)
+	other, err := signAuthorization(t.Context(), NewLocalSignerFromKey(chaintest.Key(t)), c, a)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,8 +51,8 @@ type simOption func(*node.Config, *ethconfig.Config)
 
 func newSimEnv(t *testing.T, opts ...simOption) *simEnv {
 	t.Helper()
-	e := &simEnv{t: t, owner: mustKey(t), hot: mustKey(t), clock: newFakeClock()}
-	e.treasury = crypto.PubkeyToAddress(mustKey(t).PublicKey)
+	e := &simEnv{t: t, owner: chaintest.Key(t), hot: chaintest.Key(t), clock: newFakeClock()}
+	e.treasury = crypto.PubkeyToAddress(chaintest.Key(t).PublicKey)
 	alloc := types.GenesisAlloc{}
 	for _, k := range []*ecdsa.PrivateKey{e.owner, e.hot} {
 		alloc[crypto.PubkeyToAddress(k.PublicKey)] = types.Account{Balance: new(big.Int).Lsh(big.NewInt(1), 100)}
@@ -291,7 +291,7 @@ func (e *simEnv) payout(id string) ledger.Payout {
 // `micro` from it, so that the ledger holds real, final money for charges and payouts.
 func (e *simEnv) earnedUser(w *Worker, micro int64) *ecdsa.PrivateKey {
 	e.t.Helper()
-	user := mustKey(e.t)
+	user := chaintest.Key(e.t)
 	e.fund(user, micro)
 	e.link(addrOf(user))
 	e.tick(w) // the watcher's first run starts after the current final block

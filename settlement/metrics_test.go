@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 )
 
 // TestWorkerMetrics: after a relayed top-up, a plain transfer and a payout, the metrics say
@@ -31,7 +32,7 @@ func TestWorkerMetrics(t *testing.T) {
 		t.Fatalf("lease held %v (%v) before the first tick, want 0", v, ok)
 	}
 
-	user := mustKey(t)
+	user := chaintest.Key(t)
 	e.fund(user, 10_000_000)
 	tu := e.topUp(user, 4_000_000)
 	e.tick(w)

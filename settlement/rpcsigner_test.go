@@ -14,6 +14,8 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 )
 
 // fakeRemoteSigner is a stand-in for a remote signer's JSON-RPC API (the process boundary),
@@ -85,7 +87,7 @@ func startFakeRemoteSigner(t *testing.T, f *fakeRemoteSigner) string {
 // at start, and no error shows the signer's URL.
 func TestRPCSignerChecksWhatItGetsBack(t *testing.T) {
 	ctx := t.Context()
-	f := &fakeRemoteSigner{hot: mustKey(t), other: mustKey(t)}
+	f := &fakeRemoteSigner{hot: chaintest.Key(t), other: chaintest.Key(t)}
 	url := startFakeRemoteSigner(t, f)
 	chain := NewChain(big.NewInt(137), common.HexToAddress("0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359"), "USD Coin")
 	hot := addrOf(f.hot)

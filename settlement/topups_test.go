@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 
 	"github.com/tollgate-dev/tollgate/internal/testdb"
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 	"github.com/tollgate-dev/tollgate/settlement/schema"
 )
@@ -39,15 +40,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
-}
-
-func mustKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := crypto.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // testChain is a chain whose token lives at a fixed address; signatures over it are checked
@@ -81,8 +73,8 @@ func newTopUpEnv(t *testing.T) *topUpEnv {
 		db:       testdb.New(t, schema.Migrations),
 		clock:    newFakeClock(),
 		chain:    testChain(),
-		treasury: crypto.PubkeyToAddress(mustKey(t).PublicKey),
-		user:     mustKey(t),
+		treasury: crypto.PubkeyToAddress(chaintest.Key(t).PublicKey),
+		user:     chaintest.Key(t),
 	}
 	var err error
 	e.topups, err = NewTopUps(e.db.Pool, []Chain{e.chain}, e.treasury.Hex(), TopUpOptions{Clock: e.clock, Validity: time.Hour})
@@ -193,7 +185,7 @@ func TestSubmitTopUp(t *testing.T) {
 	}
 	a := intentAuthorization(t, in)
 	good := signHex(t, e.chain, e.user, a)
-	other := signHex(t, e.chain, mustKey(t), a)
+	other := signHex(t, e.chain, chaintest.Key(t), a)
 	more := a
 	more.Value = big.NewInt(2_000_000)
 	otherAmount := signHex(t, e.chain, e.user, more)
@@ -283,13 +275,13 @@ func TestSubmitAuthorizationPayload(t *testing.T) {
 		payload []byte
 		want    error
 	}{
-		{"to is not the treasury", payload(mutate(func(a *Authorization) { a.To = crypto.PubkeyToAddress(mustKey(t).PublicKey) }), e.user), ErrAuthorizationMismatch},
+		{"to is not the treasury", payload(mutate(func(a *Authorization) { a.To = crypto.PubkeyToAddress(chaintest.Key(t).PublicKey) }), e.user), ErrAuthorizationMismatch},
 		{"more money", payload(mutate(func(a *Authorization) { a.Value = big.NewInt(3_000_001) }), e.user), ErrAuthorizationMismatch},
 		{"less money", payload(mutate(func(a *Authorization) { a.Value = big.NewInt(1) }), e.user), ErrAuthorizationMismatch},
 		{"longer window", payload(mutate(func(a *Authorization) { a.ValidBefore += 86400 }), e.user), ErrAuthorizationMismatch},
 		{"other nonce", payload(mutate(func(a *Authorization) { a.Nonce = NonceFor("other") }), e.user), ErrAuthorizationMismatch},
 		{"other from", payload(mutate(func(a *Authorization) { a.From = e.treasury }), e.user), ErrAuthorizationMismatch},
-		{"right fields, wrong signer", payload(intent, mustKey(t)), ErrBadSignature},
+		{"right fields, wrong signer", payload(intent, chaintest.Key(t)), ErrBadSignature},
 		{"not json", []byte("{"), ErrBadAuthorization},
 		{"missing signature", []byte(`{"authorization":{}}`), ErrBadAuthorization},
 	} {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 )
 
 // TestUnassignedDeposits: final transfers from unlinked addresses are stored once, credited to
@@ -28,7 +29,7 @@ func TestUnassignedDeposits(t *testing.T) {
 		t.Helper()
 		return chainMetric(t, reg, e.chain.ID, name, labels...)
 	}
-	first, second := mustKey(t), mustKey(t)
+	first, second := chaintest.Key(t), chaintest.Key(t)
 	e.fund(first, 5_000_000)
 	e.fund(second, 5_000_000)
 	e.tick(w)
@@ -130,7 +131,7 @@ func TestUnassignedDeposits(t *testing.T) {
 func TestAssignRaces(t *testing.T) {
 	e := newSimEnv(t)
 	w := e.worker(nil, nil)
-	senders := []*ecdsaKey{mustKey(t), mustKey(t), mustKey(t)}
+	senders := []*ecdsaKey{chaintest.Key(t), chaintest.Key(t), chaintest.Key(t)}
 	for _, k := range senders {
 		e.fund(k, 1_000_000)
 	}

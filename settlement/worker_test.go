@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/ledger/ledgercheck"
+	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 )
 
 // TestTopUpRelayedAndCreditedAtFinality: the user signs, the hot wallet relays and pays the gas,
@@ -13,7 +14,7 @@ import (
 // blocks are scanned again.
 func TestTopUpRelayedAndCreditedAtFinality(t *testing.T) {
 	e := newSimEnv(t)
-	user := mustKey(t)
+	user := chaintest.Key(t)
 	e.fund(user, 10_000_000)
 	userGas, _ := e.client.BalanceAt(t.Context(), addrOf(user), nil)
 	w := e.worker(nil, nil)
@@ -67,7 +68,7 @@ func TestTopUpRelayedAndCreditedAtFinality(t *testing.T) {
 func TestPlainTransfers(t *testing.T) {
 	e := newSimEnv(t)
 	w := e.worker(nil, nil)
-	linked, stranger := mustKey(t), mustKey(t)
+	linked, stranger := chaintest.Key(t), chaintest.Key(t)
 	e.fund(linked, 5_000_000)
 	e.fund(stranger, 5_000_000)
 	e.link(addrOf(linked))
@@ -108,7 +109,7 @@ func TestPlainTransfers(t *testing.T) {
 // submitted again by us; only one use is possible and it is credited once.
 func TestDuplicateAuthorization(t *testing.T) {
 	e := newSimEnv(t)
-	user, outsider := mustKey(t), mustKey(t)
+	user, outsider := chaintest.Key(t), chaintest.Key(t)
 	e.fund(user, 10_000_000)
 	e.fund(outsider, 0)
 	w := e.worker(nil, nil)
@@ -162,7 +163,7 @@ func TestDuplicateAuthorization(t *testing.T) {
 func TestReorgBeforeFinality(t *testing.T) {
 	e := newSimEnv(t)
 	w := e.worker(nil, nil)
-	stays, vanishes := mustKey(t), mustKey(t)
+	stays, vanishes := chaintest.Key(t), chaintest.Key(t)
 	e.fund(stays, 5_000_000)
 	e.fund(vanishes, 5_000_000)
 	e.link(addrOf(stays))
@@ -269,7 +270,7 @@ func TestConfirmationsFinality(t *testing.T) {
 	e := newSimEnv(t)
 	e.chain.Confirmations = 3
 	w := e.worker(nil, nil)
-	user := mustKey(t)
+	user := chaintest.Key(t)
 	e.fund(user, 2_000_000)
 	e.link(addrOf(user))
 	e.tick(w)
