@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-dev/tollgate/api"
@@ -60,12 +59,13 @@ func withBook(ctx context.Context, env *environment, configPath, cmd string,
 }
 
 // parseWallet reads a wallet address: 0x and 40 hex digits, either case; the ledger's
-// spelling (lower case) is returned.
+// spelling (lower case, paywall.NormalizeWallet's) is returned.
 func parseWallet(cmd, s string) (string, error) {
-	if len(s) != 42 || !strings.HasPrefix(s, "0x") || !common.IsHexAddress(s) {
+	w, err := paywall.NormalizeWallet(s)
+	if err != nil {
 		return "", fmt.Errorf("%w: %s: WALLET must be a 0x address with 40 hex digits, got %q", errUsage, cmd, s)
 	}
-	return strings.ToLower(s), nil
+	return w, nil
 }
 
 // parseUUID reads an id (a transfer's or a paywall's): a UUID in its 8-4-4-4-12 hex form,
