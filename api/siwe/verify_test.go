@@ -11,13 +11,11 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/accounts"
-	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient/simulated"
 
-	"github.com/tollgate-dev/tollgate/contracts/bindings"
 	"github.com/tollgate-dev/tollgate/settlement/chaintest"
 	"github.com/tollgate-dev/tollgate/settlement/eip1271"
 )
@@ -84,8 +82,9 @@ func TestVerifyEOA(t *testing.T) {
 	}
 }
 
-// TestVerifyEIP1271 deploys a one-owner contract wallet (contracts/TestWallet.sol) on the simulated backend and checks
-// that signatures by its owner are accepted through eth_call, and others refused.
+// TestVerifyEIP1271 deploys a one-owner contract wallet (contracts/TestWallet.sol) on the
+// simulated backend and checks that signatures by its owner are accepted through eth_call, and
+// others refused.
 func TestVerifyEIP1271(t *testing.T) {
 	deployer, _ := crypto.GenerateKey()
 	owner, _ := crypto.GenerateKey()
@@ -99,13 +98,11 @@ func TestVerifyEIP1271(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	opts := bind.NewKeyedTransactor(deployer, chainID)
-	wallet, _, err := bind.DeployContract(opts, common.FromHex(bindings.TestWalletMetaData.Bin), client,
-		bindings.NewTestWallet().PackConstructor(crypto.PubkeyToAddress(owner.PublicKey)))
+	send := chaintest.Sender{Client: client, Mine: func() { backend.Commit() }}
+	wallet, err := send.DeployTestWallet(t.Context(), deployer, crypto.PubkeyToAddress(owner.PublicKey))
 	if err != nil {
 		t.Fatalf("deploy: %v", err)
 	}
-	backend.Commit()
 
 	v := Verifier{Contracts: eip1271.Chains{chainID.Uint64(): client}}
 	text := message(wallet, chainID.Uint64()).String()
