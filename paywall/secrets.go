@@ -124,15 +124,24 @@ func OpenSealed(keys []*SecretsKey, purpose, paywallID, sealed string) (string, 
 	if err != nil {
 		return "", err
 	}
-	for _, k := range keys {
+	if plain, i := openWithFirst(keys, purpose, paywallID, raw); i >= 0 {
+		return plain, nil
+	}
+	return "", errDoesNotOpen
+}
+
+// openWithFirst opens a parsed sealed value (parseSealed) with the first of keys that opens it,
+// nil keys skipped, and returns that key's index, or -1 when none does.
+func openWithFirst(keys []*SecretsKey, purpose, paywallID string, raw []byte) (string, int) {
+	for i, k := range keys {
 		if k == nil {
 			continue
 		}
 		if plain, ok := k.openRaw(purpose, paywallID, raw); ok {
-			return plain, nil
+			return plain, i
 		}
 	}
-	return "", errDoesNotOpen
+	return "", -1
 }
 
 var errDoesNotOpen = fmt.Errorf("%w: it does not open with paywall.secrets_key (sealed with another key, copied from another paywall, or tampered with)", ErrSealedCredential)
@@ -238,13 +247,9 @@ func (s *Store) openSealed(paywallID, sealed string) (credential string, current
 	if err != nil {
 		return "", false, err
 	}
-	if c, ok := s.opts.SecretsKey.openRaw(upstreamKeyPurpose, paywallID, raw); ok {
-		return c, true, nil
-	}
-	for _, k := range s.opts.PreviousSecretsKeys {
-		if c, ok := k.openRaw(upstreamKeyPurpose, paywallID, raw); ok {
-			return c, false, nil
-		}
+	keys := append([]*SecretsKey{s.opts.SecretsKey}, s.opts.PreviousSecretsKeys...)
+	if c, i := openWithFirst(keys, upstreamKeyPurpose, paywallID, raw); i >= 0 {
+		return c, i == 0, nil
 	}
 	if len(s.opts.PreviousSecretsKeys) == 0 {
 		return "", false, errDoesNotOpen
