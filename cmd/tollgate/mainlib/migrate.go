@@ -61,15 +61,15 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 			return err
 		}
 	}
-	if len(previous) > 0 {
-		// Webhook signing secrets are sealed with the same key (no Redis copies).
-		hooks, err := webhook.New(pool, nil, secrets, webhook.Options{PreviousSecretsKeys: previous}).ResealSecrets(ctx)
-		if err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-		_, err = fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) and %d webhook signing secret(s) sealed again with paywall.secrets_key; "+
-			"if every replica and command already has the new key, paywall.previous_secrets_keys can now be removed\n", sealed.Resealed, hooks)
-		return err
+	if len(previous) == 0 {
+		return nil
 	}
+	// Webhook signing secrets are sealed with the same key (no Redis copies).
+	hooks, err := webhook.New(pool, nil, secrets, webhook.Options{PreviousSecretsKeys: previous}).ResealSecrets(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	_, err = fmt.Fprintf(env.stdout, "migrate: %d BYOK upstream credential(s) and %d webhook signing secret(s) sealed again with paywall.secrets_key; "+
+		"if every replica and command already has the new key, paywall.previous_secrets_keys can now be removed\n", sealed.Resealed, hooks)
 	return err
 }
