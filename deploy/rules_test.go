@@ -43,6 +43,18 @@ func TestPrometheusRules(t *testing.T) {
 	}
 }
 
+// TestMetricsOfOneProgram backs the rule file's promise that only the rules on up and
+// process_start_time_seconds need a job matcher: no tollgate_* series is exposed by both
+// programs, so a rule on one cannot match the other's.
+func TestMetricsOfOneProgram(t *testing.T) {
+	progs := programs(t)
+	for name := range progs["tollgate-serve"] {
+		if _, both := progs["tollgate-settle"][name]; both && strings.HasPrefix(name, "tollgate_") {
+			t.Errorf("%s is exposed by tollgate serve and tollgate settle: its rules need a job matcher", name)
+		}
+	}
+}
+
 // loadRules parses the rule file as Prometheus does, or fails the test.
 func loadRules(t *testing.T) *rulefmt.RuleGroups {
 	t.Helper()
