@@ -353,16 +353,28 @@ func TestWebhookTurnedOff(t *testing.T) {
 	if removed, err := o.RemoveEndpoint(t.Context(), "pw1"); err != nil || !removed {
 		t.Fatal(removed, err)
 	}
+	cancelled := func() int {
+		t.Helper()
+		var n int
+		if err := e.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM webhook_events WHERE status = 'cancelled'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Cancelled by RemoveEndpoint itself, before any deliverer runs: a webhook set again at
+	// once must not receive them.
+	if n := cancelled(); n != 1 {
+		t.Fatalf("%d cancelled events right after RemoveEndpoint, want 1", n)
+	}
 	e.charge("c2", "pw1", addr(1), 900)
+	// A scan that read the endpoints before the removal records its events after it: the
+	// deliverer finds no webhook and cancels them.
+	e.db.Must(t, `INSERT INTO webhook_events (id, paywall, type, body) VALUES ('charge.created:raced', 'pw1', 'charge.created', '{}')`)
 	drain(t, o)
 	if got := len(e.recv.events()); got != 0 {
 		t.Fatalf("%d deliveries after the webhook was turned off", got)
 	}
-	var cancelled int
-	if err := e.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM webhook_events WHERE status = 'cancelled'`).Scan(&cancelled); err != nil {
-		t.Fatal(err)
-	}
-	if cancelled != 1 {
-		t.Fatalf("%d cancelled events, want 1", cancelled)
+	if n := cancelled(); n != 2 {
+		t.Fatalf("%d cancelled events, want 2 (the pending one and the raced one)", n)
 	}
 }
