@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"testing"
 
@@ -34,9 +33,7 @@ func TestAnvilCounterfactualTopUp(t *testing.T) {
 	node := chaintest.StartAnvilWithFactory(t, chaintest.AnvilOptions{})
 	send, factory := node.Send, node.Factory
 	tokenOwner, owner, stranger, hot := node.Funded, chaintest.Key(t), chaintest.Key(t), chaintest.Key(t)
-	if err := node.SetBalance(ctx, addrOf(hot), new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
-		t.Fatal(err)
-	}
+	node.Fund(t, addrOf(hot))
 	tokenAddr, err := send.DeployToken(ctx, tokenOwner, "USD Coin")
 	if err != nil {
 		t.Fatal(err)

@@ -51,11 +51,7 @@ func anvilTopUpAndPayout(t *testing.T, remote bool) {
 		signer = NewLocalSignerFromKey(hot)
 		funded = append(funded, addrOf(hot))
 	}
-	for _, a := range funded {
-		if err := node.SetBalance(ctx, a, new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	node.Fund(t, funded...)
 	polygonFloor := big.NewInt(25_000_000_000)
 	send := chaintest.Sender{Client: node.Client, TipFloor: polygonFloor}
 	tokenAddr, err := send.DeployToken(ctx, owner, "USD Coin")

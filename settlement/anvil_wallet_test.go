@@ -2,7 +2,6 @@ package settlement
 
 import (
 	"bytes"
-	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"math/big"
@@ -34,11 +33,7 @@ func TestAnvilContractWalletTopUp(t *testing.T) {
 	ctx := t.Context()
 	node := chaintest.StartAnvil(t, chaintest.AnvilOptions{})
 	tokenOwner, walletOwner, stranger, user, hot := chaintest.Key(t), chaintest.Key(t), chaintest.Key(t), chaintest.Key(t), chaintest.Key(t)
-	for _, k := range []*ecdsa.PrivateKey{tokenOwner, walletOwner, hot} {
-		if err := node.SetBalance(ctx, addrOf(k), new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	node.Fund(t, addrOf(tokenOwner), addrOf(walletOwner), addrOf(hot))
 	floor := big.NewInt(25_000_000_000)
 	send := chaintest.Sender{Client: node.Client, TipFloor: floor}
 	tokenAddr, err := send.DeployToken(ctx, tokenOwner, "USD Coin")

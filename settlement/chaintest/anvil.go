@@ -163,6 +163,17 @@ func (a *Anvil) SetBalance(ctx context.Context, account common.Address, wei *big
 	return a.RPC.CallContext(ctx, nil, "anvil_setBalance", account, hexutil.EncodeBig(wei))
 }
 
+// Fund gives each account 100 of the chain's native coin, far more gas money than a test
+// spends, or fails the test.
+func (a *Anvil) Fund(t testing.TB, accounts ...common.Address) {
+	t.Helper()
+	for _, account := range accounts {
+		if err := a.SetBalance(t.Context(), account, new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
+			t.Fatalf("chaintest: fund %s: %v", account.Hex(), err)
+		}
+	}
+}
+
 // SigningAccount is the one development account anvil holds (started with SigningAccounts:
 // 1), for tests that use anvil as a remote signer.
 func (a *Anvil) SigningAccount(t testing.TB) common.Address {
@@ -216,9 +227,7 @@ func StartAnvilWithFactory(t testing.TB, opts AnvilOptions) FactoryChain {
 	t.Helper()
 	node := StartAnvil(t, opts)
 	c := FactoryChain{Anvil: node, Send: Sender{Client: node.Client, TipFloor: big.NewInt(25_000_000_000)}, Funded: Key(t)}
-	if err := node.SetBalance(t.Context(), crypto.PubkeyToAddress(c.Funded.PublicKey), new(big.Int).Mul(big.NewInt(100), big.NewInt(1e18))); err != nil {
-		t.Fatal(err)
-	}
+	node.Fund(t, crypto.PubkeyToAddress(c.Funded.PublicKey))
 	var err error
 	if c.Factory, err = c.Send.DeployTestWalletFactory(t.Context(), c.Funded); err != nil {
 		t.Fatal(err)
