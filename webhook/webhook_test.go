@@ -378,3 +378,50 @@ func TestWebhookTurnedOff(t *testing.T) {
 		t.Fatalf("%d cancelled events, want 2 (the pending one and the raced one)", n)
 	}
 }
+
+// TestWebhookFailedAnswers: a redirect is an answer other than 2xx, retried and never followed
+// (the signed body would go elsewhere); a receiver slower than Timeout is retried too. Each
+// records why on the event.
+func TestWebhookFailedAnswers(t *testing.T) {
+	followed := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		t.Error("the redirect was followed")
+	}))
+	t.Cleanup(followed.Close)
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		want    string
+	}{
+		{"redirect", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, followed.URL, http.StatusTemporaryRedirect)
+		}, "answered 307"},
+		{"timeout", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body) // so that the server sees the client hang up
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}, "no answer within 50ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			srv := httptest.NewServer(tc.handler)
+			t.Cleanup(srv.Close)
+			o := e.outbox(webhook.Options{BackoffMin: time.Hour, Timeout: 50 * time.Millisecond})
+			if _, err := o.SetEndpoint(t.Context(), "pw1", srv.URL); err != nil {
+				t.Fatal(err)
+			}
+			e.fund(addr(1), 1_000_000)
+			e.charge("c1", "pw1", addr(1), 900)
+			drain(t, o)
+			var status, lastError string
+			var attempts int
+			if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, attempts, last_error FROM webhook_events`).Scan(&status, &attempts, &lastError); err != nil {
+				t.Fatal(err)
+			}
+			if status != "pending" || attempts != 1 || lastError != tc.want {
+				t.Fatalf("status %s, attempts %d, last_error %q; want pending after 1 attempt, %q", status, attempts, lastError, tc.want)
+			}
+		})
+	}
+}
