@@ -37,12 +37,17 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// FiatToken's two transferWithAuthorization selectors, from their signatures: the v,r,s form an
+// EOA's signature is relayed in, and the bytes form for a contract wallet's (EIP-1271).
+var (
+	selectorVRS   = crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"))[:4]
+	selectorBytes = crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"))[:4]
+)
+
 // TestTransferCallSelectors pins which form of transferWithAuthorization a signature is relayed
 // in, by FiatToken's selectors: the wallet's own ECDSA signature in the v,r,s form (v 0/1 as
 // 27/28), anything else — a contract wallet's — in the bytes form with its bytes unchanged.
 func TestTransferCallSelectors(t *testing.T) {
-	vrs := crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"))[:4]
-	byBytes := crypto.Keccak256([]byte("transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"))[:4]
 	c := testChain()
 	key := chaintest.Key(t)
 	a := Authorization{From: addrOf(key), To: common.HexToAddress("0xbb"), Value: big.NewInt(5), ValidAfter: 1, ValidBefore: 2, Nonce: NonceFor("x")}
@@ -72,9 +77,9 @@ func TestTransferCallSelectors(t *testing.T) {
 			if byContract != tt.byContract {
 				t.Fatalf("byContract = %v", byContract)
 			}
-			want := vrs
+			want := selectorVRS
 			if byContract {
-				want = byBytes
+				want = selectorBytes
 			}
 			if !bytes.Equal(data[:4], want) {
 				t.Fatalf("selector %x, want %x", data[:4], want)
