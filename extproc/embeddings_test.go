@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // embeddingsReply is an embeddings response with n vectors of dims floats and prompt tokens.
@@ -231,5 +232,42 @@ func TestEmbeddingsHoldAgainWhenTheMoneyIsBack(t *testing.T) {
 	}
 	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Split.TotalMicro() != 4 {
 		t.Errorf("capture %+v", capt)
+	}
+}
+
+// TestBodyTooLargeToKeep: a JSON body larger than the server keeps whole (4 × max_body_bytes)
+// is passed through and metered from its ends (64 KiB each): an embeddings reply is charged its
+// usage, so is a completion that fits in one end, and a larger completion (whose ends are not
+// JSON on their own) its estimate.
+func TestBodyTooLargeToKeep(t *testing.T) {
+	completion := func(n int) string {
+		return `{"id":"gen-9","choices":[{"message":{"role":"assistant","content":"` + strings.Repeat("x", n) +
+			`"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}`
+	}
+	const chat = `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`
+	for _, tt := range []struct {
+		name, path, body, reply string
+		charged                 int64 // 0: estimated
+	}{
+		{"embeddings", embeddingsPath, `{"model":"m1","input":"Hello there"}`, embeddingsReply(10, 100, 500), 600},
+		{"completion within an end", chatPath, chat, completion(20_000), 24},
+		{"completion beyond both ends", chatPath, chat, completion(200_000), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newFlakyReplica(t, 10*time.Minute, funded(&flakyLedger{}), testJournal(t), func(c *Config, _ *Deps) { c.MaxBodyBytes = 1024 })
+			var chunks []string
+			for rest := tt.reply; rest != ""; {
+				n := min(len(rest), 1000)
+				chunks, rest = append(chunks, rest[:n]), rest[n:]
+			}
+			res := run(t, e.client, exchange{path: tt.path, key: testKey, user: testUser, body: tt.body, ctype: "application/json", chunks: chunks})
+			if res.clientBody != tt.reply {
+				t.Error("the response was changed")
+			}
+			capt := waitCapture(t, e.ledger.fakeLedger)
+			if capt.Estimated != (tt.charged == 0) || (tt.charged != 0 && capt.Split.TotalMicro() != tt.charged) {
+				t.Errorf("capture %+v", capt)
+			}
+		})
 	}
 }

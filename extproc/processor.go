@@ -69,7 +69,8 @@ type processor struct {
 	// From the response.
 	status    int
 	streaming bool
-	// windowed: a body streamed through whose usage is read from its ends (embeddings).
+	// windowed: a body whose usage is read from its ends (embeddings, and any body too large
+	// to keep whole).
 	windowed bool
 	// head and tail are the first and last windowBytes of a windowed body, or tail the last of
 	// a Responses stream the scanner could not split (an event over its limit).
@@ -189,7 +190,7 @@ func (p *processor) RequestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		}}}
 	}
 	p.upstreamPath = rt.upstreamPath
-	p.api = apiOf(rt.kind)
+	p.api = rt.api
 	if h.GetEndOfStream() {
 		return p.fail(OutcomeBadRequest, badRequest("missing_body", "", "The request has no body. Send the request as JSON."))
 	}
@@ -233,14 +234,8 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		return p.fail(OutcomeUnavailable, &apiError{Status: http.StatusInternalServerError, Type: "server_error",
 			Code: "misconfigured", Message: "Tollgate needs the whole request body: configure the ext_proc filter's request_body_mode as BUFFERED."})
 	}
-	parse, unpriced, userPath := parseChatRequest, unpricedOptions, "chat/completions"
-	switch p.api {
-	case apiResponses:
-		parse, unpriced, userPath = parseResponsesRequest, unpricedResponsesOptions, "responses"
-	case apiEmbeddings:
-		parse, unpriced, userPath = parseEmbeddingsRequest, unpricedEmbeddingsOptions, "embeddings"
-	}
-	req, bad := parse(b.GetBody(), requestLimits{MaxBodyBytes: p.s.cfg.MaxBodyBytes, MaxTokens: p.s.cfg.MaxTokensLimit})
+	rules := &apis[p.api]
+	req, bad := rules.parse(b.GetBody(), requestLimits{MaxBodyBytes: p.s.cfg.MaxBodyBytes, MaxTokens: p.s.cfg.MaxTokensLimit})
 	if bad != nil {
 		return p.fail(OutcomeBadRequest, bad)
 	}
@@ -248,7 +243,7 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	if p.pw.Mode != paywall.ModeBYOK {
 		switch {
 		case len(req.Unpriced) > 0:
-			return p.fail(OutcomeBadRequest, badRequest("unsupported_parameter", req.Unpriced[0], unpriced))
+			return p.fail(OutcomeBadRequest, badRequest("unsupported_parameter", req.Unpriced[0], rules.unpriced))
 		case len(req.Stored) > 0:
 			return p.fail(OutcomeBadRequest, badRequest("unsupported_parameter", req.Stored[0], fmt.Sprintf(storedContextMessage, req.Stored[0])))
 		}
@@ -256,7 +251,7 @@ func (p *processor) RequestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	p.userID = firstNonEmpty(p.headerUser, p.pathUser, req.User)
 	if p.userID == "" {
 		return p.fail(OutcomeBadRequest, badRequest("missing_user", "user",
-			"The request does not say which end user it is for. Set the 'X-Paywall-User' header, the body's 'user', or call /v1/{user}/"+userPath+"."))
+			"The request does not say which end user it is for. Set the 'X-Paywall-User' header, the body's 'user', or call /v1/{user}/"+rules.path[len("/v1/"):]+"."))
 	}
 	if err := paywall.ValidUserID(p.userID); err != nil {
 		return p.fail(OutcomeBadRequest, badRequest("invalid_user", "user", userMessage(err)))
@@ -506,7 +501,7 @@ func (p *processor) forward() *extprocv3.ProcessingResponse {
 		return p.unavailable("rewrite the request", err)
 	}
 
-	p.s.metrics.forwarded.WithLabelValues(apiNames[p.api]).Inc()
+	p.s.metrics.forwarded.WithLabelValues(apis[p.api].label).Inc()
 	set, remove := p.upstreamHeaders(p.upstreamPath)
 	set = append(set, setHeader("content-length", contentLength(len(body))))
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{
@@ -609,6 +604,13 @@ func (p *processor) ResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 		return continueResponseBody()
 	}
 	eos := b.GetEndOfStream()
+	if !p.streaming && !p.windowed && len(p.jsonBody)+len(b.GetBody()) > p.s.cfg.MaxBodyBytes*4 {
+		// Too large to read whole (Envoy buffers less than this; a body sent in pieces can
+		// be more): only its ends are kept, as embeddings' are, and its usage looked for there.
+		p.windowed = true
+		p.keepEnds(p.jsonBody)
+		p.jsonBody = nil
+	}
 	if p.windowed {
 		p.keepEnds(b.GetBody())
 		if eos {
@@ -619,9 +621,6 @@ func (p *processor) ResponseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 	}
 	if !p.streaming {
 		p.jsonBody = append(p.jsonBody, b.GetBody()...)
-		if len(p.jsonBody) > p.s.cfg.MaxBodyBytes*4 {
-			p.jsonBody = p.jsonBody[:0:0] // too large to read; settle from the estimate
-		}
 		if eos {
 			p.readCompletion(p.jsonBody)
 			p.ended = true
@@ -748,23 +747,12 @@ func (p *processor) setUsage(u sse.Usage) {
 }
 
 // parse reads the usage, error and id of an event or a whole body, in the request's API.
-func (p *processor) parse(data []byte) (sse.Completion, error) {
-	switch p.api {
-	case apiResponses:
-		return sse.ParseResponse(data)
-	case apiEmbeddings:
-		return sse.ParseEmbeddings(data)
-	}
-	return sse.ParseCompletion(data)
-}
+func (p *processor) parse(data []byte) (sse.Completion, error) { return apis[p.api].usage(data) }
 
 // readCompletion meters a buffered (non-streamed) completion or response.
 func (p *processor) readCompletion(body []byte) {
 	c, err := p.parse(body)
 	p.outBytes = int64(c.OutputBytes)
-	if p.api == apiChat {
-		p.outBytes = int64(sse.Inspect(body).ContentBytes)
-	}
 	if p.outBytes > 0 {
 		p.outEvents = 1
 	}

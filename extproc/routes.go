@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/tollgate-dev/tollgate/extproc/sse"
 )
 
 // The billed paths; /v1/{user}/chat/completions, /v1/{user}/responses and
@@ -13,17 +15,6 @@ const (
 	responsesPath  = "/v1/responses"
 	embeddingsPath = "/v1/embeddings"
 )
-
-// billedEndpoints are the billed paths after "/v1/", with their routes.
-var billedEndpoints = [...]struct {
-	rest string
-	kind routeKind
-	path string
-}{
-	{"chat/completions", routeChat, chatPath},
-	{"responses", routeResponses, responsesPath},
-	{"embeddings", routeEmbeddings, embeddingsPath},
-}
 
 // modelsPath lists the upstream's models; /v1/models/{id} describes one.
 const modelsPath = "/v1/models"
@@ -70,23 +61,28 @@ const (
 	apiEmbeddings            // POST /v1/embeddings (embeddings.go)
 )
 
-// apiNames label the forwarded metric.
-var apiNames = [...]string{apiChat: "chat", apiResponses: "responses", apiEmbeddings: "embeddings"}
-
-// apiOf is the API of a billed route.
-func apiOf(k routeKind) api {
-	switch k {
-	case routeResponses:
-		return apiResponses
-	case routeEmbeddings:
-		return apiEmbeddings
-	}
-	return apiChat
+// apis are what the billed APIs' routes and readers differ in; the rest of a request's life is
+// shared (the few differences in how it is held, rewritten and metered are where they act).
+var apis = [...]struct {
+	kind  routeKind
+	path  string // /v1/{user}/… is the same after the user
+	label string // of tollgate_extproc_forwarded_total
+	parse func(body []byte, lim requestLimits) (chatRequest, *apiError)
+	// unpriced refuses, on a built-in paywall, the members parse listed in Unpriced.
+	unpriced string
+	// usage reads the usage, error and id of a stream event or a whole body.
+	usage func(data []byte) (sse.Completion, error)
+}{
+	apiChat:       {routeChat, chatPath, "chat", parseChatRequest, unpricedOptions, sse.ParseCompletion},
+	apiResponses:  {routeResponses, responsesPath, "responses", parseResponsesRequest, unpricedResponsesOptions, sse.ParseResponse},
+	apiEmbeddings: {routeEmbeddings, embeddingsPath, "embeddings", parseEmbeddingsRequest, unpricedEmbeddingsOptions, sse.ParseEmbeddings},
 }
 
 // route is the classified request line.
 type route struct {
 	kind routeKind
+	// api is a billed route's API.
+	api api
 	// user is the /v1/{user}/… prefix, "" when there is none.
 	user string
 	// upstreamPath is the path (without query) to send upstream when it differs from the
@@ -106,19 +102,20 @@ func classifyRoute(method, path string) route {
 		return route{kind: routeNotOurs}
 	}
 	user, tail, _ := strings.Cut(rest, "/")
-	for _, e := range billedEndpoints {
+	for a, e := range apis {
 		// The hot path: no allocation.
-		if rest == e.rest {
+		billed := e.path[len("/v1/"):]
+		if rest == billed {
 			if method != http.MethodPost {
 				return route{kind: routeWrongMethod, allow: http.MethodPost}
 			}
-			return route{kind: e.kind, allow: http.MethodPost}
+			return route{kind: e.kind, api: api(a), allow: http.MethodPost}
 		}
 		// Checked before the models forms, so that a user may be called "models" for chat
 		// (/v1/models/chat/completions); /v1/models/responses and /v1/models/embeddings stay
 		// model ids, and a user called "models" sends those with the header.
-		if tail == e.rest && user != "" && (user != "models" || e.kind == routeChat) {
-			r := route{kind: e.kind, allow: http.MethodPost, user: user, upstreamPath: e.path}
+		if tail == billed && user != "" && (user != "models" || e.kind == routeChat) {
+			r := route{kind: e.kind, api: api(a), allow: http.MethodPost, user: user, upstreamPath: e.path}
 			if method != http.MethodPost {
 				r.kind = routeWrongMethod
 			}

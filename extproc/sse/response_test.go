@@ -136,3 +136,15 @@ func TestReportedCost(t *testing.T) {
 		}
 	}
 }
+
+// TestParseCompletionOutputBytes: a whole completion's output is counted for an estimate, also
+// when the body is cut short and its usage cannot be read.
+func TestParseCompletionOutputBytes(t *testing.T) {
+	whole := `{"id":"gen-1","choices":[{"message":{"role":"assistant","content":"Hello","reasoning":"hm"}}]}`
+	if c, err := ParseCompletion([]byte(whole)); err != nil || c.OutputBytes != len("Hello")+len("hm") || c.ID != "gen-1" {
+		t.Errorf("%+v %v", c, err)
+	}
+	if c, err := ParseCompletion([]byte(whole[:len(whole)-3])); err == nil || c.OutputBytes != len("Hello")+len("hm") {
+		t.Errorf("cut short: %+v %v", c, err)
+	}
+}

@@ -356,12 +356,12 @@ func (s *Scanner) classify(ev *Event, hasCR bool) {
 // errorType is the value of an error event's "type".
 var errorType = []byte(`"error"`)
 
-// Inspect reports the keys metering needs in a JSON payload that did not come through the
-// scanner (a buffered, non-streamed completion): HasUsage, HasError and ContentBytes.
-func Inspect(data []byte) Event {
+// contentBytes is Event.ContentBytes of a JSON payload that did not come through the scanner
+// (a buffered, non-streamed completion).
+func contentBytes(data []byte) int {
 	ev := Event{Kind: KindData, Data: data}
 	scanKeys(&ev)
-	return ev
+	return ev.ContentBytes
 }
 
 // scanKeys finds the keys metering needs in one pass over the payload's JSON strings: each

@@ -65,8 +65,9 @@ type Completion struct {
 	Usage   *Usage // nil when absent or null
 	Choices int    // number of entries in "choices" (chat only)
 	Error   string // the message of an "error" member or an error event, if any
-	// OutputBytes is, for a whole Responses API body, the bytes of its output text and tool
-	// call arguments: what an estimate counts when the usage is missing.
+	// OutputBytes is, for a whole body, the bytes of its output (a completion's content and
+	// reasoning strings as written; a response's output text and tool-call arguments): what an
+	// estimate counts when the usage is missing.
 	OutputBytes int
 }
 
@@ -83,11 +84,12 @@ type wireCompletion struct {
 //
 // It can return: ErrBadUsage (wrapped), or a JSON syntax error.
 func ParseCompletion(data []byte) (Completion, error) {
+	c := Completion{OutputBytes: contentBytes(data)} // counted even in a body cut short
 	var w wireCompletion
 	if err := json.Unmarshal(data, &w); err != nil {
-		return Completion{}, fmt.Errorf("sse: completion JSON: %w", err)
+		return c, fmt.Errorf("sse: completion JSON: %w", err)
 	}
-	c := Completion{ID: w.ID, Choices: len(w.Choices)}
+	c.ID, c.Choices = w.ID, len(w.Choices)
 	return c, c.read(w.Error, w.Usage)
 }
 
