@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -519,5 +520,55 @@ func TestGetCharge(t *testing.T) {
 		if r.errorCode(t) != "invalid_charge_id" {
 			t.Errorf("id %q: %s", bad, r.body)
 		}
+	}
+}
+
+// TestOwnCharge: what a refund may reverse is decided from the transfer alone — its kind, its
+// metadata and the shape of its legs; a transfer whose metadata names this paywall and user but
+// whose money went elsewhere is not this paywall's charge.
+func TestOwnCharge(t *testing.T) {
+	const pw, user, wallet, other = "pw", "alice", "0x00000000000000000000000000000000000000c1", "0x00000000000000000000000000000000000000c2"
+	meta := map[string]string{metaPaywall: pw, metaUser: user}
+	transfer := func(kind ledger.TransferKind, entries ...ledger.Entry) ledger.Transfer {
+		return ledger.Transfer{Kind: kind, Metadata: meta, Entries: entries}
+	}
+	debit := ledger.Entry{Account: ledger.Wallet(wallet), AmountMicro: -1_000}
+	fee := ledger.Entry{Account: ledger.PlatformFees(), AmountMicro: 10}
+	earn := ledger.Entry{Account: ledger.Earnings(pw), AmountMicro: 990}
+	tests := []struct {
+		name string
+		t    ledger.Transfer
+		want chargeLegs
+		err  error
+	}{
+		{"charge", transfer(ledger.KindCharge, debit, fee, earn), chargeLegs{wallet: wallet, walletMicro: 1_000, developerMicro: 990}, nil},
+		{"built-in capture", transfer(ledger.KindCapture, ledger.Entry{Account: ledger.Wallet(wallet), AmountMicro: -1_500}, fee, earn,
+			ledger.Entry{Account: ledger.ProviderCosts("openrouter"), AmountMicro: 500}),
+			chargeLegs{wallet: wallet, walletMicro: 1_500, developerMicro: 990, providerMicro: 500}, nil},
+		{"zero legs skipped", transfer(ledger.KindCapture, ledger.Entry{Account: ledger.Wallet(other)}, debit, fee, earn),
+			chargeLegs{wallet: wallet, walletMicro: 1_000, developerMicro: 990}, nil},
+		{"not found (zero transfer)", ledger.Transfer{}, chargeLegs{}, errNotRefundable},
+		{"a deposit", transfer(ledger.KindDeposit, ledger.Entry{Account: ledger.Wallet(wallet), AmountMicro: 1_000}), chargeLegs{}, errNotRefundable},
+		{"a reversal", transfer(ledger.KindReversal, ledger.Entry{Account: ledger.Wallet(wallet), AmountMicro: 1_000}), chargeLegs{}, errNotRefundable},
+		{"another paywall's metadata", ledger.Transfer{Kind: ledger.KindCharge, Metadata: map[string]string{metaPaywall: "pw2", metaUser: user},
+			Entries: []ledger.Entry{debit, fee, earn}}, chargeLegs{}, errNotRefundable},
+		{"another user's metadata", ledger.Transfer{Kind: ledger.KindCharge, Metadata: map[string]string{metaPaywall: pw, metaUser: "bob"},
+			Entries: []ledger.Entry{debit, fee, earn}}, chargeLegs{}, errNotRefundable},
+		{"another paywall's earnings", transfer(ledger.KindCharge, debit, fee, ledger.Entry{Account: ledger.Earnings("pw2"), AmountMicro: 990}),
+			chargeLegs{}, errNotRefundable},
+		{"a second wallet", transfer(ledger.KindCharge, debit, ledger.Entry{Account: ledger.Wallet(other), AmountMicro: -1_000}, fee,
+			ledger.Entry{Account: ledger.Earnings(pw), AmountMicro: 1_990}), chargeLegs{}, errNotRefundable},
+		{"money into the wallet", transfer(ledger.KindCharge, ledger.Entry{Account: ledger.Wallet(wallet), AmountMicro: 1_000},
+			ledger.Entry{Account: ledger.Earnings(pw), AmountMicro: -1_000}), chargeLegs{}, errNotRefundable},
+		{"the fee flowing out", transfer(ledger.KindCharge, debit, ledger.Entry{Account: ledger.PlatformFees(), AmountMicro: -10},
+			ledger.Entry{Account: ledger.Earnings(pw), AmountMicro: 1_010}), chargeLegs{}, errNotRefundable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ownCharge(tt.t, pw, user)
+			if got != tt.want || !errors.Is(err, tt.err) {
+				t.Errorf("ownCharge = %+v, %v; want %+v, %v", got, err, tt.want, tt.err)
+			}
+		})
 	}
 }
