@@ -331,3 +331,47 @@ func TestResponsesWire(t *testing.T) {
 		t.Errorf("last frame %q", frames[12])
 	}
 }
+
+// TestEmbeddings reads the fake's vectors and usage with the real SDK, for each shape of input
+// the API takes: one vector per text or token-id list, the usage the words of each text (at
+// least 1) or the number of ids.
+func TestEmbeddings(t *testing.T) {
+	f, _, client := responsesClient(t)
+	tests := []struct {
+		name    string
+		input   openai.EmbeddingNewParamsInputUnion
+		vectors int
+		tokens  int64
+	}{
+		{"one string", openai.EmbeddingNewParamsInputUnion{OfString: openai.String("one two three")}, 1, 3},
+		{"strings, one empty", openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"one two", ""}}, 2, 3},
+		{"token ids", openai.EmbeddingNewParamsInputUnion{OfArrayOfTokens: []int64{7, 8, 9, 10}}, 1, 4},
+		{"lists of token ids", openai.EmbeddingNewParamsInputUnion{OfArrayOfTokenArrays: [][]int64{{7, 8}, {9}}}, 2, 3},
+	}
+	for _, tc := range tests {
+		for _, format := range []openai.EmbeddingNewParamsEncodingFormat{openai.EmbeddingNewParamsEncodingFormatFloat, openai.EmbeddingNewParamsEncodingFormatBase64} {
+			t.Run(tc.name+" "+string(format), func(t *testing.T) {
+				f.Reset()
+				res, err := client.Embeddings.New(t.Context(), openai.EmbeddingNewParams{Model: "m", Input: tc.input, EncodingFormat: format, User: openai.String("u1")})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(res.Data) != tc.vectors || res.Usage.PromptTokens != tc.tokens || res.Usage.TotalTokens != tc.tokens {
+					t.Fatalf("%d vectors, usage %+v; want %d vectors, %d tokens", len(res.Data), res.Usage, tc.vectors, tc.tokens)
+				}
+				for i, d := range res.Data {
+					vec := make([]float32, len(d.Embedding)) // the fake's float32s, as either encoding carries them
+					for j, x := range d.Embedding {
+						vec[j] = float32(x)
+					}
+					if d.Index != int64(i) || !slices.Equal(vec, []float32{0.1, 0.2, 0.3, 0.4}) {
+						t.Errorf("vector %d: index %d, %v", i, d.Index, d.Embedding)
+					}
+				}
+				if reqs := f.Requests(); len(reqs) != 1 || reqs[0].User != "u1" || reqs[0].Usage != (Usage{PromptTokens: tc.tokens}) {
+					t.Fatalf("recorded %+v", reqs)
+				}
+			})
+		}
+	}
+}
