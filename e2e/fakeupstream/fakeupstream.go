@@ -495,29 +495,22 @@ func (s *Server) embeddings(w http.ResponseWriter, body []byte, rec *Request) in
 	if err := json.Unmarshal(body, &req); err != nil {
 		return writeError(w, http.StatusBadRequest, "invalid_json", "fake upstream: "+err.Error())
 	}
+	// One input: a string or a list of token ids; else a list of either.
+	var ids []int64
 	var inputs []json.RawMessage
-	if json.Unmarshal(req.Input, &inputs) != nil {
+	if json.Unmarshal(req.Input, &ids) == nil || json.Unmarshal(req.Input, &inputs) != nil {
 		inputs = []json.RawMessage{req.Input}
 	}
 	var tokens int64
-	ids := false // an array of token ids is one input
 	data := make([]any, 0, len(inputs))
 	for i, in := range inputs {
 		var text string
-		var list []json.Number
-		switch {
-		case json.Unmarshal(in, &text) == nil:
+		if json.Unmarshal(in, &text) == nil {
 			tokens += max(wordCount(text), 1)
-		case json.Unmarshal(in, &list) == nil:
-			tokens += int64(len(list))
-		default:
-			tokens, ids = tokens+1, true
-			continue
+		} else if json.Unmarshal(in, &ids) == nil {
+			tokens += int64(len(ids))
 		}
 		data = append(data, embeddingObject(i, req.EncodingFormat))
-	}
-	if ids {
-		data = append(data, embeddingObject(0, req.EncodingFormat))
 	}
 	rec.User = req.User
 	rec.Usage = Usage{PromptTokens: tokens}
