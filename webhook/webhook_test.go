@@ -1,6 +1,7 @@
 package webhook_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tollgate-dev/tollgate/internal/testdb"
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -423,5 +427,43 @@ func TestWebhookFailedAnswers(t *testing.T) {
 				t.Fatalf("status %s, attempts %d, last_error %q; want pending after 1 attempt, %q", status, attempts, lastError, tc.want)
 			}
 		})
+	}
+}
+
+// TestWebhookRun: Run scans and delivers on its own, counts each attempt's result and keeps
+// the backlog gauge: the receiver's first refusal leaves the event pending (backlog 1, one
+// retried); its acceptance after the backoff delivers it (backlog 0).
+func TestWebhookRun(t *testing.T) {
+	e := newEnv(t)
+	m := webhook.NewMetrics(prometheus.NewRegistry())
+	o := e.outbox(webhook.Options{Interval: 10 * time.Millisecond, BackoffMin: 300 * time.Millisecond, Metrics: m})
+	e.setWebhook(o, "pw1")
+	e.fund(addr(1), 1_000_000)
+	e.charge("c1", "pw1", addr(1), 900)
+	e.recv.mu.Lock()
+	e.recv.fail = 1
+	e.recv.mu.Unlock()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { o.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	metrics := func() (delivered, retried, failed, backlog float64) {
+		return testutil.ToFloat64(m.Deliveries.WithLabelValues("delivered")), testutil.ToFloat64(m.Deliveries.WithLabelValues("retried")),
+			testutil.ToFloat64(m.Deliveries.WithLabelValues("failed")), testutil.ToFloat64(m.Backlog)
+	}
+	until := func(what string, ok func(delivered, retried, failed, backlog float64) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(metrics()); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				d, r, f, b := metrics()
+				t.Fatalf("%s: delivered %v, retried %v, failed %v, backlog %v", what, d, r, f, b)
+			}
+		}
+	}
+	until("after the refusal", func(d, r, f, b float64) bool { return d == 0 && r == 1 && f == 0 && b == 1 })
+	until("after the delivery", func(d, r, f, b float64) bool { return d == 1 && r == 1 && f == 0 && b == 0 })
+	if got := len(e.recv.events()); got != 1 {
+		t.Fatalf("%d events accepted, want 1", got)
 	}
 }
