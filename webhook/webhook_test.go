@@ -467,3 +467,42 @@ func TestWebhookRun(t *testing.T) {
 		t.Fatalf("%d events accepted, want 1", got)
 	}
 }
+
+// TestWebhookBackoff: each failed attempt waits twice as long as the one before, from
+// BackoffMin up to BackoffMax; the attempt that would come later than GiveUpAfter after the
+// event was recorded is not made: the event is given up.
+func TestWebhookBackoff(t *testing.T) {
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{BackoffMin: time.Hour, BackoffMax: 4 * time.Hour, GiveUpAfter: 24 * time.Hour})
+	e.setWebhook(o, "pw1")
+	e.fund(addr(1), 1_000_000)
+	e.charge("c1", "pw1", addr(1), 900)
+	e.recv.mu.Lock()
+	e.recv.fail = 1000
+	e.recv.mu.Unlock()
+	if _, err := o.Scan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	attempt := func() (status string, wait time.Duration) {
+		t.Helper()
+		if n, err := o.Deliver(t.Context()); err != nil || n != 1 {
+			t.Fatalf("Deliver = %d, %v; want the one event", n, err)
+		}
+		var secs float64
+		if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, EXTRACT(EPOCH FROM next_attempt_at - now())::FLOAT8 FROM webhook_events`).Scan(&status, &secs); err != nil {
+			t.Fatal(err)
+		}
+		e.db.Must(t, `UPDATE webhook_events SET next_attempt_at = now()`) // due again
+		return status, time.Duration(secs * float64(time.Second))
+	}
+	for i, want := range []time.Duration{time.Hour, 2 * time.Hour, 4 * time.Hour, 4 * time.Hour} {
+		if status, wait := attempt(); status != "pending" || wait < want-time.Minute || wait > want {
+			t.Fatalf("after attempt %d: %s, next in %s; want pending, next in %s", i+1, status, wait, want)
+		}
+	}
+	// Recorded 21 h ago: the next attempt, 4 h on, would be past the day.
+	e.db.Must(t, `UPDATE webhook_events SET created_at = now() - INTERVAL '21 hours'`)
+	if status, _ := attempt(); status != "failed" {
+		t.Fatalf("after the last attempt of the day: %s, want failed", status)
+	}
+}
