@@ -506,3 +506,21 @@ func TestWebhookBackoff(t *testing.T) {
 		t.Fatalf("after the last attempt of the day: %s, want failed", status)
 	}
 }
+
+// TestScanPages: a scan reads past its first page (500 entries) to the end.
+func TestScanPages(t *testing.T) {
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{})
+	e.setWebhook(o, "pw1")
+	e.fund(addr(1), 100_000_000)
+	const charges = 501
+	for i := range charges {
+		e.charge(fmt.Sprintf("c%d", i), "pw1", addr(1), 900)
+	}
+	if n, err := o.Scan(t.Context()); err != nil || n != charges {
+		t.Fatalf("Scan = %d, %v; want %d events", n, err, charges)
+	}
+	if n, err := o.Scan(t.Context()); err != nil || n != 0 {
+		t.Fatalf("a second Scan = %d, %v; want nothing new", n, err)
+	}
+}
