@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -463,5 +464,30 @@ func TestPrometheusConfig(t *testing.T) {
 	}
 	if named == 0 {
 		t.Fatal("no rule names a job: the check above passed on nothing")
+	}
+}
+
+// TestComposePrometheusVersion keeps the compose stack's Prometheus at the release whose rule
+// parser and config loader these tests run: Prometheus's Go module v0.3MM.P is release v3.MM.P.
+func TestComposePrometheusVersion(t *testing.T) {
+	gomod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compose, err := os.ReadFile(filepath.Join(repoRoot, "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := regexp.MustCompile(`(?m)^\s*github\.com/prometheus/prometheus v0\.3(\d\d)\.(\d+)\b`).FindSubmatch(gomod)
+	if mod == nil {
+		t.Fatal("go.mod requires no github.com/prometheus/prometheus v0.3MM.P")
+	}
+	want := fmt.Sprintf("prom/prometheus:v3.%s.%s", strings.TrimPrefix(string(mod[1]), "0"), mod[2])
+	got := "no prom/prometheus image"
+	if m := regexp.MustCompile(`(?m)^\s+image: (prom/prometheus:\S+)$`).FindSubmatch(compose); m != nil {
+		got = string(m[1])
+	}
+	if got != want {
+		t.Errorf("docker-compose.yml runs %s; the rules are checked with %s, so want %s", got, bytes.TrimSpace(mod[0]), want)
 	}
 }
