@@ -148,7 +148,7 @@ func (w *Worker) deployWallet(ctx context.Context, t topUpRow, wrapped eip1271.W
 	if gas > eip1271.MaxDeployGas {
 		return false, w.setTopUp(ctx, t.id, TopUpFailed, fmt.Sprintf("the wallet's ERC-6492 deployment needs %d gas, more than the %d the relayer pays for", gas, eip1271.MaxDeployGas), 0)
 	}
-	_, err = w.send(ctx, purposeDeploy, t.id, wrapped.Factory, wrapped.FactoryCalldata, gas+gas*gasMarginPct/100,
+	_, err = w.send(ctx, purposeDeploy, t.id, wrapped.Factory, wrapped.FactoryCalldata, withGasMargin(gas),
 		func(tx pgx.Tx, _ string, hash common.Hash) error {
 			_, err := tx.Exec(ctx, `UPDATE settlement_topups SET reason = $2, updated_at = now() WHERE id = $1 AND status = 'signed'`,
 				t.id, "deploying the wallet (ERC-6492) in "+lowerHash(hash))

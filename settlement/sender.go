@@ -57,6 +57,9 @@ type attemptRow struct {
 // gasMarginPct is added to eth_estimateGas: state can change between estimate and inclusion.
 const gasMarginPct = 25
 
+// withGasMargin is the gas limit to send for an eth_estimateGas result.
+func withGasMargin(gas uint64) uint64 { return gas + gas*gasMarginPct/100 }
+
 // estimate is the preflight: eth_estimateGas runs the call at latest (as eth_call does) and
 // fails with the revert reason if it would revert.
 func (w *Worker) estimate(ctx context.Context, to common.Address, data []byte) (uint64, error) {
@@ -64,7 +67,7 @@ func (w *Worker) estimate(ctx context.Context, to common.Address, data []byte) (
 	if err != nil {
 		return 0, err
 	}
-	return gas + gas*gasMarginPct/100, nil
+	return withGasMargin(gas), nil
 }
 
 // fees returns the tip and fee cap for a new transaction: tip = max(node's suggestion, the
