@@ -297,9 +297,6 @@ func (t *TopUps) submit(ctx context.Context, row topUpRow, sa SignedAuthorizatio
 	return t.Get(ctx, row.id)
 }
 
-// contractCallTimeout bounds the EIP-1271 question to a contract wallet's chain.
-const contractCallTimeout = 10 * time.Second
-
 // checkSigner reports (with nil) whether the authorization's From signed it in a way the token
 // accepts. An EOA's signature is 65 bytes that recover to From (what the relay sends in the
 // v,r,s form). Anything else is asked of From as an EIP-1271 contract wallet, over the EIP-712
@@ -330,8 +327,6 @@ func (t *TopUps) checkSigner(ctx context.Context, c Chain, sa SignedAuthorizatio
 	if !c.chainID.IsUint64() {
 		return fmt.Errorf("%w: %s, and chain id %s is too large to ask a contract wallet", ErrBadSignature, why, c.chainID)
 	}
-	ctx, cancel := context.WithTimeout(ctx, contractCallTimeout)
-	defer cancel()
 	verdict, err := eip1271.Check(ctx, t.opts.Contracts, c.chainID.Uint64(), sa.From, c.Digest(sa.Authorization), sa.Signature, eip1271.MaxDeployGas)
 	switch {
 	case err != nil:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -54,6 +55,35 @@ func TestIsValidSignature(t *testing.T) {
 				common.LeftPadBytes([]byte{3}, 32), word(3, 4, 5)}, nil)
 			if !bytes.Equal(data, want) {
 				t.Fatalf("call data %x, want %x", data, want)
+			}
+		})
+	}
+}
+
+// deadlineCaller is a node that records the deadline of the call it is asked.
+type deadlineCaller struct{ deadline *time.Time }
+
+func (d deadlineCaller) CallContract(ctx context.Context, _ uint64, _ *common.Address, _ []byte) ([]byte, error) {
+	*d.deadline, _ = ctx.Deadline()
+	return nil, ErrReverted
+}
+
+// TestCheckBoundsTheCall: Check asks the node within CallTimeout, for a plain EIP-1271
+// signature and an ERC-6492 one alike, so that neither sign-in nor a top-up waits on a node
+// that does not answer.
+func TestCheckBoundsTheCall(t *testing.T) {
+	for name, sig := range map[string][]byte{
+		"EIP-1271": {1, 2, 3},
+		"ERC-6492": Wrapped{Factory: common.Address{9}, Signature: []byte{1}}.Encode(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var deadline time.Time
+			start := time.Now()
+			if _, err := Check(t.Context(), deadlineCaller{&deadline}, 1, common.Address{1}, common.Hash{2}, sig, MaxDeployGas); err != nil {
+				t.Fatal(err)
+			}
+			if deadline.IsZero() || deadline.Before(start) || deadline.After(time.Now().Add(CallTimeout)) {
+				t.Fatalf("call deadline %v, want within %v of %v", deadline, CallTimeout, start)
 			}
 		})
 	}

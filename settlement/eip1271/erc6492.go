@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 
@@ -172,14 +173,22 @@ var (
 	validatorCode = common.FromHex(bindings.ERC6492ValidatorMetaData.Bin)
 )
 
-// Check asks whether wallet, on chainID, accepts sig over hash. A signature that ends with the
-// ERC-6492 suffix is unwrapped and decided by one deployless eth_call of ERC6492Validator: if
-// the wallet has no code, the call runs the factory call with at most deployGas (a
-// deployment that needs more fails, FactoryFailed) and then asks the new wallet about the
-// inner signature (callers pass MaxDeployGas); if it has code, the wallet is asked at once,
-// as ERC-6492 says. Any other signature is asked with IsValidSignature. An error means the node
-// could not be asked (or gave an answer that is not one), and asking again may succeed.
+// CallTimeout bounds Check's question to the wallet's chain, for sign-in and top-ups alike: a
+// node that does not answer by then is an error (asking again may succeed), not a request that
+// waits on it.
+const CallTimeout = 10 * time.Second
+
+// Check asks whether wallet, on chainID, accepts sig over hash, within CallTimeout. A
+// signature that ends with the ERC-6492 suffix is unwrapped and decided by one deployless
+// eth_call of ERC6492Validator: if the wallet has no code, the call runs the factory call with
+// at most deployGas (a deployment that needs more fails, FactoryFailed) and then asks the new
+// wallet about the inner signature (callers pass MaxDeployGas); if it has code, the wallet is
+// asked at once, as ERC-6492 says. Any other signature is asked with IsValidSignature. An
+// error means the node could not be asked (or gave an answer that is not one), and asking
+// again may succeed.
 func Check(ctx context.Context, c ContractCaller, chainID uint64, wallet common.Address, hash common.Hash, sig []byte, deployGas uint64) (Verdict, error) {
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
 	if !IsWrapped(sig) {
 		ok, err := IsValidSignature(ctx, c, chainID, wallet, hash, sig)
 		if err != nil || !ok {
