@@ -106,11 +106,17 @@ func (s *Server) Requests() []Request {
 }
 
 // Reset forgets the recorded requests and the generation records (a long run keeps neither).
-func (s *Server) Reset() {
+func (s *Server) Reset() { s.Take() }
+
+// Take returns the requests received since the last Take or Reset and forgets them and the
+// generation records, at once: a request recorded meanwhile is neither returned nor lost.
+func (s *Server) Take() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	reqs := s.reqs
 	s.reqs = nil
 	clear(s.gens)
+	return reqs
 }
 
 func (s *Server) record(r Request) {

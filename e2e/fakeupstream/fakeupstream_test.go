@@ -375,3 +375,28 @@ func TestEmbeddings(t *testing.T) {
 		}
 	}
 }
+
+// TestTake checks that Take hands each request over once and forgets the generation records.
+func TestTake(t *testing.T) {
+	f, srv, _ := responsesClient(t)
+	if st, _, err := post(t, srv.URL, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, nil); st != http.StatusOK || err != nil {
+		t.Fatalf("%d %v", st, err)
+	}
+	taken := f.Take()
+	if len(taken) != 1 || taken[0].Usage != (Usage{PromptTokens: 4, CompletionTokens: 5}) {
+		t.Fatalf("took %+v", taken)
+	}
+	if again, left := f.Take(), f.Requests(); len(again) != 0 || len(left) != 0 {
+		t.Errorf("after Take: took %+v, left %+v", again, left)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v1/generation?id=chatcmpl-fake-t-1", nil)
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("generation record after Take: %d, want 404", resp.StatusCode)
+	}
+}
