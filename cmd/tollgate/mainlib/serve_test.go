@@ -3,9 +3,12 @@ package mainlib
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +29,7 @@ import (
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/paywall"
 	"github.com/tollgate-dev/tollgate/pricing"
+	"github.com/tollgate-dev/tollgate/webhook"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the program and the test at once.
@@ -50,7 +54,8 @@ func (l *lockedBuffer) String() string {
 // it waits for the readiness line, checks gRPC health, sends ext_proc streams through the real
 // paywall store, reads /metrics and /healthz, then stops it with the context.
 func TestServeCommand(t *testing.T) {
-	serveEnv(t)
+	db, _, _ := serveEnv(t)
+	hooks := serveWebhookReceiver(t, db)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -115,8 +120,22 @@ func TestServeCommand(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 {
 		t.Errorf("/healthz %d %s", code, body)
 	}
+	select { // serve's webhook outbox scanned the ledger and delivered, signed
+	case ev := <-hooks:
+		if ev != "charge.created" {
+			t.Errorf("webhook event %q, want charge.created", ev)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("serve delivered no webhook")
+	}
+	const delivered = `tollgate_webhook_deliveries_total{result="delivered"} 1` // counted once the delivery is recorded
 	_, metrics := get("/metrics")
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(metrics, delivered) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		_, metrics = get("/metrics")
+	}
 	for _, want := range []string{
+		delivered,
 		`tollgate_extproc_requests_total{outcome="unauthenticated"} 1`,
 		`tollgate_extproc_requests_total{outcome="pass_through"} 1`,
 		`tollgate_extproc_requests_total{outcome="unsupported"} 1`,
@@ -137,6 +156,45 @@ func TestServeCommand(t *testing.T) {
 	if !strings.Contains(logs, `"msg":"serve: stopped"`) {
 		t.Errorf("no clean stop in the logs:\n%s", logs)
 	}
+}
+
+// serveWebhookReceiver points paywall pw-hook's webhook at a receiver and charges a wallet
+// for it in the ledger; the receiver sends the type of each event whose signature checks.
+func serveWebhookReceiver(t *testing.T, db *testdb.DB) <-chan string {
+	t.Helper()
+	events := make(chan string, 8)
+	var secret string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		sig := r.Header.Get("Tollgate-Signature")
+		ts, _, _ := strings.Cut(strings.TrimPrefix(sig, "t="), ",")
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil || sig != webhook.Signature(secret, time.Unix(sec, 0), body) {
+			t.Errorf("webhook signature %q does not check", sig)
+			http.Error(w, "bad signature", http.StatusBadRequest)
+			return
+		}
+		var ev struct{ Type string }
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Errorf("webhook body %s: %v", body, err)
+		}
+		events <- ev.Type
+	}))
+	t.Cleanup(srv.Close)
+	l := ledger.New(db.Pool, ledger.Options{})
+	secret, err := webhook.New(db.Pool, l, testSecrets(t), webhook.Options{}).SetEndpoint(t.Context(), "pw-hook", srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wallet = "0x00000000000000000000000000000000000000b3"
+	if _, err := l.Deposit(t.Context(), ledger.DepositRequest{Key: "137:hook", ChainID: "137", Wallet: wallet, AmountMicro: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Charge(t.Context(), ledger.ChargeRequest{Key: "hook", Wallet: wallet, Paywall: "pw-hook",
+		Split: ledger.Split{FeeMicro: 10, DeveloperMicro: 90}, Metadata: map[string]string{"paywall": "pw-hook"}}); err != nil {
+		t.Fatal(err)
+	}
+	return events
 }
 
 // startServe runs `tollgate serve` until ctx ends; its error arrives on the channel.
