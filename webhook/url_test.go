@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -33,11 +34,20 @@ func TestValidateURL(t *testing.T) {
 	}
 }
 
+// FuzzValidateURL: whatever is accepted parses as an http(s) URL with a host, no user info
+// and no fragment, within 2,048 bytes. (Schemes are case-insensitive: "HTTPS://…" is accepted,
+// so the check reads the parsed scheme, not the string's prefix.)
 func FuzzValidateURL(f *testing.F) {
 	f.Add("https://app.example.com/hook")
 	f.Add("http://127.0.0.1:1/")
+	f.Add("HTTPS://app.example.com/hook")
 	f.Fuzz(func(t *testing.T, s string) {
-		if webhook.ValidateURL(s) == nil && !strings.HasPrefix(s, "http") {
+		if webhook.ValidateURL(s) != nil {
+			return
+		}
+		u, err := url.Parse(s)
+		if err != nil || len(s) > 2048 || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" ||
+			u.User != nil || strings.Contains(s, "#") {
 			t.Fatalf("accepted %q", s)
 		}
 	})
