@@ -75,16 +75,14 @@ type loadRun struct {
 
 // loadResult is one run against one target.
 type loadResult struct {
-	ok int // streams that ended with [DONE]
+	streams []streamStart // those that ended with [DONE], in no order
 	// failures counts the failed streams by kind ("503 billing_unavailable", "504",
 	// "200 cut short", "connection error", …).
 	failures map[string]int
-	ttfb     []time.Duration // of the streams that succeeded, sorted
-	started  []streamStart   // of the streams that succeeded, unsorted: when each began
 	measure  time.Duration
 }
 
-// streamStart is when a stream began and its time to first byte.
+// streamStart is when a stream that succeeded began, and its time to first byte.
 type streamStart struct {
 	at   time.Time
 	ttfb time.Duration
@@ -98,7 +96,18 @@ func (r loadResult) failed() int {
 	return n
 }
 
-func (r loadResult) pct(p float64) time.Duration { return percentile(r.ttfb, p) }
+// ok is the number of streams that ended with [DONE].
+func (r loadResult) ok() int { return len(r.streams) }
+
+// pct is the p-quantile of the successful streams' times to first byte.
+func (r loadResult) pct(p float64) time.Duration {
+	ttfb := make([]time.Duration, len(r.streams))
+	for i, s := range r.streams {
+		ttfb[i] = s.ttfb
+	}
+	slices.Sort(ttfb)
+	return percentile(ttfb, p)
+}
 
 // percentile is the p-quantile (0 ≤ p ≤ 1) of sorted durations, 0 when there are none.
 func percentile(sorted []time.Duration, p float64) time.Duration {
@@ -108,19 +117,17 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
 }
 
-func (r loadResult) rate() float64 { return float64(r.ok) / r.measure.Seconds() }
+func (r loadResult) rate() float64 { return float64(r.ok()) / r.measure.Seconds() }
 
-// add pools another run against the same target into r (whose ttfb must be sorted again).
+// add pools another run against the same target into r.
 func (r *loadResult) add(o loadResult) {
-	r.ok += o.ok
 	if r.failures == nil {
 		r.failures = map[string]int{}
 	}
 	for kind, n := range o.failures {
 		r.failures[kind] += n
 	}
-	r.ttfb = append(r.ttfb, o.ttfb...)
-	r.started = append(r.started, o.started...)
+	r.streams = append(r.streams, o.streams...)
 	r.measure += o.measure
 }
 
@@ -157,9 +164,7 @@ func runLoad(ctx context.Context, url string, run loadRun, headers func(worker i
 				}
 				mu.Lock()
 				if failure == "" {
-					res.ok++
-					res.ttfb = append(res.ttfb, ttfb)
-					res.started = append(res.started, streamStart{t0, ttfb})
+					res.streams = append(res.streams, streamStart{t0, ttfb})
 				} else {
 					res.failures[failure]++
 				}
@@ -168,7 +173,6 @@ func runLoad(ctx context.Context, url string, run loadRun, headers func(worker i
 		})
 	}
 	wg.Wait()
-	slices.Sort(res.ttfb)
 	return res
 }
 
@@ -374,9 +378,6 @@ func TestLoad(t *testing.T) {
 			paced[i].add(r)
 		}
 	}
-	for i := range paced {
-		slices.Sort(paced[i].ttfb)
-	}
 	phases := srv.scrape(t).minus(before) // serve's own figures over its paced rounds
 	noopWaits, tollWaits := noopOut.takeWaits(), tollOut.takeWaits()
 	var saturated []loadResult
@@ -389,7 +390,7 @@ func TestLoad(t *testing.T) {
 
 	tollFailed := 0
 	for i, r := range paced {
-		if r.ok == 0 {
+		if r.ok() == 0 {
 			t.Errorf("%s: no stream completed (failures %v)", targets[i].name, r.failures)
 		}
 	}
@@ -511,7 +512,7 @@ func fmtDelta(d time.Duration) string {
 func slowSpells(r loadResult, from time.Time, gap time.Duration) string {
 	cut := r.pct(0.99)
 	var slow []streamStart
-	for _, s := range r.started {
+	for _, s := range r.streams {
 		if s.ttfb >= cut {
 			slow = append(slow, s)
 		}
@@ -549,7 +550,7 @@ func logRows(t *testing.T, names []string, rows []loadResult) {
 			fails = append(fails, fmt.Sprintf("%d × %s", n, kind))
 		}
 		slices.Sort(fails)
-		t.Logf("  %-28s %8d %10s %10s %10.0f %d %s", name, r.ok, r.pct(0.50).Round(10*time.Microsecond),
+		t.Logf("  %-28s %8d %10s %10s %10.0f %d %s", name, r.ok(), r.pct(0.50).Round(10*time.Microsecond),
 			r.pct(0.99).Round(10*time.Microsecond), r.rate(), r.failed(), strings.Join(fails, ", "))
 	}
 }
