@@ -224,7 +224,7 @@ func TestComposeFile(t *testing.T) {
 					host, port, _ := strings.Cut(target, ":")
 					svc, ok := p.Services[host]
 					switch {
-					case !ok || len(svc.Command) < 2:
+					case !ok || len(svc.Command) < 2 || svc.Command[0] != "tollgate":
 						t.Errorf("job %s scrapes %s, which is not a tollgate service", sc.JobName, target)
 						continue
 					case jobOf[svc.Command[1]] != sc.JobName:
