@@ -108,7 +108,7 @@ func (o *Outbox) post(ctx context.Context, url, secret string, ev claimed) (int,
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Tollgate-Webhooks/1")
 	req.Header.Set("Tollgate-Event-Id", ev.ID)
-	req.Header.Set("Tollgate-Signature", Signature(secret, o.opts.Now(), body))
+	req.Header.Set("Tollgate-Signature", Signature(secret, time.Now(), body))
 	resp, err := o.opts.Client.Do(req)
 	if err != nil {
 		var uerr interface{ Timeout() bool }

@@ -59,7 +59,6 @@ type Options struct {
 	// PreviousSecretsKeys open secrets sealed before a rotation of paywall.secrets_key.
 	PreviousSecretsKeys []*paywall.SecretsKey
 	Client              *http.Client
-	Now                 func() time.Time // the signature's timestamp (default time.Now)
 	Logger              *slog.Logger
 	Metrics             *Metrics
 }
@@ -119,9 +118,6 @@ func New(pool *pgxpool.Pool, l *ledger.Ledger, secrets *paywall.SecretsKey, opts
 			// A redirect is an answer other than 2xx: retried, never followed with the signature.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
