@@ -60,12 +60,8 @@ func TestAnvilPaidChatAndPayout(t *testing.T) {
 
 	// --- the chain: anvil, the test USDC, the operator's and the people's keys -----------------
 	node := chaintest.StartAnvil(t, chaintest.AnvilOptions{})
-	owner, hot, treasury, userKey, developer := newKey(t), newKey(t), newKey(t), newKey(t), newKey(t)
-	for _, k := range []*ecdsa.PrivateKey{owner, hot} {
-		if err := node.SetBalance(ctx, address(k), new(big.Int).Mul(big.NewInt(10), big.NewInt(1e18))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	owner, hot, treasury, userKey, developer := chaintest.Key(t), chaintest.Key(t), chaintest.Key(t), chaintest.Key(t), chaintest.Key(t)
+	node.Fund(t, address(owner), address(hot))
 	tipFloor := big.NewInt(25_000_000_000) // Polygon PoS's floor, as in production
 	send := chaintest.Sender{Client: node.Client, TipFloor: tipFloor}
 	token, err := send.DeployToken(ctx, owner, "USD Coin")
@@ -344,15 +340,6 @@ settle:
 	if gas, err := node.Client.BalanceAt(ctx, address(userKey), nil); err != nil || gas.Sign() != 0 {
 		t.Errorf("the user holds native currency %v (%v); top-ups must be gasless", gas, err)
 	}
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := crypto.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func address(k *ecdsa.PrivateKey) common.Address { return crypto.PubkeyToAddress(k.PublicKey) }
