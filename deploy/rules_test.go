@@ -17,16 +17,13 @@ import (
 	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 
-	"github.com/tollgate-dev/tollgate/extproc"
-	"github.com/tollgate-dev/tollgate/settlement"
-	"github.com/tollgate-dev/tollgate/webhook"
+	"github.com/tollgate-dev/tollgate/cmd/tollgate/mainlib"
 )
 
 const rulesFile = "prometheus/tollgate-rules.yaml"
@@ -154,7 +151,6 @@ func programs(t *testing.T) map[string]program {
 	t.Helper()
 	build := func(register func(prometheus.Registerer)) program {
 		r := &recorder{reg: prometheus.NewRegistry()}
-		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		register(r)
 		p, err := r.program()
 		if err != nil {
@@ -163,11 +159,8 @@ func programs(t *testing.T) map[string]program {
 		return p
 	}
 	return map[string]program{
-		"tollgate-serve": build(func(reg prometheus.Registerer) {
-			extproc.NewMetrics(reg)
-			webhook.NewMetrics(reg)
-		}),
-		"tollgate-settle": build(func(reg prometheus.Registerer) { settlement.NewMetrics(reg) }),
+		"tollgate-serve":  build(func(reg prometheus.Registerer) { mainlib.RegisterServeMetrics(reg) }),
+		"tollgate-settle": build(func(reg prometheus.Registerer) { mainlib.RegisterSettleMetrics(reg) }),
 	}
 }
 

@@ -60,12 +60,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	defer svc.Close()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := extproc.NewMetrics(reg)
-	swept := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tollgate_holds_swept_total", Help: "Expired holds released by this replica's sweeper.",
-	})
-	reg.MustRegister(swept)
+	m := RegisterServeMetrics(reg)
 
 	// One paywall store per process, shared with the API (services closes it): one cache, one
 	// invalidation subscription.
@@ -108,7 +103,7 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 		Journal:     journal.New(svc.redis, cfg.Redis.Prefix+"settle:"),
 		Generations: generation.New(sc.Provider.GenerationURL, sc.Provider.APIKey, nil),
 		Logger:      logger.With("part", "extproc"),
-		Metrics:     metrics,
+		Metrics:     m.Requests,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -154,10 +149,10 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	wg.Go(func() { errc <- serveErr("http", httpServer.Serve(httpLis)) })
 	wg.Go(func() { errc <- serveErr("admin", adminServer.Serve(adminLis)) })
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
-	wg.Go(func() { sweepHolds(sweepCtx, svc, sc.SweepInterval, sc.SweepBatch, swept, logger) })
+	wg.Go(func() { sweepHolds(sweepCtx, svc, sc.SweepInterval, sc.SweepBatch, m.Swept, logger) })
 	wg.Go(func() { api.Run(sweepCtx) }) // prunes old idempotent answers of the HTTP API
 	// Tells apps when money moves: every replica scans the ledger and delivers (webhook.Outbox).
-	outbox := svc.outbox(webhook.Options{Logger: logger.With("part", "webhook"), Metrics: webhook.NewMetrics(reg)})
+	outbox := svc.outbox(webhook.Options{Logger: logger.With("part", "webhook"), Metrics: m.Webhooks})
 	wg.Go(func() { outbox.Run(sweepCtx) })
 	// Takes over the captures and voids other replicas were retrying when they stopped or died.
 	wg.Go(func() { server.RecoverSettlements(sweepCtx) })
@@ -229,6 +224,26 @@ func serveErr(name string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("serve: %s: %w", name, err)
+}
+
+// ServeMetrics are the metrics `tollgate serve` exposes on its admin port.
+type ServeMetrics struct {
+	Requests *extproc.Metrics // the ext_proc server's
+	Webhooks *webhook.Metrics
+	Swept    prometheus.Counter // expired holds the sweeper released
+}
+
+// RegisterServeMetrics registers on reg every metric `tollgate serve` exposes, the Go runtime's
+// and the process's included: serve's admin port and deploy/'s alerting-rules test both read
+// them from here.
+func RegisterServeMetrics(reg prometheus.Registerer) ServeMetrics {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := ServeMetrics{Requests: extproc.NewMetrics(reg), Webhooks: webhook.NewMetrics(reg),
+		Swept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_holds_swept_total", Help: "Expired holds released by this replica's sweeper.",
+		})}
+	reg.MustRegister(m.Swept)
+	return m
 }
 
 // adminMux serves the private admin port: Prometheus metrics and health.

@@ -88,8 +88,7 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 	book := ledger.New(pool, ledger.Options{Logger: logger.With("part", "ledger")})
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := settlement.NewMetrics(reg)
+	metrics := RegisterSettleMetrics(reg)
 
 	// Every chain's client and worker is ready before any starts, so a bad chain stops the
 	// command with nothing running.
@@ -295,4 +294,11 @@ func runSettleAssign(ctx context.Context, env *environment, args []string) error
 			d.ID, pricing.FormatUSDC(d.AmountMicro), d.From, d.TxHash, d.LogPos, d.ChainID, d.Wallet, d.TransferID)
 		return err
 	})
+}
+
+// RegisterSettleMetrics registers on reg every metric `tollgate settle` exposes, the Go
+// runtime's and the process's included (see RegisterServeMetrics).
+func RegisterSettleMetrics(reg prometheus.Registerer) *settlement.Metrics {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return settlement.NewMetrics(reg)
 }
