@@ -113,21 +113,27 @@ func (k *SecretsKey) sealFor(nonce [gcmNonceSize]byte, purpose, paywallID, secre
 // It can return: ErrSealedCredential (not the sealed format, another key, another paywall's
 // value, tampered with).
 func (k *SecretsKey) open(paywallID, sealed string) (string, error) {
-	return OpenSealed([]*SecretsKey{k}, upstreamKeyPurpose, paywallID, sealed)
+	plain, _, err := OpenSealed(k, nil, upstreamKeyPurpose, paywallID, sealed)
+	return plain, err
 }
 
-// OpenSealed opens what Seal sealed for purpose and paywallID with the first of keys that
-// opens it (the secrets key, then previous ones during a rotation); nil keys are skipped.
+// OpenSealed opens what Seal sealed for purpose and paywallID with the current secrets key or,
+// during a rotation, one of the previous keys (nil keys are skipped), and reports whether the
+// current key opened it (if not, the value should be sealed again under it).
 // It can return: ErrSealedCredential.
-func OpenSealed(keys []*SecretsKey, purpose, paywallID, sealed string) (string, error) {
+func OpenSealed(current *SecretsKey, previous []*SecretsKey, purpose, paywallID, sealed string) (plain string, isCurrent bool, err error) {
 	raw, err := parseSealed(sealed)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	if plain, i := openWithFirst(keys, purpose, paywallID, raw); i >= 0 {
-		return plain, nil
+	if plain, i := openWithFirst(append([]*SecretsKey{current}, previous...), purpose, paywallID, raw); i >= 0 {
+		return plain, i == 0, nil
 	}
-	return "", errDoesNotOpen
+	if len(previous) == 0 {
+		return "", false, errDoesNotOpen
+	}
+	return "", false, fmt.Errorf("%w: it opens neither with paywall.secrets_key nor with any of the %d paywall.previous_secrets_keys (sealed with another key, copied from another paywall, or tampered with)",
+		ErrSealedCredential, len(previous))
 }
 
 // openWithFirst opens a parsed sealed value (parseSealed) with the first of keys that opens it,
@@ -229,33 +235,13 @@ func (s *Store) openCredential(p *Paywall) error {
 	if s.opts.SecretsKey == nil {
 		return errNoSecretsKey(p.ID)
 	}
-	c, _, err := s.openSealed(p.ID, p.UpstreamKey)
+	c, _, err := OpenSealed(s.opts.SecretsKey, s.opts.PreviousSecretsKeys, upstreamKeyPurpose, p.ID, p.UpstreamKey)
 	if err != nil {
 		return fmt.Errorf("paywall %s: upstream credential: %w", p.ID, err)
 	}
 	s.opened.put(k, c)
 	p.UpstreamKey = c
 	return nil
-}
-
-// openSealed opens a sealed value with the secrets key, then with each previous key in turn
-// (during a rotation); current reports whether the secrets key itself opened it. The caller has
-// checked that there is a secrets key.
-// It can return: ErrSealedCredential.
-func (s *Store) openSealed(paywallID, sealed string) (credential string, current bool, err error) {
-	raw, err := parseSealed(sealed)
-	if err != nil {
-		return "", false, err
-	}
-	keys := append([]*SecretsKey{s.opts.SecretsKey}, s.opts.PreviousSecretsKeys...)
-	if c, i := openWithFirst(keys, upstreamKeyPurpose, paywallID, raw); i >= 0 {
-		return c, i == 0, nil
-	}
-	if len(s.opts.PreviousSecretsKeys) == 0 {
-		return "", false, errDoesNotOpen
-	}
-	return "", false, fmt.Errorf("%w: it opens neither with paywall.secrets_key nor with any of the %d paywall.previous_secrets_keys (sealed with another key, copied from another paywall, or tampered with)",
-		ErrSealedCredential, len(s.opts.PreviousSecretsKeys))
 }
 
 // sealCredential replaces a BYOK paywall's credential by its sealed form, for storing.
@@ -308,7 +294,7 @@ func (s *Store) SealCredentials(ctx context.Context) (SealResult, error) {
 			if len(s.opts.PreviousSecretsKeys) == 0 {
 				continue
 			}
-			c, current, err := s.openSealed(p.ID, p.UpstreamKey)
+			c, current, err := OpenSealed(s.opts.SecretsKey, s.opts.PreviousSecretsKeys, upstreamKeyPurpose, p.ID, p.UpstreamKey)
 			if err != nil || current {
 				continue
 			}

@@ -73,7 +73,7 @@ func (o *Outbox) deliverOne(ctx context.Context, ev claimed) {
 		}
 		return
 	}
-	secret, err := paywall.OpenSealed(append([]*paywall.SecretsKey{o.secrets}, o.opts.PreviousSecretsKeys...), secretPurpose, ev.Paywall, *ev.Sealed)
+	secret, _, err := paywall.OpenSealed(o.secrets, o.opts.PreviousSecretsKeys, secretPurpose, ev.Paywall, *ev.Sealed)
 	if err != nil {
 		// Not the app's fault: the operator's key is wrong or missing. Retried like a failure.
 		o.failed(ctx, log, ev, "the signing secret does not open with paywall.secrets_key: "+err.Error())

@@ -225,12 +225,12 @@ func (o *Outbox) ResealSecrets(ctx context.Context) (int, error) {
 	}
 	resealed := 0
 	for _, ep := range eps {
-		if _, err := paywall.OpenSealed([]*paywall.SecretsKey{o.secrets}, secretPurpose, ep.Paywall, ep.Sealed); err == nil {
-			continue
-		}
-		secret, err := paywall.OpenSealed(o.opts.PreviousSecretsKeys, secretPurpose, ep.Paywall, ep.Sealed)
-		if err != nil {
+		secret, current, err := paywall.OpenSealed(o.secrets, o.opts.PreviousSecretsKeys, secretPurpose, ep.Paywall, ep.Sealed)
+		switch {
+		case err != nil:
 			return resealed, fmt.Errorf("webhook: the signing secret of paywall %s opens with no key: %w", ep.Paywall, err)
+		case current:
+			continue
 		}
 		tag, err := o.pool.Exec(ctx, `UPDATE webhook_endpoints SET secret_sealed = $3 WHERE paywall = $1 AND secret_sealed = $2`,
 			ep.Paywall, ep.Sealed, o.secrets.Seal(secretPurpose, ep.Paywall, secret))

@@ -221,7 +221,7 @@ func TestMigrateRotatesSecretsKey(t *testing.T) {
 	}
 	// The webhook's secret opens with the new key alone, to the same secret (apps keep theirs).
 	// "webhook signing_secret" is the purpose package webhook seals it for.
-	if got, err := paywall.OpenSealed([]*paywall.SecretsKey{newOnly}, "webhook signing_secret", b.ID, storedSecret()); err != nil || got != secret || storedSecret() == sealedSecret {
+	if got, _, err := paywall.OpenSealed(newOnly, nil, "webhook signing_secret", b.ID, storedSecret()); err != nil || got != secret || storedSecret() == sealedSecret {
 		t.Errorf("b's webhook secret after migrate: %q, %v (sealed again: %v)", got, err, storedSecret() != sealedSecret)
 	}
 
