@@ -562,6 +562,29 @@ func TestCRLineEndingsMetered(t *testing.T) {
 	}
 }
 
+// TestOversizedEventThenUsage: an event over serve.max_event_bytes (an image model streams a
+// picture as one delta) reaches the client unread, and the usage chunk after it is still found,
+// hidden and charged: the scanner resumes at the end of the large event.
+func TestOversizedEventThenUsage(t *testing.T) {
+	image := "data: {\"id\":\"gen-42\",\"choices\":[{\"index\":0,\"delta\":{\"images\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64," +
+		strings.Repeat("iVBORw0K", 200_000) + "\"}}]}}]}\n\n" // 1.6 MB, over the 1 MiB default
+	stream := sseChunk("Here it is") + image + usageChunk(30, 20) + "data: [DONE]\n\n"
+	var chunks []string
+	for rest := stream; rest != ""; {
+		n := min(len(rest), 16<<10)
+		chunks, rest = append(chunks, rest[:n]), rest[n:]
+	}
+	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+	c := startServer(t, s)
+	res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: chunks})
+	if want := sseChunk("Here it is") + image + "data: [DONE]\n\n"; res.clientBody != want {
+		t.Errorf("client saw %d bytes, want %d: the image whole and the usage chunk hidden", len(res.clientBody), len(want))
+	}
+	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 84 {
+		t.Errorf("capture %+v, want 84 from the usage", capt)
+	}
+}
+
 // TestChoicesHeldForEach: with n choices each may use the whole completion budget, so the
 // clamp divides what the wallet affords by n and the hold covers n budgets; the wallet can
 // never be asked for more than it had.

@@ -2,6 +2,7 @@ package sse
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,9 @@ func FuzzScanner(f *testing.F) {
 	f.Add([]byte("data: a\r\n\r\ndata: b\r\n\r\n"), uint16(10), uint16(0))
 	f.Add([]byte("data: a\r\rdata: [DONE]\r\r"), uint16(9), uint16(0))
 	f.Add([]byte("data: x\n\r\n\rdata: y\r\n\n"), uint16(9), uint16(0))
+	// An event over the limit, cut inside a line, at its "\r" blank line, and with events after.
+	f.Add([]byte("data: ok\n\ndata: "+strings.Repeat("x", 40)+"\r\n\r\ndata: [DONE]\n\n"), uint16(30), uint16(16))
+	f.Add([]byte("data: "+strings.Repeat("x", 40)+"\r\r: c\n\ndata: {\"usage\":{}}\n\n"), uint16(47), uint16(20))
 	f.Fuzz(func(t *testing.T, in []byte, cut uint16, max uint16) {
 		c := int(cut) % (len(in) + 1)
 		m := int(max)
@@ -48,12 +52,63 @@ func FuzzScanner(f *testing.F) {
 			}
 		}
 		if m != 0 && m < len(in) {
-			return // an overflow depends on where the chunks were cut
+			// Which events outgrow the limit depends on where the chunks were cut; the others
+			// are found as without one.
+			ref := refEvents(in)
+			sameOrSkipped(t, "whole", whole, ref, m, false)
+			sameOrSkipped(t, "split", split, ref, m, false)
+			sameOrSkipped(t, "whole, last", lastWhole, ref, m, true)
+			sameOrSkipped(t, "split, last", lastSplit, ref, m, true)
+			return
 		}
 		sameEvents(t, "split", split, whole)
 		sameEvents(t, "split, last", lastSplit, lastWhole)
 		sameEvents(t, "reference", lastWhole, refEvents(in))
 	})
+}
+
+// sameOrSkipped checks the events of a scanner with a limit of max bytes per event against the
+// reference's: every event it finds is the reference's event at the same offset, and the
+// bytes it hands out unread (KindInvalid) belong to events larger than max. With all, every
+// reference event of at most max bytes must have been found (a stream read to its end).
+func sameOrSkipped(t *testing.T, what string, got, ref []Event, max int, all bool) {
+	t.Helper()
+	at := map[int]Event{}
+	end := map[int]int{} // a reference event's offset for every offset inside it
+	off := 0
+	for _, e := range ref {
+		at[off] = e
+		for i := range len(e.Raw) {
+			end[off+i] = off
+		}
+		off += len(e.Raw)
+	}
+	found := map[int]bool{}
+	off = 0
+	for i, g := range got {
+		if g.Kind == KindInvalid {
+			if start, ok := end[off]; ok && len(ref) > 0 && len(at[start].Raw) <= max {
+				t.Fatalf("%s: event %d at %d is unread, but the event it belongs to has %d bytes (limit %d)", what, i, off, len(at[start].Raw), max)
+			}
+			off += len(g.Raw)
+			continue
+		}
+		w, ok := at[off]
+		if !ok {
+			t.Fatalf("%s: event %d at %d = %+v, where the reference has no event", what, i, off, g)
+		}
+		sameEvents(t, fmt.Sprintf("%s, event %d", what, i), []Event{g}, []Event{w})
+		found[off] = true
+		off += len(g.Raw)
+	}
+	if !all {
+		return
+	}
+	for o, e := range at {
+		if len(e.Raw) <= max && !found[o] {
+			t.Fatalf("%s: the %d-byte event at %d (limit %d) was not found", what, len(e.Raw), o, max)
+		}
+	}
 }
 
 func sameEvents(t *testing.T, what string, got, want []Event) {

@@ -29,9 +29,9 @@ const (
 	KindData
 	// KindDone is "data: [DONE]", the end of an OpenAI stream.
 	KindDone
-	// KindInvalid is bytes the scanner could not split into events: an event over
-	// MaxEventBytes and everything after it (the scanner finds no more events once one was too
-	// large). They should be passed on unchanged.
+	// KindInvalid is bytes of an event over MaxEventBytes, handed out unread in one or more
+	// pieces (the bytes buffered so far, then each chunk's share of the rest) so that they can
+	// be passed on unchanged; the scanner finds the events after it as usual.
 	KindInvalid
 )
 
@@ -89,9 +89,12 @@ type Scanner struct {
 	carry              []byte // bytes of the current event that arrived in earlier chunks
 	resetCarry         bool   // carry held the previous event's Raw; clear it before use
 	scratch            []byte // joined multi-line data
-	broken             bool
-	brokenPending      bool // the chunk's remaining bytes still have to be handed out
-	ev                 Event
+	// skipping: the current event outgrew MaxEventBytes; its bytes are handed out unread as
+	// they come, up to the blank line that ends it. skipMidLine: the chunk before ended inside
+	// one of its lines. skipEnd: that blank line's '\r' was the previous chunk's last byte, so a
+	// '\n' starting this chunk still belongs to the event.
+	skipping, skipMidLine, skipEnd bool
+	ev                             Event
 }
 
 // Pending reports how many bytes of an unfinished event the scanner holds.
@@ -122,7 +125,9 @@ func (s *Scanner) reset(chunk []byte, last bool) {
 	if len(s.carry) == 0 {
 		s.evStart, s.lineStart = 0, 0
 	}
-	s.brokenPending = s.broken && len(chunk) > 0
+	if s.skipping && s.skipMidLine {
+		s.lineStart = -1
+	}
 }
 
 // Next advances to the next complete event in the current chunk and reports whether there is
@@ -134,14 +139,8 @@ func (s *Scanner) Next() bool {
 		s.resetCarry = false
 		s.evStart, s.lineStart = s.pos, s.pos
 	}
-	if s.broken {
-		if !s.brokenPending {
-			return false
-		}
-		s.brokenPending = false
-		s.ev = Event{Kind: KindInvalid, Raw: s.chunk[s.pos:], Start: s.pos, End: len(s.chunk)}
-		s.pos = len(s.chunk)
-		return true
+	if s.skipping {
+		return s.skip()
 	}
 	b := s.chunk
 	if s.skipLF && s.pos < len(b) {
@@ -182,8 +181,65 @@ func (s *Scanner) Next() bool {
 		s.evStart = s.pos
 		return true
 	}
-	// Give up on an event larger than MaxEventBytes: hand its bytes out as one invalid piece.
+	// An event larger than MaxEventBytes is handed out as it is, unread (skip).
 	return s.keepTail()
+}
+
+// skip hands out the current chunk's share of an event that outgrew MaxEventBytes, up to and
+// including the blank line that ends it, as one invalid piece; the events after it are scanned
+// as usual. It reports false when the chunk holds nothing to hand out.
+func (s *Scanner) skip() bool {
+	b := s.chunk
+	from := s.pos
+	if s.skipEnd {
+		if from == len(b) && !s.last {
+			return false
+		}
+		s.skipEnd, s.skipping = false, false
+		if from < len(b) && b[from] == '\n' {
+			s.pos++
+		}
+		s.evStart, s.lineStart = s.pos, s.pos
+		if s.pos == from {
+			return s.Next()
+		}
+		s.ev = Event{Kind: KindInvalid, Raw: b[from:s.pos], Start: from, End: s.pos}
+		return true
+	}
+	if from == len(b) {
+		return false
+	}
+	if s.skipLF {
+		s.skipLF = false
+		if b[s.pos] == '\n' {
+			s.pos++
+			s.lineStart = s.pos
+		}
+	}
+	for s.pos < len(b) {
+		end, next, ok := s.lineEnd()
+		if !ok {
+			s.pos = len(b)
+			break
+		}
+		blank := end == s.lineStart
+		s.pos, s.lineStart = next, next
+		crAtEnd := end == len(b)-1 && b[end] == '\r'
+		if !blank {
+			s.skipLF = crAtEnd
+			continue
+		}
+		if crAtEnd && !s.last {
+			s.skipEnd = true
+			break
+		}
+		s.skipping = false
+		s.evStart = s.pos
+		break
+	}
+	s.skipMidLine = s.lineStart < len(b)
+	s.ev = Event{Kind: KindInvalid, Raw: b[from:s.pos], Start: from, End: s.pos}
+	return true
 }
 
 // lineEnd finds the next line ending at or after pos: "\r\n", "\n" or a lone "\r". end is the
@@ -236,8 +292,8 @@ func (s *Scanner) emit(end int) {
 }
 
 // keepTail moves the unfinished event at the end of the chunk into carry. It reports whether
-// that made the scanner give up (the event outgrew MaxEventBytes); s.ev is then the invalid
-// piece holding the buffered bytes.
+// the event outgrew MaxEventBytes; s.ev is then the invalid piece holding the buffered bytes,
+// and the rest of the event is skipped.
 func (s *Scanner) keepTail() bool {
 	n := len(s.chunk)
 	start, carried := s.evStart, s.evStart < 0
@@ -258,8 +314,9 @@ func (s *Scanner) keepTail() bool {
 	if len(s.carry) <= s.maxEvent() {
 		return false
 	}
-	s.broken, s.pendingEnd, s.evCR = true, false, false
-	s.brokenPending = false
+	// A pendingEnd event is complete but for a '\n' that may start the next chunk.
+	s.skipping, s.skipEnd, s.skipMidLine = true, s.pendingEnd, s.lineStart < 0
+	s.pendingEnd, s.skipLF, s.evCR = false, s.skipLF && !s.pendingEnd, false
 	s.ev = Event{Kind: KindInvalid, Raw: s.carry, Start: start, End: n, Carried: carried}
 	s.resetCarry = true
 	return true
@@ -269,7 +326,7 @@ func (s *Scanner) keepTail() bool {
 // which the caller should pass on, and forgets them. After ResetLast only a truly unfinished
 // event is left; after Reset, also one whose last blank line was a '\r' ending the chunk.
 func (s *Scanner) Flush() []byte {
-	if s.resetCarry || s.broken {
+	if s.resetCarry || s.skipping {
 		return nil
 	}
 	tail := s.carry

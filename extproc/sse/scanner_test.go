@@ -180,6 +180,32 @@ func TestScannerEverySplit(t *testing.T) {
 	}
 }
 
+// TestScannerSkipsLargeEvent: an event over the limit (an image streamed as one delta, say) is
+// handed out unread, wherever the chunks are cut, and the events after it — the usage — are
+// found as usual.
+func TestScannerSkipsLargeEvent(t *testing.T) {
+	large := "data: {\"choices\":[{\"delta\":{\"images\":[{\"image_url\":{\"url\":\"data:image/png;base64," + strings.Repeat("QUJD", 60) + "\"}}]}}]}\n\n"
+	stream := "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n" + large + ": ping\n\n" + large +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1290}}\n\ndata: [DONE]\n\n"
+	for _, eol := range []string{"\n", "\r\n", "\r"} {
+		in := []byte(strings.ReplaceAll(stream, "\n", eol))
+		ref := refEvents(in)
+		for i := 0; i <= len(in); i += 3 {
+			for j := i; j <= len(in); j += 11 {
+				got, left := scanAllLast(t, 128, in[:i], in[i:j], in[j:])
+				what := fmt.Sprintf("%q split %d,%d", eol, i, j)
+				if len(left) != 0 {
+					t.Fatalf("%s: leftover %q", what, left)
+				}
+				sameOrSkipped(t, what, got, ref, 128, true)
+				if k := kinds(got); !strings.HasSuffix(k, "DX") || !got[len(got)-2].HasUsage {
+					t.Fatalf("%s: kinds %s: the usage after the large events was not found", what, k)
+				}
+			}
+		}
+	}
+}
+
 // TestScannerChunkSpans checks Start/End/Carried: the chunk bytes that belong to each event.
 func TestScannerChunkSpans(t *testing.T) {
 	s := Scanner{}
@@ -252,8 +278,8 @@ func TestScannerCRAcrossChunks(t *testing.T) {
 func TestScannerOverflow(t *testing.T) {
 	big := "data: " + strings.Repeat("x", 100)
 	evs, left := scanAll(t, 64, []byte("data: ok\n\n"+big[:50]), []byte(big[50:]), []byte("\n\ndata: [DONE]\n\n"))
-	if got := kinds(evs); got != "DII" {
-		t.Fatalf("kinds %q, want DII", got)
+	if got := kinds(evs); got != "DIIX" {
+		t.Fatalf("kinds %q, want DIIX: the event after the large one is found", got)
 	}
 	var all []byte
 	for _, e := range evs {
