@@ -266,14 +266,36 @@ type SealResult struct {
 	Resealed int
 }
 
+// NoKeyOpensError lists the stored sealed values of one kind that open with neither the
+// secrets key nor any previous key. A key rotation's reseal (SealCredentials for BYOK
+// credentials, webhook's Outbox.ResealSecrets for signing secrets) leaves them as they are and
+// returns it after sealing every other value again, so that one lost key neither stops the
+// rotation halfway nor goes unnoticed. It is an ErrSealedCredential.
+type NoKeyOpensError struct {
+	// What the values are: "BYOK upstream credential", "webhook signing secret".
+	What string
+	// Paywalls are the ids of the paywalls whose value no key opens, in the order they were read.
+	Paywalls []string
+}
+
+func (e *NoKeyOpensError) Error() string {
+	return fmt.Sprintf("the %s of %d paywall(s) opens with neither paywall.secrets_key nor any of paywall.previous_secrets_keys "+
+		"(sealed with another key, copied from another paywall, or tampered with) and was left as it is: %s",
+		e.What, len(e.Paywalls), strings.Join(e.Paywalls, ", "))
+}
+
+// Unwrap makes it an ErrSealedCredential for errors.Is.
+func (e *NoKeyOpensError) Unwrap() error { return ErrSealedCredential }
+
 // SealCredentials seals the BYOK credentials that versions before sealing stored in
 // plaintext and, during a key rotation, seals again with the secrets key those that only a
 // previous key opens (`tollgate migrate` calls it). A credential that opens with no key is left
-// as it is (`tollgate serve` names it at start). It is idempotent and safe to run beside serving
-// replicas: a row changed meanwhile is left to its writer, and until it is re-sealed a
-// credential opens with the previous key.
+// as it is; the others are sealed all the same, and then every such paywall is named in one
+// *NoKeyOpensError (with the counts of what was sealed). It is idempotent and safe to run
+// beside serving replicas: a row changed meanwhile is left to its writer, and until it is
+// re-sealed a credential opens with the previous key.
 // It can return: ErrNoSecretsKey (plaintext credentials to seal and no Options.SecretsKey,
-// naming the paywalls).
+// naming the paywalls, before sealing anything), *NoKeyOpensError (an ErrSealedCredential).
 func (s *Store) SealCredentials(ctx context.Context) (SealResult, error) {
 	var res SealResult
 	byok, err := s.byokCredentials(ctx)
@@ -288,6 +310,7 @@ func (s *Store) SealCredentials(ctx context.Context) (SealResult, error) {
 	if s.opts.SecretsKey == nil {
 		return res, nil
 	}
+	var noKey []string
 	for _, p := range byok {
 		credential, counter := p.UpstreamKey, &res.Sealed
 		if isSealed(p.UpstreamKey) {
@@ -295,7 +318,11 @@ func (s *Store) SealCredentials(ctx context.Context) (SealResult, error) {
 				continue
 			}
 			c, current, err := OpenSealed(s.opts.SecretsKey, s.opts.PreviousSecretsKeys, upstreamKeyPurpose, p.ID, p.UpstreamKey)
-			if err != nil || current {
+			if err != nil {
+				noKey = append(noKey, p.ID)
+				continue
+			}
+			if current {
 				continue
 			}
 			credential, counter = c, &res.Resealed
@@ -312,6 +339,9 @@ func (s *Store) SealCredentials(ctx context.Context) (SealResult, error) {
 		*counter++
 		// Copies cached by other replicas hold the old value (plaintext, from an older version).
 		s.byKey.Invalidate(ctx, [sha256.Size]byte(hash))
+	}
+	if len(noKey) > 0 {
+		return res, fmt.Errorf("paywall: seal credentials: %w", &NoKeyOpensError{What: "BYOK upstream credential", Paywalls: noKey})
 	}
 	return res, nil
 }

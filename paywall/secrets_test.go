@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -447,19 +448,20 @@ func FuzzSealedCredential(f *testing.F) {
 // credentials sealed with the old key still open (request path and the start check), new
 // seals use the new key, and SealCredentials (`tollgate migrate`) seals every old value again
 // with the new key — after which the old key is not needed, and no replica is left with a
-// cached copy only the old key opens.
+// cached copy only the old key opens. A credential no key opens (among the others, read before
+// some of them) stops nothing: every other one is sealed, and it alone is named, run after run.
 func TestSecretsKeyRotation(t *testing.T) {
 	db, rdb, prefix, old := newSealingEnv(t) // sealing with key 1
 	ctx := t.Context()
 	a, keyA := mustCreate(t, old, byokPaywall())
+	lost, _ := mustCreate(t, storeOn(t, db, nil, "", Options{SecretsKey: testSecretsKey(t, 3)}), byokPaywall())
 	bp := byokPaywall()
 	bp.UpstreamKey = "sk-acme-456"
 	b, _ := mustCreate(t, old, bp)
 	c, _ := mustCreate(t, old, byokPaywall())
 	const legacy = "sk-legacy-plaintext"
 	db.Must(t, `UPDATE paywalls SET upstream_key = $2 WHERE id = $1`, c.ID, legacy)
-	lost, _ := mustCreate(t, storeOn(t, db, nil, "", Options{SecretsKey: testSecretsKey(t, 3)}), byokPaywall())
-	sealedA := storedCredential(t, db, a.ID)
+	sealedA, sealedLost := storedCredential(t, db, a.ID), storedCredential(t, db, lost.ID)
 
 	rotating := Options{SecretsKey: testSecretsKey(t, 2), PreviousSecretsKeys: []*SecretsKey{testSecretsKey(t, 4), testSecretsKey(t, 1)}}
 	rot := storeOn(t, db, rdb, prefix, rotating)
@@ -483,9 +485,27 @@ func TestSecretsKeyRotation(t *testing.T) {
 		t.Errorf("a paywall created while rotating opens with the old key: %v", err)
 	}
 
+	// onlyLost checks SealCredentials' error names the paywall no key opens, and it alone.
+	onlyLost := func(call string, err error) {
+		t.Helper()
+		noKey, ok := errors.AsType[*NoKeyOpensError](err)
+		if !ok || !errors.Is(err, ErrSealedCredential) || !slices.Equal(noKey.Paywalls, []string{lost.ID}) ||
+			!strings.Contains(err.Error(), lost.ID) || !strings.Contains(err.Error(), "paywall.previous_secrets_keys") {
+			t.Fatalf("%s: error %v; want a NoKeyOpensError (ErrSealedCredential) naming %s alone", call, err, lost.ID)
+		}
+		for _, id := range []string{a.ID, b.ID, c.ID, e.ID} {
+			if strings.Contains(err.Error(), id) {
+				t.Errorf("%s: error %v names %s, which opens", call, err, id)
+			}
+		}
+	}
 	res, err := rot.SealCredentials(ctx)
-	if err != nil || res != (SealResult{Sealed: 1, Resealed: 2}) {
-		t.Fatalf("SealCredentials = %+v, %v; want c sealed, a and b sealed again", res, err)
+	onlyLost("SealCredentials", err)
+	if res != (SealResult{Sealed: 1, Resealed: 2}) {
+		t.Fatalf("SealCredentials = %+v; want c sealed, a and b sealed again", res)
+	}
+	if col := storedCredential(t, db, lost.ID); col != sealedLost {
+		t.Errorf("the credential no key opens was changed: %q (was %q)", col, sealedLost)
 	}
 	if col := storedCredential(t, db, a.ID); col == sealedA || !strings.HasPrefix(col, sealedPrefix) {
 		t.Errorf("a's column after the rotation = %q (was %q)", col, sealedA)
@@ -503,8 +523,10 @@ func TestSecretsKeyRotation(t *testing.T) {
 	if _, err := newOnly.Get(ctx, lost.ID); !errors.Is(err, ErrSealedCredential) {
 		t.Errorf("the credential no key opens: Get = %v; want ErrSealedCredential, left as it was", err)
 	}
-	if res, err := rot.SealCredentials(ctx); err != nil || res != (SealResult{}) {
-		t.Errorf("SealCredentials again = %+v, %v; want nothing to do", res, err)
+	res, err = rot.SealCredentials(ctx)
+	onlyLost("SealCredentials again", err)
+	if res != (SealResult{}) {
+		t.Errorf("SealCredentials again = %+v; want nothing sealed", res)
 	}
 
 	// The Redis copy the rotating replica cached before was dropped: a replica with the new key

@@ -209,12 +209,14 @@ func (o *Outbox) RemoveEndpoint(ctx context.Context, paywallID string) (bool, er
 // (PreviousSecretsKeys) opens, during a rotation of paywall.secrets_key, and reports how many
 // it sealed again. Each update is conditional on the value it read, so a secret replaced
 // meanwhile (set-webhook) is left as it is; running it again does nothing. A secret no key
-// opens is an error naming its paywall.
+// opens is left as it is; the others are sealed again all the same, and then every such
+// paywall is named in one *paywall.NoKeyOpensError (with the count of what was sealed again).
+// It can return: *paywall.NoKeyOpensError (a paywall.ErrSealedCredential).
 func (o *Outbox) ResealSecrets(ctx context.Context) (int, error) {
 	if o.secrets == nil || len(o.opts.PreviousSecretsKeys) == 0 {
 		return 0, nil
 	}
-	rows, err := o.pool.Query(ctx, `SELECT paywall, secret_sealed FROM webhook_endpoints`)
+	rows, err := o.pool.Query(ctx, `SELECT paywall, secret_sealed FROM webhook_endpoints ORDER BY created_at, paywall`)
 	if err != nil {
 		return 0, fmt.Errorf("webhook: read the signing secrets: %w", err)
 	}
@@ -224,11 +226,13 @@ func (o *Outbox) ResealSecrets(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("webhook: read the signing secrets: %w", err)
 	}
 	resealed := 0
+	var noKey []string
 	for _, ep := range eps {
 		secret, current, err := paywall.OpenSealed(o.secrets, o.opts.PreviousSecretsKeys, secretPurpose, ep.Paywall, ep.Sealed)
 		switch {
 		case err != nil:
-			return resealed, fmt.Errorf("webhook: the signing secret of paywall %s opens with no key: %w", ep.Paywall, err)
+			noKey = append(noKey, ep.Paywall)
+			continue
 		case current:
 			continue
 		}
@@ -238,6 +242,9 @@ func (o *Outbox) ResealSecrets(ctx context.Context) (int, error) {
 			return resealed, fmt.Errorf("webhook: seal the signing secret of paywall %s again: %w", ep.Paywall, err)
 		}
 		resealed += int(tag.RowsAffected())
+	}
+	if len(noKey) > 0 {
+		return resealed, fmt.Errorf("webhook: seal the signing secrets again: %w", &paywall.NoKeyOpensError{What: "webhook signing secret", Paywalls: noKey})
 	}
 	return resealed, nil
 }

@@ -1,12 +1,16 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -522,5 +526,75 @@ func TestScanPages(t *testing.T) {
 	}
 	if n, err := o.Scan(t.Context()); err != nil || n != 0 {
 		t.Fatalf("a second Scan = %d, %v; want nothing new", n, err)
+	}
+}
+
+// TestResealSecrets: during a rotation of paywall.secrets_key, ResealSecrets seals every
+// signing secret only a previous key opens again with the new key (the secret itself
+// unchanged), leaves one no key opens as it is — sealing those after it all the same — and
+// names it, and only it; a second run seals nothing and names it again.
+func TestResealSecrets(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	key := func(seed byte) *paywall.SecretsKey {
+		k, err := paywall.NewSecretsKey(bytes.Repeat([]byte{seed}, paywall.SecretsKeySize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	oldKey, newKey, lostKey := key(1), key(2), key(3)
+	const old1, lost, old2, fresh = "paywall-old-1", "paywall-lost", "paywall-old-2", "paywall-new"
+	secrets := map[string]string{}
+	stored := func(paywallID string) string {
+		var v string
+		if err := e.db.Pool.QueryRow(ctx, `SELECT secret_sealed FROM webhook_endpoints WHERE paywall = $1`, paywallID).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, ep := range []struct {
+		paywall string
+		key     *paywall.SecretsKey
+	}{{old1, oldKey}, {lost, lostKey}, {old2, oldKey}, {fresh, newKey}} {
+		secret, err := webhook.New(e.db.Pool, e.l, ep.key, webhook.Options{}).SetEndpoint(ctx, ep.paywall, e.recv.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[ep.paywall] = secret
+	}
+	sealedLost, sealedFresh := stored(lost), stored(fresh)
+
+	if n, err := webhook.New(e.db.Pool, e.l, newKey, webhook.Options{}).ResealSecrets(ctx); n != 0 || err != nil {
+		t.Errorf("ResealSecrets without previous keys = %d, %v; want nothing done", n, err)
+	}
+	rotating := webhook.New(e.db.Pool, e.l, newKey, webhook.Options{PreviousSecretsKeys: []*paywall.SecretsKey{key(4), oldKey}})
+	onlyLost := func(call string, err error) {
+		t.Helper()
+		noKey, ok := errors.AsType[*paywall.NoKeyOpensError](err)
+		if !ok || !errors.Is(err, paywall.ErrSealedCredential) || !slices.Equal(noKey.Paywalls, []string{lost}) ||
+			!strings.Contains(err.Error(), "webhook signing secret") {
+			t.Fatalf("%s: error %v; want a NoKeyOpensError (ErrSealedCredential) naming %s alone", call, err, lost)
+		}
+	}
+	n, err := rotating.ResealSecrets(ctx)
+	onlyLost("ResealSecrets", err)
+	if n != 2 {
+		t.Errorf("ResealSecrets sealed %d again; want 2 (%s and %s)", n, old1, old2)
+	}
+	for _, id := range []string{old1, old2, fresh} {
+		// "webhook signing_secret" is the purpose the package seals secrets for.
+		if got, _, err := paywall.OpenSealed(newKey, nil, "webhook signing_secret", id, stored(id)); err != nil || got != secrets[id] {
+			t.Errorf("%s's secret with the new key alone = %q, %v; want the secret it had", id, got, err)
+		}
+	}
+	if stored(lost) != sealedLost || stored(fresh) != sealedFresh {
+		t.Errorf("a secret no key opens, or one already under the new key, was sealed again")
+	}
+
+	n, err = rotating.ResealSecrets(ctx)
+	onlyLost("ResealSecrets again", err)
+	if n != 0 {
+		t.Errorf("ResealSecrets again sealed %d; want 0", n)
 	}
 }

@@ -236,3 +236,88 @@ func TestMigrateRotatesSecretsKey(t *testing.T) {
 		t.Errorf("migrate after the rotation printed %q; want nothing to seal", out)
 	}
 }
+
+// TestMigrateReportsWhatNoKeyOpens: during a rotation, a BYOK credential and a webhook signing
+// secret that open with no key stop neither reseal: `tollgate migrate` seals every other value
+// again, prints how many, then fails (exit 1) with one message naming each paywall, and only
+// those, with the commands that fix them — never saying the previous keys can go. Run again, it
+// seals nothing and says the same.
+func TestMigrateReportsWhatNoKeyOpens(t *testing.T) {
+	c := newCLI(t)
+	create := func(name string) paywallJSON {
+		var p paywallJSON
+		if err := json.Unmarshal([]byte(c.mustRun("paywall", "create", "-mode", "byok", "-upstream", "acme-llm", "-upstream-key", "sk-x",
+			"-name", name, "-owner", "ops@acme.test", "-json")), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a := create("Acme A")
+	c.mustRun("paywall", "set-webhook", a.ID, "-url", "http://127.0.0.1:9/hook")
+	// A key nobody keeps: lost's credential and b's signing secret are sealed with it.
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
+	lost := create("Lost")
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", testSecretsKey)
+	b := create("Acme B")
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
+	t.Setenv("TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS", testSecretsKey) // set-webhook opens b's credential
+	c.mustRun("paywall", "set-webhook", b.ID, "-url", "http://127.0.0.1:9/hook")
+	sealedLost := c.storedUpstreamKey(lost.ID)
+
+	const newKey = "ICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA="
+	t.Setenv("TOLLGATE_PAYWALL_SECRETS_KEY", newKey)
+	t.Setenv("TOLLGATE_PAYWALL_PREVIOUS_SECRETS_KEYS", testSecretsKey)
+	check := func(run, wantOut string) string {
+		t.Helper()
+		out, err := c.run("migrate")
+		if !strings.Contains(out, wantOut) || strings.Contains(out, "can now be removed") {
+			t.Errorf("%s: migrate printed %q; want %q and not that the previous keys can be removed", run, out, wantOut)
+		}
+		if !errors.Is(err, paywall.ErrSealedCredential) || ExitCode(err) != 1 {
+			t.Fatalf("%s: migrate = %v (exit %d); want ErrSealedCredential, exit 1", run, err, ExitCode(err))
+		}
+		msg := err.Error()
+		for _, want := range []string{
+			"the BYOK upstream credential of paywall(s) " + lost.ID + "\n",
+			"the webhook signing secret of paywall(s) " + b.ID + "\n",
+			"paywall.previous_secrets_keys",
+			"`tollgate paywall set-upstream-key ID`",
+			"`tollgate paywall set-webhook ID -url URL`",
+		} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%s: migrate's error %q does not say %q", run, msg, want)
+			}
+		}
+		if strings.Contains(msg, a.ID) || strings.Count(msg, lost.ID) != 1 || strings.Count(msg, b.ID) != 1 {
+			t.Errorf("%s: migrate's error %q names a paywall whose values open, or one twice", run, msg)
+		}
+		return msg
+	}
+	first := check("first run", "2 BYOK upstream credential(s) and 1 webhook signing secret(s) sealed again with paywall.secrets_key")
+
+	newOnly, err := paywall.ParseSecretsKey(newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := paywall.NewStore(c.db.Pool, nil, c.prefix, paywall.Options{PlatformFeeBps: 500, SecretsKey: newOnly})
+	t.Cleanup(func() { _ = store.Close() })
+	for _, p := range []paywallJSON{a, b} {
+		if got, err := store.Get(t.Context(), p.ID); err != nil || got.UpstreamKey != "sk-x" {
+			t.Errorf("Get(%s) with the new key alone = %q, %v", p.ID, got.UpstreamKey, err)
+		}
+	}
+	var sealedA string
+	if err := c.db.Pool.QueryRow(t.Context(), `SELECT secret_sealed FROM webhook_endpoints WHERE paywall = $1`, a.ID).Scan(&sealedA); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := paywall.OpenSealed(newOnly, nil, "webhook signing_secret", a.ID, sealedA); err != nil {
+		t.Errorf("a's webhook secret does not open with the new key alone: %v", err)
+	}
+	if c.storedUpstreamKey(lost.ID) != sealedLost {
+		t.Error("the credential no key opens was changed")
+	}
+
+	if again := check("second run", "0 BYOK upstream credential(s) and 0 webhook signing secret(s) sealed again"); again != first {
+		t.Errorf("the second run said %q; want what the first said, %q", again, first)
+	}
+}
