@@ -10,7 +10,8 @@ import (
 // FuzzScanner feeds arbitrary bytes cut at an arbitrary point and checks the scanner's
 // promises: no panic, no byte lost or invented (events plus the leftover are the input), the
 // same events whole or split, the same events as a plain reading of the SSE specification's
-// line rules (refEvents), and usage parsing never panics.
+// line rules (refEvents), and usage parsing never panics (nor does counting "text" strings
+// too find more content than there are bytes).
 func FuzzScanner(f *testing.F) {
 	f.Add([]byte(openAIStream), uint16(17), uint16(0))
 	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n", "\r\n")), uint16(1), uint16(64))
@@ -36,6 +37,10 @@ func FuzzScanner(f *testing.F) {
 		for _, e := range whole {
 			if e.HasUsage || e.HasError {
 				_, _ = ParseCompletion(e.Data)
+				_, _ = ParseTextCompletion(e.Data)
+			}
+			if n := contentBytes(e.Data, true); n < 0 || n > len(e.Data) {
+				t.Fatalf("%d content bytes in %d bytes of data", n, len(e.Data))
 			}
 		}
 		for _, r := range []struct {
@@ -154,7 +159,7 @@ func refEvents(in []byte) []Event {
 			if bytes.Equal(bytes.TrimSpace(ev.Data), []byte("[DONE]")) {
 				ev.Kind = KindDone
 			}
-			scanKeys(&ev)
+			scanKeys(&ev, false)
 		}
 		evs = append(evs, ev)
 		start, data = i+1, nil

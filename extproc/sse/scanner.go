@@ -56,7 +56,8 @@ type Event struct {
 	// a Responses API error event ("type": "error").
 	HasError bool
 	// ContentBytes is the length in bytes of every "content", "reasoning",
-	// "reasoning_content" and "delta" string value in Data, escapes counted as written.
+	// "reasoning_content" and "delta" string value in Data (and "text", with
+	// Scanner.CountText), escapes counted as written.
 	ContentBytes int
 }
 
@@ -65,6 +66,10 @@ type Event struct {
 type Scanner struct {
 	// MaxEventBytes bounds one event; 0 means DefaultMaxEventBytes.
 	MaxEventBytes int
+	// CountText counts "text" string values in ContentBytes too: a legacy completion's choices
+	// carry their output there. (Off for chat, whose reasoning_details repeat the reasoning
+	// in "text", and for responses, whose ….done events repeat their deltas.)
+	CountText bool
 
 	chunk []byte
 	pos   int // next unscanned offset in chunk
@@ -407,24 +412,24 @@ func (s *Scanner) classify(ev *Event, hasCR bool) {
 		return
 	}
 	ev.Kind = KindData
-	scanKeys(ev)
+	scanKeys(ev, s.CountText)
 }
 
 // errorType is the value of an error event's "type".
 var errorType = []byte(`"error"`)
 
 // contentBytes is Event.ContentBytes of a JSON payload that did not come through the scanner
-// (a buffered, non-streamed completion).
-func contentBytes(data []byte) int {
+// (a buffered, non-streamed completion); countText as Scanner.CountText.
+func contentBytes(data []byte, countText bool) int {
 	ev := Event{Kind: KindData, Data: data}
-	scanKeys(&ev)
+	scanKeys(&ev, countText)
 	return ev.ContentBytes
 }
 
 // scanKeys finds the keys metering needs in one pass over the payload's JSON strings: each
 // string is located with a byte search for its quotes, and a string followed by ':' is a key.
-// Nothing is decoded.
-func scanKeys(ev *Event) {
+// Nothing is decoded. countText: "text" strings are content too.
+func scanKeys(ev *Event, countText bool) {
 	d := ev.Data
 	for i := 0; i < len(d); {
 		q := bytes.IndexByte(d[i:], '"')
@@ -443,10 +448,15 @@ func scanKeys(ev *Event) {
 		}
 		name := d[from:end]
 		switch len(name) {
-		case 4: // type
+		case 4: // type, text
 			v := skipSpace(d, k+1)
-			if string(name) == "type" && bytes.HasPrefix(d[v:], errorType) {
+			switch {
+			case string(name) == "type" && bytes.HasPrefix(d[v:], errorType):
 				ev.HasError = true
+			case countText && string(name) == "text" && v < len(d) && d[v] == '"':
+				e := closingQuote(d, v+1)
+				ev.ContentBytes += min(e, len(d)) - (v + 1)
+				i = e + 1
 			}
 		case 5: // usage, error, delta
 			v := skipSpace(d, k+1)

@@ -290,6 +290,30 @@ func TestScannerOverflow(t *testing.T) {
 	}
 }
 
+// TestCountText: a legacy completion's output is in its choices' "text", counted only when
+// asked (chat's reasoning_details repeat the reasoning there), streamed or whole.
+func TestCountText(t *testing.T) {
+	chunk := `data: {"id":"cmpl-1","object":"text_completion","choices":[{"text":"Hel\"lo","index":0,"logprobs":null,"finish_reason":null}]}` + "\n\n"
+	for _, count := range []bool{false, true} {
+		s := Scanner{CountText: count}
+		s.Reset([]byte(chunk))
+		if !s.Next() {
+			t.Fatal("no event")
+		}
+		if got, want := s.Event().ContentBytes, map[bool]int{false: 0, true: 7}[count]; got != want {
+			t.Errorf("CountText %v: %d content bytes, want %d", count, got, want)
+		}
+	}
+	body := `{"id":"cmpl-1","object":"text_completion","choices":[{"text":"four","index":0},{"text":"five!","index":1}],"usage":{"prompt_tokens":3,"completion_tokens":4}}`
+	c, err := ParseTextCompletion([]byte(body))
+	if err != nil || c.OutputBytes != 9 || c.Choices != 2 || c.Usage == nil || c.Usage.CompletionTokens != 4 || c.ID != "cmpl-1" {
+		t.Errorf("ParseTextCompletion = %+v, %v", c, err)
+	}
+	if c, _ := ParseCompletion([]byte(body)); c.OutputBytes != 0 {
+		t.Errorf("ParseCompletion counted %d bytes of text", c.OutputBytes)
+	}
+}
+
 func TestParseCompletion(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -63,7 +63,7 @@ type completionDetails struct {
 type Completion struct {
 	ID      string
 	Usage   *Usage // nil when absent or null
-	Choices int    // number of entries in "choices" (chat only)
+	Choices int    // number of entries in "choices" (chat and text completions)
 	Error   string // the message of an "error" member or an error event, if any
 	// OutputBytes is, for a whole body, the bytes of its output (a completion's content and
 	// reasoning strings as written; a response's output text and tool-call arguments): what an
@@ -83,8 +83,16 @@ type wireCompletion struct {
 // the byte scan flagged (HasUsage, HasError) and for non-streamed bodies.
 //
 // It can return: ErrBadUsage (wrapped), or a JSON syntax error.
-func ParseCompletion(data []byte) (Completion, error) {
-	c := Completion{OutputBytes: contentBytes(data)} // counted even in a body cut short
+func ParseCompletion(data []byte) (Completion, error) { return parseCompletion(data, false) }
+
+// ParseTextCompletion is ParseCompletion for the legacy completions API (text_completion
+// objects and chunks), whose choices carry their output in "text".
+//
+// It can return: ErrBadUsage (wrapped), or a JSON syntax error.
+func ParseTextCompletion(data []byte) (Completion, error) { return parseCompletion(data, true) }
+
+func parseCompletion(data []byte, countText bool) (Completion, error) {
+	c := Completion{OutputBytes: contentBytes(data, countText)} // counted even in a body cut short
 	var w wireCompletion
 	if err := json.Unmarshal(data, &w); err != nil {
 		return c, fmt.Errorf("sse: completion JSON: %w", err)
