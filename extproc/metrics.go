@@ -83,7 +83,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests:      counterVec("tollgate_extproc_requests_total", "Requests seen by the ext_proc server, by how they ended.", "outcome"),
-		forwarded:     counterVec("tollgate_extproc_forwarded_total", "Billed requests sent upstream, by API (chat, responses, embeddings).", "api"),
+		forwarded:     counterVec("tollgate_extproc_forwarded_total", "Billed requests sent upstream, by API (chat, responses, embeddings, completions).", "api"),
 		holds:         counterVec("tollgate_extproc_holds_total", "Hold attempts by result (reserved, insufficient, error).", "result"),
 		heldMicro:     counter("tollgate_extproc_held_micro_usdc_total", "Micro-USDC reserved by holds."),
 		captures:      counterVec("tollgate_extproc_captures_total", "Captures by source of the usage (reported, estimated).", "usage"),

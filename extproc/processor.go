@@ -494,6 +494,11 @@ func (p *processor) forward() *extprocv3.ProcessingResponse {
 		p.scan.MaxEventBytes = p.s.cfg.MaxEventBytes + 2*sumLen(p.req.fields) + 16*int(p.budget)
 	case apiEmbeddings:
 		// No budget: embeddings produce no tokens.
+	case apiCompletions:
+		builtin := p.pw.Mode != paywall.ModeBYOK
+		w.MaxTokenKey, w.ForceUsage, w.OpenRouter = []string{"max_tokens"}, p.req.Stream, builtin
+		p.dropUsage = p.req.Stream && !p.req.IncludeUsage
+		p.scan.CountText = true
 	}
 	body, err := p.req.rewriteBody(w)
 	if err != nil {
@@ -890,8 +895,11 @@ func (p *processor) paywallMessage(a Action, availableMicro int64) *extprocv3.Pr
 		return immediate(e.Status, "application/json", e.body(), []*corev3.HeaderValueOption{setHeader(ActionHeader, []byte(a))})
 	}
 	build := paywallMessage
-	if p.api == apiResponses {
+	switch p.api {
+	case apiResponses:
 		build = responsesPaywallMessage
+	case apiCompletions:
+		build = textCompletionPaywallMessage
 	}
 	ct, body := build("tg-"+p.id, p.req.Model, text, p.req.Stream, p.s.deps.Clock.Now())
 	return immediate(http.StatusOK, ct, body, []*corev3.HeaderValueOption{setHeader(ActionHeader, []byte(a))})

@@ -11,8 +11,9 @@ import (
 )
 
 // chatRequest is what Tollgate reads from a billed request's body: a chat completion
-// (/v1/chat/completions) or a response (/v1/responses, responses.go). The body's other members
-// are kept as they came (fields), so the rewrite changes only what it must.
+// (/v1/chat/completions), a response (/v1/responses, responses.go), embeddings
+// (embeddings.go) or a legacy completion (/v1/completions, completions.go). The body's other
+// members are kept as they came (fields), so the rewrite changes only what it must.
 type chatRequest struct {
 	Model  string
 	Stream bool
@@ -21,8 +22,8 @@ type chatRequest struct {
 	// which of max_tokens and max_completion_tokens it used.
 	MaxTokens     int64
 	MaxTokensKeys []string
-	// Choices is n, how many completions the request asks for (1 when it says nothing): the
-	// completion budget is held once per choice.
+	// Choices is how many completions the request makes (n; for a legacy completion, prompts
+	// × max(n, best_of); 1 when it says nothing): the completion budget is held once per choice.
 	Choices int64
 	// Unpriced lists the members that make the built-in provider charge for more than the
 	// tokens of `model` (see unpricedOptions).
@@ -90,17 +91,7 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 		case "tools":
 			return r.noteHostedTool(m.raw)
 		case "stream_options":
-			if isNull(m.raw) {
-				break
-			}
-			var so struct {
-				IncludeUsage *bool `json:"include_usage"`
-			}
-			if m.raw[0] != '{' || json.Unmarshal(m.raw, &so) != nil {
-				return badRequest("invalid_type", "stream_options", "'stream_options' must be an object such as {\"include_usage\": true}.")
-			}
-			r.StreamOptions = m.raw
-			r.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
+			return r.readStreamOptions(m.raw)
 		case "messages":
 			messages = m.raw
 		}
@@ -116,6 +107,23 @@ func parseChatRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 	}
 	r.PromptTokens = n
 	return r, nil
+}
+
+// readStreamOptions reads a stream_options member: whether the client asked for the usage
+// chunk, and the object, which the rewrite keeps.
+func (r *chatRequest) readStreamOptions(raw json.RawMessage) *apiError {
+	if isNull(raw) {
+		return nil
+	}
+	var so struct {
+		IncludeUsage *bool `json:"include_usage"`
+	}
+	if raw[0] != '{' || json.Unmarshal(raw, &so) != nil {
+		return badRequest("invalid_type", "stream_options", "'stream_options' must be an object such as {\"include_usage\": true}.")
+	}
+	r.StreamOptions = raw
+	r.IncludeUsage = so.IncludeUsage != nil && *so.IncludeUsage
+	return nil
 }
 
 // readRequest checks a billed request's body and reads its members: model, stream and user

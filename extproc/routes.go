@@ -8,12 +8,13 @@ import (
 	"github.com/tollgate-dev/tollgate/extproc/sse"
 )
 
-// The billed paths; /v1/{user}/chat/completions, /v1/{user}/responses and
-// /v1/{user}/embeddings are their user-prefixed forms.
+// The billed paths; /v1/{user}/chat/completions, /v1/{user}/responses, /v1/{user}/embeddings
+// and /v1/{user}/completions are their user-prefixed forms.
 const (
-	chatPath       = "/v1/chat/completions"
-	responsesPath  = "/v1/responses"
-	embeddingsPath = "/v1/embeddings"
+	chatPath        = "/v1/chat/completions"
+	responsesPath   = "/v1/responses"
+	embeddingsPath  = "/v1/embeddings"
+	completionsPath = "/v1/completions"
 )
 
 // modelsPath lists the upstream's models; /v1/models/{id} describes one.
@@ -22,7 +23,7 @@ const modelsPath = "/v1/models"
 // routeKind is what Tollgate does with a request, decided from its method and path alone.
 //
 // The rule: only /v1/ paths are Tollgate's. Among them, chat completions, responses (creating
-// one) and embeddings are billed, the model listing is forwarded to the paywall's upstream
+// one), embeddings and legacy completions are billed, the model listing is forwarded to the paywall's upstream
 // unbilled (it costs the operator nothing), and everything else is refused — an images or audio
 // call forwarded with the operator's credentials would be served unbilled, and a billing hole is
 // worse than a missing feature.
@@ -39,6 +40,9 @@ const (
 	routeResponses
 	// routeEmbeddings is POST /v1/embeddings (or /v1/{user}/embeddings): billed.
 	routeEmbeddings
+	// routeCompletions is POST /v1/completions (or /v1/{user}/completions), the legacy text
+	// completions: billed.
+	routeCompletions
 	// routeModels is GET /v1/models or /v1/models/{id} (optionally /v1/{user}/…): forwarded
 	// to the paywall's upstream with its credentials, nothing held or charged.
 	routeModels
@@ -56,9 +60,10 @@ const (
 type api uint8
 
 const (
-	apiChat       api = iota // POST /v1/chat/completions
-	apiResponses             // POST /v1/responses (responses.go)
-	apiEmbeddings            // POST /v1/embeddings (embeddings.go)
+	apiChat        api = iota // POST /v1/chat/completions
+	apiResponses              // POST /v1/responses (responses.go)
+	apiEmbeddings             // POST /v1/embeddings (embeddings.go)
+	apiCompletions            // POST /v1/completions (completions.go)
 )
 
 // apis are what the billed APIs' routes and readers differ in; the rest of a request's life is
@@ -73,9 +78,10 @@ var apis = [...]struct {
 	// usage reads the usage, error and id of a stream event or a whole body.
 	usage func(data []byte) (sse.Completion, error)
 }{
-	apiChat:       {routeChat, chatPath, "chat", parseChatRequest, unpricedOptions, sse.ParseCompletion},
-	apiResponses:  {routeResponses, responsesPath, "responses", parseResponsesRequest, unpricedResponsesOptions, sse.ParseResponse},
-	apiEmbeddings: {routeEmbeddings, embeddingsPath, "embeddings", parseEmbeddingsRequest, unpricedEmbeddingsOptions, sse.ParseEmbeddings},
+	apiChat:        {routeChat, chatPath, "chat", parseChatRequest, unpricedOptions, sse.ParseCompletion},
+	apiResponses:   {routeResponses, responsesPath, "responses", parseResponsesRequest, unpricedResponsesOptions, sse.ParseResponse},
+	apiEmbeddings:  {routeEmbeddings, embeddingsPath, "embeddings", parseEmbeddingsRequest, unpricedEmbeddingsOptions, sse.ParseEmbeddings},
+	apiCompletions: {routeCompletions, completionsPath, "completions", parseCompletionsRequest, unpricedCompletionsOptions, sse.ParseTextCompletion},
 }
 
 // route is the classified request line.
@@ -112,8 +118,10 @@ func classifyRoute(method, path string) route {
 			return route{kind: e.kind, api: api(a), allow: http.MethodPost}
 		}
 		// Checked before the models forms, so that a user may be called "models" for chat
-		// (/v1/models/chat/completions); /v1/models/responses and /v1/models/embeddings stay
-		// model ids, and a user called "models" sends those with the header.
+		// (/v1/models/chat/completions); /v1/models/responses, /v1/models/embeddings and
+		// /v1/models/completions stay model ids, and a user called "models" sends those with
+		// the header. (So does a user called "chat" a legacy completion: /v1/chat/completions
+		// is chat's, found first.)
 		if tail == billed && user != "" && (user != "models" || e.kind == routeChat) {
 			r := route{kind: e.kind, api: api(a), allow: http.MethodPost, user: user, upstreamPath: e.path}
 			if method != http.MethodPost {
@@ -170,4 +178,4 @@ func validModelID(id string) bool {
 }
 
 // supportedEndpoints is what an unsupported_endpoint error tells the client it can call.
-const supportedEndpoints = "Tollgate serves POST /v1/chat/completions, POST /v1/responses and POST /v1/embeddings (billed per request from the user's wallet) and GET /v1/models; other OpenAI endpoints are not available through it."
+const supportedEndpoints = "Tollgate serves POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings and POST /v1/completions (billed per request from the user's wallet) and GET /v1/models; other OpenAI endpoints are not available through it."

@@ -50,7 +50,11 @@ func TestClassifyRoute(t *testing.T) {
 		{"GET", "/v1/embeddings", routeWrongMethod, "", ""},
 		{"GET", "/v1/models/embeddings", routeModels, "", ""},
 		{"POST", "/v1/embeddings/x", routeUnsupported, "", ""},
-		{"POST", "/v1/completions", routeUnsupported, "", ""},
+		{"POST", "/v1/completions", routeCompletions, "", ""},
+		{"POST", "/v1/alice/completions", routeCompletions, "alice", completionsPath},
+		{"GET", "/v1/completions", routeWrongMethod, "", ""},
+		{"GET", "/v1/models/completions", routeModels, "", ""}, // a model id, not a user called "models"
+		{"POST", "/v1/completions/x", routeUnsupported, "", ""},
 		{"POST", "/v1/responses", routeResponses, "", ""},
 		{"POST", "/v1/alice/responses", routeResponses, "alice", responsesPath},
 		{"GET", "/v1/responses", routeWrongMethod, "", ""},
@@ -85,31 +89,24 @@ func TestClassifyRoute(t *testing.T) {
 	}
 }
 
-// FuzzClassifyRoute: whatever the path, what is forwarded is a chat completion or a response
-// (billed) or a model listing whose upstream path cannot name another endpoint after decoding.
+// FuzzClassifyRoute: whatever the path, what is forwarded is a billed request sent to its API's
+// path, or a model listing whose upstream path cannot name another endpoint after decoding.
 func FuzzClassifyRoute(f *testing.F) {
 	for _, p := range []string{"/v1/chat/completions", "/v1/u/chat/completions", "/v1/responses", "/v1/u/responses", "/v1/responses/r/cancel", "/v1/models", "/v1/models/openai/gpt-4o",
-		"/v1/u/models/x", "/v1/models/..%2f..%2fembeddings", "/v1/embeddings", "/healthz", "/v1/models/%25252e"} {
+		"/v1/u/models/x", "/v1/models/..%2f..%2fembeddings", "/v1/embeddings", "/v1/u/completions", "/healthz", "/v1/models/%25252e"} {
 		f.Add("GET", p)
 		f.Add("POST", p)
 	}
 	f.Fuzz(func(t *testing.T, method, path string) {
 		r := classifyRoute(method, path)
 		switch r.kind {
-		case routeChat:
+		case routeChat, routeResponses, routeEmbeddings, routeCompletions:
 			if method != http.MethodPost {
 				t.Fatalf("%s %s billed", method, path)
 			}
-			if up := r.upstreamPath; (up != "" || path != chatPath) && up != chatPath {
-				t.Fatalf("%s billed as chat and forwarded to %q", path, up)
-			}
-		case routeResponses, routeEmbeddings:
-			if method != http.MethodPost {
-				t.Fatalf("%s %s billed", method, path)
-			}
-			want := responsesPath
-			if r.kind == routeEmbeddings {
-				want = embeddingsPath
+			want := apis[r.api].path
+			if apis[r.api].kind != r.kind {
+				t.Fatalf("%s billed as %d with the API of %d", path, r.kind, apis[r.api].kind)
 			}
 			if up := r.upstreamPath; (up != "" || path != want) && up != want {
 				t.Fatalf("%s billed as %d and forwarded to %q", path, r.kind, up)
@@ -231,7 +228,8 @@ func TestUnsupportedEndpointsRefused(t *testing.T) {
 		status            int
 		code              string
 	}{
-		{"POST", "/v1/completions", testKey, 404, "unsupported_endpoint"},
+		{"POST", "/v1/completions/x", testKey, 404, "unsupported_endpoint"},
+		{"GET", "/v1/completions", testKey, 405, "method_not_allowed"},
 		{"GET", "/v1/responses/resp_1", testKey, 404, "unsupported_endpoint"},
 		{"GET", "/v1/responses", testKey, 405, "method_not_allowed"},
 		{"POST", "/v1/images/generations", testKey, 404, "unsupported_endpoint"},
@@ -259,7 +257,7 @@ func TestUnsupportedEndpointsRefused(t *testing.T) {
 			if err := json.Unmarshal(ir.GetBody(), &e); err != nil || e.Error.Code != tt.code || e.Error.Message == "" || e.Error.Type == "" {
 				t.Errorf("body %s (%v), want code %s", ir.GetBody(), err, tt.code)
 			}
-			if tt.status == 404 && !strings.Contains(e.Error.Message, "POST /v1/chat/completions, POST /v1/responses and POST /v1/embeddings") {
+			if tt.status == 404 && !strings.Contains(e.Error.Message, "POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings and POST /v1/completions") {
 				t.Errorf("the message does not say what is supported: %q", e.Error.Message)
 			}
 			if a, _ := header(ir.GetHeaders(), "allow"); tt.status == 405 && a == "" {
