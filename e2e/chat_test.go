@@ -114,6 +114,18 @@ func (s *stack) cost(t *testing.T, pw paywall.Paywall, r int) int64 {
 	return c
 }
 
+// chargedLast checks that the upstream's latest request was charged exactly its usage × the
+// paywall's prices: once settled, the wallet holds that much less than before. It returns what
+// the wallet holds now.
+func (s *stack) chargedLast(t *testing.T, pw paywall.Paywall, wallet string, before int64) int64 {
+	t.Helper()
+	want := before - s.cost(t, pw, len(s.demo.Requests())-1)
+	if b := s.settled(t, wallet); b.PostedMicro != want {
+		t.Fatalf("balance %d, want %d (charge %d)", b.PostedMicro, want, before-want)
+	}
+	return want
+}
+
 // TestPaywallLifecycle walks one user through everything: the authorize message (JSON and
 // streamed), authorizing, the top-up message, a deposit, a charged completion (exactly usage ×
 // prices), a charged stream, and a stream cut mid-way charged from an estimate.
@@ -157,7 +169,7 @@ func TestPaywallLifecycle(t *testing.T) {
 
 	const depositMicro = 2_000_000
 	s.deposit(t, wallet, depositMicro)
-	spent := int64(0)
+	left := int64(depositMicro) // what the wallet should hold
 
 	t.Run("a completion is charged exactly usage × prices", func(t *testing.T) {
 		res, hdr := ask(t, c)
@@ -169,10 +181,7 @@ func TestPaywallLifecycle(t *testing.T) {
 		if res.Usage.PromptTokens != reqs[len(reqs)-1].Usage.PromptTokens {
 			t.Errorf("client usage %+v, upstream %+v", res.Usage, reqs[len(reqs)-1].Usage)
 		}
-		spent += want
-		if b := s.settled(t, wallet); b.PostedMicro != depositMicro-spent {
-			t.Fatalf("balance %d, want %d (charge %d)", b.PostedMicro, depositMicro-spent, want)
-		}
+		left = s.chargedLast(t, pw, wallet, left)
 		// The app's history of the user lists the charge (the capture), not only the deposit.
 		h := s.history(t, key, "alice")
 		if len(h.Items) != 2 || h.Items[1].Kind != "deposit" || h.Items[1].AmountMicro != depositMicro {
@@ -195,10 +204,7 @@ func TestPaywallLifecycle(t *testing.T) {
 		if !last.IncludeUsage || usage.TotalTokens != 0 {
 			t.Errorf("upstream asked for usage: %v; client saw usage %+v", last.IncludeUsage, usage)
 		}
-		spent += s.cost(t, pw, len(reqs)-1)
-		if b := s.settled(t, wallet); b.PostedMicro != depositMicro-spent {
-			t.Fatalf("balance %d, want %d", b.PostedMicro, depositMicro-spent)
-		}
+		left = s.chargedLast(t, pw, wallet, left)
 	})
 
 	t.Run("a stream cut mid-way is charged an estimate", func(t *testing.T) {
@@ -207,12 +213,12 @@ func TestPaywallLifecycle(t *testing.T) {
 			t.Log("the SDK reported no error for a cut stream (it ends at EOF); the charge is what matters")
 		}
 		b := s.settled(t, wallet)
-		charged := depositMicro - spent - b.PostedMicro
+		charged := left - b.PostedMicro
 		full := s.cost(t, pw, len(s.demo.Requests())-1) // what all 50 tokens would have cost
 		if charged <= 0 || charged > full {
 			t.Fatalf("cut stream charged %d µUSDC; want an estimate in (0, %d]", charged, full)
 		}
-		spent += charged
+		left -= charged
 	})
 }
 

@@ -1,7 +1,8 @@
 // Package fakeupstream is a fake OpenAI-compatible upstream (a process-boundary fake, named as
-// one): chat completions (POST …/chat/completions) and OpenAI's Responses API (POST …/responses),
-// each streamed or not, embeddings (POST …/embeddings, vectors of 4), the chat usage chunk when
-// asked for with stream_options.include_usage, configurable chunk sizes and delays, error
+// one): chat completions (POST …/chat/completions), OpenAI's Responses API (POST …/responses)
+// and legacy text completions (POST …/completions), each streamed or not, embeddings
+// (POST …/embeddings, vectors of 4), the usage chunk when asked for with
+// stream_options.include_usage, configurable chunk sizes and delays, error
 // statuses, mid-stream disconnects. It records what it received (credentials, headers, body) so
 // tests can prove a request reached the right upstream with the right key. It is also the demo
 // upstream of `make run` and docker compose.
@@ -177,6 +178,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, body []byte, rec 
 		return http.StatusOK
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions"):
 		return s.chat(w, r, body, rec)
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/completions"):
+		return s.textCompletion(w, r, body, rec)
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/responses"):
 		return s.responses(w, r, body, rec)
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/embeddings"):
@@ -265,6 +268,78 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, body []byte, rec *
 	if rec.IncludeUsage {
 		sse.event("", map[string]any{"id": c.id, "object": "chat.completion.chunk", "created": 1700000000, "model": req.Model,
 			"choices": []any{}, "usage": usage})
+	}
+	sse.out.write("data: [DONE]\n\n")
+	return http.StatusOK
+}
+
+// textCompletion answers a legacy completion: one choice per prompt (a string or an array of
+// strings), each the same words, streamed as text_completion chunks or whole.
+func (s *Server) textCompletion(w http.ResponseWriter, r *http.Request, body []byte, rec *Request) int {
+	var req struct {
+		Model         string          `json:"model"`
+		Prompt        json.RawMessage `json:"prompt"`
+		Stream        bool            `json:"stream"`
+		MaxTokens     *int64          `json:"max_tokens"`
+		User          string          `json:"user"`
+		StreamOptions *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return writeError(w, http.StatusBadRequest, "invalid_json", "fake upstream: "+err.Error())
+	}
+	var prompts []string
+	if json.Unmarshal(req.Prompt, &prompts) != nil {
+		var one string
+		if json.Unmarshal(req.Prompt, &one) != nil {
+			return writeError(w, http.StatusBadRequest, "invalid_prompt", "fake upstream: 'prompt' must be a string or an array of strings")
+		}
+		prompts = []string{one}
+	}
+	var prompt int64
+	for _, p := range prompts {
+		prompt += max(wordCount(p), 1)
+	}
+	rec.Stream, rec.User = req.Stream, req.User
+	rec.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	c := s.complete(r, rec, "cmpl-", prompt, req.MaxTokens)
+	// Every prompt's choice is the same completion.
+	rec.Usage.CompletionTokens *= int64(len(prompts))
+	s.mu.Lock()
+	s.gens[c.id] = rec.Usage
+	s.mu.Unlock()
+	finish := "stop"
+	if c.capped {
+		finish = "length"
+	}
+	n := rec.Usage.CompletionTokens
+	usage := map[string]any{"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+	object := func(choices []any) map[string]any {
+		return map[string]any{"id": c.id, "object": "text_completion", "created": 1700000000, "model": req.Model, "choices": choices}
+	}
+	choices := func(text string, finishReason any) []any {
+		out := make([]any, len(prompts))
+		for i := range out {
+			out[i] = map[string]any{"text": text, "index": i, "logprobs": nil, "finish_reason": finishReason}
+		}
+		return out
+	}
+	if !req.Stream {
+		v := object(choices(c.text(), finish))
+		v["usage"] = usage
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+		return http.StatusOK
+	}
+	rec.Status = http.StatusOK // the headers go out before any cut
+	sse := s.startStream(w, r)
+	sse.deltas(c.words, func(text string) { sse.event("", object(choices(text, nil))) })
+	sse.event("", object(choices("", finish)))
+	if rec.IncludeUsage {
+		v := object([]any{})
+		v["usage"] = usage
+		sse.event("", v)
 	}
 	sse.out.write("data: [DONE]\n\n")
 	return http.StatusOK
