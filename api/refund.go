@@ -211,7 +211,7 @@ func ownCharge(t ledger.Transfer, paywallID, user string) (chargeLegs, error) {
 // ledger holds it, and its refund.
 type chargeStateJSON struct {
 	ID          string            `json:"id"`
-	Kind        string            `json:"kind"` // "charge" (manual) or "request" (billed through the proxy: chat, responses, embeddings)
+	Kind        string            `json:"kind"` // "charge" (manual) or "request" (billed through the proxy: chat, responses, embeddings, legacy completions)
 	User        string            `json:"user"`
 	Wallet      string            `json:"wallet"`
 	Amount      string            `json:"amount"` // what the wallet paid
