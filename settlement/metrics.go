@@ -2,6 +2,7 @@ package settlement
 
 import (
 	"math/big"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,6 +28,42 @@ type Metrics struct {
 	leaseHeld      *prometheus.GaugeVec
 	rpcCalls       *prometheus.CounterVec
 	tickErrors     *prometheus.CounterVec
+}
+
+// payoutSent is the move of a payout whose transaction now carries its authorization: a value of
+// tollgate_settle_payouts_total's status label, not a stored status.
+const payoutSent = "sent"
+
+// The values of the status labels, where they are set: a counter's moves, and the statuses a
+// gauge of open items counts (open zeroes those that have none).
+var (
+	topUpMoves         = []TopUpStatus{TopUpSubmitted, TopUpCredited, TopUpFailed}
+	openTopUpStatuses  = []string{string(TopUpSigned), string(TopUpSubmitted)}
+	payoutMoves        = []string{payoutSent, payoutSettled, payoutFailed}
+	openPayoutStatuses = []string{payoutQueued, payoutSending, payoutConfirming, payoutFailing}
+)
+
+// The values of tollgate_settle_rpc_calls_total's result label: the node answered, or not.
+const (
+	rpcOK    = "ok"
+	rpcError = "error"
+)
+
+// LabelValues returns, by metric and then label, every value the worker sets on the labels it
+// lists: what an alerting rule can select (deploy's rules test checks the rules against it).
+// The labels left out take values known only at run time (chain, method) or are not listed yet.
+func LabelValues() map[string]map[string][]string {
+	moves := make([]string, len(topUpMoves))
+	for i, s := range topUpMoves {
+		moves[i] = string(s)
+	}
+	return map[string]map[string][]string{
+		"tollgate_settle_topups_total":    {"status": moves},
+		"tollgate_settle_open_topups":     {"status": slices.Clone(openTopUpStatuses)},
+		"tollgate_settle_payouts_total":   {"status": slices.Clone(payoutMoves)},
+		"tollgate_settle_open_payouts":    {"status": slices.Clone(openPayoutStatuses)},
+		"tollgate_settle_rpc_calls_total": {"result": {rpcOK, rpcError}},
+	}
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not registered, for tests).
@@ -98,6 +135,7 @@ func (m *Metrics) forChain(chainID string) chainMetrics {
 	return c
 }
 
+// topUp counts a top-up's move to status, one of topUpMoves.
 func (c chainMetrics) topUp(status TopUpStatus) {
 	c.m.topups.WithLabelValues(c.chain, string(status)).Inc()
 }
@@ -109,6 +147,7 @@ func (c chainMetrics) deposit(kind string, micro int64) {
 
 func (c chainMetrics) unassignedSeen() { c.m.unassigned.WithLabelValues(c.chain).Inc() }
 
+// payout counts a payout's move to status, one of payoutMoves.
 func (c chainMetrics) payout(status string) { c.m.payouts.WithLabelValues(c.chain, status).Inc() }
 
 func (c chainMetrics) broadcast(result string) { c.m.broadcasts.WithLabelValues(c.chain, result).Inc() }
@@ -140,9 +179,9 @@ func (c chainMetrics) balances(usdcMicro, nativeWei *big.Int) {
 }
 
 func (c chainMetrics) rpc(method string, ok bool) {
-	result := "ok"
+	result := rpcOK
 	if !ok {
-		result = "error"
+		result = rpcError
 	}
 	c.m.rpcCalls.WithLabelValues(c.chain, method, result).Inc()
 }

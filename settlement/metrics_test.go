@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/big"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -101,6 +102,20 @@ func TestWorkerMetrics(t *testing.T) {
 	}
 	if cursor == 0 || ratio(native, 18) <= 0 {
 		t.Errorf("cursor %d, native balance %s", cursor, native)
+	}
+	// Each status set is one LabelValues lists (the alerting rules are checked against it).
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if values, listed := LabelValues()[f.GetName()][l.GetName()]; listed && !slices.Contains(values, l.GetValue()) {
+					t.Errorf("%s{%s=%q}: LabelValues lists %v", f.GetName(), l.GetName(), l.GetValue(), values)
+				}
+			}
+		}
 	}
 	if got := val("tollgate_settle_rpc_calls_total", "method", "eth_getLogs", "result", "ok"); got == 0 {
 		t.Error("no eth_getLogs calls counted")

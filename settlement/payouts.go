@@ -236,7 +236,7 @@ func (w *Worker) payQueued(ctx context.Context, p payoutRow) error {
 		return err
 	})
 	if err == nil {
-		w.metrics.payout("sent")
+		w.metrics.payout(payoutSent)
 	}
 	return err
 }

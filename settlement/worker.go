@@ -238,8 +238,8 @@ func (w *Worker) observe(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("count open work: %w", err)
 	}
-	w.metrics.open(w.metrics.m.openTopUps, []string{string(TopUpSigned), string(TopUpSubmitted)}, counts["topup"])
-	w.metrics.open(w.metrics.m.openPayouts, []string{payoutQueued, payoutSending, payoutConfirming, payoutFailing}, counts["payout"])
+	w.metrics.open(w.metrics.m.openTopUps, openTopUpStatuses, counts["topup"])
+	w.metrics.open(w.metrics.m.openPayouts, openPayoutStatuses, counts["payout"])
 	w.metrics.unassignedOpen(counts["unassigned"][""])
 
 	now := w.clock.Now()
