@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -20,10 +21,12 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/tollgate-dev/tollgate/cmd/tollgate/mainlib"
+	"github.com/tollgate-dev/tollgate/settlement"
 )
 
 const rulesFile = "prometheus/tollgate-rules.yaml"
@@ -102,6 +105,20 @@ func TestPrometheusRulesProblems(t *testing.T) {
 			`X: tollgate-serve registers no metric "tollgate_settle_lease_held"`},
 		{"a label the metric lacks", alert("tollgate-settle", `tollgate_settle_payouts_total{result="failed"} > 0`, ok),
 			`X: tollgate_settle_payouts_total has no label "result" (it has chain, status; and job, instance from the scrape)`},
+		{"values the code sets", alert("tollgate-serve", `tollgate_extproc_phase_seconds_bucket{phase!="settle", le=~"1|1.0"} > 1 or `+
+			`tollgate_extproc_store_seconds_count{call=~"balance|hold|capture|void"} > 1 or tollgate_webhook_deliveries_total{result="failed"} > 0`, ok), ""},
+		{"values the code lists", alert("tollgate-settle", `tollgate_settle_open_payouts{status=~"queued|sending", chain="137"} > 0 or `+
+			`tollgate_settle_payouts_total{status!="failed"} > 0`, ok), ""},
+		{"a value the code never sets", alert("tollgate-serve", `tollgate_webhook_deliveries_total{result="given_up"} > 0`, ok),
+			`X: tollgate_webhook_deliveries_total{result="given_up"}: "given_up" is a value the code never sets (the code sets result to delivered, failed, retried)`},
+		{"not a value the code never sets", alert("tollgate-serve", `tollgate_extproc_phase_seconds_count{phase!="setle"} > 1`, ok),
+			`X: tollgate_extproc_phase_seconds_count{phase!="setle"}: "setle" is a value the code never sets (the code sets phase to request_body, request_headers, response_body, response_headers, settle)`},
+		{"an alternative no value matches", alert("tollgate-settle", `tollgate_settle_payouts_total{status=~"sent|paid"} > 0`, ok),
+			`X: tollgate_settle_payouts_total{status=~"sent|paid"}: "paid" matches no value the code sets (the code sets status to failed, sent, settled)`},
+		{"a bucket the histogram lacks", alert("tollgate-serve", `tollgate_extproc_store_seconds_bucket{le="0.3"} > 1`, ok),
+			`X: tollgate_extproc_store_seconds_bucket{le="0.3"}: "0.3" is a value the code never sets`},
+		{"a quantile the summary lacks", alert("tollgate-settle", `go_gc_duration_seconds{quantile="0.99"} > 1`, ok),
+			`X: go_gc_duration_seconds{quantile="0.99"}: "0.99" is a value the code never sets`},
 		{"a histogram without its suffix", alert("tollgate-serve", "tollgate_extproc_phase_seconds > 1", ok),
 			`X: tollgate-serve registers no metric "tollgate_extproc_phase_seconds" (a histogram: name its _bucket, _sum or _count)`},
 		{"a counter with a histogram suffix", alert("tollgate-serve", "tollgate_extproc_voids_total_count > 1", ok),
@@ -138,15 +155,38 @@ func TestPrometheusRulesProblems(t *testing.T) {
 
 // program is what one Tollgate program exposes at /metrics: every series name a rule can
 // query, with its labels.
-type program map[string][]string
+type program map[string]series
+
+// series is what a rule can select of one series name: its labels and, where the code makes
+// them knowable, their values.
+type series struct {
+	labels []string
+	// values holds, by label, every value the program sets on it, for the labels where that is
+	// known: the series the program creates at registration (its Go and process collectors,
+	// extproc's phase and store-call histograms, webhook's results) and the values its package
+	// lists (settlement.LabelValues). Any other label is checked by name only.
+	values map[string][]string
+}
+
+// know adds values to what the program sets on label.
+func (s *series) know(label string, values ...string) {
+	if s.values == nil {
+		s.values = map[string][]string{}
+	}
+	for _, v := range values {
+		if !slices.Contains(s.values[label], v) {
+			s.values[label] = append(s.values[label], v)
+		}
+	}
+}
 
 // targetLabels are the labels Prometheus adds to every scraped series.
 var targetLabels = []string{"job", "instance"}
 
 // programs builds each program's registry as its command does (cmd/tollgate/mainlib
 // serve.go and settle.go: Go and process collectors, then the package's metrics), keyed by
-// the rule group that may query it. tollgate_holds_swept_total, which serve registers
-// itself, is not seen here: a rule on it fails this test.
+// the rule group that may query it, with the label values settlement lists for its metrics
+// (they are all labelled by chain, so none is created before a worker starts).
 func programs(t *testing.T) map[string]program {
 	t.Helper()
 	build := func(register func(prometheus.Registerer)) program {
@@ -158,9 +198,23 @@ func programs(t *testing.T) map[string]program {
 		}
 		return p
 	}
+	settle := build(func(reg prometheus.Registerer) { mainlib.RegisterSettleMetrics(reg) })
+	for name, byLabel := range settlement.LabelValues() {
+		s, ok := settle[name]
+		if !ok {
+			t.Fatalf("settlement.LabelValues lists %s, which tollgate settle does not register", name)
+		}
+		for label, values := range byLabel {
+			if !slices.Contains(s.labels, label) {
+				t.Fatalf("settlement.LabelValues lists values of %s's label %q, which it does not have", name, label)
+			}
+			s.know(label, values...)
+		}
+		settle[name] = s
+	}
 	return map[string]program{
 		"tollgate-serve":  build(func(reg prometheus.Registerer) { mainlib.RegisterServeMetrics(reg) }),
-		"tollgate-settle": build(func(reg prometheus.Registerer) { mainlib.RegisterSettleMetrics(reg) }),
+		"tollgate-settle": settle,
 	}
 }
 
@@ -200,10 +254,11 @@ func (r *recorder) Unregister(c prometheus.Collector) bool { return r.reg.Unregi
 // is the only way to them.
 var descPattern = regexp.MustCompile(`^Desc\{fqName: "([^"]+)", .*variableLabels: \{([^{}]*)\}\}$`)
 
-// program lists the series names and labels of what was registered. A histogram's series
-// are NAME_bucket (with le), NAME_sum and NAME_count; a summary's NAME (with quantile),
-// NAME_sum and NAME_count. The type of a family comes from Gather, so a histogram or summary
-// vector with no series yet would be taken for a plain one (ours create theirs at start).
+// program lists the series names and labels of what was registered, and the label values of
+// the series that exist once it is (see series.values). A histogram's series are NAME_bucket
+// (with le), NAME_sum and NAME_count; a summary's NAME (with quantile), NAME_sum and
+// NAME_count. The type of a family comes from Gather, so a histogram or summary vector with
+// no series yet would be taken for a plain one (ours create theirs at start).
 func (r *recorder) program() (program, error) {
 	families, err := r.reg.Gather()
 	if err != nil {
@@ -213,28 +268,63 @@ func (r *recorder) program() (program, error) {
 	for _, f := range families {
 		kinds[f.GetName()] = f.GetType()
 	}
-	p := program{"up": nil}
+	p := program{"up": {}}
 	for _, d := range r.descs {
 		m := descPattern.FindStringSubmatch(d.String())
 		if m == nil {
 			return nil, fmt.Errorf("cannot read %s", d)
 		}
-		name, labels := m[1], strings.FieldsFunc(m[2], func(r rune) bool { return r == ',' })
-		for i, l := range labels { // a constrained label reads c(name)
-			labels[i] = strings.TrimSuffix(strings.TrimPrefix(l, "c("), ")")
+		name, vars := m[1], strings.FieldsFunc(m[2], func(r rune) bool { return r == ',' })
+		for i, l := range vars { // a constrained label reads c(name)
+			vars[i] = strings.TrimSuffix(strings.TrimPrefix(l, "c("), ")")
 		}
 		switch kinds[name] {
 		case dto.MetricType_HISTOGRAM:
-			p[name+"_bucket"] = append(slices.Clone(labels), "le")
-			p[name+"_sum"], p[name+"_count"] = labels, labels
+			p[name+"_bucket"] = series{labels: append(slices.Clone(vars), "le")}
+			p[name+"_sum"], p[name+"_count"] = series{labels: vars}, series{labels: vars}
 		case dto.MetricType_SUMMARY:
-			p[name] = append(slices.Clone(labels), "quantile")
-			p[name+"_sum"], p[name+"_count"] = labels, labels
+			p[name] = series{labels: append(slices.Clone(vars), "quantile")}
+			p[name+"_sum"], p[name+"_count"] = series{labels: vars}, series{labels: vars}
 		default:
-			p[name] = labels
+			p[name] = series{labels: vars}
+		}
+	}
+	for _, f := range families {
+		names := []string{f.GetName()}
+		switch f.GetType() {
+		case dto.MetricType_HISTOGRAM:
+			names = []string{f.GetName() + "_bucket", f.GetName() + "_sum", f.GetName() + "_count"}
+		case dto.MetricType_SUMMARY:
+			names = append(names, f.GetName()+"_sum", f.GetName()+"_count")
+		}
+		for _, name := range names {
+			s := p[name]
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					s.know(l.GetName(), l.GetValue())
+				}
+				if name == f.GetName()+"_bucket" {
+					s.know("le", "+Inf")
+					for _, b := range m.GetHistogram().GetBucket() {
+						s.know("le", spellings(b.GetUpperBound())...)
+					}
+				}
+				if name == f.GetName() && f.GetType() == dto.MetricType_SUMMARY {
+					for _, q := range m.GetSummary().GetQuantile() {
+						s.know("quantile", spellings(q.GetQuantile())...)
+					}
+				}
+			}
+			p[name] = s
 		}
 	}
 	return p, nil
+}
+
+// spellings are how an le or quantile value reads in a stored series: as the program exposes
+// it ("1") and as Prometheus 3 normalises it ("1.0").
+func spellings(f float64) []string {
+	return []string{strconv.FormatFloat(f, 'g', -1, 64), labels.FormatOpenMetricsFloat(f)}
 }
 
 // annotations are the ones every alert has, and the only ones.
@@ -292,7 +382,7 @@ func selectorProblems(expr, progName string, prog program, recorded map[string]b
 		if recorded[vs.Name] {
 			return
 		}
-		labels, ok := prog[vs.Name]
+		s, ok := prog[vs.Name]
 		if !ok {
 			err := fmt.Errorf("%s registers no metric %q", progName, vs.Name)
 			if _, hist := prog[vs.Name+"_bucket"]; hist {
@@ -302,20 +392,59 @@ func selectorProblems(expr, progName string, prog program, recorded map[string]b
 			return
 		}
 		for _, m := range vs.LabelMatchers {
-			if m.Name == model.MetricNameLabel || slices.Contains(labels, m.Name) || slices.Contains(targetLabels, m.Name) {
+			if m.Name == model.MetricNameLabel || slices.Contains(targetLabels, m.Name) {
 				continue
 			}
-			has := "no labels"
-			if len(labels) > 0 {
-				has = strings.Join(labels, ", ")
+			if !slices.Contains(s.labels, m.Name) {
+				has := "no labels"
+				if len(s.labels) > 0 {
+					has = strings.Join(s.labels, ", ")
+				}
+				errs = append(errs, fmt.Errorf("%s has no label %q (it has %s; and %s from the scrape)", vs.Name, m.Name, has, strings.Join(targetLabels, ", ")))
+				continue
 			}
-			errs = append(errs, fmt.Errorf("%s has no label %q (it has %s; and %s from the scrape)", vs.Name, m.Name, has, strings.Join(targetLabels, ", ")))
+			if values, known := s.values[m.Name]; known {
+				if err := valueProblem(m, values); err != nil {
+					errs = append(errs, fmt.Errorf("%s{%s}: %w", vs.Name, m, err))
+				}
+			}
 		}
 	})
 	if err != nil {
 		return []error{err} // rulefmt reports it too
 	}
 	return errs
+}
+
+// valueProblem reports a matcher that selects a value the code never sets (values): an = or !=
+// value not among them, or an alternative of an =~ or !~ (a|b|…; a whole regex if it is more)
+// that matches none of them. Matching "" (no such label) is left alone.
+func valueProblem(m *labels.Matcher, values []string) error {
+	if m.Value == "" {
+		return nil
+	}
+	sets := fmt.Sprintf("(the code sets %s to %s)", m.Name, strings.Join(slices.Sorted(slices.Values(values)), ", "))
+	switch m.Type {
+	case labels.MatchEqual, labels.MatchNotEqual:
+		if !slices.Contains(values, m.Value) {
+			return fmt.Errorf("%q is a value the code never sets %s", m.Value, sets)
+		}
+		return nil
+	}
+	alternatives := []string{m.Value}
+	if !strings.ContainsAny(m.Value, `()[]\`) {
+		alternatives = strings.Split(m.Value, "|")
+	}
+	for _, a := range alternatives {
+		re, err := regexp.Compile("^(?:" + a + ")$") // Prometheus anchors label regexes
+		if err != nil {
+			return err // the parser accepted it: cannot happen
+		}
+		if !slices.ContainsFunc(values, re.MatchString) {
+			return fmt.Errorf("%q matches no value the code sets %s", a, sets)
+		}
+	}
+	return nil
 }
 
 // alertProblems checks an alert's for, severity and annotations; docs caches the headings
