@@ -225,12 +225,6 @@ type historyJSON struct {
 	Next string `json:"next"`
 }
 
-// Metadata keys the API writes on its charges and expects on the request path's captures.
-const (
-	metaPaywall = "paywall"
-	metaUser    = "user"
-)
-
 // visibleTo reports whether a paywall may see a wallet's history item. The wallet is shared
 // by every paywall its owner authorized: a paywall sees the top-ups and its own charges, never
 // what the person spent in another app.
@@ -239,7 +233,7 @@ func visibleTo(it ledger.HistoryItem, paywallID string) bool {
 	case ledger.KindDeposit:
 		return true
 	default:
-		return it.Metadata[metaPaywall] == paywallID
+		return it.Metadata[ledger.MetaPaywall] == paywallID
 	}
 }
 

@@ -134,12 +134,12 @@ func (s *Server) charge(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 		s.unavailable(w, r, "price the charge", err)
 		return
 	}
-	meta := map[string]string{metaPaywall: pw.ID, metaUser: user}
+	meta := map[string]string{ledger.MetaPaywall: pw.ID, ledger.MetaUser: user}
 	if req.Description != "" {
-		meta["description"] = req.Description
+		meta[ledger.MetaDescription] = req.Description
 	}
 	for k, v := range req.Metadata {
-		meta["app."+k] = v
+		meta[ledger.MetaAppPrefix+k] = v
 	}
 	t, err := s.deps.Ledger.Charge(r.Context(), ledger.ChargeRequest{
 		Key: "api:charge:" + pw.ID + ":" + key, Wallet: a.Wallet, Paywall: pw.ID, Split: split, Metadata: meta,

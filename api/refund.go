@@ -113,7 +113,7 @@ func (s *Server) refund(w http.ResponseWriter, r *http.Request, pw paywall.Paywa
 		// The paywall and the app's key, like charges': racing retries of one refund reverse once.
 		Key: "api:refund:" + pw.ID + ":" + key, TransferID: chargeID, Reason: reason,
 		// So that the refund shows in the paywall's view of the wallet's history (visibleTo).
-		Metadata: map[string]string{metaPaywall: pw.ID, metaUser: user},
+		Metadata: map[string]string{ledger.MetaPaywall: pw.ID, ledger.MetaUser: user},
 	})
 	switch {
 	case errors.Is(err, ledger.ErrAlreadyReversed), errors.Is(err, ledger.ErrInsufficientFunds):
@@ -185,7 +185,7 @@ func (c chargeLegs) refundProblem() error {
 func ownCharge(t ledger.Transfer, paywallID, user string) (chargeLegs, error) {
 	var c chargeLegs
 	if (t.Kind != ledger.KindCharge && t.Kind != ledger.KindCapture) ||
-		t.Metadata[metaPaywall] != paywallID || t.Metadata[metaUser] != user {
+		t.Metadata[ledger.MetaPaywall] != paywallID || t.Metadata[ledger.MetaUser] != user {
 		return c, errNotRefundable
 	}
 	for _, e := range t.Entries {
@@ -252,13 +252,13 @@ func (s *Server) getCharge(w http.ResponseWriter, r *http.Request, pw paywall.Pa
 	}
 	out := chargeStateJSON{
 		ID: t.ID, Kind: "charge", User: user, Wallet: c.wallet, Amount: pricing.FormatUSDC(c.walletMicro),
-		AmountMicro: c.walletMicro, Currency: currency, Description: t.Metadata["description"], CreatedAt: t.CreatedAt.UTC(),
+		AmountMicro: c.walletMicro, Currency: currency, Description: t.Metadata[ledger.MetaDescription], CreatedAt: t.CreatedAt.UTC(),
 	}
 	if t.Kind == ledger.KindCapture {
-		out.Kind, out.Model = "request", t.Metadata["model"]
+		out.Kind, out.Model = "request", t.Metadata[ledger.MetaModel]
 	}
 	for k, v := range t.Metadata {
-		if app, ok := strings.CutPrefix(k, "app."); ok {
+		if app, ok := strings.CutPrefix(k, ledger.MetaAppPrefix); ok {
 			if out.Metadata == nil {
 				out.Metadata = map[string]string{}
 			}
@@ -268,7 +268,7 @@ func (s *Server) getCharge(w http.ResponseWriter, r *http.Request, pw paywall.Pa
 	rev, err := s.deps.Ledger.Reversal(r.Context(), id)
 	switch {
 	case err == nil:
-		out.Refund = &refundStateJSON{ID: rev.ID, Reason: rev.Metadata["reason"], CreatedAt: rev.CreatedAt.UTC()}
+		out.Refund = &refundStateJSON{ID: rev.ID, Reason: rev.Metadata[ledger.MetaReason], CreatedAt: rev.CreatedAt.UTC()}
 	case errors.Is(err, ledger.ErrTransferNotFound):
 		out.Refundable = c.refundProblem() == nil
 	default:

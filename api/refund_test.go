@@ -34,7 +34,7 @@ func (e *env) capture(pw paywall.Paywall, user, wallet string, split ledger.Spli
 		e.t.Fatalf("hold: %v", err)
 	}
 	res, err := e.ledger.Capture(ctx, ledger.CaptureRequest{Key: "tg:capture:" + key, HoldID: h.ID, Split: split,
-		Metadata: map[string]string{metaPaywall: pw.ID, metaUser: user, "model": "m"}})
+		Metadata: map[string]string{ledger.MetaPaywall: pw.ID, ledger.MetaUser: user, "model": "m"}})
 	if err != nil {
 		e.t.Fatalf("capture: %v", err)
 	}
@@ -528,7 +528,7 @@ func TestGetCharge(t *testing.T) {
 // whose money went elsewhere is not this paywall's charge.
 func TestOwnCharge(t *testing.T) {
 	const pw, user, wallet, other = "pw", "alice", "0x00000000000000000000000000000000000000c1", "0x00000000000000000000000000000000000000c2"
-	meta := map[string]string{metaPaywall: pw, metaUser: user}
+	meta := map[string]string{ledger.MetaPaywall: pw, ledger.MetaUser: user}
 	transfer := func(kind ledger.TransferKind, entries ...ledger.Entry) ledger.Transfer {
 		return ledger.Transfer{Kind: kind, Metadata: meta, Entries: entries}
 	}
@@ -550,9 +550,9 @@ func TestOwnCharge(t *testing.T) {
 		{"not found (zero transfer)", ledger.Transfer{}, chargeLegs{}, errNotRefundable},
 		{"a deposit", transfer(ledger.KindDeposit, ledger.Entry{Account: ledger.Wallet(wallet), AmountMicro: 1_000}), chargeLegs{}, errNotRefundable},
 		{"a reversal", transfer(ledger.KindReversal, ledger.Entry{Account: ledger.Wallet(wallet), AmountMicro: 1_000}), chargeLegs{}, errNotRefundable},
-		{"another paywall's metadata", ledger.Transfer{Kind: ledger.KindCharge, Metadata: map[string]string{metaPaywall: "pw2", metaUser: user},
+		{"another paywall's metadata", ledger.Transfer{Kind: ledger.KindCharge, Metadata: map[string]string{ledger.MetaPaywall: "pw2", ledger.MetaUser: user},
 			Entries: []ledger.Entry{debit, fee, earn}}, chargeLegs{}, errNotRefundable},
-		{"another user's metadata", ledger.Transfer{Kind: ledger.KindCharge, Metadata: map[string]string{metaPaywall: pw, metaUser: "bob"},
+		{"another user's metadata", ledger.Transfer{Kind: ledger.KindCharge, Metadata: map[string]string{ledger.MetaPaywall: pw, ledger.MetaUser: "bob"},
 			Entries: []ledger.Entry{debit, fee, earn}}, chargeLegs{}, errNotRefundable},
 		{"another paywall's earnings", transfer(ledger.KindCharge, debit, fee, ledger.Entry{Account: ledger.Earnings("pw2"), AmountMicro: 990}),
 			chargeLegs{}, errNotRefundable},

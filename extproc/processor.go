@@ -435,7 +435,7 @@ func (p *processor) tryHold(ctx context.Context, attempt int, amount int64) (res
 		AmountMicro: amount,
 		Paywall:     p.pw.ID,
 		TTL:         p.s.cfg.HoldTTL,
-		Metadata:    map[string]string{"request_id": p.id, "envoy_request_id": p.envoyID, "model": p.req.Model, "user": p.userID},
+		Metadata:    map[string]string{ledger.MetaRequestID: p.id, ledger.MetaEnvoyRequestID: p.envoyID, ledger.MetaModel: p.req.Model, ledger.MetaUser: p.userID},
 	})
 	p.s.metrics.storeCall(callHold, start)
 	switch {

@@ -63,26 +63,26 @@ func (p *processor) settle(reason string) {
 		return
 	}
 	meta := map[string]string{
-		"request_id": p.id,
-		"paywall":    p.pw.ID, // the API shows a paywall only its own charges of a shared wallet
-		"model":      p.req.Model,
-		"user":       p.userID,
+		ledger.MetaRequestID: p.id,
+		ledger.MetaPaywall:   p.pw.ID, // the API shows a paywall only its own charges of a shared wallet
+		ledger.MetaModel:     p.req.Model,
+		ledger.MetaUser:      p.userID,
 	}
 	setUsageMeta(meta, usage)
 	if p.envoyID != "" {
-		meta["envoy_request_id"] = p.envoyID
+		meta[ledger.MetaEnvoyRequestID] = p.envoyID
 	}
 	if p.provID != "" {
 		// For the built-in provider this is the generation id a reconciler can look up.
-		meta["provider_id"] = p.provID
+		meta[ledger.MetaProviderID] = p.provID
 	}
 	if estimated {
-		meta["estimate_reason"] = why
+		meta[ledger.MetaEstimateReason] = why
 	}
 	if p.costReported && !estimated && p.pw.Mode != paywall.ModeBYOK {
 		// What the provider says it charged, beside what the catalog priced (the provider's
 		// share): a gap means the catalog is stale or the provider routed to a dearer host.
-		meta["provider_reported_cost_micro"] = strconv.FormatInt(p.reportedCost, 10)
+		meta[ledger.MetaProviderReportedCost] = strconv.FormatInt(p.reportedCost, 10)
 		p.s.metrics.providerCost.WithLabelValues("reported").Add(float64(p.reportedCost))
 		p.s.metrics.providerCost.WithLabelValues("priced").Add(float64(provider))
 	}
@@ -140,8 +140,8 @@ func (p *processor) fromProviderRecord(est *ledger.CaptureRequest) func(context.
 			return nil, fmt.Errorf("%w: %w", errNoRecord, err)
 		}
 		meta := maps.Clone(est.Metadata)
-		delete(meta, "estimate_reason")
-		meta["usage_source"] = "provider_record"
+		delete(meta, ledger.MetaEstimateReason)
+		meta[ledger.MetaUsageSource] = "provider_record"
 		setUsageMeta(meta, u)
 		return &ledger.CaptureRequest{Key: est.Key, HoldID: est.HoldID, Split: split, Metadata: meta}, nil
 	}
@@ -150,15 +150,15 @@ func (p *processor) fromProviderRecord(est *ledger.CaptureRequest) func(context.
 // setUsageMeta writes u's token counts into a capture's metadata, the cached and reasoning ones
 // only when there are any.
 func setUsageMeta(meta map[string]string, u pricing.Usage) {
-	meta["prompt_tokens"] = strconv.FormatInt(u.PromptTokens, 10)
-	meta["completion_tokens"] = strconv.FormatInt(u.CompletionTokens, 10)
-	delete(meta, "cached_tokens")
-	delete(meta, "reasoning_tokens")
+	meta[ledger.MetaPromptTokens] = strconv.FormatInt(u.PromptTokens, 10)
+	meta[ledger.MetaCompletionTokens] = strconv.FormatInt(u.CompletionTokens, 10)
+	delete(meta, ledger.MetaCachedTokens)
+	delete(meta, ledger.MetaReasoningTokens)
 	if u.CachedTokens > 0 {
-		meta["cached_tokens"] = strconv.FormatInt(u.CachedTokens, 10)
+		meta[ledger.MetaCachedTokens] = strconv.FormatInt(u.CachedTokens, 10)
 	}
 	if u.ReasoningTokens > 0 {
-		meta["reasoning_tokens"] = strconv.FormatInt(u.ReasoningTokens, 10)
+		meta[ledger.MetaReasoningTokens] = strconv.FormatInt(u.ReasoningTokens, 10)
 	}
 }
 

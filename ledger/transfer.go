@@ -135,7 +135,7 @@ func (l *Ledger) reverse(ctx context.Context, r ReverseRequest) (Transfer, error
 		meta = make(map[string]string, len(r.Metadata)+1)
 		maps.Copy(meta, r.Metadata)
 		if r.Reason != "" {
-			meta["reason"] = r.Reason
+			meta[MetaReason] = r.Reason
 		}
 	}
 	var tr Transfer

@@ -151,8 +151,8 @@ func assignDeposit(ctx context.Context, pool *pgxpool.Pool, l Depositor, d Unass
 	tr, err := l.Deposit(ctx, ledger.DepositRequest{
 		Key: d.LedgerKey, ChainID: d.ChainID, Wallet: wallet, AmountMicro: d.AmountMicro,
 		Metadata: map[string]string{
-			"tx_hash": d.TxHash, "log_pos": strconv.Itoa(d.LogPos), "block": strconv.FormatUint(d.BlockNumber, 10),
-			"token": d.Token, "kind": "transfer", "from": d.From, "assigned_by": by,
+			ledger.MetaTxHash: d.TxHash, ledger.MetaLogPos: strconv.Itoa(d.LogPos), ledger.MetaBlock: strconv.FormatUint(d.BlockNumber, 10),
+			ledger.MetaToken: d.Token, ledger.MetaKind: "transfer", ledger.MetaFrom: d.From, ledger.MetaAssignedBy: by,
 		},
 	})
 	if errors.Is(err, ledger.ErrIdempotencyConflict) {

@@ -295,11 +295,11 @@ func (w *Worker) topUpByNonce(ctx context.Context, wallet common.Address, nonce 
 // credit puts a final deposit in the ledger (idempotent by its key) and records it.
 func (w *Worker) credit(ctx context.Context, d deposit) error {
 	meta := map[string]string{
-		"tx_hash": lowerHash(d.txHash), "log_pos": strconv.Itoa(d.logPos),
-		"block": strconv.FormatUint(d.block, 10), "token": lowerHex(w.chain.Token), "kind": d.kind,
+		ledger.MetaTxHash: lowerHash(d.txHash), ledger.MetaLogPos: strconv.Itoa(d.logPos),
+		ledger.MetaBlock: strconv.FormatUint(d.block, 10), ledger.MetaToken: lowerHex(w.chain.Token), ledger.MetaKind: d.kind,
 	}
 	if d.topUpID != "" {
-		meta["topup_id"] = d.topUpID
+		meta[ledger.MetaTopUpID] = d.topUpID
 	}
 	tr, err := w.ledger.Deposit(ctx, ledger.DepositRequest{
 		Key: d.key, ChainID: w.chain.ID, Wallet: lowerHex(d.from), AmountMicro: d.amount, Metadata: meta,

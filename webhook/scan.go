@@ -269,7 +269,7 @@ func typeOf(k ledger.TransferKind) string {
 // ok is false for a transfer that is not the paywall's charge, request or refund.
 func transferEvent(t ledger.Transfer, paywallID string) (Event, bool) {
 	typ := typeOf(t.Kind)
-	if typ == "" || t.Metadata["paywall"] != paywallID {
+	if typ == "" || t.Metadata[ledger.MetaPaywall] != paywallID {
 		return Event{}, false
 	}
 	var wallet string
@@ -284,19 +284,19 @@ func transferEvent(t ledger.Transfer, paywallID string) (Event, bool) {
 	}
 	ev := Event{ID: eventID(typ, t.ID), Type: typ, CreatedAt: t.CreatedAt.UTC(), Paywall: paywallID}
 	if t.Kind == ledger.KindReversal {
-		ev.Data = refundData{RefundID: t.ID, ChargeID: t.Reverses, User: t.Metadata["user"], Wallet: wallet,
+		ev.Data = refundData{RefundID: t.ID, ChargeID: t.Reverses, User: t.Metadata[ledger.MetaUser], Wallet: wallet,
 			Amount: pricing.FormatUSDC(walletMicro), AmountMicro: walletMicro,
 			DeveloperAmount: pricing.FormatUSDC(-devMicro), DeveloperAmountMicro: -devMicro,
-			Currency: "USDC", Reason: t.Metadata["reason"]}
+			Currency: "USDC", Reason: t.Metadata[ledger.MetaReason]}
 		return ev, true
 	}
-	d := chargeData{ChargeID: t.ID, User: t.Metadata["user"], Wallet: wallet,
+	d := chargeData{ChargeID: t.ID, User: t.Metadata[ledger.MetaUser], Wallet: wallet,
 		Amount: pricing.FormatUSDC(-walletMicro), AmountMicro: -walletMicro,
 		DeveloperAmount: pricing.FormatUSDC(devMicro), DeveloperAmountMicro: devMicro, Currency: "USDC"}
 	if t.Kind == ledger.KindCharge {
-		d.Description = t.Metadata["description"]
+		d.Description = t.Metadata[ledger.MetaDescription]
 		for k, v := range t.Metadata {
-			if app, ok := strings.CutPrefix(k, "app."); ok {
+			if app, ok := strings.CutPrefix(k, ledger.MetaAppPrefix); ok {
 				if d.Metadata == nil {
 					d.Metadata = map[string]string{}
 				}
@@ -304,10 +304,10 @@ func transferEvent(t ledger.Transfer, paywallID string) (Event, bool) {
 			}
 		}
 	} else {
-		d.RequestID, d.Model = t.Metadata["request_id"], t.Metadata["model"]
-		d.PromptTokens, d.CompletionTokens = count(t.Metadata, "prompt_tokens"), count(t.Metadata, "completion_tokens")
-		d.CachedTokens, d.ReasoningTokens = count(t.Metadata, "cached_tokens"), count(t.Metadata, "reasoning_tokens")
-		_, estimated := t.Metadata["estimate_reason"]
+		d.RequestID, d.Model = t.Metadata[ledger.MetaRequestID], t.Metadata[ledger.MetaModel]
+		d.PromptTokens, d.CompletionTokens = count(t.Metadata, ledger.MetaPromptTokens), count(t.Metadata, ledger.MetaCompletionTokens)
+		d.CachedTokens, d.ReasoningTokens = count(t.Metadata, ledger.MetaCachedTokens), count(t.Metadata, ledger.MetaReasoningTokens)
+		_, estimated := t.Metadata[ledger.MetaEstimateReason]
 		d.Estimated = &estimated
 	}
 	ev.Data = d

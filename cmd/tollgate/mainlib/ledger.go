@@ -248,7 +248,7 @@ type historyPageJSON struct {
 }
 
 // describingKeys are the metadata keys that say what a transfer was, in the order shown.
-var describingKeys = []string{"paywall", "user", "model", "description", "reason", "by"}
+var describingKeys = []string{ledger.MetaPaywall, ledger.MetaUser, ledger.MetaModel, ledger.MetaDescription, ledger.MetaReason, ledger.MetaBy}
 
 // describe is a transfer's describing metadata as `key=value` pairs (values quoted when they
 // hold spaces, so a description reads as one).
@@ -422,7 +422,7 @@ func runLedgerShow(ctx context.Context, env *environment, args []string) error {
 		switch {
 		case reversed:
 			status = fmt.Sprintf("by %s at %s", rev.ID, timestamp(rev.CreatedAt))
-			if r := rev.Metadata["reason"]; r != "" {
+			if r := rev.Metadata[ledger.MetaReason]; r != "" {
 				status += fmt.Sprintf(" (reason: %s)", r)
 			}
 		case reversible(t.Kind):
@@ -493,8 +493,8 @@ func runLedgerReverse(ctx context.Context, env *environment, args []string) erro
 		if !*yes {
 			return previewReversal(ctx, env.stdout, book, t, *key, *reason)
 		}
-		meta := map[string]string{"by": "operator"}
-		for _, k := range []string{"paywall", "user"} { // so that the app's view of the history shows it
+		meta := map[string]string{ledger.MetaBy: "operator"}
+		for _, k := range []string{ledger.MetaPaywall, ledger.MetaUser} { // so that the app's view of the history shows it
 			if v, ok := t.Metadata[k]; ok {
 				meta[k] = v
 			}
@@ -510,7 +510,7 @@ func runLedgerReverse(ctx context.Context, env *environment, args []string) erro
 		if _, err := fmt.Fprintf(env.stdout, "Reversed %s %s: reversal %s at %s.\n", t.Kind, id, rev.ID, timestamp(rev.CreatedAt)); err != nil {
 			return err
 		}
-		return writeRows(env.stdout, append(entryRows(rev.Entries), [2]string{"reason", rev.Metadata["reason"]})...)
+		return writeRows(env.stdout, append(entryRows(rev.Entries), [2]string{"reason", rev.Metadata[ledger.MetaReason]})...)
 	})
 }
 
@@ -547,7 +547,7 @@ func previewReversal(ctx context.Context, w io.Writer, book *ledger.Ledger, t le
 // alreadyReversed is the error for a transfer that prev reversed.
 func alreadyReversed(t ledger.Transfer, prev ledger.Transfer) error {
 	why := ""
-	if r := prev.Metadata["reason"]; r != "" {
+	if r := prev.Metadata[ledger.MetaReason]; r != "" {
 		why = fmt.Sprintf(", reason %q", r)
 	}
 	return fmt.Errorf("%s %s was already reversed by %s (at %s%s); a transfer is reversed once, and nothing was moved",
