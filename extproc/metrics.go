@@ -27,6 +27,26 @@ const (
 	OutcomeSettleFailed    Outcome = "settle_failed"   // the capture or void failed; the hold will expire
 )
 
+var outcomes = []Outcome{OutcomePassThrough, OutcomeUnbilled, OutcomeUnsupported, OutcomeUnauthenticated, OutcomeBadRequest,
+	OutcomeAuthorize, OutcomeTopUp, OutcomeRateLimited, OutcomeUnavailable, OutcomeUpstreamError, OutcomeCharged,
+	OutcomeEstimated, OutcomeFree, OutcomeSettleFailed}
+
+// Why a charge was estimated: the reason label of tollgate_extproc_estimated_settlements_total
+// and the capture's ledger.MetaEstimateReason.
+const (
+	reasonNoUsage            = "no_usage"             // the stream or body ended without a usable usage
+	reasonUpstreamErrorEvent = "upstream_error_event" // the stream reported an error instead
+	reasonCostError          = "cost_error"           // the reported usage could not be priced: the hold is charged
+	reasonClientGone         = "client_gone"          // the client went away mid-stream
+	reasonStreamClosed       = "stream_closed"        // Envoy closed the ext_proc stream before the end
+	reasonStreamError        = "stream_error"         // the ext_proc stream failed
+	reasonProcessingError    = "processing_error"     // answering a message failed
+	reasonShutdown           = "shutdown"             // the server stopped before the end
+)
+
+var estimateReasons = []string{reasonNoUsage, reasonUpstreamErrorEvent, reasonCostError, reasonClientGone,
+	reasonStreamClosed, reasonStreamError, reasonProcessingError, reasonShutdown}
+
 // Phases, the label of tollgate_extproc_phase_seconds.
 const (
 	phaseRequestHeaders = iota
@@ -117,6 +137,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	call := latencies("tollgate_extproc_store_seconds",
 		"Time of one call to a store (paywall_key, price, authorization: cached lookups; caps: Redis; balance, hold, capture, void: the ledger), whatever its result.",
 		"call", callNames[:], m.calls[:])
+	// Every series a rule may select exists from the start, at zero: increase() over a counter
+	// whose first sample is already 1 reads 0, and would miss the first failure.
+	for _, o := range outcomes {
+		m.requests.WithLabelValues(string(o))
+	}
+	for a := range apis {
+		m.forwarded.WithLabelValues(apis[a].label)
+	}
+	zero(m.holds, "reserved", "insufficient", "error")
+	zero(m.captures, "reported", "estimated")
+	zero(m.providerCost, "reported", "priced")
+	zero(m.estimated, estimateReasons...)
+	zero(m.settleRetries, opCapture, opVoid)
+	for _, op := range []string{opCapture, opVoid} {
+		for _, result := range []string{"settled", "failed", "expiring", "abandoned", "handed_over"} {
+			m.settleBackground.WithLabelValues(op, result)
+		}
+	}
+	zero(m.providerRecords, "used", "none_in_time", "unreadable")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.forwarded, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.providerCost, m.shortfall,
 			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.journaled, m.settleRetries, m.settleBackground, m.providerRecords, phase, call)
@@ -130,6 +169,13 @@ func counter(name, help string) prometheus.Counter {
 
 func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+// zero creates v's series for each value of its one label, at zero.
+func zero(v *prometheus.CounterVec, values ...string) {
+	for _, x := range values {
+		v.WithLabelValues(x)
+	}
 }
 
 // latencyBuckets span a cached lookup (microseconds) to a slow ledger call (a second).

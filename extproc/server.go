@@ -216,26 +216,26 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		switch {
 		case err == nil:
 		case errors.Is(err, io.EOF):
-			p.abort("stream_closed")
+			p.abort(reasonStreamClosed)
 			return nil
 		case status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) || ctx.Err() != nil:
 			if s.draining.Load() {
-				p.abort("shutdown")
+				p.abort(reasonShutdown)
 			} else {
-				p.abort("client_gone")
+				p.abort(reasonClientGone)
 			}
 			return nil
 		default:
-			p.abort("stream_error")
+			p.abort(reasonStreamError)
 			return status.Errorf(codes.Unknown, "tollgate: receive: %v", err)
 		}
 		resp, err := p.handle(req)
 		if err != nil {
-			p.abort("processing_error")
+			p.abort(reasonProcessingError)
 			return status.Errorf(codes.Internal, "tollgate: %v", err)
 		}
 		if err := stream.Send(resp); err != nil {
-			p.abort("client_gone")
+			p.abort(reasonClientGone)
 			return nil
 		}
 		p.afterSend()

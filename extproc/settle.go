@@ -40,9 +40,9 @@ func (p *processor) settle(reason string) {
 	usage, estimated := p.chargedUsage()
 	why := reason
 	if estimated && why == "" {
-		why = "no_usage"
+		why = reasonNoUsage
 		if p.upErr != "" {
-			why = "upstream_error_event"
+			why = reasonUpstreamErrorEvent
 		}
 	}
 	charge, err := p.price.CostMicro(usage, p.pw.MarkupBps)
@@ -54,7 +54,7 @@ func (p *processor) settle(reason string) {
 		// Only absurd reported counts get here: charge the hold, the most the user agreed to.
 		p.s.log.Error("cost of the usage could not be computed; charging the hold", "request_id", p.id, "err", err)
 		charge, provider, estimated = p.hold.AmountMicro, 0, true
-		why = "cost_error"
+		why = reasonCostError
 	}
 	split, err := pricing.Split(charge, provider, p.s.cfg.FeeBps, p.s.cfg.Provider)
 	if err != nil {
