@@ -41,6 +41,12 @@ var (
 	openTopUpStatuses  = []string{string(TopUpSigned), string(TopUpSubmitted)}
 	payoutMoves        = []string{payoutSent, payoutSettled, payoutFailed}
 	openPayoutStatuses = []string{payoutQueued, payoutSending, payoutConfirming, payoutFailing}
+	// broadcastResults: the node took the transaction, had it (or its nonce) already, or failed.
+	broadcastResults = []string{"accepted", "known", "error"}
+	// depositKinds: a top-up's transfer, or a plain transfer from a linked address.
+	depositKinds = []string{"topup", "transfer"}
+	// tickSteps are the steps of a worker's round, the step label of tick errors.
+	tickSteps = []string{"transactions", "payouts", "top-ups", "deposits", "lease"}
 )
 
 // The values of tollgate_settle_rpc_calls_total's result label: the node answered, or not.
@@ -58,11 +64,15 @@ func LabelValues() map[string]map[string][]string {
 		moves[i] = string(s)
 	}
 	return map[string]map[string][]string{
-		"tollgate_settle_topups_total":    {"status": moves},
-		"tollgate_settle_open_topups":     {"status": slices.Clone(openTopUpStatuses)},
-		"tollgate_settle_payouts_total":   {"status": slices.Clone(payoutMoves)},
-		"tollgate_settle_open_payouts":    {"status": slices.Clone(openPayoutStatuses)},
-		"tollgate_settle_rpc_calls_total": {"result": {rpcOK, rpcError}},
+		"tollgate_settle_topups_total":                       {"status": moves},
+		"tollgate_settle_open_topups":                        {"status": slices.Clone(openTopUpStatuses)},
+		"tollgate_settle_payouts_total":                      {"status": slices.Clone(payoutMoves)},
+		"tollgate_settle_open_payouts":                       {"status": slices.Clone(openPayoutStatuses)},
+		"tollgate_settle_rpc_calls_total":                    {"result": {rpcOK, rpcError}},
+		"tollgate_settle_broadcasts_total":                   {"result": slices.Clone(broadcastResults)},
+		"tollgate_settle_deposits_credited_total":            {"kind": slices.Clone(depositKinds)},
+		"tollgate_settle_deposits_credited_micro_usdc_total": {"kind": slices.Clone(depositKinds)},
+		"tollgate_settle_tick_errors_total":                  {"step": slices.Clone(tickSteps)},
 	}
 }
 
@@ -128,10 +138,27 @@ type chainMetrics struct {
 
 func (m *Metrics) forChain(chainID string) chainMetrics {
 	c := chainMetrics{m: m, chain: chainID}
-	// Series that should read 0, not be absent, before anything happened.
+	// Series that should read 0, not be absent, before anything happened: increase() over a
+	// counter whose first sample is already 1 reads 0, and an alert would miss the first event.
 	m.replacements.WithLabelValues(chainID)
 	m.unassigned.WithLabelValues(chainID)
 	m.leaseHeld.WithLabelValues(chainID).Set(0)
+	for _, s := range topUpMoves {
+		m.topups.WithLabelValues(chainID, string(s))
+	}
+	for _, s := range payoutMoves {
+		m.payouts.WithLabelValues(chainID, s)
+	}
+	for _, r := range broadcastResults {
+		m.broadcasts.WithLabelValues(chainID, r)
+	}
+	for _, k := range depositKinds {
+		m.deposits.WithLabelValues(chainID, k)
+		m.depositedMicro.WithLabelValues(chainID, k)
+	}
+	for _, s := range tickSteps {
+		m.tickErrors.WithLabelValues(chainID, s)
+	}
 	return c
 }
 
