@@ -24,7 +24,7 @@ const (
 	MetaProviderID       = "provider_id"
 	MetaPromptTokens     = "prompt_tokens"
 	MetaCompletionTokens = "completion_tokens"
-	MetaCachedTokens     = "cached_tokens"
+	MetaCachedTokens     = "cached_tokens" //nolint:gosec // a metadata key, not a credential
 	MetaReasoningTokens  = "reasoning_tokens"
 	// MetaEstimateReason is present only on a capture charged from an estimate: why there was
 	// no usage to charge (client_gone, no_usage, …).
