@@ -77,6 +77,7 @@ type processor struct {
 	head, tail []byte
 	dropUsage  bool // only Tollgate asked for the usage chunk: hide it from the client
 	scan       sse.Scanner
+	oversized  bool   // an event over the scanner's limit passed unread (logged once)
 	out        []byte // the rewritten chunk when events are dropped or carried over
 	jsonBody   []byte // a buffered body that arrived in several messages
 	usage      *pricing.Usage
@@ -710,10 +711,17 @@ func (p *processor) scanChunk(chunk []byte, eos bool) (out []byte, mutated bool)
 
 // observe meters one event and reports whether the client should see it.
 func (p *processor) observe(ev *sse.Event) bool {
-	if ev.Kind == sse.KindInvalid && p.api == apiResponses {
-		// An event over the scanner's limit (a response repeats the request's instructions
-		// and tools in its events): the final event's usage is looked for in the last bytes.
-		p.keepTail(ev.Raw)
+	if ev.Kind == sse.KindInvalid {
+		if !p.oversized {
+			p.oversized = true
+			p.s.log.Info("an SSE event over the scanner's limit passes unread; its output is not counted toward an estimate (serve.max_event_bytes)",
+				"request_id", p.id, "limit_bytes", p.scan.MaxEventBytes)
+		}
+		if p.api == apiResponses {
+			// An event over the scanner's limit (a response repeats the request's instructions
+			// and tools in its events): the final event's usage is looked for in the last bytes.
+			p.keepTail(ev.Raw)
+		}
 	}
 	if ev.Kind != sse.KindData {
 		return true

@@ -3,6 +3,7 @@ package extproc
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -575,8 +576,13 @@ func TestOversizedEventThenUsage(t *testing.T) {
 		chunks, rest = append(chunks, rest[:n]), rest[n:]
 	}
 	env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+	logs := &lockedLog{}
+	s.log = slog.New(slog.NewJSONHandler(logs, nil))
 	c := startServer(t, s)
 	res := run(t, c, exchange{key: testKey, user: testUser, body: streamBody, chunks: chunks})
+	if n := strings.Count(logs.String(), "over the scanner's limit"); n != 1 {
+		t.Errorf("the oversized event was logged %d times, want once:\n%s", n, logs)
+	}
 	if want := sseChunk("Here it is") + image + "data: [DONE]\n\n"; res.clientBody != want {
 		t.Errorf("client saw %d bytes, want %d: the image whole and the usage chunk hidden", len(res.clientBody), len(want))
 	}
