@@ -42,9 +42,10 @@ var (
 	ErrNonceUsed = errors.New("paywall: nonce unknown, expired or already used")
 	// ErrNoSecretsKey: a BYOK credential to store or read, and no secrets key configured.
 	ErrNoSecretsKey = errors.New("paywall: paywall.secrets_key is not set (TOLLGATE_PAYWALL_SECRETS_KEY)")
-	// ErrSealedCredential: a stored BYOK credential that does not open — sealed with another
-	// secrets key, copied from another paywall, tampered with, or still in plaintext.
-	ErrSealedCredential = errors.New("paywall: BYOK upstream credential does not open")
+	// ErrSealedCredential: a stored sealed secret (a BYOK upstream credential, a webhook
+	// signing secret) that does not open — sealed with another secrets key, copied from another
+	// paywall, tampered with, or still in plaintext.
+	ErrSealedCredential = errors.New("paywall: sealed secret does not open")
 )
 
 // Mode says who pays the upstream.

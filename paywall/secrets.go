@@ -132,7 +132,7 @@ func OpenSealed(current *SecretsKey, previous []*SecretsKey, purpose, paywallID,
 	if len(previous) == 0 {
 		return "", false, errDoesNotOpen
 	}
-	return "", false, fmt.Errorf("%w: it opens neither with paywall.secrets_key nor with any of the %d paywall.previous_secrets_keys (sealed with another key, copied from another paywall, or tampered with)",
+	return "", false, fmt.Errorf("%w with paywall.secrets_key nor with any of the %d paywall.previous_secrets_keys (sealed with another key, copied from another paywall, or tampered with)",
 		ErrSealedCredential, len(previous))
 }
 
@@ -150,7 +150,7 @@ func openWithFirst(keys []*SecretsKey, purpose, paywallID string, raw []byte) (s
 	return "", -1
 }
 
-var errDoesNotOpen = fmt.Errorf("%w: it does not open with paywall.secrets_key (sealed with another key, copied from another paywall, or tampered with)", ErrSealedCredential)
+var errDoesNotOpen = fmt.Errorf("%w with paywall.secrets_key (sealed with another key, copied from another paywall, or tampered with)", ErrSealedCredential)
 
 // openRaw opens a parsed sealed value (parseSealed), reporting whether this key opens it. raw is
 // left as it was, so that the next key of a rotation can try it (decrypting in place would

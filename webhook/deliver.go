@@ -76,7 +76,7 @@ func (o *Outbox) deliverOne(ctx context.Context, ev claimed) {
 	secret, _, err := paywall.OpenSealed(o.secrets, o.opts.PreviousSecretsKeys, secretPurpose, ev.Paywall, *ev.Sealed)
 	if err != nil {
 		// Not the app's fault: the operator's key is wrong or missing. Retried like a failure.
-		o.failed(ctx, log, ev, "the signing secret does not open with paywall.secrets_key: "+err.Error())
+		o.failed(ctx, log, ev, "the signing secret: "+err.Error())
 		return
 	}
 	status, err := o.post(ctx, *ev.URL, secret, ev)
