@@ -32,6 +32,12 @@ func parseCompletionsRequest(body []byte, lim requestLimits) (chatRequest, *apiE
 				return badRequest("invalid_max_tokens", m.key, fmt.Sprintf("'max_tokens' must be a whole number from 1 to %d.", lim.MaxTokens))
 			}
 			r.MaxTokens = v
+		case "max_completion_tokens":
+			// Chat's budget key. The rewrite bounds max_tokens only, so this one would reach the
+			// upstream unbounded by the hold.
+			if !isNull(m.raw) {
+				return badRequest("unsupported_parameter", m.key, "A legacy completion's budget is 'max_tokens'; 'max_completion_tokens' belongs to chat completions. Send 'max_tokens' instead.")
+			}
 		case "n":
 			v, ok := parseMaxTokens(m.raw, maxChoices)
 			if !ok {

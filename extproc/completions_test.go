@@ -207,8 +207,8 @@ func TestParseCompletionsRequest(t *testing.T) {
 }
 
 // FuzzParseCompletionsRequest: no panic; a refusal is a clear 400; an accepted request has a
-// model, a positive estimate and 1…maxCompletionChoices completions, and its rewrite parses
-// back the same.
+// model, a positive estimate and 1…maxCompletionChoices completions, and its rewrite bounds the
+// budget by max_tokens alone and parses back the same.
 func FuzzParseCompletionsRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"model":"m1","prompt":"x"}`, `{"model":"m1","prompt":["a","b"],"n":2,"best_of":3,"suffix":"z","stream":true,"stream_options":{"include_usage":true}}`,
@@ -233,10 +233,44 @@ func FuzzParseCompletionsRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("rewrite failed: %v", err)
 		}
+		var sent map[string]json.RawMessage
+		if json.Unmarshal(out, &sent) != nil || (sent["max_completion_tokens"] != nil && !isNull(sent["max_completion_tokens"])) {
+			t.Fatalf("rewrite %s carries a budget key besides max_tokens", out)
+		}
 		again, bad := parseCompletionsRequest(out, lim)
 		if bad != nil || again.Model != r.Model || again.PromptTokens != r.PromptTokens || again.Choices != r.Choices ||
 			again.MaxTokens != 42 || again.User != "u-1" || (r.Stream && !again.IncludeUsage) {
 			t.Fatalf("rewrite %s does not parse back: %+v %+v", out, again, bad)
 		}
 	})
+}
+
+// TestCompletionBudgetKeyIsMaxTokens: a legacy completion's budget is max_tokens. Chat's
+// max_completion_tokens is not one of its parameters, and the rewrite bounds max_tokens only,
+// so one sent along would reach the upstream above the budget held for: an upstream that honours
+// it could generate more than the hold covers. It is refused, saying which key to use, and
+// nothing is held.
+func TestCompletionBudgetKeyIsMaxTokens(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"m1","prompt":"Hi","max_tokens":10,"max_completion_tokens":100000}`,
+		`{"model":"m1","prompt":"Hi","max_completion_tokens":100000}`,
+	} {
+		env, s := newFakeEnv(t, testPaywall(), 1_000_000)
+		res := run(t, startServer(t, s), exchange{path: completionsPath, key: testKey, user: testUser, body: body,
+			ctype: "application/json", chunks: []string{`{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1}}`}})
+		if res.immediate == nil {
+			t.Errorf("%s: forwarded as %v", body, sentBody(t, res))
+			continue
+		}
+		var e struct {
+			Error struct{ Code, Param, Message string }
+		}
+		if err := json.Unmarshal(res.immediate.GetBody(), &e); err != nil || res.immediate.GetStatus().GetCode() != 400 ||
+			e.Error.Code != "unsupported_parameter" || e.Error.Param != "max_completion_tokens" || !strings.Contains(e.Error.Message, "'max_tokens'") {
+			t.Errorf("%s: answered %d %s", body, res.immediate.GetStatus().GetCode(), res.immediate.GetBody())
+		}
+		if _, held, open := env.ledger.state(testWallet); held != 0 || open != 0 {
+			t.Errorf("%s: money held: %d, %d holds", body, held, open)
+		}
+	}
 }
