@@ -35,12 +35,14 @@ const (
 	KindInvalid
 )
 
-// Event is one complete event. Its slices are valid until the next call to Next or Reset.
+// Event is one complete event, or a piece of one over MaxEventBytes (KindInvalid). Its slices
+// are valid until the next call to Next or Reset.
 type Event struct {
 	Kind Kind
 	// Raw is the whole event, up to and including the blank line that ends it. For an event
 	// begun in an earlier chunk it is a copy held by the scanner; otherwise it is part of the
-	// chunk passed to Reset.
+	// chunk passed to Reset. A KindInvalid piece is only the bytes of its event not handed
+	// out before: the first piece whatever the scanner held, each later one the chunk's share.
 	Raw []byte
 	// Start and End are the part of the current chunk that belongs to this event: for an
 	// event begun in an earlier chunk, Start is 0 and Raw is longer than End-Start.
@@ -329,7 +331,8 @@ func (s *Scanner) keepTail() bool {
 
 // Flush ends the stream: it returns the bytes of an unfinished event (a truncated stream),
 // which the caller should pass on, and forgets them. After ResetLast only a truly unfinished
-// event is left; after Reset, also one whose last blank line was a '\r' ending the chunk.
+// event is left; after Reset, also one whose last blank line was a '\r' ending the chunk. An
+// unfinished event over MaxEventBytes has been handed out already (KindInvalid): nil.
 func (s *Scanner) Flush() []byte {
 	if s.resetCarry || s.skipping {
 		return nil

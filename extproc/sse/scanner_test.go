@@ -206,6 +206,42 @@ func TestScannerSkipsLargeEvent(t *testing.T) {
 	}
 }
 
+// TestScannerSkipsLargeEventInSmallChunks: the same stream fed in chunks of one to five bytes,
+// each followed by an empty one, so that an event over the limit is skipped across many chunk
+// boundaries — a '\r' ends a chunk inside its lines and at its blank line, and the '\n' of a
+// "\r\n" comes alone after an empty chunk — and the events after it are still found.
+func TestScannerSkipsLargeEventInSmallChunks(t *testing.T) {
+	large := "data: {\"choices\":[{\"delta\":{\"images\":[\"" + strings.Repeat("QUJD", 40) + "\"]}}]}\n: more\n\n"
+	stream := large + "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n" + large + large +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":9}}\n\ndata: [DONE]\n\n"
+	for _, eol := range []string{"\n", "\r\n", "\r"} {
+		in := []byte(strings.ReplaceAll(stream, "\n", eol))
+		ref := refEvents(in)
+		for size := 1; size <= 5; size++ {
+			var chunks [][]byte
+			for i := 0; i < len(in); i += size {
+				chunks = append(chunks, in[i:min(i+size, len(in))], nil)
+			}
+			got, left := scanAllLast(t, 100, chunks...)
+			what := fmt.Sprintf("%q in %d-byte chunks", eol, size)
+			if len(left) != 0 {
+				t.Fatalf("%s: leftover %q", what, left)
+			}
+			sameOrSkipped(t, what, got, ref, 100, true)
+			var all []byte
+			for _, e := range got {
+				all = append(all, e.Raw...)
+			}
+			if !bytes.Equal(all, in) {
+				t.Fatalf("%s: bytes changed:\n%q\n%q", what, all, in)
+			}
+			if k := kinds(got); !strings.Contains(k, "I") || !strings.HasSuffix(k, "DX") || !got[len(got)-2].HasUsage {
+				t.Fatalf("%s: kinds %s: want the large events unread and the usage after them found", what, k)
+			}
+		}
+	}
+}
+
 // TestScannerChunkSpans checks Start/End/Carried: the chunk bytes that belong to each event.
 func TestScannerChunkSpans(t *testing.T) {
 	s := Scanner{}
