@@ -82,7 +82,15 @@ func parseCompletionsRequest(body []byte, lim requestLimits) (chatRequest, *apiE
 	// Every generated completion may use the whole budget, and best_of generates that many.
 	r.Choices = prompts * max(n, bestOf)
 	if r.Choices > maxCompletionChoices {
-		return r, badRequest("too_many_completions", "n", fmt.Sprintf("The request asks for %d completions (%d prompt(s) × %d); at most %d are accepted in one request. Send fewer prompts, or a smaller 'n' or 'best_of'.",
+		// Name what made them many: the larger of n and best_of, else the prompts.
+		param := "prompt"
+		switch {
+		case bestOf > n:
+			param = "best_of"
+		case n > 1:
+			param = "n"
+		}
+		return r, badRequest("too_many_completions", param, fmt.Sprintf("The request asks for %d completions (%d prompt(s) × %d); at most %d are accepted in one request. Send fewer prompts, or a smaller 'n' or 'best_of'.",
 			r.Choices, prompts, max(n, bestOf), maxCompletionChoices))
 	}
 	return r, nil

@@ -204,6 +204,18 @@ func TestParseCompletionsRequest(t *testing.T) {
 			t.Errorf("%s: %+v, want %s", body, bad, code)
 		}
 	}
+	// Too many completions: the param names what made them many.
+	many := `["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p"]`
+	for body, param := range map[string]string{
+		`{"model":"m","prompt":["a","b","c"],"n":50}`:                             "n",
+		`{"model":"m","prompt":["a","b","c","d","e","f","g"],"n":2,"best_of":20}`: "best_of",
+		`{"model":"m","prompt":[` + strings.Repeat(`"a",`, 128) + `"a"]}`:         "prompt",
+		`{"model":"m","prompt":` + many + `,"n":9}`:                               "n",
+	} {
+		if _, bad := parseCompletionsRequest([]byte(body), lim); bad == nil || bad.Code != "too_many_completions" || bad.Param != param {
+			t.Errorf("%s: %+v, want too_many_completions for %s", body, bad, param)
+		}
+	}
 }
 
 // FuzzParseCompletionsRequest: no panic; a refusal is a clear 400; an accepted request has a
