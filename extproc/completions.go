@@ -20,6 +20,11 @@ const maxCompletionChoices = 128
 // maxBestOf is the largest best_of accepted (OpenAI's own limit).
 const maxBestOf = 20
 
+// completionsDefaultMaxTokens is the budget of a legacy completion that names none: the API's
+// own default (OpenAI's), which the rewrite then sets, so that the client gets, and pays for, no
+// longer a completion than the API promises it — not the paywall's default for chat.
+const completionsDefaultMaxTokens = 16
+
 // parseCompletionsRequest reads and checks a legacy completions request body.
 func parseCompletionsRequest(body []byte, lim requestLimits) (chatRequest, *apiError) {
 	var prompt, suffix json.RawMessage
@@ -79,6 +84,9 @@ func parseCompletionsRequest(body []byte, lim requestLimits) (chatRequest, *apiE
 		tokens += textTokens(s) * prompts
 	}
 	r.PromptTokens = tokens
+	if r.MaxTokens == 0 {
+		r.MaxTokens = min(completionsDefaultMaxTokens, lim.MaxTokens)
+	}
 	// Every generated completion may use the whole budget, and best_of generates that many.
 	r.Choices = prompts * max(n, bestOf)
 	if r.Choices > maxCompletionChoices {

@@ -57,8 +57,17 @@ func TestCompletionJSONCharged(t *testing.T) {
 	if res.clientBody != reply {
 		t.Errorf("the completion was changed: %q", res.clientBody)
 	}
-	if sent := sentBody(t, res); sent["stream_options"] != nil || sent["max_tokens"] == nil {
+	// No max_tokens: the API's own default (16), not the paywall's chat default (100 here),
+	// is what is held for and sent.
+	if sent := sentBody(t, res); sent["stream_options"] != nil || sent["max_tokens"] != float64(16) {
 		t.Errorf("rewritten body %v", sent)
+	}
+	env.ledger.mu.Lock()
+	held := env.ledger.holds["hold-1"].AmountMicro
+	env.ledger.mu.Unlock()
+	// Prompt 4 tokens, 5 with the margin, + 16 × 2 = 37, +20 % = 44.4 → 45.
+	if held != 45 {
+		t.Errorf("held %d µUSDC, want 45", held)
 	}
 	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 84 {
 		t.Errorf("capture %+v", capt)
