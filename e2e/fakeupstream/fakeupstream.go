@@ -83,6 +83,8 @@ type Server struct {
 	reqs []Request
 	seq  int
 	gens map[string]Usage // the record of each completion, by id
+	// answering counts the requests being answered, not recorded yet (see Requests).
+	answering int
 }
 
 // New returns a fake upstream.
@@ -99,10 +101,19 @@ func New(opts Options) *Server {
 	return &Server{opts: opts}
 }
 
-// Requests returns a copy of every request received so far, in order.
+// Requests returns a copy of every request received so far, in order. It first waits, a second
+// at most, for the requests being answered to be recorded: a client reads a stream's last event
+// ("data: [DONE]") before the handler has returned and recorded its request, and a test that
+// then asks what the fake received must find it.
 func (s *Server) Requests() []Request {
+	deadline := time.Now().Add(time.Second)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for s.answering > 0 && time.Now().Before(deadline) {
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		s.mu.Lock()
+	}
 	return append([]Request(nil), s.reqs...)
 }
 
@@ -124,6 +135,7 @@ func (s *Server) record(r Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reqs = append(s.reqs, r)
+	s.answering--
 }
 
 type chatRequest struct {
@@ -144,6 +156,9 @@ type chatRequest struct {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	rec := Request{Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header.Clone(), Authorization: r.Header.Get("Authorization"), Body: body}
+	s.mu.Lock()
+	s.answering++
+	s.mu.Unlock()
 	// Deferred so that a cut stream (which aborts the handler) is recorded too.
 	defer func() { s.record(rec) }()
 	rec.Status = s.serve(w, r, body, &rec)
