@@ -165,10 +165,36 @@ func (s *Scanner) Next() bool {
 		s.evStart, s.lineStart = s.pos, s.pos
 		return true
 	}
+	switch ended, crPending := s.eventEnd(); {
+	case ended:
+		s.emit(s.pos)
+		s.evStart = s.pos
+		return true
+	case crPending:
+		// The event is complete, but a '\n' that starts the next chunk belongs to it.
+		s.skipLF, s.pendingEnd = true, true
+	}
+	// An event larger than MaxEventBytes is handed out as it is, unread (skip).
+	return s.keepTail()
+}
+
+// eventEnd advances pos line by line to the end of the current event, past the blank line that
+// ends it, and reports whether it found it. crPending instead: that blank line's '\r' is the
+// last byte of a chunk that is not the stream's last, so a '\n' starting the next chunk may
+// belong to it. Neither: the chunk ends inside the event, pos at its unfinished line.
+func (s *Scanner) eventEnd() (ended, crPending bool) {
+	b := s.chunk
+	if s.skipLF && s.pos < len(b) {
+		s.skipLF = false
+		if b[s.pos] == '\n' {
+			s.pos++
+			s.lineStart = s.pos
+		}
+	}
 	for s.pos < len(b) {
 		end, next, ok := s.lineEnd()
 		if !ok {
-			break
+			return false, false
 		}
 		blank := end == s.lineStart
 		s.pos, s.lineStart = next, next
@@ -178,18 +204,9 @@ func (s *Scanner) Next() bool {
 			s.skipLF = crAtEnd
 			continue
 		}
-		if crAtEnd && !s.last {
-			// A blank line whose '\r' ends the chunk: the event is complete, but a '\n' that
-			// starts the next chunk belongs to it.
-			s.skipLF, s.pendingEnd = true, true
-			break
-		}
-		s.emit(next)
-		s.evStart = s.pos
-		return true
+		return !crAtEnd || s.last, crAtEnd && !s.last
 	}
-	// An event larger than MaxEventBytes is handed out as it is, unread (skip).
-	return s.keepTail()
+	return false, false
 }
 
 // skip hands out the current chunk's share of an event that outgrew MaxEventBytes, up to and
@@ -216,34 +233,16 @@ func (s *Scanner) skip() bool {
 	if from == len(b) {
 		return false
 	}
-	if s.skipLF {
-		s.skipLF = false
-		if b[s.pos] == '\n' {
-			s.pos++
-			s.lineStart = s.pos
-		}
-	}
-	for s.pos < len(b) {
-		end, next, ok := s.lineEnd()
-		if !ok {
-			s.pos = len(b)
-			break
-		}
-		blank := end == s.lineStart
-		s.pos, s.lineStart = next, next
-		crAtEnd := end == len(b)-1 && b[end] == '\r'
-		if !blank {
-			s.skipLF = crAtEnd
-			continue
-		}
-		if crAtEnd && !s.last {
-			s.skipEnd = true
-			break
-		}
+	switch ended, crPending := s.eventEnd(); {
+	case ended:
 		s.skipping = false
 		s.evStart = s.pos
-		break
+	case crPending:
+		s.skipEnd = true
+	default:
+		s.pos = len(b) // the rest of the chunk is the event's unfinished line
 	}
+	s.evCR = false // the event after it starts afresh
 	s.skipMidLine = s.lineStart < len(b)
 	s.ev = Event{Kind: KindInvalid, Raw: b[from:s.pos], Start: from, End: s.pos}
 	return true
