@@ -101,7 +101,7 @@ func TestResponsesLifecycle(t *testing.T) {
 		}
 		left = s.chargedLast(t, pw, wallet, left)
 		h := s.history(t, key, "alice")
-		if capture := h.Items[0]; capture.Kind != "capture" || capture.Metadata["provider_id"] != res.ID {
+		if capture := h.Items[0]; capture.Kind != "capture" || capture.Metadata["provider_id"] != res.ID || capture.Metadata["api"] != "responses" {
 			t.Errorf("history's newest item %+v: want the capture of %s", capture, res.ID)
 		}
 	})

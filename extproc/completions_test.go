@@ -40,7 +40,8 @@ func TestCompletionStreamChargedFromUsage(t *testing.T) {
 		t.Errorf("client saw %q", res.clientBody)
 	}
 	// 30 in × 1 + 20 out × 2 = 70, +20 % markup = 84.
-	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 84 || capt.Metadata["provider_id"] != "gen-43" {
+	if capt, ok := env.ledger.onlyCapture(); !ok || capt.Estimated || capt.Split.TotalMicro() != 84 || capt.Metadata["provider_id"] != "gen-43" ||
+		capt.Metadata["api"] != "completions" {
 		t.Errorf("capture %+v", capt)
 	}
 	if value(t, s.metrics.forwarded.WithLabelValues("completions")) != 1 {

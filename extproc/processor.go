@@ -436,7 +436,8 @@ func (p *processor) tryHold(ctx context.Context, attempt int, amount int64) (res
 		AmountMicro: amount,
 		Paywall:     p.pw.ID,
 		TTL:         p.s.cfg.HoldTTL,
-		Metadata:    map[string]string{ledger.MetaRequestID: p.id, ledger.MetaEnvoyRequestID: p.envoyID, ledger.MetaModel: p.req.Model, ledger.MetaUser: p.userID},
+		Metadata: map[string]string{ledger.MetaRequestID: p.id, ledger.MetaEnvoyRequestID: p.envoyID, ledger.MetaAPI: apis[p.api].label,
+			ledger.MetaModel: p.req.Model, ledger.MetaUser: p.userID},
 	})
 	p.s.metrics.storeCall(callHold, start)
 	switch {

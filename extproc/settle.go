@@ -64,6 +64,7 @@ func (p *processor) settle(reason string) {
 	}
 	meta := map[string]string{
 		ledger.MetaRequestID: p.id,
+		ledger.MetaAPI:       apis[p.api].label,
 		ledger.MetaPaywall:   p.pw.ID, // the API shows a paywall only its own charges of a shared wallet
 		ledger.MetaModel:     p.req.Model,
 		ledger.MetaUser:      p.userID,

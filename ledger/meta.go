@@ -16,9 +16,11 @@ const (
 	MetaAppPrefix   = "app."
 
 	// A capture of a request billed through the proxy (extproc): its Tollgate and Envoy
-	// request ids, the model, the provider's id for the generation, and the token counts the
-	// charge was priced from (cached and reasoning only when there were any).
+	// request ids, the API it spoke (chat, responses, embeddings, completions), the model, the
+	// provider's id for the generation, and the token counts the charge was priced from (cached
+	// and reasoning only when there were any).
 	MetaRequestID        = "request_id"
+	MetaAPI              = "api"
 	MetaEnvoyRequestID   = "envoy_request_id"
 	MetaModel            = "model"
 	MetaProviderID       = "provider_id"
