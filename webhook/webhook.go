@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,20 +128,33 @@ func New(pool *pgxpool.Pool, l *ledger.Ledger, secrets *paywall.SecretsKey, opts
 
 // ValidateURL checks a webhook URL: absolute https with a host, or http to a loopback host
 // (localhost, 127.0.0.0/8, ::1: tests and development); no user info (it would be a
-// credential in the configuration and the logs) and no fragment; at most 2,048 bytes.
+// credential in the configuration and the logs), no fragment and a port, if any, from 1 to
+// 65535; at most 2,048 bytes.
 // It can return: ErrInvalidURL, saying what is wrong.
 func ValidateURL(raw string) error {
 	if len(raw) > 2048 {
 		return fmt.Errorf("%w: %d bytes, at most 2048", ErrInvalidURL, len(raw))
 	}
 	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Opaque != "" {
+	if err != nil {
+		why := err
+		if uerr, ok := errors.AsType[*url.Error](err); ok {
+			why = uerr.Err // without the URL, which the message quotes already
+		}
+		return fmt.Errorf("%w: %q does not parse (%v); use one such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw, why)
+	}
+	if !u.IsAbs() || u.Opaque != "" {
 		return fmt.Errorf("%w: %q is not an absolute URL such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw)
 	}
 	host := u.Hostname()
+	// url.Parse checks that a port is digits, not that it is one: every POST to port 0 or
+	// 99999 would fail for a day.
+	port, portErr := strconv.Atoi(u.Port())
 	switch {
 	case host == "":
 		return fmt.Errorf("%w: %q has no host", ErrInvalidURL, raw)
+	case u.Port() != "" && (portErr != nil || port < 1 || port > 65535):
+		return fmt.Errorf("%w: %q has port %s; a port is 1 to 65535", ErrInvalidURL, raw, u.Port())
 	case u.User != nil:
 		return fmt.Errorf("%w: %q carries user info; authenticate requests by their signature instead", ErrInvalidURL, raw)
 	case u.Fragment != "" || strings.Contains(raw, "#"):
