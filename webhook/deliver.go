@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -97,11 +98,11 @@ func (o *Outbox) deliverOne(ctx context.Context, ev claimed) {
 
 // post sends the body, signed now, and returns the answer's status. Its body is read (a little)
 // and dropped, so that the connection is reused.
-func (o *Outbox) post(ctx context.Context, url, secret string, ev claimed) (int, error) {
+func (o *Outbox) post(ctx context.Context, target, secret string, ev claimed) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.opts.Timeout)
 	defer cancel()
 	body := []byte(ev.Body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
@@ -115,7 +116,13 @@ func (o *Outbox) post(ctx context.Context, url, secret string, ev claimed) (int,
 		if errors.As(err, &uerr) && uerr.Timeout() {
 			return 0, fmt.Errorf("no answer within %s", o.opts.Timeout)
 		}
-		return 0, errors.New("could not reach the URL") // the error names the URL; kept short
+		// Why (no such host, a certificate, a refused connection) is what the app's developer
+		// must fix; the URL, which the error names too, is the paywall's and is dropped.
+		why := err
+		if uerr, ok := errors.AsType[*url.Error](err); ok {
+			why = uerr.Err
+		}
+		return 0, fmt.Errorf("could not reach the URL: %w", why)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -429,6 +430,42 @@ func TestWebhookFailedAnswers(t *testing.T) {
 			}
 			if status != "pending" || attempts != 1 || lastError != tc.want {
 				t.Fatalf("status %s, attempts %d, last_error %q; want pending after 1 attempt, %q", status, attempts, lastError, tc.want)
+			}
+		})
+	}
+}
+
+// TestWebhookUnreachable: an attempt that gets no answer records why (an untrusted
+// certificate, a refused connection), so that the operator can tell the app's developer what
+// to fix.
+func TestWebhookUnreachable(t *testing.T) {
+	untrusted := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		t.Error("a server with an untrusted certificate was sent the event")
+	}))
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake it refuses
+	untrusted.StartTLS()
+	t.Cleanup(untrusted.Close)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	for _, tc := range []struct{ name, url, want string }{
+		{"untrusted certificate", untrusted.URL, "x509: certificate signed by unknown authority"},
+		{"refused", closed.URL, "connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			o := e.outbox(webhook.Options{BackoffMin: time.Hour})
+			if _, err := o.SetEndpoint(t.Context(), "pw1", tc.url); err != nil {
+				t.Fatal(err)
+			}
+			e.fund(addr(1), 1_000_000)
+			e.charge("c1", "pw1", addr(1), 900)
+			drain(t, o)
+			var status, lastError string
+			if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, last_error FROM webhook_events`).Scan(&status, &lastError); err != nil {
+				t.Fatal(err)
+			}
+			if status != "pending" || !strings.HasPrefix(lastError, "could not reach the URL: ") || !strings.Contains(lastError, tc.want) {
+				t.Fatalf("status %s, last_error %q; want pending, could not reach the URL: …%s…", status, lastError, tc.want)
 			}
 		})
 	}
