@@ -51,7 +51,8 @@ type Options struct {
 	// Timeout bounds one POST (default 10s).
 	Timeout time.Duration
 	// Lease is how long a claimed event is left to its deliverer before another replica may
-	// try it (default 1m; above Timeout).
+	// try it (default 1m; at least twice Timeout, so that it outlasts a POST and recording
+	// its outcome).
 	Lease time.Duration
 	// Batch is how many events one Deliver claims at once (default 16); they are sent at once.
 	Batch int
@@ -111,6 +112,9 @@ func New(pool *pgxpool.Pool, l *ledger.Ledger, secrets *paywall.SecretsKey, opts
 	def(&opts.Timeout, 10*time.Second)
 	def(&opts.Lease, time.Minute)
 	def(&opts.Interval, 2*time.Second)
+	// A shorter lease would let another deliverer send an event whose POST is still waiting
+	// for its answer.
+	opts.Lease = max(opts.Lease, 2*opts.Timeout)
 	if opts.Batch <= 0 {
 		opts.Batch = 16
 	}

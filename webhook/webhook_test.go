@@ -471,6 +471,47 @@ func TestWebhookUnreachable(t *testing.T) {
 	}
 }
 
+// TestWebhookLeaseCoversTimeout: a Lease shorter than Timeout is raised above it, so that
+// another deliverer does not take an event whose POST is still waiting for its answer (the
+// app would get it twice at once).
+func TestWebhookLeaseCoversTimeout(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	tries := 0
+	slow := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		mu.Lock()
+		tries++
+		mu.Unlock()
+		time.Sleep(300 * time.Millisecond)
+	}))
+	t.Cleanup(slow.Close)
+	o := e.outbox(webhook.Options{Timeout: 5 * time.Second, Lease: 10 * time.Millisecond})
+	if _, err := o.SetEndpoint(t.Context(), "pw1", slow.URL); err != nil {
+		t.Fatal(err)
+	}
+	e.fund(addr(1), 1_000_000)
+	e.charge("c1", "pw1", addr(1), 900)
+	if _, err := o.Scan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if n, err := o.Deliver(t.Context()); n != 1 || err != nil {
+			t.Errorf("first Deliver = %d, %v; want the event", n, err)
+		}
+	})
+	time.Sleep(100 * time.Millisecond) // the first POST is waiting for its answer
+	if n, err := o.Deliver(t.Context()); n != 0 || err != nil {
+		t.Errorf("second Deliver = %d, %v; want nothing (the event is leased)", n, err)
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if tries != 1 {
+		t.Fatalf("the app got the event %d times, want once", tries)
+	}
+}
+
 // TestWebhookRun: Run scans and delivers on its own, counts each attempt's result and keeps
 // the backlog gauge: the receiver's first refusal leaves the event pending (backlog 1, one
 // retried); its acceptance after the backoff delivers it (backlog 0).
