@@ -60,9 +60,11 @@ type Options struct {
 	Interval time.Duration
 	// PreviousSecretsKeys open secrets sealed before a rotation of paywall.secrets_key.
 	PreviousSecretsKeys []*paywall.SecretsKey
-	Client              *http.Client
-	Logger              *slog.Logger
-	Metrics             *Metrics
+	// Client sends the POSTs (default: a plain http.Client); New uses a copy that never
+	// follows redirects.
+	Client  *http.Client
+	Logger  *slog.Logger
+	Metrics *Metrics
 }
 
 // Metrics count deliveries; register them in serve's registry with NewMetrics.
@@ -118,12 +120,14 @@ func New(pool *pgxpool.Pool, l *ledger.Ledger, secrets *paywall.SecretsKey, opts
 	if opts.Batch <= 0 {
 		opts.Batch = 16
 	}
-	if opts.Client == nil {
-		opts.Client = &http.Client{
-			// A redirect is an answer other than 2xx: retried, never followed with the signature.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	client := http.Client{}
+	if opts.Client != nil {
+		client = *opts.Client // a copy: the caller's client may serve others, who follow redirects
 	}
+	// A redirect is an answer other than 2xx: retried, never followed with the signed body
+	// (whose answer would deliver the event), whoever made the client.
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	opts.Client = &client
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -145,7 +149,7 @@ func ValidateURL(raw string) error {
 		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			why = uerr.Err // without the URL, which the message quotes already
 		}
-		return fmt.Errorf("%w: %q does not parse (%v); use one such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw, why)
+		return fmt.Errorf("%w: %q does not parse (%w); use one such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw, why)
 	}
 	if !u.IsAbs() || u.Opaque != "" {
 		return fmt.Errorf("%w: %q is not an absolute URL such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw)

@@ -435,6 +435,34 @@ func TestWebhookFailedAnswers(t *testing.T) {
 	}
 }
 
+// TestWebhookOwnClientNoRedirects: an Options.Client of the caller's does not follow
+// redirects either (it would send the signed body elsewhere and take that answer).
+func TestWebhookOwnClientNoRedirects(t *testing.T) {
+	followed := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		t.Error("the redirect was followed")
+	}))
+	t.Cleanup(followed.Close)
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, followed.URL, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirect.Close)
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{BackoffMin: time.Hour, Client: &http.Client{Transport: http.DefaultTransport}})
+	if _, err := o.SetEndpoint(t.Context(), "pw1", redirect.URL); err != nil {
+		t.Fatal(err)
+	}
+	e.fund(addr(1), 1_000_000)
+	e.charge("c1", "pw1", addr(1), 900)
+	drain(t, o)
+	var status, lastError string
+	if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, last_error FROM webhook_events`).Scan(&status, &lastError); err != nil {
+		t.Fatal(err)
+	}
+	if status != "pending" || lastError != "answered 307" {
+		t.Fatalf("status %s, last_error %q; want pending, answered 307", status, lastError)
+	}
+}
+
 // TestWebhookUnreachable: an attempt that gets no answer records why (an untrusted
 // certificate, a refused connection), so that the operator can tell the app's developer what
 // to fix.
