@@ -58,6 +58,11 @@ type Options struct {
 	Batch int
 	// Interval is Run's pause between rounds (default 2s).
 	Interval time.Duration
+	// Keep is how long a finished event (delivered, failed or cancelled) stays in the outbox
+	// before Prune deletes it (default 7 days): the outbox would otherwise keep a row, body
+	// included, for every charged request forever. Scans reread only Overlap behind their
+	// cursor, so a deleted event is never recorded again.
+	Keep time.Duration
 	// PreviousSecretsKeys open secrets sealed before a rotation of paywall.secrets_key.
 	PreviousSecretsKeys []*paywall.SecretsKey
 	// Client sends the POSTs (default: a plain http.Client); New uses a copy that never
@@ -114,6 +119,7 @@ func New(pool *pgxpool.Pool, l *ledger.Ledger, secrets *paywall.SecretsKey, opts
 	def(&opts.Timeout, 10*time.Second)
 	def(&opts.Lease, time.Minute)
 	def(&opts.Interval, 2*time.Second)
+	def(&opts.Keep, 7*24*time.Hour)
 	// A shorter lease would let another deliverer send an event whose POST is still waiting
 	// for its answer.
 	opts.Lease = max(opts.Lease, 2*opts.Timeout)
@@ -291,12 +297,41 @@ func (o *Outbox) round(ctx context.Context) {
 			break
 		}
 	}
+	if _, err := o.Prune(ctx); err != nil && ctx.Err() == nil {
+		o.opts.Logger.Warn("webhook: pruning finished events failed", "err", err)
+	}
 	if o.opts.Metrics != nil {
 		var n int64
 		if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM webhook_events WHERE status = 'pending'`).Scan(&n); err == nil {
 			o.opts.Metrics.Backlog.Set(float64(n))
 		}
 	}
+}
+
+// pruneBatch is how many finished events one statement of Prune deletes, and pruneBatches
+// how many statements one Prune runs at most (Run prunes every round, so a backlog drains
+// over a few rounds without one long transaction).
+const (
+	pruneBatch   = 500
+	pruneBatches = 10
+)
+
+// Prune deletes the events that finished more than Keep ago, by the database's clock, and
+// reports how many. Pending events are never deleted. Every replica may prune at once.
+func (o *Outbox) Prune(ctx context.Context) (int, error) {
+	deleted := 0
+	for range pruneBatches {
+		tag, err := o.pool.Exec(ctx, `DELETE FROM webhook_events WHERE id IN (
+			SELECT id FROM webhook_events WHERE finished_at < now() - $1::INTERVAL AND status <> 'pending' LIMIT $2)`, micros(o.opts.Keep), pruneBatch)
+		if err != nil {
+			return deleted, fmt.Errorf("webhook: prune finished events: %w", err)
+		}
+		deleted += int(tag.RowsAffected())
+		if tag.RowsAffected() < pruneBatch {
+			break
+		}
+	}
+	return deleted, nil
 }
 
 // micros spells a duration for `$n::INTERVAL`, the same on PostgreSQL and CockroachDB.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -175,7 +176,7 @@ func TestWebhookEvents(t *testing.T) {
 	}
 	capt, err := e.l.Capture(ctx, ledger.CaptureRequest{Key: "cap1", HoldID: h.ID,
 		Split: ledger.Split{FeeMicro: 300, DeveloperMicro: 2700},
-		Metadata: map[string]string{"paywall": "pw1", "user": "bob", "model": "m/x", "request_id": "r1",
+		Metadata: map[string]string{"paywall": "pw1", "user": "bob", "model": "m/x", "request_id": "r1", "api": "completions",
 			"prompt_tokens": "12", "completion_tokens": "34"}})
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +207,7 @@ func TestWebhookEvents(t *testing.T) {
 	want := map[string]map[string]any{
 		webhook.EventChargeCreated: {"charge_id": ch.ID, "user": "alice", "wallet": w, "amount": "0.001", "amount_micro": 1000.0,
 			"developer_amount_micro": 900.0, "description": "Pro plan", "metadata": map[string]any{"order": "42"}},
-		webhook.EventRequestCharged: {"charge_id": capt.Transfer.ID, "user": "bob", "model": "m/x", "prompt_tokens": 12.0,
+		webhook.EventRequestCharged: {"charge_id": capt.Transfer.ID, "user": "bob", "model": "m/x", "api": "completions", "prompt_tokens": 12.0,
 			"completion_tokens": 34.0, "amount_micro": 3000.0, "developer_amount_micro": 2700.0, "estimated": false},
 		webhook.EventChargeRefunded: {"refund_id": rev.ID, "charge_id": ch.ID, "amount_micro": 1000.0, "developer_amount_micro": 900.0,
 			"reason": "changed mind", "user": "alice"},
@@ -702,5 +703,48 @@ func TestResealSecrets(t *testing.T) {
 	onlyLost("ResealSecrets again", err)
 	if n != 0 {
 		t.Errorf("ResealSecrets again sealed %d; want 0", n)
+	}
+}
+
+// TestWebhookPrune: events finished more than Keep ago are deleted, whatever way they finished;
+// recent ones and pending ones (however old) stay, and a scan after pruning records nothing
+// again.
+func TestWebhookPrune(t *testing.T) {
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{Keep: time.Hour})
+	e.setWebhook(o, "pw1")
+	e.fund(addr(1), 100_000_000)
+	e.charge("c1", "pw1", addr(1), 900)
+	drain(t, o) // delivered now
+	for _, ev := range []struct {
+		id, status, finishedAgo string // finishedAgo: an interval, or "" for not finished
+	}{
+		{"old-delivered", "delivered", "2 hours"},
+		{"old-failed", "failed", "3 hours"},
+		{"old-cancelled", "cancelled", "2 hours"},
+		{"recent-failed", "failed", "10 minutes"},
+		{"old-pending", "pending", ""},
+	} {
+		e.db.Must(t, `INSERT INTO webhook_events (id, paywall, type, body, status, created_at, finished_at)
+			VALUES ($1, 'pw1', 'charge.created', '{}', $2, now() - INTERVAL '5 hours', now() - NULLIF($3, '')::INTERVAL)`,
+			ev.id, ev.status, ev.finishedAgo)
+	}
+	n, err := o.Prune(t.Context())
+	if err != nil || n != 3 {
+		t.Fatalf("pruned %d, %v; want the 3 old finished events", n, err)
+	}
+	rows, err := e.db.Pool.Query(t.Context(), `SELECT id FROM webhook_events ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 3 || left[1] != "old-pending" || left[2] != "recent-failed" || !strings.HasPrefix(left[0], "charge.created:") {
+		t.Fatalf("left %v: want the delivered charge, the old pending event and the recent failed one", left)
+	}
+	if n, err := o.Prune(t.Context()); err != nil || n != 0 {
+		t.Fatalf("a second prune deleted %d, %v", n, err)
 	}
 }
