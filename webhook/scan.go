@@ -46,6 +46,7 @@ type chargeData struct {
 	Description          string            `json:"description,omitempty"`
 	Metadata             map[string]string `json:"metadata,omitempty"`
 	RequestID            string            `json:"request_id,omitempty"`
+	API                  string            `json:"api,omitempty"` // chat, responses, embeddings, completions
 	Model                string            `json:"model,omitempty"`
 	PromptTokens         *int64            `json:"prompt_tokens,omitempty"`
 	CompletionTokens     *int64            `json:"completion_tokens,omitempty"`
@@ -304,7 +305,7 @@ func transferEvent(t ledger.Transfer, paywallID string) (Event, bool) {
 			}
 		}
 	} else {
-		d.RequestID, d.Model = t.Metadata[ledger.MetaRequestID], t.Metadata[ledger.MetaModel]
+		d.RequestID, d.API, d.Model = t.Metadata[ledger.MetaRequestID], t.Metadata[ledger.MetaAPI], t.Metadata[ledger.MetaModel]
 		d.PromptTokens, d.CompletionTokens = count(t.Metadata, ledger.MetaPromptTokens), count(t.Metadata, ledger.MetaCompletionTokens)
 		d.CachedTokens, d.ReasoningTokens = count(t.Metadata, ledger.MetaCachedTokens), count(t.Metadata, ledger.MetaReasoningTokens)
 		_, estimated := t.Metadata[ledger.MetaEstimateReason]
