@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -95,7 +96,7 @@ func (o *Outbox) Scan(ctx context.Context) (int, error) {
 	// Start is the database's clock (the one that dates transfers) as this scan begins:
 	// everything that committed before it is read by this scan; what committed after it, by the
 	// next (overlap).
-	rows, err := o.pool.Query(ctx, `SELECT paywall, scanned_to, now() FROM webhook_endpoints`)
+	rows, err := o.pool.Query(ctx, `SELECT paywall, scanned_to, now() FROM webhook_endpoints ORDER BY paywall`)
 	if err != nil {
 		return 0, fmt.Errorf("webhook: read the endpoints: %w", err)
 	}
@@ -107,15 +108,22 @@ func (o *Outbox) Scan(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("webhook: read the endpoints: %w", err)
 	}
+	// One paywall's failure (its cursor then stays, so the next scan reads its window again)
+	// does not hold up the others'.
 	total := 0
+	var errs []error
 	for _, c := range cursors {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
 		n, err := o.scanPaywall(ctx, c.Paywall, c.At, c.Start)
 		total += n
 		if err != nil {
-			return total, fmt.Errorf("webhook: scan paywall %s: %w", c.Paywall, err)
+			errs = append(errs, fmt.Errorf("webhook: scan paywall %s: %w", c.Paywall, err))
 		}
 	}
-	return total, nil
+	return total, errors.Join(errs...)
 }
 
 func (o *Outbox) scanPaywall(ctx context.Context, paywallID string, cursor, start time.Time) (int, error) {

@@ -748,3 +748,40 @@ func TestWebhookPrune(t *testing.T) {
 		t.Fatalf("a second prune deleted %d, %v", n, err)
 	}
 }
+
+// TestScanOnePaywallFailing: a paywall whose scan fails (a fault injected by a test trigger that
+// refuses its events) keeps its cursor, so its events are recorded by a later scan, and does not
+// hold up the other paywalls' events.
+func TestScanOnePaywallFailing(t *testing.T) {
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{})
+	e.setWebhook(o, "pw-bad") // scanned first: the endpoints are read in order
+	e.setWebhook(o, "pw-good")
+	e.fund(addr(1), 100_000_000)
+	e.charge("c1", "pw-bad", addr(1), 900)
+	e.charge("c2", "pw-good", addr(1), 900)
+	e.db.Must(t, `CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.paywall = 'pw-bad' THEN RAISE EXCEPTION 'injected fault'; END IF; RETURN NEW; END $$`)
+	e.db.Must(t, `CREATE TRIGGER refuse_bad BEFORE INSERT ON webhook_events FOR EACH ROW EXECUTE FUNCTION refuse_bad()`)
+	events := func(paywallID string) int {
+		t.Helper()
+		var n int
+		if err := e.db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM webhook_events WHERE paywall = $1`, paywallID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := o.Scan(t.Context()); err == nil || !strings.Contains(err.Error(), "pw-bad") {
+		t.Fatalf("scan: %v, want pw-bad's failure", err)
+	}
+	if bad, good := events("pw-bad"), events("pw-good"); bad != 0 || good != 1 {
+		t.Fatalf("after the failed scan: %d events of pw-bad, %d of pw-good; want 0 and 1", bad, good)
+	}
+	e.db.Must(t, `DROP TRIGGER refuse_bad ON webhook_events`)
+	if _, err := o.Scan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if bad, good := events("pw-bad"), events("pw-good"); bad != 1 || good != 1 {
+		t.Fatalf("after the fault: %d events of pw-bad, %d of pw-good; want 1 and 1", bad, good)
+	}
+}
