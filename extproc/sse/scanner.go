@@ -150,13 +150,7 @@ func (s *Scanner) Next() bool {
 		return s.skip()
 	}
 	b := s.chunk
-	if s.skipLF && s.pos < len(b) {
-		s.skipLF = false
-		if b[s.pos] == '\n' {
-			s.pos++
-			s.lineStart = s.pos
-		}
-	}
+	s.takeLF()
 	if s.pendingEnd && (len(b) > 0 || s.last) {
 		// The event ended in the previous chunk; its "\r" may go on with this chunk's '\n'
 		// (skipped just above).
@@ -184,13 +178,6 @@ func (s *Scanner) Next() bool {
 // belong to it. Neither: the chunk ends inside the event, pos at its unfinished line.
 func (s *Scanner) eventEnd() (ended, crPending bool) {
 	b := s.chunk
-	if s.skipLF && s.pos < len(b) {
-		s.skipLF = false
-		if b[s.pos] == '\n' {
-			s.pos++
-			s.lineStart = s.pos
-		}
-	}
 	for s.pos < len(b) {
 		end, next, ok := s.lineEnd()
 		if !ok {
@@ -233,6 +220,7 @@ func (s *Scanner) skip() bool {
 	if from == len(b) {
 		return false
 	}
+	s.takeLF()
 	switch ended, crPending := s.eventEnd(); {
 	case ended:
 		s.skipping = false
@@ -246,6 +234,19 @@ func (s *Scanner) skip() bool {
 	s.skipMidLine = s.lineStart < len(b)
 	s.ev = Event{Kind: KindInvalid, Raw: b[from:s.pos], Start: from, End: s.pos}
 	return true
+}
+
+// takeLF consumes a '\n' that starts the chunk after one that ended in a '\r' line ending: it
+// is the rest of that "\r\n", not a line ending of its own.
+func (s *Scanner) takeLF() {
+	if !s.skipLF || s.pos >= len(s.chunk) {
+		return
+	}
+	s.skipLF = false
+	if s.chunk[s.pos] == '\n' {
+		s.pos++
+		s.lineStart = s.pos
+	}
 }
 
 // lineEnd finds the next line ending at or after pos: "\r\n", "\n" or a lone "\r". end is the
