@@ -132,6 +132,22 @@ func (e *env) setWebhook(o *webhook.Outbox, paywallID string) {
 	e.recv.mu.Unlock()
 }
 
+// oneAttempt points pw1's webhook at url, records one charge's event and delivers until nothing
+// is due, and returns the event's state: for tests of an attempt that fails.
+func (e *env) oneAttempt(o *webhook.Outbox, url string) (status string, attempts int, lastError string) {
+	e.t.Helper()
+	if _, err := o.SetEndpoint(e.t.Context(), "pw1", url); err != nil {
+		e.t.Fatal(err)
+	}
+	e.fund(addr(1), 1_000_000)
+	e.charge("c1", "pw1", addr(1), 900)
+	drain(e.t, o)
+	if err := e.db.Pool.QueryRow(e.t.Context(), `SELECT status, attempts, last_error FROM webhook_events`).Scan(&status, &attempts, &lastError); err != nil {
+		e.t.Fatal(err)
+	}
+	return status, attempts, lastError
+}
+
 // drain scans and delivers until nothing is due.
 func drain(t *testing.T, o *webhook.Outbox) {
 	t.Helper()
@@ -418,18 +434,7 @@ func TestWebhookFailedAnswers(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)
 			t.Cleanup(srv.Close)
 			o := e.outbox(webhook.Options{BackoffMin: time.Hour, Timeout: 50 * time.Millisecond})
-			if _, err := o.SetEndpoint(t.Context(), "pw1", srv.URL); err != nil {
-				t.Fatal(err)
-			}
-			e.fund(addr(1), 1_000_000)
-			e.charge("c1", "pw1", addr(1), 900)
-			drain(t, o)
-			var status, lastError string
-			var attempts int
-			if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, attempts, last_error FROM webhook_events`).Scan(&status, &attempts, &lastError); err != nil {
-				t.Fatal(err)
-			}
-			if status != "pending" || attempts != 1 || lastError != tc.want {
+			if status, attempts, lastError := e.oneAttempt(o, srv.URL); status != "pending" || attempts != 1 || lastError != tc.want {
 				t.Fatalf("status %s, attempts %d, last_error %q; want pending after 1 attempt, %q", status, attempts, lastError, tc.want)
 			}
 		})
@@ -449,17 +454,7 @@ func TestWebhookOwnClientNoRedirects(t *testing.T) {
 	t.Cleanup(redirect.Close)
 	e := newEnv(t)
 	o := e.outbox(webhook.Options{BackoffMin: time.Hour, Client: &http.Client{Transport: http.DefaultTransport}})
-	if _, err := o.SetEndpoint(t.Context(), "pw1", redirect.URL); err != nil {
-		t.Fatal(err)
-	}
-	e.fund(addr(1), 1_000_000)
-	e.charge("c1", "pw1", addr(1), 900)
-	drain(t, o)
-	var status, lastError string
-	if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, last_error FROM webhook_events`).Scan(&status, &lastError); err != nil {
-		t.Fatal(err)
-	}
-	if status != "pending" || lastError != "answered 307" {
+	if status, _, lastError := e.oneAttempt(o, redirect.URL); status != "pending" || lastError != "answered 307" {
 		t.Fatalf("status %s, last_error %q; want pending, answered 307", status, lastError)
 	}
 }
@@ -483,17 +478,7 @@ func TestWebhookUnreachable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			o := e.outbox(webhook.Options{BackoffMin: time.Hour})
-			if _, err := o.SetEndpoint(t.Context(), "pw1", tc.url); err != nil {
-				t.Fatal(err)
-			}
-			e.fund(addr(1), 1_000_000)
-			e.charge("c1", "pw1", addr(1), 900)
-			drain(t, o)
-			var status, lastError string
-			if err := e.db.Pool.QueryRow(t.Context(), `SELECT status, last_error FROM webhook_events`).Scan(&status, &lastError); err != nil {
-				t.Fatal(err)
-			}
-			if status != "pending" || !strings.HasPrefix(lastError, "could not reach the URL: ") || !strings.Contains(lastError, tc.want) {
+			if status, _, lastError := e.oneAttempt(o, tc.url); status != "pending" || !strings.HasPrefix(lastError, "could not reach the URL: ") || !strings.Contains(lastError, tc.want) {
 				t.Fatalf("status %s, last_error %q; want pending, could not reach the URL: …%s…", status, lastError, tc.want)
 			}
 		})
