@@ -87,8 +87,10 @@ func (o *Outbox) deliverOne(ctx context.Context, ev claimed) {
 	case status < 200 || status > 299:
 		o.failed(ctx, log, ev, "answered "+strconv.Itoa(status))
 	default:
+		// Also an event cancelled while it was being sent (its webhook turned off meanwhile):
+		// the app has it.
 		if _, err := o.pool.Exec(ctx, `UPDATE webhook_events SET status = 'delivered', finished_at = now(), last_error = NULL
-			WHERE id = $1 AND status = 'pending'`, ev.ID); err != nil {
+			WHERE id = $1 AND status IN ('pending', 'cancelled')`, ev.ID); err != nil {
 			log.Warn("webhook: record a delivery (it will be sent again)", "err", err)
 			return
 		}

@@ -133,7 +133,7 @@ func (e *env) setWebhook(o *webhook.Outbox, paywallID string) {
 }
 
 // oneAttempt points pw1's webhook at url, records one charge's event and delivers until nothing
-// is due, and returns the event's state: for tests of an attempt that fails.
+// is due, and returns the event's state (lastError "" for none).
 func (e *env) oneAttempt(o *webhook.Outbox, url string) (status string, attempts int, lastError string) {
 	e.t.Helper()
 	if _, err := o.SetEndpoint(e.t.Context(), "pw1", url); err != nil {
@@ -142,7 +142,7 @@ func (e *env) oneAttempt(o *webhook.Outbox, url string) (status string, attempts
 	e.fund(addr(1), 1_000_000)
 	e.charge("c1", "pw1", addr(1), 900)
 	drain(e.t, o)
-	if err := e.db.Pool.QueryRow(e.t.Context(), `SELECT status, attempts, last_error FROM webhook_events`).Scan(&status, &attempts, &lastError); err != nil {
+	if err := e.db.Pool.QueryRow(e.t.Context(), `SELECT status, attempts, COALESCE(last_error, '') FROM webhook_events`).Scan(&status, &attempts, &lastError); err != nil {
 		e.t.Fatal(err)
 	}
 	return status, attempts, lastError
@@ -402,6 +402,22 @@ func TestWebhookTurnedOff(t *testing.T) {
 	}
 	if n := cancelled(); n != 2 {
 		t.Fatalf("%d cancelled events, want 2 (the pending one and the raced one)", n)
+	}
+}
+
+// TestWebhookTurnedOffWhileSending: an event the app accepted (2xx) while its webhook was being
+// turned off was delivered, and is recorded so, not as cancelled.
+func TestWebhookTurnedOffWhileSending(t *testing.T) {
+	e := newEnv(t)
+	o := e.outbox(webhook.Options{})
+	app := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		if removed, err := o.RemoveEndpoint(context.Background(), "pw1"); err != nil || !removed {
+			t.Errorf("turning the webhook off: %v, %v", removed, err)
+		}
+	}))
+	t.Cleanup(app.Close)
+	if status, _, _ := e.oneAttempt(o, app.URL); status != "delivered" {
+		t.Fatalf("status %s, want delivered: the app answered 200", status)
 	}
 }
 
