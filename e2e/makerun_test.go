@@ -100,6 +100,8 @@ func TestMakeRunWalkthrough(t *testing.T) {
 		"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC 95.000000 USDC",
 		`{"status":"incomplete","text":"w1 w2 w3 ","input_tokens":1,"output_tokens":3}`,
 		`{"kind":"capture","amount":"-0.000008","amount_micro":-8}`,
+		`{"text":"w1 w2 w3 w4 ","prompt_tokens":4,"completion_tokens":4}`,
+		`{"kind":"capture","amount_micro":-14,"api":"completions"}`,
 	} {
 		if !bytes.Contains(printed, []byte(want)) {
 			t.Errorf("the walk-through did not print %s", want)
