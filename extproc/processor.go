@@ -479,7 +479,7 @@ func (p *processor) holdAmount(prompt, budget, markup int64) (int64, error) {
 func (p *processor) forward() *extprocv3.ProcessingResponse {
 	w := rewrite{User: p.userID, MaxTokens: p.budget}
 	switch p.api {
-	case apiChat:
+	case apiChat, apiCompletions: // a legacy completion reads no max_completion_tokens: max_tokens alone
 		builtin := p.pw.Mode != paywall.ModeBYOK
 		keys := p.req.MaxTokensKeys
 		if len(keys) == 0 || (builtin && !slices.Contains(keys, "max_tokens")) {
@@ -496,12 +496,8 @@ func (p *processor) forward() *extprocv3.ProcessingResponse {
 		p.scan.MaxEventBytes = p.s.cfg.MaxEventBytes + 2*sumLen(p.req.fields) + 16*int(p.budget)
 	case apiEmbeddings:
 		// No budget: embeddings produce no tokens.
-	case apiCompletions:
-		builtin := p.pw.Mode != paywall.ModeBYOK
-		w.MaxTokenKey, w.ForceUsage, w.OpenRouter = []string{"max_tokens"}, p.req.Stream, builtin
-		p.dropUsage = p.req.Stream && !p.req.IncludeUsage
-		p.scan.CountText = true
 	}
+	p.scan.CountText = apis[p.api].countText
 	body, err := p.req.rewriteBody(w)
 	if err != nil {
 		p.voidNow("rewrite failed")
@@ -899,18 +895,12 @@ func (p *processor) paywallMessage(a Action, availableMicro int64) *extprocv3.Pr
 		p.end(OutcomeTopUp)
 	}
 	p.finished = true
-	if p.api == apiEmbeddings {
+	message := apis[p.api].message
+	if message == nil { // embeddings: no message to carry the link
 		e := embeddingsPaywallMessage(a, text)
 		return immediate(e.Status, "application/json", e.body(), []*corev3.HeaderValueOption{setHeader(ActionHeader, []byte(a))})
 	}
-	build := paywallMessage
-	switch p.api {
-	case apiResponses:
-		build = responsesPaywallMessage
-	case apiCompletions:
-		build = textCompletionPaywallMessage
-	}
-	ct, body := build("tg-"+p.id, p.req.Model, text, p.req.Stream, p.s.deps.Clock.Now())
+	ct, body := message("tg-"+p.id, p.req.Model, text, p.req.Stream, p.s.deps.Clock.Now())
 	return immediate(http.StatusOK, ct, body, []*corev3.HeaderValueOption{setHeader(ActionHeader, []byte(a))})
 }
 

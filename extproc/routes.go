@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/extproc/sse"
 )
@@ -77,11 +78,22 @@ var apis = [...]struct {
 	unpriced string
 	// usage reads the usage, error and id of a stream event or a whole body.
 	usage func(data []byte) (sse.Completion, error)
+	// countText: its output is in "text" strings (sse.Scanner.CountText).
+	countText bool
+	// generations: its id names a generation whose record the built-in provider keeps.
+	generations bool
+	// message builds its paywall message (nil: embeddings, which answer 402 instead).
+	message func(id, model, text string, stream bool, now time.Time) (contentType string, body []byte)
 }{
-	apiChat:        {routeChat, chatPath, "chat", parseChatRequest, unpricedOptions, sse.ParseCompletion},
-	apiResponses:   {routeResponses, responsesPath, "responses", parseResponsesRequest, unpricedResponsesOptions, sse.ParseResponse},
-	apiEmbeddings:  {routeEmbeddings, embeddingsPath, "embeddings", parseEmbeddingsRequest, unpricedEmbeddingsOptions, sse.ParseEmbeddings},
-	apiCompletions: {routeCompletions, completionsPath, "completions", parseCompletionsRequest, unpricedCompletionsOptions, sse.ParseTextCompletion},
+	apiChat: {kind: routeChat, path: chatPath, label: "chat", parse: parseChatRequest, unpriced: unpricedOptions,
+		usage: sse.ParseCompletion, generations: true, message: paywallMessage},
+	apiResponses: {kind: routeResponses, path: responsesPath, label: "responses", parse: parseResponsesRequest,
+		unpriced: unpricedResponsesOptions, usage: sse.ParseResponse, message: responsesPaywallMessage},
+	apiEmbeddings: {kind: routeEmbeddings, path: embeddingsPath, label: "embeddings", parse: parseEmbeddingsRequest,
+		unpriced: unpricedEmbeddingsOptions, usage: sse.ParseEmbeddings},
+	apiCompletions: {kind: routeCompletions, path: completionsPath, label: "completions", parse: parseCompletionsRequest,
+		unpriced: unpricedCompletionsOptions, usage: sse.ParseTextCompletion, countText: true, generations: true,
+		message: textCompletionPaywallMessage},
 }
 
 // route is the classified request line.

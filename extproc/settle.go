@@ -89,7 +89,7 @@ func (p *processor) settle(reason string) {
 	}
 	st := &settlement{Op: opCapture, RequestID: p.id, HoldID: p.hold.ID, Deadline: p.retryDeadline(), Reason: why,
 		Capture: &ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta}}
-	if estimated && p.provID != "" && (p.api == apiChat || p.api == apiCompletions) && p.pw.Mode != paywall.ModeBYOK && p.s.deps.Generations != nil && p.s.cfg.GenerationWait > 0 {
+	if estimated && p.provID != "" && apis[p.api].generations && p.pw.Mode != paywall.ModeBYOK && p.s.deps.Generations != nil && p.s.cfg.GenerationWait > 0 {
 		// The built-in provider keeps a record of what the generation used, stream cut or not:
 		// charge that, once it is there, rather than the estimate. (Its record is looked up by
 		// a completion's generation id; a response's id is not known to name one.)
