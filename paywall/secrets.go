@@ -126,8 +126,13 @@ func OpenSealed(current *SecretsKey, previous []*SecretsKey, purpose, paywallID,
 	if err != nil {
 		return "", false, err
 	}
-	if plain, i := openWithFirst(append([]*SecretsKey{current}, previous...), purpose, paywallID, raw); i >= 0 {
-		return plain, i == 0, nil
+	if plain, ok := current.openRaw(purpose, paywallID, raw); ok {
+		return plain, true, nil
+	}
+	for _, k := range previous {
+		if plain, ok := k.openRaw(purpose, paywallID, raw); ok {
+			return plain, false, nil
+		}
 	}
 	if len(previous) == 0 {
 		return "", false, errDoesNotOpen
@@ -136,26 +141,15 @@ func OpenSealed(current *SecretsKey, previous []*SecretsKey, purpose, paywallID,
 		ErrSealedCredential, len(previous))
 }
 
-// openWithFirst opens a parsed sealed value (parseSealed) with the first of keys that opens it,
-// nil keys skipped, and returns that key's index, or -1 when none does.
-func openWithFirst(keys []*SecretsKey, purpose, paywallID string, raw []byte) (string, int) {
-	for i, k := range keys {
-		if k == nil {
-			continue
-		}
-		if plain, ok := k.openRaw(purpose, paywallID, raw); ok {
-			return plain, i
-		}
-	}
-	return "", -1
-}
-
 var errDoesNotOpen = fmt.Errorf("%w with paywall.secrets_key (sealed with another key, copied from another paywall, or tampered with)", ErrSealedCredential)
 
-// openRaw opens a parsed sealed value (parseSealed), reporting whether this key opens it. raw is
-// left as it was, so that the next key of a rotation can try it (decrypting in place would
-// overwrite it even when the value does not open).
+// openRaw opens a parsed sealed value (parseSealed), reporting whether this key opens it (a nil
+// key opens nothing). raw is left as it was, so that the next key of a rotation can try it
+// (decrypting in place would overwrite it even when the value does not open).
 func (k *SecretsKey) openRaw(purpose, paywallID string, raw []byte) (string, bool) {
+	if k == nil {
+		return "", false
+	}
 	plain, err := k.aead.Open(nil, raw[:gcmNonceSize], raw[gcmNonceSize:], additionalData(purpose, paywallID))
 	return string(plain), err == nil
 }
