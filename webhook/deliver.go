@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -120,11 +119,7 @@ func (o *Outbox) post(ctx context.Context, target, secret string, ev claimed) (i
 		}
 		// Why (no such host, a certificate, a refused connection) is what the app's developer
 		// must fix; the URL, which the error names too, is the paywall's and is dropped.
-		why := err
-		if uerr, ok := errors.AsType[*url.Error](err); ok {
-			why = uerr.Err
-		}
-		return 0, fmt.Errorf("could not reach the URL: %w", why)
+		return 0, fmt.Errorf("could not reach the URL: %w", withoutURL(err))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()

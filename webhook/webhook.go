@@ -150,12 +150,8 @@ func ValidateURL(raw string) error {
 		return fmt.Errorf("%w: %d bytes, at most 2048", ErrInvalidURL, len(raw))
 	}
 	u, err := url.Parse(raw)
-	if err != nil {
-		why := err
-		if uerr, ok := errors.AsType[*url.Error](err); ok {
-			why = uerr.Err // without the URL, which the message quotes already
-		}
-		return fmt.Errorf("%w: %q does not parse (%w); use one such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw, why)
+	if err != nil { // the message quotes the URL already
+		return fmt.Errorf("%w: %q does not parse (%w); use one such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw, withoutURL(err))
 	}
 	if !u.IsAbs() || u.Opaque != "" {
 		return fmt.Errorf("%w: %q is not an absolute URL such as https://app.example.com/tollgate/webhook", ErrInvalidURL, raw)
@@ -336,3 +332,12 @@ func (o *Outbox) Prune(ctx context.Context) (int, error) {
 
 // micros spells a duration for `$n::INTERVAL`, the same on PostgreSQL and CockroachDB.
 func micros(d time.Duration) string { return fmt.Sprintf("%d microseconds", d.Microseconds()) }
+
+// withoutURL is err without the *url.Error around it, which only adds the operation and the URL:
+// what is wrong, for a message that names the URL already or must not (the paywall's).
+func withoutURL(err error) error {
+	if uerr, ok := errors.AsType[*url.Error](err); ok {
+		return uerr.Err
+	}
+	return err
+}
