@@ -132,6 +132,19 @@ func (e *env) setWebhook(o *webhook.Outbox, paywallID string) {
 	e.recv.mu.Unlock()
 }
 
+// refusedCharge points pw1's webhook at the receiver, makes it answer 500 to the next fails
+// requests and charges addr(1) once ("c1").
+func (e *env) refusedCharge(o *webhook.Outbox, fails int) ledger.Transfer {
+	e.t.Helper()
+	e.setWebhook(o, "pw1")
+	e.fund(addr(1), 1_000_000)
+	ch := e.charge("c1", "pw1", addr(1), 900)
+	e.recv.mu.Lock()
+	e.recv.fail = fails
+	e.recv.mu.Unlock()
+	return ch
+}
+
 // oneAttempt points pw1's webhook at url, records one charge's event and delivers until nothing
 // is due, and returns the event's state (lastError "" for none).
 func (e *env) oneAttempt(o *webhook.Outbox, url string) (status string, attempts int, lastError string) {
@@ -257,10 +270,7 @@ func TestWebhookEvents(t *testing.T) {
 func TestWebhookRetries(t *testing.T) {
 	e := newEnv(t)
 	o := e.outbox(webhook.Options{BackoffMin: time.Millisecond, BackoffMax: 4 * time.Millisecond})
-	e.setWebhook(o, "pw1")
-	e.fund(addr(1), 1_000_000)
-	ch := e.charge("c1", "pw1", addr(1), 900)
-	e.recv.fail = 2
+	ch := e.refusedCharge(o, 2)
 	if _, err := o.Scan(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -549,12 +559,7 @@ func TestWebhookRun(t *testing.T) {
 	e := newEnv(t)
 	m := webhook.NewMetrics(prometheus.NewRegistry())
 	o := e.outbox(webhook.Options{Interval: 10 * time.Millisecond, BackoffMin: 300 * time.Millisecond, Metrics: m})
-	e.setWebhook(o, "pw1")
-	e.fund(addr(1), 1_000_000)
-	e.charge("c1", "pw1", addr(1), 900)
-	e.recv.mu.Lock()
-	e.recv.fail = 1
-	e.recv.mu.Unlock()
+	e.refusedCharge(o, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { o.Run(ctx); close(done) }()
@@ -586,12 +591,7 @@ func TestWebhookRun(t *testing.T) {
 func TestWebhookBackoff(t *testing.T) {
 	e := newEnv(t)
 	o := e.outbox(webhook.Options{BackoffMin: time.Hour, BackoffMax: 4 * time.Hour, GiveUpAfter: 24 * time.Hour})
-	e.setWebhook(o, "pw1")
-	e.fund(addr(1), 1_000_000)
-	e.charge("c1", "pw1", addr(1), 900)
-	e.recv.mu.Lock()
-	e.recv.fail = 1000
-	e.recv.mu.Unlock()
+	e.refusedCharge(o, 1000)
 	if _, err := o.Scan(t.Context()); err != nil {
 		t.Fatal(err)
 	}
