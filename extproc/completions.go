@@ -108,60 +108,23 @@ func parseCompletionsRequest(body []byte, lim requestLimits) (chatRequest, *apiE
 const unpricedCompletionsOptions = "Tollgate charges the tokens of the one 'model' you name, so on this paywall it cannot accept 'models' (fallback models, billed at the fallback's price) or 'plugins' (charged per request by the provider). Remove them, or name a priced model that includes what you need."
 
 // estimatePrompt checks `prompt` — a string, an array of strings, an array of token ids, or an
-// array of token-id arrays — and returns how many prompts it holds (each gets its own
-// completions) and the estimate of their tokens, at least one per prompt.
+// array of token-id arrays (textInputs) — and returns how many prompts it holds (each gets its
+// own completions) and the estimate of their tokens, at least one per prompt.
 func estimatePrompt(raw json.RawMessage) (prompts, tokens int64, bad *apiError) {
 	const example = "'prompt' must be a string, an array of strings, or an array of token ids (or of arrays of them)."
 	if len(raw) == 0 || isNull(raw) {
 		return 0, 0, badRequest("missing_prompt", "prompt", "The request has no 'prompt'. Send the text to complete, such as \"Once upon a time\".")
 	}
-	var s string
-	if raw[0] == '"' && json.Unmarshal(raw, &s) == nil {
-		return 1, max(textTokens(s), 1), nil
-	}
-	var items []json.RawMessage
-	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+	prompts, tokens, at, ok := textInputs(raw, false)
+	switch {
+	case !ok && at >= 0:
+		return 0, 0, badRequest("invalid_type", fmt.Sprintf("prompt[%d]", at), example)
+	case !ok:
 		return 0, 0, badRequest("invalid_type", "prompt", example)
-	}
-	if len(items) == 0 {
+	case prompts == 0:
 		return 0, 0, badRequest("missing_prompt", "prompt", "'prompt' is empty. Send the text to complete.")
 	}
-	if first := bytes.TrimSpace(items[0]); len(first) > 0 && first[0] != '"' && first[0] != '[' {
-		// One prompt given as token ids.
-		for i, it := range items {
-			if !isTokenID(it) {
-				return 0, 0, badRequest("invalid_type", fmt.Sprintf("prompt[%d]", i), example)
-			}
-		}
-		return 1, int64(len(items)), nil
-	}
-	for i, it := range items {
-		var ids []json.Number
-		switch {
-		case it[0] == '"' && json.Unmarshal(it, &s) == nil:
-			tokens += max(textTokens(s), 1)
-		case it[0] == '[' && json.Unmarshal(it, &ids) == nil && len(ids) > 0 && allTokenIDs(ids):
-			tokens += int64(len(ids))
-		default:
-			return 0, 0, badRequest("invalid_type", fmt.Sprintf("prompt[%d]", i), example)
-		}
-	}
-	return int64(len(items)), tokens, nil
-}
-
-// isTokenID reports whether raw is a JSON number that is a whole number ≥ 0.
-func isTokenID(raw json.RawMessage) bool {
-	var id json.Number
-	return json.Unmarshal(raw, &id) == nil && allTokenIDs([]json.Number{id})
-}
-
-func allTokenIDs(ids []json.Number) bool {
-	for _, id := range ids {
-		if v, err := id.Int64(); err != nil || v < 0 {
-			return false
-		}
-	}
-	return true
+	return prompts, tokens, nil
 }
 
 // textCompletionPaywallMessage is paywallMessage for legacy completions: a text_completion

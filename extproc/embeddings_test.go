@@ -173,7 +173,9 @@ func TestEstimateEmbeddingsInput(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d", in, got, bad, want)
 		}
 	}
-	for _, in := range []string{``, `null`, `[]`, `{}`, `7`, `[[]]`, `[true]`, `[null]`} {
+	// Token ids are whole numbers ≥ 0, and an array holds texts or ids, not both (the forms are
+	// shared with a legacy completion's prompt: textInputs).
+	for _, in := range []string{``, `null`, `[]`, `{}`, `7`, `[[]]`, `[true]`, `[null]`, `[-1]`, `[1.5]`, `[1,"a"]`, `["a",1]`} {
 		if _, bad := estimateEmbeddingsInput(json.RawMessage(in)); bad == nil || bad.Status != 400 {
 			t.Errorf("%s accepted", in)
 		}

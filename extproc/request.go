@@ -335,6 +335,79 @@ func contentTokens(raw json.RawMessage) int64 {
 	return textTokens(string(raw))
 }
 
+// textInputs reads the input forms the legacy completions and embeddings APIs share: a string,
+// an array of strings, an array of token ids (one input), or an array of token-id arrays — and,
+// with parts, OpenRouter's content parts (a text part's text; tokensPerMediaPart for others).
+// It returns how many inputs raw (not empty) holds and their estimate, at least one token per
+// input. ok is false for any other shape; at is then the index of the element at fault, or -1
+// when the whole value is.
+func textInputs(raw json.RawMessage, parts bool) (inputs, tokens int64, at int, ok bool) {
+	var s string
+	if raw[0] == '"' && json.Unmarshal(raw, &s) == nil {
+		return 1, max(textTokens(s), 1), 0, true
+	}
+	var items []json.RawMessage
+	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+		return 0, 0, -1, false
+	}
+	if len(items) > 0 && isNumber(items[0]) {
+		for i, it := range items {
+			if !isTokenID(it) {
+				return 0, 0, i, false
+			}
+		}
+		return 1, int64(len(items)), 0, true
+	}
+	for i, it := range items {
+		n, ok := inputTokens(it, parts)
+		if !ok {
+			return 0, 0, i, false
+		}
+		tokens += n
+	}
+	return int64(len(items)), tokens, 0, true
+}
+
+// inputTokens estimates one element of an input array of texts, token-id arrays or (with
+// parts) content parts.
+func inputTokens(raw json.RawMessage, parts bool) (int64, bool) {
+	var s string
+	var ids []json.Number
+	var part struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	switch {
+	case raw[0] == '"' && json.Unmarshal(raw, &s) == nil:
+		return max(textTokens(s), 1), true
+	case raw[0] == '[' && json.Unmarshal(raw, &ids) == nil && len(ids) > 0 && allTokenIDs(ids):
+		return int64(len(ids)), true
+	case parts && raw[0] == '{' && json.Unmarshal(raw, &part) == nil:
+		if part.Type == "text" {
+			return max(textTokens(part.Text), 1), true
+		}
+		return tokensPerMediaPart, true
+	}
+	return 0, false
+}
+
+func isNumber(raw json.RawMessage) bool { return raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') }
+
+// isTokenID reports whether raw is a JSON number that is a whole number ≥ 0.
+func isTokenID(raw json.RawMessage) bool {
+	var id json.Number
+	return isNumber(raw) && json.Unmarshal(raw, &id) == nil && allTokenIDs([]json.Number{id})
+}
+
+func allTokenIDs(ids []json.Number) bool {
+	for _, id := range ids {
+		if v, err := id.Int64(); err != nil || v < 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // textTokens estimates the tokens of a text.
 func textTokens(s string) int64 {
 	var ascii, other int64
