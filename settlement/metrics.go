@@ -34,19 +34,40 @@ type Metrics struct {
 // tollgate_settle_payouts_total's status label, not a stored status.
 const payoutSent = "sent"
 
-// The values of the status labels, where they are set: a counter's moves, and the statuses a
+// The values of the labels LabelValues lists: for status, a counter's moves and the statuses a
 // gauge of open items counts (open zeroes those that have none).
 var (
 	topUpMoves         = []TopUpStatus{TopUpSubmitted, TopUpCredited, TopUpFailed}
 	openTopUpStatuses  = []string{string(TopUpSigned), string(TopUpSubmitted)}
 	payoutMoves        = []string{payoutSent, payoutSettled, payoutFailed}
 	openPayoutStatuses = []string{payoutQueued, payoutSending, payoutConfirming, payoutFailing}
-	// broadcastResults: the node took the transaction, had it (or its nonce) already, or failed.
-	broadcastResults = []string{"accepted", "known", "error"}
-	// depositKinds: a top-up's transfer, or a plain transfer from a linked address.
-	depositKinds = []string{"topup", "transfer"}
-	// tickSteps are the steps of a worker's round, the step label of tick errors.
-	tickSteps = []string{"transactions", "payouts", "top-ups", "deposits", "lease"}
+	broadcastResults   = []string{broadcastAccepted, broadcastKnown, broadcastError}
+	depositKinds       = []string{depositTopUp, depositTransfer}
+	tickSteps          = []string{stepTransactions, stepPayouts, stepTopUps, stepDeposits, stepLease}
+)
+
+// The values of tollgate_settle_broadcasts_total's result label: the node took the
+// transaction, had it (or its nonce) already, or failed.
+const (
+	broadcastAccepted = "accepted"
+	broadcastKnown    = "known"
+	broadcastError    = "error"
+)
+
+// The values of the deposits' kind label (and a deposit's kind in the ledger's metadata): a
+// top-up's transfer, or a plain transfer from a linked address.
+const (
+	depositTopUp    = purposeTopUp
+	depositTransfer = "transfer"
+)
+
+// The steps of a worker's round (Tick), the values of tick errors' step label.
+const (
+	stepTransactions = "transactions"
+	stepPayouts      = "payouts"
+	stepTopUps       = "top-ups"
+	stepDeposits     = "deposits"
+	stepLease        = "lease"
 )
 
 // The values of tollgate_settle_rpc_calls_total's result label: the node answered, or not.

@@ -160,13 +160,13 @@ func (w *Worker) broadcast(ctx context.Context, tx *types.Transaction) {
 	err := w.client.SendTransaction(ctx, tx)
 	switch {
 	case err == nil:
-		w.metrics.broadcast("accepted")
+		w.metrics.broadcast(broadcastAccepted)
 		w.logger.InfoContext(ctx, "transaction broadcast", "tx", tx.Hash().Hex(), "nonce", tx.Nonce())
 	case isKnownTxError(err):
-		w.metrics.broadcast("known")
+		w.metrics.broadcast(broadcastKnown)
 		w.logger.DebugContext(ctx, "node already has the transaction or its nonce", "tx", tx.Hash().Hex(), "err", err)
 	default:
-		w.metrics.broadcast("error")
+		w.metrics.broadcast(broadcastError)
 		w.logger.WarnContext(ctx, "broadcast failed; will retry", "tx", tx.Hash().Hex(), "nonce", tx.Nonce(), "err", err)
 	}
 }

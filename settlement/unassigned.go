@@ -152,7 +152,7 @@ func assignDeposit(ctx context.Context, pool *pgxpool.Pool, l Depositor, d Unass
 		Key: d.LedgerKey, ChainID: d.ChainID, Wallet: wallet, AmountMicro: d.AmountMicro,
 		Metadata: map[string]string{
 			ledger.MetaTxHash: d.TxHash, ledger.MetaLogPos: strconv.Itoa(d.LogPos), ledger.MetaBlock: strconv.FormatUint(d.BlockNumber, 10),
-			ledger.MetaToken: d.Token, ledger.MetaKind: "transfer", ledger.MetaFrom: d.From, ledger.MetaAssignedBy: by,
+			ledger.MetaToken: d.Token, ledger.MetaKind: depositTransfer, ledger.MetaFrom: d.From, ledger.MetaAssignedBy: by,
 		},
 	})
 	if errors.Is(err, ledger.ErrIdempotencyConflict) {
@@ -271,7 +271,7 @@ func (w *Worker) assignToSender(ctx context.Context, u UnassignedDeposit) error 
 	if err != nil {
 		return err
 	}
-	w.metrics.deposit("transfer", d.AmountMicro)
+	w.metrics.deposit(depositTransfer, d.AmountMicro)
 	w.logger.InfoContext(ctx, "deposit credited: its sender linked the address", "kind", "transfer", "wallet", d.Wallet,
 		"amount_micro", d.AmountMicro, "tx", d.TxHash, "log_pos", d.LogPos, "transfer", d.TransferID)
 	return nil

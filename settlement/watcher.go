@@ -271,7 +271,7 @@ func (w *Worker) depositsIn(ctx context.Context, rcpt *types.Receipt) ([]deposit
 			if err != nil {
 				return nil, fmt.Errorf("linked wallets: %w", err)
 			}
-			d.kind, d.key, d.linked = "transfer", w.transferKey(d), linked
+			d.kind, d.key, d.linked = depositTransfer, w.transferKey(d), linked
 		}
 		out = append(out, d)
 	}

@@ -163,7 +163,7 @@ func (w *Worker) Tick(ctx context.Context) error {
 	if err != nil {
 		if ctx.Err() == nil {
 			w.health.leaseFailed(w.clock.Now(), w.cfg.LeaseTTL, err)
-			w.metrics.tickError("lease")
+			w.metrics.tickError(stepLease)
 		}
 		w.leaseMetrics()
 		return err
@@ -178,12 +178,12 @@ func (w *Worker) Tick(ctx context.Context) error {
 		name string
 		run  func(context.Context) error
 	}{
-		{"transactions", w.monitorTxs},
-		{"payouts", func(ctx context.Context) error {
+		{stepTransactions, w.monitorTxs},
+		{stepPayouts, func(ctx context.Context) error {
 			return errors.Join(w.syncPayouts(ctx), w.processPayouts(ctx))
 		}},
-		{"top-ups", w.relayTopUps},
-		{"deposits", w.watchDeposits},
+		{stepTopUps, w.relayTopUps},
+		{stepDeposits, w.watchDeposits},
 	} {
 		if err := step.run(ctx); err != nil {
 			if errors.Is(err, ErrLeaseLost) {
