@@ -1,7 +1,6 @@
 package extproc
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -144,12 +143,5 @@ func textCompletionPaywallMessage(id, model, text string, stream bool, now time.
 	if !stream {
 		return "application/json", completion(text, "stop", zeroUsage())
 	}
-	var b bytes.Buffer
-	for _, ev := range [][]byte{completion(text, nil, nil), completion("", "stop", zeroUsage())} {
-		b.WriteString("data: ")
-		b.Write(ev)
-		b.WriteString("\n\n")
-	}
-	b.WriteString("data: [DONE]\n\n")
-	return "text/event-stream", b.Bytes()
+	return "text/event-stream", dataStream(completion(text, nil, nil), completion("", "stop", zeroUsage()))
 }

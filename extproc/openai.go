@@ -81,17 +81,22 @@ func paywallMessage(id, model, text string, stream bool, now time.Time) (content
 		b, _ := json.Marshal(c)
 		return b
 	}
-	var b bytes.Buffer
-	for _, ev := range [][]byte{
+	return "text/event-stream", dataStream(
 		chunk(map[string]any{"role": "assistant", "content": text}, nil, nil),
-		chunk(map[string]any{}, "stop", zeroUsage()),
-	} {
+		chunk(map[string]any{}, "stop", zeroUsage()))
+}
+
+// dataStream is a whole SSE stream of the events' data, ending in "data: [DONE]" as OpenAI's
+// chat and legacy completion streams do.
+func dataStream(events ...[]byte) []byte {
+	var b bytes.Buffer
+	for _, ev := range events {
 		b.WriteString("data: ")
 		b.Write(ev)
 		b.WriteString("\n\n")
 	}
 	b.WriteString("data: [DONE]\n\n")
-	return "text/event-stream", b.Bytes()
+	return b.Bytes()
 }
 
 func zeroUsage() map[string]any {
