@@ -511,18 +511,23 @@ func TestWebhookUnreachable(t *testing.T) {
 	}
 }
 
-// TestWebhookLeaseCoversTimeout: a Lease shorter than Timeout is raised above it, so that
+// TestWebhookLeaseCoversTimeout: a Lease shorter than twice Timeout is raised to it, so that
 // another deliverer does not take an event whose POST is still waiting for its answer (the
 // app would get it twice at once).
 func TestWebhookLeaseCoversTimeout(t *testing.T) {
 	e := newEnv(t)
 	var mu sync.Mutex
 	tries := 0
-	slow := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+	arrived, answer := make(chan struct{}, 2), make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		tries++
 		mu.Unlock()
-		time.Sleep(300 * time.Millisecond)
+		arrived <- struct{}{}
+		select { // answers once the test has tried the second Deliver
+		case <-answer:
+		case <-r.Context().Done():
+		}
 	}))
 	t.Cleanup(slow.Close)
 	o := e.outbox(webhook.Options{Timeout: 5 * time.Second, Lease: 10 * time.Millisecond})
@@ -540,10 +545,12 @@ func TestWebhookLeaseCoversTimeout(t *testing.T) {
 			t.Errorf("first Deliver = %d, %v; want the event", n, err)
 		}
 	})
-	time.Sleep(100 * time.Millisecond) // the first POST is waiting for its answer
+	<-arrived                         // the first POST is waiting for its answer
+	time.Sleep(50 * time.Millisecond) // past the 10ms Lease as given
 	if n, err := o.Deliver(t.Context()); n != 0 || err != nil {
 		t.Errorf("second Deliver = %d, %v; want nothing (the event is leased)", n, err)
 	}
+	close(answer)
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
