@@ -98,8 +98,8 @@ type Scanner struct {
 	scratch            []byte // joined multi-line data
 	// skipping: the current event outgrew MaxEventBytes; its bytes are handed out unread as
 	// they come, up to the blank line that ends it. skipMidLine: the chunk before ended inside
-	// one of its lines. skipEnd: that blank line's '\r' was the previous chunk's last byte, so a
-	// '\n' starting this chunk still belongs to the event.
+	// one of its lines. skipEnd: that blank line's '\r' was the previous chunk's last byte, so the
+	// event ends at this chunk's start, with the '\n' (skipLF) that may still belong to it.
 	skipping, skipMidLine, skipEnd bool
 	ev                             Event
 }
@@ -207,9 +207,7 @@ func (s *Scanner) skip() bool {
 			return false
 		}
 		s.skipEnd, s.skipping = false, false
-		if from < len(b) && b[from] == '\n' {
-			s.pos++
-		}
+		s.takeLF()
 		s.evStart, s.lineStart = s.pos, s.pos
 		if s.pos == from {
 			return s.Next()
@@ -226,7 +224,7 @@ func (s *Scanner) skip() bool {
 		s.skipping = false
 		s.evStart = s.pos
 	case crPending:
-		s.skipEnd = true
+		s.skipLF, s.skipEnd = true, true
 	default:
 		s.pos = len(b) // the rest of the chunk is the event's unfinished line
 	}
@@ -323,7 +321,7 @@ func (s *Scanner) keepTail() bool {
 	}
 	// A pendingEnd event is complete but for a '\n' that may start the next chunk.
 	s.skipping, s.skipEnd, s.skipMidLine = true, s.pendingEnd, s.lineStart < 0
-	s.pendingEnd, s.skipLF, s.evCR = false, s.skipLF && !s.pendingEnd, false
+	s.pendingEnd, s.evCR = false, false
 	s.ev = Event{Kind: KindInvalid, Raw: s.carry, Start: start, End: n, Carried: carried}
 	s.resetCarry = true
 	return true
