@@ -214,9 +214,9 @@ type completion struct {
 func (c completion) text() string { return strings.Join(c.words, "") }
 
 // complete sizes a completion (x-fake-completion-tokens or the default, cut by the body's caps),
-// fills rec's MaxTokens and Usage, and keeps the generation record under idPrefix plus the next
-// sequence suffix.
-func (s *Server) complete(r *http.Request, rec *Request, idPrefix string, prompt int64, caps ...*int64) completion {
+// fills rec's MaxTokens and Usage (choices completions of it), and keeps the generation record
+// under idPrefix plus the next sequence suffix.
+func (s *Server) complete(r *http.Request, rec *Request, idPrefix string, prompt, choices int64, caps ...*int64) completion {
 	n := int64(headerInt(r, "x-fake-completion-tokens", s.opts.CompletionTokens))
 	capped := false
 	for _, c := range caps {
@@ -227,7 +227,7 @@ func (s *Server) complete(r *http.Request, rec *Request, idPrefix string, prompt
 			}
 		}
 	}
-	rec.Usage = Usage{PromptTokens: prompt, CompletionTokens: n}
+	rec.Usage = Usage{PromptTokens: prompt, CompletionTokens: n * choices}
 	s.mu.Lock()
 	s.seq++
 	id := fmt.Sprintf("%sfake-%s-%d", idPrefix, s.opts.Name, s.seq)
@@ -250,7 +250,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, body []byte, rec *
 	}
 	rec.Stream, rec.User = req.Stream, req.User
 	rec.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
-	c := s.complete(r, rec, "chatcmpl-", promptTokens(req), req.MaxTokens, req.MaxCompletionTokens)
+	c := s.complete(r, rec, "chatcmpl-", promptTokens(req), 1, req.MaxTokens, req.MaxCompletionTokens)
 	finish := "stop"
 	if c.capped {
 		finish = "length"
@@ -318,12 +318,7 @@ func (s *Server) textCompletion(w http.ResponseWriter, r *http.Request, body []b
 	}
 	rec.Stream, rec.User = req.Stream, req.User
 	rec.IncludeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
-	c := s.complete(r, rec, "cmpl-", prompt, req.MaxTokens)
-	// Every prompt's choice is the same completion.
-	rec.Usage.CompletionTokens *= int64(len(prompts))
-	s.mu.Lock()
-	s.gens[c.id] = rec.Usage
-	s.mu.Unlock()
+	c := s.complete(r, rec, "cmpl-", prompt, int64(len(prompts)), req.MaxTokens) // every prompt's choice is the same words
 	finish := "stop"
 	if c.capped {
 		finish = "length"
@@ -378,7 +373,7 @@ func (s *Server) responses(w http.ResponseWriter, r *http.Request, body []byte, 
 		return writeError(w, http.StatusBadRequest, "invalid_json", "fake upstream: "+err.Error())
 	}
 	rec.Stream, rec.User = req.Stream, req.User
-	c := s.complete(r, rec, "resp_", inputTokens(req), req.MaxOutputTokens)
+	c := s.complete(r, rec, "resp_", inputTokens(req), 1, req.MaxOutputTokens)
 	msgID := "msg_" + strings.TrimPrefix(c.id, "resp_")
 	status, itemStatus, incomplete := "completed", "completed", any(nil)
 	if c.capped {
