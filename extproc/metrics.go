@@ -44,6 +44,17 @@ const (
 	reasonShutdown           = "shutdown"             // the server stopped before the end
 )
 
+// The values of the other labels, set by the code and created at zero by NewMetrics.
+const (
+	holdReserved, holdInsufficient, holdError = "reserved", "insufficient", "error" // holds_total{result}
+	usageReported, usageEstimated             = "reported", "estimated"             // captures_total{usage}
+	costReported, costPriced                  = "reported", "priced"                // provider_cost…{source}
+	// background_settlements_total{result}
+	bgSettled, bgFailed, bgExpiring, bgAbandoned, bgHandedOver = "settled", "failed", "expiring", "abandoned", "handed_over"
+	// provider_records_total{result}
+	recordUsed, recordNoneInTime, recordUnreadable = "used", "none_in_time", "unreadable"
+)
+
 var estimateReasons = []string{reasonNoUsage, reasonUpstreamErrorEvent, reasonCostError, reasonClientGone,
 	reasonStreamClosed, reasonStreamError, reasonProcessingError, reasonShutdown}
 
@@ -145,17 +156,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for a := range apis {
 		m.forwarded.WithLabelValues(apis[a].label)
 	}
-	zero(m.holds, "reserved", "insufficient", "error")
-	zero(m.captures, "reported", "estimated")
-	zero(m.providerCost, "reported", "priced")
+	zero(m.holds, holdReserved, holdInsufficient, holdError)
+	zero(m.captures, usageReported, usageEstimated)
+	zero(m.providerCost, costReported, costPriced)
 	zero(m.estimated, estimateReasons...)
 	zero(m.settleRetries, opCapture, opVoid)
 	for _, op := range []string{opCapture, opVoid} {
-		for _, result := range []string{"settled", "failed", "expiring", "abandoned", "handed_over"} {
+		for _, result := range []string{bgSettled, bgFailed, bgExpiring, bgAbandoned, bgHandedOver} {
 			m.settleBackground.WithLabelValues(op, result)
 		}
 	}
-	zero(m.providerRecords, "used", "none_in_time", "unreadable")
+	zero(m.providerRecords, recordUsed, recordNoneInTime, recordUnreadable)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.forwarded, m.holds, m.heldMicro, m.captures, m.capturedMicro, m.providerCost, m.shortfall,
 			m.estimated, m.voids, m.limitErrors, m.openStreams, m.settlePending, m.journaled, m.settleRetries, m.settleBackground, m.providerRecords, phase, call)

@@ -443,17 +443,17 @@ func (p *processor) tryHold(ctx context.Context, attempt int, amount int64) (res
 	switch {
 	case err == nil:
 		p.hold, p.holdOpen = hold, true
-		p.s.metrics.holds.WithLabelValues("reserved").Inc()
+		p.s.metrics.holds.WithLabelValues(holdReserved).Inc()
 		p.s.metrics.heldMicro.Add(float64(amount))
 		return p.forward(), false
 	case errors.Is(err, ledger.ErrInsufficientFunds):
-		p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+		p.s.metrics.holds.WithLabelValues(holdInsufficient).Inc()
 		return nil, true
 	case errors.Is(err, ledger.ErrUnknownAccount):
-		p.s.metrics.holds.WithLabelValues("insufficient").Inc()
+		p.s.metrics.holds.WithLabelValues(holdInsufficient).Inc()
 		return p.paywallMessage(ActionTopUp, 0), false
 	default:
-		p.s.metrics.holds.WithLabelValues("error").Inc()
+		p.s.metrics.holds.WithLabelValues(holdError).Inc()
 		return p.unavailable("reserve the hold", err), false
 	}
 }

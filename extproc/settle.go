@@ -84,8 +84,8 @@ func (p *processor) settle(reason string) {
 		// What the provider says it charged, beside what the catalog priced (the provider's
 		// share): a gap means the catalog is stale or the provider routed to a dearer host.
 		meta[ledger.MetaProviderReportedCost] = strconv.FormatInt(p.reportedCost, 10)
-		p.s.metrics.providerCost.WithLabelValues("reported").Add(float64(p.reportedCost))
-		p.s.metrics.providerCost.WithLabelValues("priced").Add(float64(provider))
+		p.s.metrics.providerCost.WithLabelValues(costReported).Add(float64(p.reportedCost))
+		p.s.metrics.providerCost.WithLabelValues(costPriced).Add(float64(provider))
 	}
 	st := &settlement{Op: opCapture, RequestID: p.id, HoldID: p.hold.ID, Deadline: p.retryDeadline(), Reason: why,
 		Capture: &ledger.CaptureRequest{Key: "tg:capture:" + p.id, HoldID: p.hold.ID, Split: split, Estimated: estimated, Metadata: meta}}
@@ -176,11 +176,11 @@ func (s *Server) captured(res ledger.CaptureResult, estimated bool, why string) 
 	m.capturedMicro.Add(float64(res.ChargedMicro))
 	m.shortfall.Add(float64(res.ShortfallMicro))
 	if estimated {
-		m.captures.WithLabelValues("estimated").Inc()
+		m.captures.WithLabelValues(usageEstimated).Inc()
 		m.estimated.WithLabelValues(why).Inc()
 		return OutcomeEstimated
 	}
-	m.captures.WithLabelValues("reported").Inc()
+	m.captures.WithLabelValues(usageReported).Inc()
 	return OutcomeCharged
 }
 

@@ -97,7 +97,7 @@ func (s *settler) launch(st *settlement) {
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
-		s.giveUp(st, "abandoned", errors.New("shutting down"))
+		s.giveUp(st, bgAbandoned, errors.New("shutting down"))
 		return
 	}
 	s.running[st] = struct{}{}
@@ -130,16 +130,16 @@ func (s *settler) run(st *settlement) {
 }
 
 // attempts retries st with backoff until it settles or fails for good (gaveUp is ""), or until
-// the hold is about to expire or shutdown gives up on it (gaveUp is "expiring" or "abandoned").
+// the hold is about to expire or shutdown gives up on it (gaveUp is bgExpiring or bgAbandoned).
 func (s *settler) attempts(st *settlement) (res ledger.CaptureResult, gaveUp string, err error) {
 	backoff := s.minBackoff
 	for {
 		d := jitter(backoff)
 		if time.Until(st.Deadline) < d {
-			return res, "expiring", errors.New("the hold expires before the next attempt")
+			return res, bgExpiring, errors.New("the hold expires before the next attempt")
 		}
 		if err := wait.Sleep(s.ctx, d); err != nil {
-			return res, "abandoned", errors.New("shutting down")
+			return res, bgAbandoned, errors.New("shutting down")
 		}
 		if st.refine != nil && !s.refined(st) {
 			backoff = min(2*backoff, s.maxBackoff)
@@ -150,15 +150,15 @@ func (s *settler) attempts(st *settlement) (res ledger.CaptureResult, gaveUp str
 		cancel()
 		switch {
 		case err == nil:
-			s.metrics.settleBackground.WithLabelValues(st.Op, "settled").Inc()
+			s.metrics.settleBackground.WithLabelValues(st.Op, bgSettled).Inc()
 			s.log.Info("settled in the background", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID)
 			return res, "", nil
 		case isFinal(err, st.final()):
-			s.metrics.settleBackground.WithLabelValues(st.Op, "failed").Inc()
+			s.metrics.settleBackground.WithLabelValues(st.Op, bgFailed).Inc()
 			s.log.Error("background settlement failed for good", "op", st.Op, "request_id", st.RequestID, "hold_id", st.HoldID, "err", err)
 			return res, "", err
 		case s.ctx.Err() != nil:
-			return res, "abandoned", err
+			return res, bgAbandoned, err
 		}
 		s.metrics.settleRetries.WithLabelValues(st.Op).Inc()
 		s.log.Debug("background settlement attempt failed", "op", st.Op, "request_id", st.RequestID, "err", err)
@@ -176,7 +176,7 @@ func (s *settler) refined(st *settlement) bool {
 	cancel()
 	switch {
 	case err == nil:
-		s.metrics.providerRecords.WithLabelValues("used").Inc()
+		s.metrics.providerRecords.WithLabelValues(recordUsed).Inc()
 		st.Capture, st.Reason, st.refine = capture, "", nil
 		s.log.Info("charging the provider's record of the usage", "request_id", st.RequestID, "hold_id", st.HoldID,
 			"charge_micro", capture.Split.TotalMicro())
@@ -191,9 +191,9 @@ func (s *settler) refined(st *settlement) bool {
 		s.log.Debug("no record of the usage from the provider yet", "request_id", st.RequestID, "err", err)
 		return false
 	}
-	result := "none_in_time"
+	result := recordNoneInTime
 	if errors.Is(err, errNoRecord) {
-		result = "unreadable"
+		result = recordUnreadable
 	}
 	s.metrics.providerRecords.WithLabelValues(result).Inc()
 	s.log.Warn("no usable record of the usage from the provider; charging the estimate", "request_id", st.RequestID,
@@ -245,17 +245,17 @@ func (s *settler) forget(id string) {
 // giveUp ends st without settling it. A journaled settlement abandoned at shutdown is handed
 // over instead: its lease is released so that another replica takes it over at once.
 func (s *settler) giveUp(st *settlement, result string, err error) {
-	if result == "abandoned" && st.journaled {
+	if result == bgAbandoned && st.journaled {
 		// If the release fails, the lease still runs out and another replica takes it over then.
 		ctx, cancel := context.WithTimeout(context.Background(), journalTimeout)
 		rerr := s.journal.Release(ctx, st.journalID())
 		cancel()
-		s.metrics.settleBackground.WithLabelValues(st.Op, "handed_over").Inc()
+		s.metrics.settleBackground.WithLabelValues(st.Op, bgHandedOver).Inc()
 		s.log.Warn("shutting down; the settlement is left in the journal for another replica", "op", st.Op,
 			"request_id", st.RequestID, "hold_id", st.HoldID, "until", st.Deadline, "release_err", rerr)
 		return
 	}
-	if result == "abandoned" {
+	if result == bgAbandoned {
 		s.mu.Lock()
 		s.abandoned++
 		s.mu.Unlock()
